@@ -1,0 +1,1 @@
+"""Inference side: ONNX Runtime engine, HTTP app and batch CLI. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Training side (torch): data, augmentation, losses, metrics, loop, checkpoints, export."""

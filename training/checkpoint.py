@@ -1,0 +1,89 @@
+"""Checkpoints: one ``torch.save``d dict of plain data, written atomically.
+
+See docs/contracts.md for the layout. Everything in a checkpoint is a tensor, number, string,
+list or dict, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import fcn
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    An interrupted write never leaves a truncated checkpoint behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict safely (``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a checkpoint written by this project.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for bad files
+        raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(
+            f"{path} is not an fcn checkpoint (expected a dict with 'model' and 'config' keys)"
+        )
+    return state
+
+
+def build_model_from_config(model_config: dict[str, Any]) -> nn.Module:
+    """Rebuild a network from ``config["model"]`` (arch, num_classes, in_channels, options).
+
+    Pretrained-weight options are dropped: the checkpoint's state dict replaces them anyway,
+    and rebuilding must never try to download anything.
+    """
+    options = {
+        k: v for k, v in dict(model_config.get("options", {})).items() if k not in _WEIGHT_OPTIONS
+    }
+    return fcn.build_model(
+        model_config["arch"],
+        num_classes=int(model_config["num_classes"]),
+        in_channels=int(model_config.get("in_channels", 3)),
+        **options,
+    )
+
+
+_WEIGHT_OPTIONS = {"weights", "encoder_weights"}
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint and return ``(model in eval mode, full training config)``."""
+    state = load_checkpoint(path, map_location=device)
+    config = state["config"]
+    model = build_model_from_config(config["model"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("predict",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,49 @@
+"""Typed exceptions raised by the serving engine, the image decoder and the batch runner.
+
+Every class subclasses ``ValueError`` and carries a message written for the person who sent
+the image or the model, so callers (the ``fcn`` CLI, the HTTP app) can show ``str(exc)``
+directly and pick a status from the type: unsupported format, corrupt input, too large, or a
+model problem.
+"""
+
+from __future__ import annotations
+
+
+class ImageError(ValueError):
+    """Base class for every problem with an input image (what the user sent is at fault)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedFormatError(ImageError):
+    """The bytes are not an image in one of the allowed formats (or use an unusable mode)."""
+
+
+class CorruptImageError(ImageError):
+    """The file claims an allowed format but is empty, truncated or otherwise undecodable."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image's header declares more pixels (or a longer side) than the configured limit."""
+
+
+class ModelError(ValueError):
+    """Base class for problems with an ONNX model file (the operator's side is at fault)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelLoadError(ModelError):
+    """The model file is missing, unreadable, or ONNX Runtime cannot build a session from it."""
+
+
+class MetadataError(ModelError):
+    """A ``metadata_props`` entry is missing or invalid; ``key`` names the entry."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"model metadata {key!r}: {message}")
+        self.key = key

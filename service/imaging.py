@@ -1,0 +1,259 @@
+"""Safe image decoding: format allowlist, size limits before pixels, EXIF orientation, modes.
+
+``decode_image`` turns untrusted bytes (or a path) into an ``(H, W, C)`` array whose channel
+count is the model's ``in_channels`` (1 = L, 3 = RGB, 4 = RGBA), keeping the source precision:
+
+* ``uint8`` for 8-bit sources (scale by 1/255),
+* ``uint16`` for 16-bit sources, ``I;16*`` and ``I`` (scale by 1/65535; never squeezed to 8 bits),
+* ``float32`` for ``F`` images, taken to be in ``[0, 1]`` already and clipped there.
+
+``pixel_scale(array)`` gives the factor that maps it to ``[0, 1]`` (see docs/contracts.md).
+Every failure raises a subclass of :class:`service.errors.ImageError`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from service.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+ALLOWED_LABEL = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+
+# Leading bytes of the allowed formats: a file that starts like one of these but does not
+# decode is corrupt, anything else is an unsupported format.
+_ALLOWED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"),
+)
+# A few common formats we refuse, so the message can name them instead of "not an image".
+_OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"qoif", "QOI"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"P1", "PBM"),
+    (b"P2", "PGM"),
+    (b"P3", "PPM"),
+    (b"P4", "PBM"),
+    (b"P5", "PGM"),
+    (b"P6", "PPM"),
+)
+
+Source = bytes | str | os.PathLike | BinaryIO
+
+
+def sniff_format(head: bytes) -> tuple[str | None, bool]:
+    """Guess a format from a file's first bytes.
+
+    Returns:
+        ``(name, allowed)``; ``name`` is ``None`` when the bytes match nothing we know.
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP", True
+    for magic, name in _ALLOWED_MAGIC:
+        if head.startswith(magic):
+            return name, True
+    if head[4:8] == b"ftyp":
+        brand = head[8:12].decode("ascii", "replace").strip()
+        return f"ISO media ({brand or 'unknown'}, e.g. HEIC/AVIF)", False
+    for magic, name in _OTHER_MAGIC:
+        if head.startswith(magic):
+            return name, False
+    return None, False
+
+
+def check_size(width: int, height: int, *, max_pixels: int, max_side: int) -> None:
+    """Raise :class:`ImageTooLargeError` if ``width x height`` exceeds either limit."""
+    if width < 1 or height < 1:
+        raise CorruptImageError(f"image declares an empty size ({width}x{height})")
+    if width > max_side or height > max_side:
+        raise ImageTooLargeError(
+            f"image is {width}x{height}; the longest side allowed is {max_side} pixels"
+        )
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+
+
+def _as_stream(source: Source) -> tuple[BinaryIO, bool]:
+    """Return a seekable binary stream and whether we opened it (and must close it)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return io.BytesIO(bytes(source)), True
+    if isinstance(source, str | os.PathLike):
+        return open(source, "rb"), True  # noqa: SIM115 - closed by the caller
+    return source, False
+
+
+def open_image(source: Source, *, max_pixels: int, max_side: int) -> Image.Image:
+    """Open, size-check, load and EXIF-orient the first frame of an image.
+
+    The size limits are checked against the header before any pixel buffer is allocated.
+
+    Args:
+        source: raw bytes, a path, or a seekable binary file object.
+        max_pixels: the largest ``width * height`` accepted.
+        max_side: the largest width or height accepted.
+
+    Returns:
+        A loaded PIL image, oriented so that EXIF orientation 1 applies.
+
+    Raises:
+        UnsupportedFormatError: not one of the allowed formats.
+        CorruptImageError: empty, truncated or undecodable.
+        ImageTooLargeError: over a limit (detected from the header).
+        OSError: ``source`` is a path that cannot be opened.
+    """
+    stream, owned = _as_stream(source)
+    try:
+        head = stream.read(16)
+        stream.seek(0)
+        if not head:
+            raise CorruptImageError("the file is empty")
+        name, allowed = sniff_format(head)
+        if not allowed:
+            what = f"a {name} file" if name else "not a recognised image"
+            raise UnsupportedFormatError(f"unsupported image format: {what}; send {ALLOWED_LABEL}")
+        return _decode(stream, name or "image", max_pixels=max_pixels, max_side=max_side)
+    finally:
+        if owned:
+            stream.close()
+
+
+def _decode(stream: BinaryIO, name: str, *, max_pixels: int, max_side: int) -> Image.Image:
+    # Pillow's own bomb check runs inside Image.open with a global limit; ours is per call and
+    # runs next, so silence its warning and translate its error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(stream, formats=ALLOWED_FORMATS)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"image is too large to decode safely ({exc})") from exc
+        except Exception as exc:  # Pillow raises many types for bad headers
+            logger.debug("header parse failed", exc_info=True)
+            raise CorruptImageError(f"{name} file is corrupt or truncated ({exc})") from exc
+    try:
+        width, height = image.size
+        check_size(width, height, max_pixels=max_pixels, max_side=max_side)
+        image.seek(0)  # first frame of GIF/TIFF/WebP animations
+        try:
+            image.load()
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"image is too large to decode safely ({exc})") from exc
+        except Exception as exc:
+            logger.debug("decode failed", exc_info=True)
+            raise CorruptImageError(f"{name} file is corrupt or truncated ({exc})") from exc
+        _orient(image)
+        return image
+    except BaseException:
+        image.close()
+        raise
+
+
+def _orient(image: Image.Image) -> None:
+    """Apply the EXIF orientation in place; a broken EXIF block is logged, not fatal."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # phones write odd EXIF; the pixels are still good
+        logger.warning("ignoring unreadable EXIF orientation", exc_info=True)
+
+
+def to_array(image: Image.Image, in_channels: int) -> np.ndarray:
+    """Convert a loaded image to ``(H, W, in_channels)`` keeping 16-bit and float precision.
+
+    Args:
+        image: a loaded PIL image in any mode.
+        in_channels: 1 (grey), 3 (RGB) or 4 (RGBA).
+
+    Returns:
+        ``uint8``, ``uint16`` or ``float32`` array (see the module docstring).
+
+    Raises:
+        ValueError: ``in_channels`` is not 1, 3 or 4.
+        UnsupportedFormatError: a mode Pillow cannot convert.
+    """
+    if in_channels not in (1, 3, 4):
+        raise ValueError(f"in_channels must be 1, 3 or 4, got {in_channels}")
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        grey = _wide_grey(image)
+        return _grey_to_channels(grey, in_channels)
+    if mode == "P":
+        # Palette transparency only survives a conversion through RGBA.
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    target = {1: "L", 3: "RGB", 4: "RGBA"}[in_channels]
+    try:
+        converted = image if image.mode == target else image.convert(target)
+    except (ValueError, OSError) as exc:
+        raise UnsupportedFormatError(f"unsupported pixel mode {mode!r} ({exc})") from exc
+    array = np.asarray(converted)
+    return array.reshape(array.shape[0], array.shape[1], in_channels)
+
+
+def _wide_grey(image: Image.Image) -> np.ndarray:
+    """A 16-bit or float grey image as ``uint16`` / ``float32`` ``(H, W)``."""
+    array = np.asarray(image)
+    if image.mode == "F":
+        return np.nan_to_num(np.clip(array.astype(np.float32), 0.0, 1.0), nan=0.0)
+    # "I" is 32-bit signed in Pillow but holds 16-bit data from PNG/TIFF: clip to that range.
+    return np.clip(array, 0, 65535).astype(np.uint16)
+
+
+def _grey_to_channels(grey: np.ndarray, in_channels: int) -> np.ndarray:
+    if in_channels == 1:
+        return grey[:, :, None]
+    planes = [grey] * 3
+    if in_channels == 4:
+        opaque = np.float32(1.0) if grey.dtype == np.float32 else np.iinfo(grey.dtype).max
+        planes.append(np.full_like(grey, opaque))
+    return np.stack(planes, axis=-1)
+
+
+def pixel_scale(array: np.ndarray) -> float:
+    """The factor mapping ``array``'s values to ``[0, 1]``: 1/255, 1/65535 or 1 (float)."""
+    if array.dtype == np.uint8:
+        return 1.0 / 255.0
+    if array.dtype == np.uint16:
+        return 1.0 / 65535.0
+    if np.issubdtype(array.dtype, np.floating):
+        return 1.0
+    raise ValueError(f"expected a uint8, uint16 or float image array, got {array.dtype}")
+
+
+def decode_image(source: Source, *, in_channels: int, max_pixels: int, max_side: int) -> np.ndarray:
+    """Decode untrusted input into the ``(H, W, in_channels)`` array the engine expects.
+
+    Args:
+        source: raw bytes, a path, or a seekable binary file object.
+        in_channels: the model's input channels (1, 3 or 4).
+        max_pixels: the largest ``width * height`` accepted.
+        max_side: the largest width or height accepted.
+
+    Returns:
+        The oriented image as ``uint8``, ``uint16`` or ``float32`` (see :func:`pixel_scale`).
+
+    Raises:
+        ImageError: a subclass naming what is wrong (format, corrupt, too large).
+    """
+    image = open_image(source, max_pixels=max_pixels, max_side=max_side)
+    with image:
+        return to_array(image, in_channels)

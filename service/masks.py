@@ -1,0 +1,145 @@
+"""Mask encoders: index PNG, colour PNG, overlay PNG and a JSON-able per-class summary.
+
+Masks are ``(H, W)`` ``uint8``/``uint16`` class indices as returned by ``Engine.predict``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# zlib level for PNGs: masks are flat and compress well even at low levels, and level 6
+# (Pillow's default) costs seconds on an 8000x8000 mask.
+PNG_COMPRESS_LEVEL = 3
+
+# Rows blended at a time by overlay(): bounds its temporary memory.
+_OVERLAY_ROWS = 1024
+
+Palette = Sequence[Sequence[int]]
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _check_mask(mask: np.ndarray) -> None:
+    if mask.ndim != 2 or mask.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected an (H, W) uint8/uint16 mask, got {mask.dtype} {mask.shape}")
+
+
+def index_png(mask: np.ndarray) -> bytes:
+    """Encode class indices losslessly: 8-bit grey PNG, or 16-bit when the mask is uint16.
+
+    Args:
+        mask: ``(H, W)`` uint8 or uint16 (``Engine.predict`` picks uint16 above 256 classes).
+
+    Returns:
+        PNG bytes whose pixel values are the class indices.
+    """
+    _check_mask(mask)
+    # Pillow maps uint8 to "L" and uint16 to "I;16": both PNG bit depths are lossless.
+    return _png_bytes(Image.fromarray(np.ascontiguousarray(mask)))
+
+
+def colorize(mask: np.ndarray, palette: Palette) -> np.ndarray:
+    """Map class indices to ``(H, W, 3)`` uint8 colours; indices past the palette are black."""
+    _check_mask(mask)
+    lut = np.zeros((max(int(mask.max(initial=0)) + 1, len(palette)), 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    return lut[mask]
+
+
+def color_png(mask: np.ndarray, palette: Palette) -> bytes:
+    """Encode the mask in the palette's colours.
+
+    Up to 256 classes this is a palette ("P") PNG — a third of the memory and size of RGB, and
+    any viewer shows the colours; above that, RGB.
+    """
+    _check_mask(mask)
+    if mask.dtype == np.uint8 and len(palette) <= 256:
+        image = Image.fromarray(np.ascontiguousarray(mask))  # "L"; putpalette makes it "P"
+        flat = [int(v) for colour in palette for v in colour]
+        image.putpalette(flat + [0] * (768 - len(flat)))
+        return _png_bytes(image)
+    return _png_bytes(Image.fromarray(colorize(mask, palette)))
+
+
+def display_rgb(pixels: np.ndarray) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 view of decoded pixels (grey replicated, alpha dropped)."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        pixels = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def overlay(
+    pixels: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5
+) -> np.ndarray:
+    """Alpha-blend the colour mask over the image: ``(1 - alpha) * image + alpha * colour``.
+
+    Args:
+        pixels: the decoded input, ``(H, W[, C])`` uint8/uint16/float (see service.imaging).
+        mask: ``(H, W)`` class indices of the same size.
+        palette: one ``[r, g, b]`` per class.
+        alpha: colour weight in ``[0, 1]``.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if pixels.shape[:2] != mask.shape:
+        raise ValueError(f"image {pixels.shape[:2]} and mask {mask.shape} sizes differ")
+    # Integer blend in row chunks: float32 copies of an 8000x8000 image would take gigabytes.
+    weight = round(alpha * 256)
+    out = np.empty((*mask.shape, 3), dtype=np.uint8)
+    for y in range(0, mask.shape[0], _OVERLAY_ROWS):
+        rows = slice(y, y + _OVERLAY_ROWS)
+        base = display_rgb(pixels[rows]).astype(np.uint16) * (256 - weight)
+        base += colorize(mask[rows], palette).astype(np.uint16) * weight
+        out[rows] = (base + 128) >> 8
+    return out
+
+
+def overlay_png(
+    pixels: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5
+) -> bytes:
+    """:func:`overlay` encoded as an RGB PNG."""
+    return _png_bytes(Image.fromarray(overlay(pixels, mask, palette, alpha)))
+
+
+def summary(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Per-class pixel counts and fractions, JSON-able.
+
+    Returns:
+        ``{"height", "width", "pixels", "classes": [{"index", "name", "pixels", "fraction"}]}``
+        with one entry per class (zero counts included), in class order.
+    """
+    _check_mask(mask)
+    total = int(mask.size)
+    counts = np.bincount(mask.ravel(), minlength=len(classes))
+    return {
+        "height": int(mask.shape[0]),
+        "width": int(mask.shape[1]),
+        "pixels": total,
+        "classes": [
+            {
+                "index": index,
+                "name": name,
+                "pixels": int(counts[index]),
+                "fraction": float(counts[index]) / total if total else 0.0,
+            }
+            for index, name in enumerate(classes)
+        ],
+    }

@@ -1,0 +1,152 @@
+"""The model description stored in an ONNX file's ``metadata_props`` (docs/contracts.md).
+
+Each value is JSON-encoded. :func:`parse_metadata` checks every key the service relies on and
+raises :class:`service.errors.MetadataError` naming the first missing or invalid one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from service.errors import MetadataError
+
+REQUIRED_KEYS: tuple[str, ...] = (
+    "arch",
+    "classes",
+    "palette",
+    "in_channels",
+    "mean",
+    "std",
+    "size_multiple",
+    "ignore_index",
+    "version",
+    "num_classes",
+)
+# Metadata format versions this engine understands.
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1})
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything the service needs to know about a model, read from the ONNX file."""
+
+    arch: str
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size_multiple: int
+    ignore_index: int | None
+    version: int
+    num_classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict with the same keys as ``metadata_props``."""
+        return {
+            "arch": self.arch,
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.palette],
+            "in_channels": self.in_channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "size_multiple": self.size_multiple,
+            "ignore_index": self.ignore_index,
+            "version": self.version,
+            "num_classes": self.num_classes,
+        }
+
+
+def _int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MetadataError(key, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _floats(key: str, value: Any, length: int, positive: bool) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) != length:
+        raise MetadataError(key, f"expected a list of {length} numbers, got {value!r}")
+    for v in value:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or (positive and v <= 0):
+            kind = "positive numbers" if positive else "finite numbers"
+            raise MetadataError(key, f"expected {kind}, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
+    """Decode and validate ``metadata_props``.
+
+    Args:
+        props: the raw key -> JSON string mapping from the ONNX model.
+
+    Returns:
+        The validated :class:`ModelMetadata`.
+
+    Raises:
+        MetadataError: a key is missing, is not JSON, or has the wrong type, length or range.
+    """
+    values: dict[str, Any] = {}
+    for key in REQUIRED_KEYS:
+        if key not in props:
+            raise MetadataError(
+                key, "missing; re-export the model with training/export.py to embed it"
+            )
+        try:
+            values[key] = json.loads(props[key])
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(key, f"value is not valid JSON: {props[key]!r}") from exc
+
+    version = _int("version", values["version"], 1)
+    if version not in SUPPORTED_VERSIONS:
+        raise MetadataError(
+            "version",
+            f"format version {version} is not supported (this service reads "
+            f"{sorted(SUPPORTED_VERSIONS)}); upgrade the service",
+        )
+    arch = values["arch"]
+    if not isinstance(arch, str) or not arch:
+        raise MetadataError("arch", f"expected a non-empty string, got {arch!r}")
+    num_classes = _int("num_classes", values["num_classes"], 1)
+    in_channels = _int("in_channels", values["in_channels"], 1)
+    if in_channels not in (1, 3, 4):
+        raise MetadataError("in_channels", f"expected 1, 3 or 4, got {in_channels}")
+
+    classes = values["classes"]
+    if (
+        not isinstance(classes, list)
+        or len(classes) != num_classes
+        or not all(isinstance(c, str) for c in classes)
+    ):
+        raise MetadataError("classes", f"expected {num_classes} class names, got {classes!r}")
+    palette = values["palette"]
+    if not isinstance(palette, list) or len(palette) != num_classes:
+        raise MetadataError("palette", f"expected {num_classes} [r, g, b] colours")
+    for colour in palette:
+        if (
+            not isinstance(colour, list)
+            or len(colour) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in colour)
+            or not all(0 <= v <= 255 for v in colour)
+        ):
+            raise MetadataError("palette", f"expected [r, g, b] with 0..255 ints, got {colour!r}")
+
+    ignore_index = values["ignore_index"]
+    if ignore_index is not None:
+        ignore_index = _int("ignore_index", ignore_index, 0)
+    return ModelMetadata(
+        arch=arch,
+        classes=tuple(classes),
+        palette=tuple((c[0], c[1], c[2]) for c in palette),
+        in_channels=in_channels,
+        mean=_floats("mean", values["mean"], in_channels, positive=False),
+        std=_floats("std", values["std"], in_channels, positive=True),
+        size_multiple=_int("size_multiple", values["size_multiple"], 1),
+        ignore_index=ignore_index,
+        version=version,
+        num_classes=num_classes,
+    )

@@ -1,0 +1,107 @@
+"""Augmentation pipelines and normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.transforms import (
+    AugmentConfig,
+    EvalTransform,
+    Normalize,
+    TrainTransform,
+    default_mean_std,
+)
+
+NO_COLOUR = dict(brightness=0.0, contrast=0.0)
+
+
+def train(crop: int = 32, scale=(0.5, 2.0), channels: int = 3, seed: int = 0, **options):
+    mean, std = [0.0] * channels, [1.0] * channels
+    augment = AugmentConfig(crop_size=crop, scale_range=scale, **options)
+    return TrainTransform(augment, mean=mean, std=std, ignore_index=255, seed=seed)
+
+
+def sample(size=(40, 50), channels=3, dtype=np.uint8, classes=3):
+    rng = np.random.default_rng(0)
+    high = np.iinfo(dtype).max
+    image = rng.integers(0, high, (*size, channels), dtype=dtype)
+    mask = rng.integers(0, classes, size, dtype=np.uint8)
+    return image, mask
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_train_output_shapes(channels, dtype) -> None:
+    image, mask = sample(channels=channels, dtype=dtype)
+    transform = train(channels=channels, saturation=0.2, hue=0.05)
+    for _ in range(5):
+        out_image, out_mask = transform(image, mask)
+        assert out_image.shape == (channels, 32, 32) and out_image.dtype == np.float32
+        assert out_mask.shape == (32, 32) and set(np.unique(out_mask)) <= {0, 1, 2, 255}
+
+
+def test_small_images_are_padded_with_ignore_index() -> None:
+    image, mask = sample(size=(10, 12))
+    out_image, out_mask = train(crop=20, scale=(1.0, 1.0), **NO_COLOUR)(image, mask)
+    assert (out_mask != 255).sum() == 10 * 12  # every original pixel, once
+    assert (out_image[:, out_mask == 255] == 0).all()  # image padding is 0 before normalising
+
+
+def test_unit_scale_crop_copies_pixels_exactly() -> None:
+    image, mask = sample(size=(64, 64))
+    out_image, out_mask = train(crop=16, scale=(1.0, 1.0), **NO_COLOUR)(image, mask)
+    pixels = np.rint(out_image.transpose(1, 2, 0) * 255).astype(np.uint8)
+    # Find the window it came from via the mask-aligned image content.
+    hits = [
+        (y, x)
+        for y in range(64 - 15)
+        for x in range(64 - 15)
+        if np.array_equal(image[y : y + 16, x : x + 16], pixels)
+        or np.array_equal(image[y : y + 16, x : x + 16][:, ::-1], pixels)
+    ]
+    assert len(hits) == 1
+    y, x = hits[0]
+    window = mask[y : y + 16, x : x + 16]
+    assert np.array_equal(window, out_mask) or np.array_equal(window[:, ::-1], out_mask)
+
+
+def test_same_seed_same_augmentation_and_reseed_changes_it() -> None:
+    image, mask = sample()
+    first, second = train(seed=7), train(seed=7)
+    a, b = first(image, mask), second(image, mask)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    second.reseed(8)
+    assert not np.array_equal(first(image, mask)[0], second(image, mask)[0])
+
+
+def test_eval_keeps_full_size_and_normalises() -> None:
+    image = np.full((7, 9, 3), 255, np.uint8)
+    mask = np.ones((7, 9), np.uint8)
+    mean, std = default_mean_std(3)
+    out_image, out_mask = EvalTransform(mean=mean, std=std)(image, mask)
+    assert out_image.shape == (3, 7, 9) and out_image.flags.c_contiguous
+    expected = [(1 - m) / s for m, s in zip(mean, std, strict=True)]
+    assert out_image[:, 0, 0] == pytest.approx(expected, rel=1e-5)
+    assert out_mask is mask
+
+
+def test_normalize_scales_16_bit_and_float() -> None:
+    normalize = Normalize([0.5], [0.25])
+    assert normalize(np.full((2, 2, 1), 65535, np.uint16))[0, 0, 0] == pytest.approx(2.0)
+    assert normalize(np.full((2, 2, 1), 0.25, np.float32))[0, 0, 0] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="3 channels"):
+        normalize(np.zeros((2, 2, 3), np.uint8))
+
+
+def test_default_mean_std() -> None:
+    assert default_mean_std(1) == ([0.449], [0.226])
+    assert default_mean_std(3)[0] == [0.485, 0.456, 0.406]
+    assert default_mean_std(4) == ([0.485, 0.456, 0.406, 0.5], [0.229, 0.224, 0.225, 0.25])
+    with pytest.raises(ValueError, match="1, 3 or 4"):
+        default_mean_std(2)
+
+
+def test_augment_config_validates() -> None:
+    with pytest.raises(ValueError, match="scale_range"):
+        AugmentConfig(scale_range=(2.0, 1.0))

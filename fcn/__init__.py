@@ -17,7 +17,7 @@ _LAZY = {
     "convolutionalize": "fcn.vgg",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "build_model", "convolutionalize", "list_models", "register_model"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from fcn.registry import build_model, list_models, register_model

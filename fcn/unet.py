@@ -1,0 +1,127 @@
+"""U-Net and friends from segmentation-models-pytorch, any smp encoder by name.
+
+smp networks need H and W divisible by their encoder's output stride; the builders wrap them
+in :class:`fcn.padding.PadCrop` so they accept any size. ``encoder_weights`` defaults to
+``None`` (smp's own default, ``"imagenet"``, downloads): pass ``"imagenet"`` to download, or
+the path of an encoder state dict saved with ``torch.save``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+from fcn.padding import PadCrop
+from fcn.registry import register_model
+from fcn.weights import adapt_input_channels, download_guard, load_state_dict_file
+
+# Registry name -> smp architecture name (``smp.create_model(arch=...)``).
+SMP_ARCHITECTURES = {
+    "unet": "unet",
+    "unetplusplus": "unetplusplus",
+    "fpn": "fpn",
+    "linknet": "linknet",
+    "manet": "manet",
+    "deeplabv3plus": "deeplabv3plus",
+    "upernet": "upernet",
+}
+
+
+def _load_encoder_file(encoder: nn.Module, path: str | os.PathLike, in_channels: int) -> None:
+    state = load_state_dict_file(path)
+    own = encoder.state_dict()
+    for key, value in state.items():
+        target = own.get(key)
+        # A 3-channel stem loaded into a model for other inputs: adapt like the VGG trunk.
+        if (
+            target is not None
+            and value.ndim == 4
+            and target.shape[1] == in_channels
+            and value.shape[0] == target.shape[0]
+            and value.shape[2:] == target.shape[2:]
+        ):
+            state[key] = adapt_input_channels(value, in_channels)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"encoder weights in {path} do not fit this encoder: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}), {len(mismatched)} of the wrong shape (e.g. {mismatched[:3]})"
+        )
+    encoder.load_state_dict(state)
+
+
+def build_smp(
+    arch: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    encoder: str,
+    encoder_weights: str | None,
+    encoder_depth: int,
+) -> PadCrop:
+    """Build an smp architecture wrapped to accept any input size.
+
+    Raises:
+        ValueError: unknown encoder, or weights that do not fit.
+        fcn.weights.WeightsUnavailableError: ``"imagenet"`` weights could not be downloaded.
+    """
+    valid = smp.encoders.get_encoder_names()
+    if encoder not in valid:
+        close = [n for n in valid if n.startswith(encoder[:4])][:10]
+        raise ValueError(
+            f"unknown smp encoder {encoder!r}; similar names: {close or valid[:10]} "
+            f"(all: segmentation_models_pytorch.encoders.get_encoder_names())"
+        )
+    is_file = encoder_weights is not None and Path(encoder_weights).suffix in {".pt", ".pth"}
+    download = None if (encoder_weights is None or is_file) else encoder_weights
+    with download_guard(
+        f"{encoder_weights!r} weights for encoder {encoder!r}",
+        "Pass encoder_weights=<path to an encoder state dict (.pt/.pth)>, or None.",
+    ):
+        net = smp.create_model(
+            arch,
+            encoder_name=encoder,
+            encoder_weights=download,
+            in_channels=in_channels,
+            classes=num_classes,
+            encoder_depth=encoder_depth,
+        )
+    if is_file:
+        _load_encoder_file(net.encoder, encoder_weights, in_channels)
+    multiple = int(getattr(net.encoder, "output_stride", 2**encoder_depth))
+    return PadCrop(net, multiple)
+
+
+def _make_builder(name: str, arch: str) -> None:
+    def builder(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        encoder: str = "resnet34",
+        encoder_weights: str | None = None,
+        encoder_depth: int = 5,
+    ) -> PadCrop:
+        return build_smp(
+            arch,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            encoder=encoder,
+            encoder_weights=encoder_weights,
+            encoder_depth=encoder_depth,
+        )
+
+    builder.__name__ = name
+    builder.__doc__ = f"smp {arch} (any encoder; default resnet34, no pretrained weights)."
+    register_model(name)(builder)
+
+
+for _name, _arch in SMP_ARCHITECTURES.items():
+    _make_builder(_name, _arch)
+
+__all__ = ["SMP_ARCHITECTURES", "build_smp"]

@@ -1,0 +1,40 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Runs a snippet in a fresh interpreter in which importing any of BLOCKED fails as if the
+# package were not installed: how the serving image (no torch) behaves.
+_BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    BLOCKED = set(sys.argv[1].split(",")) - {""}
+    class _Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+    sys.meta_path.insert(0, _Blocker())
+    """
+)
+
+
+def run_python(code: str, blocked: tuple[str, ...] = (), timeout: float = 120):
+    """Run ``code`` in a subprocess with ``blocked`` top-level packages made unimportable."""
+    script = _BLOCKER + textwrap.dedent(code)
+    return subprocess.run(
+        [sys.executable, "-c", script, ",".join(blocked)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def python_without():
+    return run_python

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+import fcn
+from fcn.registry import model_options
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown model 'fcn9s'.*fcn8s.*unet"):
+        fcn.build_model("fcn9s", num_classes=2)
+
+
+def test_unknown_option_lists_valid_options():
+    with pytest.raises(ValueError, match="unknown option.*'encodr'.*valid options: .*encoder"):
+        fcn.build_model("unet", num_classes=2, encodr="resnet18")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_num_classes_must_be_positive_int(bad):
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        fcn.build_model("unet", num_classes=bad)
+
+
+def test_unknown_encoder_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown smp encoder 'resnet35'"):
+        fcn.build_model("unet", num_classes=2, encoder="resnet35")
+
+
+def test_options_are_introspectable():
+    assert model_options("unet")["encoder"] == "resnet34"
+    assert model_options("unet")["encoder_weights"] is None
+    assert "weights" in model_options("fcn8s")
+
+
+def test_smp_encoder_by_name():
+    model = fcn.build_model("unet", num_classes=2, encoder="resnet18")
+    assert type(model.net.encoder).__name__ == "ResNetEncoder"
+    assert sum(p.numel() for p in model.parameters()) < 20e6  # resnet18, not the resnet34 default
+
+
+def test_register_model_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        fcn.register_model("unet")(lambda **kw: None)

@@ -200,3 +200,14 @@ def test_real_isbi_membranes(isbi_root) -> None:
     assert 0.6 < mask.float().mean().item() < 0.9  # white = interior, about 78%
     image, mask = train_ds[0]
     assert image.shape == (1, 256, 256) and mask.shape == (256, 256)
+
+
+def test_loader_workers_get_different_augmentations(make_folder_dataset) -> None:
+    from torch.utils.data import DataLoader, Subset
+
+    cfg = config(make_folder_dataset(n=3, size=(64, 64)), mask_values=[0, 255], val_fraction=0.0)
+    train_ds, _, _ = build_datasets(cfg)
+    loader = DataLoader(Subset(train_ds, [0] * 4), batch_size=1, num_workers=2)
+    crops = [image for image, _ in loader]
+    # Forked workers start from one random state; without reseeding items 0 and 1 would match.
+    assert not torch.equal(crops[0], crops[1])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,9 +137,10 @@ class Engine:
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(f"expected one input and a logits output, got {len(inputs)} inputs")
         self.input_name = inputs[0].name
-        self.output_name = next((o.name for o in outputs if o.name == "logits"), outputs[0].name)
+        output = next((o for o in outputs if o.name == "logits"), outputs[0])
+        self.output_name = output.name
         _check_static_dim(inputs[0].shape, self.metadata.in_channels, "in_channels")
-        _check_static_dim(outputs[0].shape, self.metadata.num_classes, "num_classes")
+        _check_static_dim(output.shape, self.metadata.num_classes, "num_classes")
         m = self.metadata
         # One affine per channel: (x * scale - mean) / std == x * (scale / std) - mean / std.
         self._inv_std = 1.0 / np.asarray(m.std, dtype=np.float32)
@@ -264,7 +266,7 @@ class Engine:
     def _tiled(self, height: int, width: int, tiled: bool | None) -> bool:
         return self.uses_tiling(height, width) if tiled is None else tiled
 
-    def _strips(self, pixels: np.ndarray):
+    def _strips(self, pixels: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         height, width = pixels.shape[:2]
 
         def run_tile(y: int, x: int, h: int, w: int) -> np.ndarray:

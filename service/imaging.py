@@ -58,6 +58,9 @@ _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"P6", "PPM"),
 )
 
+# Pixels converted to numpy per strip (see _as_numpy).
+_STRIP_PIXELS = 1 << 22
+
 Source = bytes | str | os.PathLike | BinaryIO
 
 
@@ -140,8 +143,11 @@ def open_image(source: Source, *, max_pixels: int, max_side: int) -> Image.Image
 
 
 def _decode(stream: BinaryIO, name: str, *, max_pixels: int, max_side: int) -> Image.Image:
-    # Pillow's own bomb check runs inside Image.open with a global limit; ours is per call and
-    # runs next, so silence its warning and translate its error.
+    # Pillow's own bomb check runs inside Image.open with a global limit (error above twice
+    # MAX_IMAGE_PIXELS). Ours is per call and runs next, so silence Pillow's warning, translate
+    # its error, and lift its limit when the operator configured a larger one (never lower it).
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -205,13 +211,31 @@ def to_array(image: Image.Image, in_channels: int) -> np.ndarray:
         converted = image if image.mode == target else image.convert(target)
     except (ValueError, OSError) as exc:
         raise UnsupportedFormatError(f"unsupported pixel mode {mode!r} ({exc})") from exc
-    array = np.asarray(converted)
+    array = _as_numpy(converted)
     return array.reshape(array.shape[0], array.shape[1], in_channels)
+
+
+def _as_numpy(image: Image.Image) -> np.ndarray:
+    """``np.asarray(image)`` in row strips.
+
+    ``np.asarray`` goes through ``Image.tobytes``, which joins a list of chunks: three copies of
+    the pixels at once. Strips keep the peak at the image plus the array (matters at 8000x8000).
+    """
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // width)
+    if rows >= height:
+        return np.asarray(image)
+    first = np.asarray(image.crop((0, 0, width, rows)))
+    out = np.empty((height, *first.shape[1:]), dtype=first.dtype)
+    out[:rows] = first
+    for y in range(rows, height, rows):
+        out[y : y + rows] = np.asarray(image.crop((0, y, width, min(height, y + rows))))
+    return out
 
 
 def _wide_grey(image: Image.Image) -> np.ndarray:
     """A 16-bit or float grey image as ``uint16`` / ``float32`` ``(H, W)``."""
-    array = np.asarray(image)
+    array = _as_numpy(image)
     if image.mode == "F":
         return np.nan_to_num(np.clip(array.astype(np.float32), 0.0, 1.0), nan=0.0)
     # "I" is 32-bit signed in Pillow but holds 16-bit data from PNG/TIFF: clip to that range.

@@ -19,6 +19,9 @@ PNG_COMPRESS_LEVEL = 3
 # Rows blended at a time by overlay(): bounds its temporary memory.
 _OVERLAY_ROWS = 1024
 
+# Pixels counted per np.bincount call in summary().
+_COUNT_PIXELS = 1 << 22
+
 Palette = Sequence[Sequence[int]]
 
 
@@ -128,7 +131,12 @@ def summary(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """
     _check_mask(mask)
     total = int(mask.size)
-    counts = np.bincount(mask.ravel(), minlength=len(classes))
+    counts = np.zeros(max(len(classes), int(mask.max(initial=0)) + 1), dtype=np.int64)
+    # np.bincount widens its input to int64: count in row blocks, not 8 bytes per pixel at once.
+    rows = max(1, _COUNT_PIXELS // max(1, mask.shape[1]))
+    for y in range(0, mask.shape[0], rows):
+        block = np.bincount(mask[y : y + rows].ravel(), minlength=counts.size)
+        counts += block
     return {
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),

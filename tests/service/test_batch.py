@@ -1,0 +1,86 @@
+"""``fcn predict`` end to end: folders, sub-folders, formats, bad files, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcn.cli import main
+from service.batch import collect_inputs
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(root / "a.png")
+    Image.fromarray(rng.integers(0, 256, (9, 7), dtype=np.uint8)).save(root / "sub" / "b.jpg")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "notes.txt").write_text("not an image, and not picked up by a folder scan")
+    return root
+
+
+def test_folder_with_a_bad_file(conv_model: Path, folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["predict", str(conv_model), str(folder), "--out", str(out), "-r"]
+    code = main([*argv, "--format", "index,json", "-f", "overlay", "--threads", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png" in captured.err and "corrupt" in captured.err
+    assert "Traceback" not in captured.out + captured.err
+    assert "2 ok, 1 failed" in captured.out
+
+    mask = np.asarray(Image.open(out / "a_mask.png"))
+    assert mask.shape == (20, 30) and mask.max() < 4
+    assert np.asarray(Image.open(out / "sub" / "b_mask.png")).shape == (9, 7)
+    assert Image.open(out / "sub" / "b_overlay.png").size == (7, 9)
+    report = json.loads((out / "a.json").read_text())
+    assert sum(c["pixels"] for c in report["classes"]) == 20 * 30
+    assert not list(out.glob("broken*")) and not list(out.glob("notes*"))
+
+
+def test_all_good_files_exit_zero_and_non_recursive_skips_sub_folders(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    (folder / "broken.png").unlink()
+    out = tmp_path / "out"
+    assert main(["predict", str(conv_model), str(folder), "--out", str(out), "-f", "color"]) == 0
+    assert (out / "a_color.png").is_file() and not (out / "sub").exists()
+    capsys.readouterr()
+
+
+def test_explicit_files_and_missing_paths(conv_model: Path, folder: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    inputs = [str(folder / "notes.txt"), str(folder / "sub" / "b.jpg"), str(tmp_path / "gone.png")]
+    code = main(["predict", str(conv_model), *inputs, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "notes.txt" in captured.err and "unsupported image format" in captured.err
+    assert "gone.png: no such file" in captured.err
+    assert (out / "b_mask.png").is_file()  # a named file lands at the top of --out
+
+
+def test_bad_model_is_one_clean_error(tmp_path: Path, folder: Path, capsys) -> None:
+    code = main(["predict", str(tmp_path / "missing.onnx"), str(folder), "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "model file not found" in captured.err and "Traceback" not in captured.err
+
+
+def test_bad_format_is_a_usage_error(conv_model: Path, folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(conv_model), str(folder), "--out", str(tmp_path), "-f", "tiff"])
+    assert info.value.code == 2
+
+
+def test_output_name_collisions_are_reported(folder: Path) -> None:
+    Image.new("RGB", (2, 2)).save(folder / "a.bmp")
+    items, failures = collect_inputs([folder], recursive=True)
+    stems = [item.stem for item in items]
+    assert len(stems) == len(set(stems)) == 3  # a.bmp (first sorted), broken.png, sub/b.jpg
+    assert len(failures) == 1 and "already used" in failures[0].error

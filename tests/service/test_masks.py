@@ -1,0 +1,100 @@
+"""Mask encoders: lossless index PNGs, palette colours, overlays, per-class summaries."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.masks import color_png, colorize, index_png, overlay, overlay_png, summary
+
+PALETTE = [[0, 0, 0], [255, 0, 0], [0, 128, 255]]
+
+
+def read_png(data: bytes) -> Image.Image:
+    assert data.startswith(b"\x89PNG")
+    return Image.open(io.BytesIO(data))
+
+
+def test_index_png_uint8_is_lossless() -> None:
+    mask = np.random.default_rng(0).integers(0, 256, (17, 23), dtype=np.uint8)
+    image = read_png(index_png(mask))
+    assert image.mode == "L"
+    np.testing.assert_array_equal(np.asarray(image), mask)
+
+
+def test_index_png_uint16_keeps_classes_above_255() -> None:
+    mask = np.array([[0, 255, 256, 299], [1000, 65535, 7, 3]], dtype=np.uint16)
+    image = read_png(index_png(mask))
+    assert image.mode.startswith("I")
+    np.testing.assert_array_equal(np.asarray(image).astype(np.int64), mask)
+
+
+def test_color_png_uses_the_palette() -> None:
+    mask = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    rgb = np.asarray(read_png(color_png(mask, PALETTE)).convert("RGB"))
+    np.testing.assert_array_equal(rgb, np.asarray(PALETTE, np.uint8)[mask])
+
+
+def test_color_png_with_many_classes_is_rgb() -> None:
+    palette = [[i % 256, (i * 7) % 256, (i * 13) % 256] for i in range(300)]
+    mask = np.array([[299, 0, 256]], dtype=np.uint16)
+    image = read_png(color_png(mask, palette))
+    assert image.mode == "RGB"
+    assert np.asarray(image)[0].tolist() == [palette[299], palette[0], palette[256]]
+
+
+def test_colorize_out_of_palette_is_black() -> None:
+    assert colorize(np.array([[5]], np.uint8), PALETTE)[0, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_overlay_blends(dtype) -> None:
+    grey = {np.uint8: 100, np.uint16: 100 * 257, np.float32: 100 / 255}[dtype]
+    pixels = np.full((2, 2, 1), grey, dtype=dtype)
+    mask = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    assert (overlay(pixels, mask, PALETTE, alpha=0.0) == 100).all()
+    np.testing.assert_array_equal(overlay(pixels, mask, PALETTE, 1.0), colorize(mask, PALETTE))
+    half = overlay(pixels, mask, PALETTE, 0.5).astype(int)
+    expected = (100 + np.asarray(PALETTE)[mask]) / 2
+    assert np.abs(half - expected).max() <= 1
+
+
+def test_overlay_png_drops_alpha_and_checks_sizes() -> None:
+    pixels = np.zeros((3, 4, 4), np.uint8)
+    mask = np.ones((3, 4), np.uint8)
+    image = read_png(overlay_png(pixels, mask, PALETTE))
+    assert image.mode == "RGB" and image.size == (4, 3)
+    with pytest.raises(ValueError, match="sizes differ"):
+        overlay(pixels, mask[:2], PALETTE)
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(pixels, mask, PALETTE, alpha=1.5)
+
+
+def test_summary_counts_every_pixel() -> None:
+    mask = np.array([[0, 0, 2], [2, 2, 2]], dtype=np.uint8)
+    result = summary(mask, ["bg", "cat", "dog"])
+    json.dumps(result)  # JSON-able
+    assert (result["height"], result["width"], result["pixels"]) == (2, 3, 6)
+    rows = result["classes"]
+    assert [r["name"] for r in rows] == ["bg", "cat", "dog"]
+    assert [r["pixels"] for r in rows] == [2, 0, 4]
+    assert sum(r["pixels"] for r in rows) == 6
+    assert sum(r["fraction"] for r in rows) == pytest.approx(1.0)
+
+
+def test_encoders_reject_non_masks() -> None:
+    with pytest.raises(ValueError, match="mask"):
+        index_png(np.zeros((2, 2), np.int64))
+
+
+def test_summary_counts_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.masks
+
+    monkeypatch.setattr(service.masks, "_COUNT_PIXELS", 7)
+    mask = np.random.default_rng(1).integers(0, 5, (13, 11), dtype=np.uint8)
+    rows = summary(mask, [str(i) for i in range(5)])["classes"]
+    assert [r["pixels"] for r in rows] == np.bincount(mask.ravel(), minlength=5).tolist()

@@ -1,0 +1,38 @@
+"""Peak memory on a huge image: tiling must keep an 8000x8000 prediction under 2.5 GB RSS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PEAK_LIMIT_MB = 2500
+
+
+@pytest.mark.slow
+def test_8000_square_prediction_peak_rss(conv_model: Path, tmp_path: Path) -> None:
+    side = 8000
+    coarse = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize((side, side), Image.BILINEAR).save(
+        tmp_path / "huge.png", compress_level=1
+    )
+    out = tmp_path / "out"
+    # A fresh interpreter, so the peak RSS is the CLI's alone (not pytest's or the image's).
+    code = (
+        "import resource, sys\nfrom fcn.cli import main\n"
+        f"code = main(['predict', {str(conv_model)!r}, {str(tmp_path / 'huge.png')!r}, "
+        f"'--out', {str(out)!r}, '-f', 'index,color,overlay,json'])\n"
+        "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peak = int(result.stdout.split("PEAK_MB")[-1])
+    print(f"peak RSS for {side}x{side}: {peak} MB")
+    assert peak <= PEAK_LIMIT_MB
+    mask = Image.open(out / "huge_mask.png")
+    assert mask.size == (side, side)

@@ -21,6 +21,10 @@ Public API (used by the training loop, evaluation and the prediction grid)::
 * ``DatasetInfo``: ``num_classes, classes, palette, in_channels, mean, std, ignore_index,
   mask_values, layout`` - what the checkpoint config and ONNX metadata need.
 
+To evaluate a trained model, rebuild the ``DataConfig`` from its checkpoint config (or pass
+its ``mean``, ``std``, ``in_channels``, ``classes`` and ``mask_values``) so the data is read
+exactly as in training.
+
 Layouts and defaults: see ``training/layouts.py``. Decoding: ``training/decoding.py``.
 Small datasets (under ``cache_mb``) are decoded once, up front, and kept in memory as
 ``uint8``/``uint16`` arrays; DataLoader workers share them copy-on-write.
@@ -333,9 +337,11 @@ def build_datasets(
     placeholder = EvalTransform(mean=[0.0] * in_channels, std=[1.0] * in_channels)
     train_ds = make(found.train, placeholder) if split in ("trainval", "train") else None
     if mean is None:
-        if cfg.compute_stats and train_ds is not None and len(train_ds):
-            mean, std = _compute_mean_std(train_ds)
-            logger.info("computed mean %s std %s from %d training images", mean, std, len(train_ds))
+        if cfg.compute_stats and found.train:
+            # Always from the training images, so evaluating "val"/"all" matches training.
+            stats_ds = train_ds or make(found.train, placeholder)
+            mean, std = _compute_mean_std(stats_ds)
+            logger.info("mean %s std %s from %d training images", mean, std, len(stats_ds))
         else:
             mean, std = default_mean_std(in_channels)
     if len(mean) != in_channels or len(std) != in_channels:

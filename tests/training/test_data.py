@@ -211,3 +211,11 @@ def test_loader_workers_get_different_augmentations(make_folder_dataset) -> None
     crops = [image for image, _ in loader]
     # Forked workers start from one random state; without reseeding items 0 and 1 would match.
     assert not torch.equal(crops[0], crops[1])
+
+
+def test_computed_stats_come_from_train_images_for_every_split(make_folder_dataset) -> None:
+    cfg = config(make_folder_dataset(n=6), mask_values=[0, 255], compute_stats=True)
+    means = {
+        split: build_datasets(cfg, split=split)[2].mean for split in ("trainval", "val", "all")
+    }
+    assert means["trainval"] == means["val"] == means["all"] != [0.485, 0.456, 0.406]

@@ -219,3 +219,16 @@ def test_computed_stats_come_from_train_images_for_every_split(make_folder_datas
         split: build_datasets(cfg, split=split)[2].mean for split in ("trainval", "val", "all")
     }
     assert means["trainval"] == means["val"] == means["all"] != [0.485, 0.456, 0.406]
+
+
+def test_exif_orientation_applies_before_the_size_check(make_folder_dataset) -> None:
+    from PIL import Image
+
+    root = make_folder_dataset(n=2, size=(32, 24))  # masks are 24 wide, 32 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display: a stored 32x24 photo shows as 24x32
+    (root / "images" / "i00.png").unlink()
+    stored = np.zeros((24, 32, 3), np.uint8)
+    Image.fromarray(stored).save(root / "images" / "i00.jpg", exif=exif)
+    _, ds, _ = build_datasets(config(root, mask_values=[0, 255], cache_mb=0), split="all")
+    assert ds[0][0].shape == (3, 32, 24)

@@ -112,6 +112,10 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     if not isinstance(arch, str) or not arch:
         raise MetadataError("arch", f"expected a non-empty string, got {arch!r}")
     num_classes = _int("num_classes", values["num_classes"], 1)
+    if num_classes > 65536:  # masks are uint16 at most
+        raise MetadataError(
+            "num_classes", f"at most 65536 classes are supported, got {num_classes}"
+        )
     in_channels = _int("in_channels", values["in_channels"], 1)
     if in_channels not in (1, 3, 4):
         raise MetadataError("in_channels", f"expected 1, 3 or 4, got {in_channels}")

@@ -84,3 +84,18 @@ def test_output_name_collisions_are_reported(folder: Path) -> None:
     stems = [item.stem for item in items]
     assert len(stems) == len(set(stems)) == 3  # a.bmp (first sorted), broken.png, sub/b.jpg
     assert len(failures) == 1 and "already used" in failures[0].error
+
+
+def test_tiling_options_reach_the_engine(conv_model: Path, folder: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    argv = ["predict", str(conv_model), str(folder / "a.png"), "--out", str(out)]
+    tiny = ["--tile-threshold", "10", "--tile-size", "8", "--tile-overlap", "2"]
+    assert main([*argv, *tiny]) == 0
+    tiled = np.asarray(Image.open(out / "a_mask.png"))
+    assert main([*argv, "--tile-threshold", "100000"]) == 0
+    plain = np.asarray(Image.open(out / "a_mask.png"))
+    assert tiled.shape == plain.shape == (20, 30)
+    # 8-pixel tiles are smaller than the 15-pixel receptive field: close, but not identical.
+    assert 0.8 < (tiled == plain).mean() < 1.0
+    assert main([*argv, "--tile-size", "8", "--tile-overlap", "4"]) == 2  # overlap >= size / 2
+    assert "tile_overlap" in capsys.readouterr().err

@@ -232,6 +232,7 @@ def test_missing_metadata_key_is_named(key: str, props: dict[str, str]) -> None:
         ("size_multiple", "0"),
         ("version", "99"),
         ("num_classes", "true"),
+        ("num_classes", "70000"),
         ("arch", "not json"),
     ],
 )
@@ -269,3 +270,13 @@ def test_missing_or_invalid_model_file(tmp_path: Path) -> None:
     junk.write_bytes(b"not a protobuf at all")
     with pytest.raises(ModelLoadError, match="junk.onnx"):
         Engine.load(junk)
+
+
+def test_cuda_is_preferred_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    assert default_providers() == available
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert default_providers() == ["CPUExecutionProvider"]

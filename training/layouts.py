@@ -170,8 +170,9 @@ def _voc_list(voc: Path, name: str) -> list[Pair]:
     pairs = [
         Pair(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in ids
     ]
-    missing = [str(p.image.name if not p.image.is_file() else p.mask.name) for p in pairs
-               if not (p.image.is_file() and p.mask.is_file())]  # fmt: skip
+    missing = [
+        path.name for pair in pairs for path in (pair.image, pair.mask) if not path.is_file()
+    ]
     if missing:
         raise ValueError(f"{list_file} lists {len(missing)} id(s) without files: {_few(missing)}")
     return pairs

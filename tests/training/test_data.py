@@ -232,3 +232,12 @@ def test_exif_orientation_applies_before_the_size_check(make_folder_dataset) -> 
     Image.fromarray(stored).save(root / "images" / "i00.jpg", exif=exif)
     _, ds, _ = build_datasets(config(root, mask_values=[0, 255], cache_mb=0), split="all")
     assert ds[0][0].shape == (3, 32, 24)
+
+
+def test_voc_ids_without_files_and_unknown_folders_are_errors(fake_voc, tmp_path) -> None:
+    (fake_voc / "VOC2012" / "JPEGImages" / "2007_000001.jpg").unlink()
+    with pytest.raises(ValueError, match=r"train\.txt lists 1 id\(s\) without files: 2007_000001"):
+        build_datasets(config(fake_voc))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no dataset found"):
+        build_datasets(config(tmp_path / "empty"))

@@ -13,6 +13,7 @@ paper's Caffe definitions). The output therefore has exactly the input's H and W
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Literal
 
@@ -75,8 +76,6 @@ def convolutionalize(vgg: VGG) -> nn.Sequential:
         )
     fc6, fc7, fc8 = linears
     channels = [m for m in vgg.features if isinstance(m, nn.Conv2d)][-1].out_channels
-    import copy
-
     return nn.Sequential(
         OrderedDict(
             features=copy.deepcopy(vgg.features),
@@ -205,55 +204,29 @@ class FCN(nn.Module):
         self.load_state_dict(mapped, strict=False)
 
 
-def _build_fcn(
-    variant: Variant,
-    num_classes: int,
-    in_channels: int,
-    weights: WeightsArg,
-    freeze_upsampling: bool,
-    dropout: float,
-) -> FCN:
-    model = FCN(num_classes, variant, in_channels, freeze_upsampling, dropout)
-    state_dict = resolve_vgg16_weights(weights)
-    if state_dict is not None:
-        model.load_vgg16(state_dict)
-    return model
+def _register_fcn(variant: Variant, doc: str) -> None:
+    def builder(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        weights: WeightsArg = None,
+        freeze_upsampling: bool = False,
+        dropout: float = 0.5,
+    ) -> FCN:
+        model = FCN(num_classes, variant, in_channels, freeze_upsampling, dropout)
+        state_dict = resolve_vgg16_weights(weights)
+        if state_dict is not None:
+            model.load_vgg16(state_dict)
+        return model
+
+    builder.__name__ = f"fcn{variant}"
+    builder.__doc__ = (
+        f'{doc} ``weights``: None, ``"imagenet"`` (torchvision\'s VGG16) or the path of a '
+        "torchvision-format VGG16 state dict."
+    )
+    register_model(builder.__name__)(builder)
 
 
-@register_model("fcn32s")
-def fcn32s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    weights: WeightsArg = None,
-    freeze_upsampling: bool = False,
-    dropout: float = 0.5,
-) -> FCN:
-    """FCN-32s. ``weights``: None, ``"imagenet"`` (torchvision VGG16) or a state-dict path."""
-    return _build_fcn("32s", num_classes, in_channels, weights, freeze_upsampling, dropout)
-
-
-@register_model("fcn16s")
-def fcn16s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    weights: WeightsArg = None,
-    freeze_upsampling: bool = False,
-    dropout: float = 0.5,
-) -> FCN:
-    """FCN-16s (skip from pool4). ``weights`` as for :func:`fcn32s`."""
-    return _build_fcn("16s", num_classes, in_channels, weights, freeze_upsampling, dropout)
-
-
-@register_model("fcn8s")
-def fcn8s(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    weights: WeightsArg = None,
-    freeze_upsampling: bool = False,
-    dropout: float = 0.5,
-) -> FCN:
-    """FCN-8s (skips from pool4 and pool3). ``weights`` as for :func:`fcn32s`."""
-    return _build_fcn("8s", num_classes, in_channels, weights, freeze_upsampling, dropout)
+_register_fcn("32s", "FCN-32s: one 32x upsampling of the fc7 scores.")
+_register_fcn("16s", "FCN-16s: fused with a skip from pool4.")
+_register_fcn("8s", "FCN-8s: fused with skips from pool4 and pool3.")

@@ -143,5 +143,5 @@ def write_demo(out: Path | str, *, count: int = 64, size: int = 256, seed: int =
         list(pool.map(write, range(count)))
     meta = {"classes": list(CLASSES), "palette": [list(c) for c in PALETTE]}
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    logger.info("wrote %d demo images of %dx%d to %s", count, size, size, out)
+    logger.debug("wrote %d demo images of %dx%d to %s", count, size, size, out)
     return out

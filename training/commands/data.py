@@ -23,7 +23,7 @@ def _str_list(text: str) -> list[str]:
 
 
 def _echo(line: str) -> None:
-    print(line)  # noqa: T201 - the CLI's output
+    print(line)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS: tuple[str, ...] = ("data",)
+COMMANDS: tuple[str, ...] = ("data", "train", "evaluate")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

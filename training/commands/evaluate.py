@@ -1,0 +1,67 @@
+"""``fcn evaluate``: per-class IoU/Dice/accuracy of a checkpoint or an ONNX model.
+
+Imports nothing heavy at module level; the work happens in ``training.evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.commands.train import add_data_arguments
+
+_DATA_KEYS = (
+    "layout", "val_fraction", "mask_values", "ignore_index", "classes", "num_classes",
+    "in_channels", "seed",
+)  # fmt: skip
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fcn evaluate``."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure mIoU, per-class IoU/Dice, pixel and mean accuracy",
+        description="Evaluate a training checkpoint (torch) or an exported ONNX model (the "
+        "serving engine) on the validation split of a dataset (--split all: every image). "
+        "Data options default to the checkpoint's training options.",
+    )
+    source = parser.add_argument_group("model (one of, or both: --model evaluated with the "
+                                       "checkpoint's data options)")  # fmt: skip
+    source.add_argument(
+        "--checkpoint", type=Path, metavar="RUN/best.pt", help="training checkpoint"
+    )
+    source.add_argument("--model", type=Path, metavar="MODEL.onnx", help="exported ONNX model")
+    add_data_arguments(parser, data_required=False)
+    parser.add_argument("--seed", type=int, help="split seed (default: the checkpoint's, or 0)")
+    parser.add_argument(
+        "--split", choices=("val", "all", "train"), default="val", help="which images (default val)"
+    )
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the metrics")
+    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images per forward pass (default 4)")  # fmt: skip
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_checkpoint, evaluate_onnx, write_json
+    from training.metrics import format_table
+
+    if args.checkpoint is None and args.model is None:
+        raise ValueError("give --checkpoint RUN/best.pt or --model MODEL.onnx")
+    overrides = {k: getattr(args, k) for k in _DATA_KEYS}
+    root = str(args.data) if args.data is not None else None
+    if args.model is not None:
+        report = evaluate_onnx(
+            args.model, root=root, split=args.split, checkpoint=args.checkpoint, **overrides
+        )
+    else:
+        report = evaluate_checkpoint(
+            args.checkpoint, root=root, split=args.split, device=args.device,
+            batch_size=args.batch_size, **overrides,
+        )  # fmt: skip
+    print(f"{report.model} on {report.data} ({report.split}: {report.images} images)")
+    print(format_table(report.metrics))
+    if args.json is not None:
+        print(f"wrote {write_json(report, args.json)}")
+    return 0

@@ -1,0 +1,259 @@
+"""``fcn train``: train a segmentation model on a folder, split or VOC dataset.
+
+Imports nothing heavy at module level (``fcn --help`` stays instant); the loop lives in
+``training.train``. Every option maps onto ``training.config.TrainConfig`` (or its
+``DataConfig``); options left out keep that dataclass's default, so the defaults live in one
+place. Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m fcn train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
+
+
+def str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``k=v`` with ``v`` read as JSON when it parses (numbers, true/false, null), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) -> None:
+    """The dataset options shared by ``fcn train`` and ``fcn evaluate``."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        type=Path,
+        required=data_required,
+        metavar="DIR",
+        help="dataset folder (images/ + masks/, train/ + val/, or a VOC tree)",
+    )
+    group.add_argument(
+        "--layout", choices=("auto", "folder", "split", "voc"), help="dataset layout (default auto)"
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="held-out fraction for the folder layout (default 0.2)",
+    )
+    group.add_argument(
+        "--mask-values",
+        type=int_list,
+        metavar="V0,V1,...",
+        help="raw mask value of each class, e.g. 0,255 for binary masks",
+    )
+    group.add_argument(
+        "--ignore-index",
+        type=int,
+        metavar="N",
+        help="mask value excluded from loss and metrics (default 255)",
+    )
+    group.add_argument("--classes", type=str_list, metavar="NAME,...", help="class names")
+    group.add_argument(
+        "--num-classes",
+        type=int,
+        metavar="K",
+        help="number of classes when masks hold indices 0..K-1",
+    )
+    group.add_argument("--in-channels", type=int, choices=(1, 3, 4),
+                       help="image channels (default: those of the data)")  # fmt: skip
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fcn train``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a segmentation model",
+        description="Train a model; writes best.pt, last.pt, metrics.csv, curves.png and "
+        "predictions.png to --out. Defaults are tuned: AdamW, warmup + cosine decay to zero "
+        "within the budget, cross-entropy + Dice, 256-pixel crops, batch 8.",
+    )
+    add_data_arguments(parser, data_required=False)
+    data = parser.add_argument_group("augmentation")
+    data.add_argument(
+        "--crop-size", type=int, metavar="PX", help="training crop side (default 256)"
+    )
+    data.add_argument(
+        "--scale-range",
+        type=float_list,
+        metavar="LO,HI",
+        help="random zoom range (default 0.5,2.0)",
+    )
+    data.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
+    data.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", help="model name from `fcn.list_models()` (default unet)")
+    model.add_argument("--encoder", help="smp encoder for unet & co. (default resnet18)")
+    model.add_argument(
+        "--encoder-weights",
+        metavar="NAME|PATH",
+        help="encoder weights: imagenet (downloads) or a .pt file (default none)",
+    )
+    model.add_argument("--weights", metavar="NAME|PATH", help="model weights option (FCN-VGG)")
+    model.add_argument(
+        "--model-option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other model option (repeatable)",
+    )
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, help="epoch budget (default 50 without --max-minutes)")
+    opt.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="MIN",
+        help="time budget: stop, evaluate and save when it is spent",
+    )
+    opt.add_argument(
+        "--epoch-size",
+        type=int,
+        metavar="N",
+        help="at least N training images per epoch; small sets repeat (default 256)",
+    )
+    opt.add_argument("--batch-size", type=int, help="images per step and device (default 8)")
+    opt.add_argument("--optimizer", choices=("adamw", "sgd"), help="default adamw")
+    opt.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 adamw, 0.01 sgd)")
+    opt.add_argument("--weight-decay", type=float, help="default 1e-4")
+    opt.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    opt.add_argument("--schedule", choices=("cosine", "poly", "constant"), help="default cosine")
+    opt.add_argument(
+        "--warmup", metavar="N|Ne", help="warmup steps, or epochs with 'e' (default 30)"
+    )
+    opt.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
+    opt.add_argument("--loss", choices=("ce", "ce+dice"), help="default ce+dice")
+    opt.add_argument(
+        "--class-weights",
+        type=float_list,
+        metavar="W0,W1,...",
+        help="cross-entropy weight per class",
+    )
+    opt.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, metavar="RUN", help="run folder (default runs/ARCH-TIME)")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN/last.pt",
+        help="continue a run with its saved options (--out, --device, --workers, "
+        "--epochs and --max-minutes may change)",
+    )
+    run.add_argument("--seed", type=int, help="seed for split, init, order, augmentation")
+    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    run.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    run.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory format (default on)",
+    )
+    run.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                     help="write curves.png and predictions.png each epoch (default on)")  # fmt: skip
+    parser.set_defaults(func=run_train)
+
+
+_DATA_KEYS = {
+    "layout": "layout", "val_fraction": "val_fraction", "mask_values": "mask_values",
+    "ignore_index": "ignore_index", "classes": "classes", "num_classes": "num_classes",
+    "in_channels": "in_channels", "seed": "seed",
+}  # fmt: skip
+_AUGMENT_KEYS = ("crop_size", "scale_range", "hflip", "vflip")
+_TRAIN_KEYS = (
+    "arch", "epochs", "max_minutes", "epoch_size", "batch_size", "optimizer", "lr",
+    "weight_decay", "momentum", "schedule", "warmup", "grad_clip", "loss", "class_weights",
+    "device", "workers", "seed", "channels_last", "plots",
+)  # fmt: skip
+_RUNTIME_KEYS = ("device", "workers", "epochs", "max_minutes", "plots")
+
+
+def given(args: argparse.Namespace, keys: Any) -> dict[str, Any]:
+    """The options among ``keys`` that were given on the command line."""
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """``TrainConfig`` from the parsed arguments (only given options override defaults)."""
+    from fcn.registry import model_options
+    from training.config import TrainConfig
+    from training.data import DataConfig
+    from training.transforms import AugmentConfig
+
+    if args.data is None:
+        raise ValueError("--data DIR is required (unless --resume RUN/last.pt)")
+    augment = given(args, _AUGMENT_KEYS)
+    if "scale_range" in augment:
+        if len(augment["scale_range"]) != 2:
+            raise ValueError(f"--scale-range needs LO,HI, got {augment['scale_range']}")
+        augment["scale_range"] = tuple(augment["scale_range"])
+    data = DataConfig(
+        root=str(args.data),
+        augment=AugmentConfig(**augment),
+        **{v: getattr(args, k) for k, v in _DATA_KEYS.items() if getattr(args, k) is not None},
+    )
+    options = dict(args.model_option)
+    for key in ("encoder", "encoder_weights", "weights"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    train = given(args, _TRAIN_KEYS)
+    arch = train.get("arch", "unet")
+    if "encoder" not in options and "encoder" in model_options(arch):
+        options["encoder"] = "resnet18"  # the project's default encoder for smp models
+    out = args.out or Path("runs") / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return TrainConfig(data=data, out=str(out), model_options=options, **train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.metrics import format_table
+    from training.train import resume_config, train
+
+    if args.resume is not None:
+        overrides = given(args, _RUNTIME_KEYS)
+        overrides["out"] = str(args.out or args.resume.parent)
+        cfg = resume_config(args.resume, **overrides)
+    else:
+        cfg = build_config(args)
+    result = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", 0)) == 0:
+        if result.metrics is not None:
+            print(format_table(result.metrics))
+        print(
+            f"{result.epochs} epochs, {result.steps} steps in {result.elapsed_s / 60:.1f} min "
+            f"({result.images_per_s:.2f} training images/s); best mIoU {result.best_miou:.4f}; "
+            f"checkpoints in {result.out}"
+        )
+    return 0

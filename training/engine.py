@@ -1,0 +1,186 @@
+"""One training epoch and one evaluation pass: the two halves of the training loop.
+
+Both keep the device busy: the loss is accumulated on the device and read back only every
+``log_every`` steps (``.item()`` is a host sync that would stall a GPU pipeline every step),
+and evaluation counts the confusion matrix on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from training.distributed import broadcast_int
+from training.metrics import ConfusionMatrix
+from training.optim import StepBudget
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochStats:
+    """What one call of ``train_one_epoch`` did."""
+
+    loss: float  # mean training loss over the epoch's steps
+    steps: int
+    images: int
+    seconds: float
+    lr: float  # the last step's learning rate
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class EvalResult:
+    """A confusion matrix over the whole (all-reduced) evaluation set and a few samples."""
+
+    matrix: ConfusionMatrix
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def autocast(device: torch.device, enabled: bool):
+    """float16 autocast on CUDA when enabled; a no-op context otherwise (CPU stays float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def to_device(
+    images: torch.Tensor, masks: torch.Tensor, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    return images, masks.to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    budget: StepBudget,
+    step: int,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    grad_clip: float | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+    description: str = "train",
+    log_every: int = 10,
+) -> tuple[EpochStats, int]:
+    """Train until the loader is exhausted or the budget is spent.
+
+    Args:
+        model: the network (DDP-wrapped in distributed runs), in train mode on return.
+        loader: yields ``(images (N, C, H, W), masks (N, H, W))`` batches.
+        loss_fn: ``loss(logits, masks) -> scalar``.
+        optimizer: its learning rate is set from ``budget.lr(step)`` before each step.
+        scaler: gradient scaler (disabled unless AMP on CUDA).
+        budget: the learning-rate schedule and stopping rule.
+        step: optimizer steps done before this epoch.
+        device: where the model lives.
+        amp: float16 autocast (CUDA only).
+        grad_clip: clip the gradients' global L2 norm to this value.
+        channels_last: feed NHWC tensors (faster convolutions on CPU and recent GPUs).
+        progress: show a tqdm bar (loss, images/s, ETA) when stderr is a terminal.
+        description: the bar's label.
+        log_every: read the loss back (a host sync) every this many steps.
+
+    Returns:
+        ``(EpochStats, step after the epoch)``.
+    """
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    steps = images = 0
+    lr = budget.lr(step)
+    total = len(loader) * (getattr(loader, "batch_size", None) or 1)
+    bar = tqdm(
+        total=total, desc=description, unit="img", disable=None if progress else True, leave=False
+    )
+    start = time.perf_counter()
+    for batch_images, batch_masks in loader:
+        if budget.needs_refresh(step):
+            budget.set_total(broadcast_int(budget.observe(step), device))
+        if budget.done(step):
+            break
+        lr = budget.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch_images, batch_masks = to_device(batch_images, batch_masks, device, channels_last)
+        with autocast(device, amp):
+            logits = model(batch_images)
+            loss = loss_fn(logits, batch_masks)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.detach()
+        step += 1
+        steps += 1
+        images += batch_images.shape[0]
+        bar.update(batch_images.shape[0])
+        if progress and steps % log_every == 0:
+            bar.set_postfix(loss=f"{total_loss.item() / steps:.4f}", lr=f"{lr:.2e}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    mean_loss = total_loss.item() / steps if steps else float("nan")
+    return EpochStats(mean_loss, steps, images, seconds, lr), step
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+    keep: int = 0,
+) -> EvalResult:
+    """Predict every batch and count the confusion matrix, summed over all ranks.
+
+    Args:
+        model: the bare network (not the DDP wrapper: ranks may hold different batch counts).
+        loader: ``(images, masks)`` batches; masks may hold the ignore index.
+        num_classes: K.
+        device: where the model lives.
+        amp: float16 autocast (CUDA only).
+        channels_last: feed NHWC tensors.
+        keep: how many ``(image, mask, prediction)`` CPU samples to return for plots.
+
+    Returns:
+        ``EvalResult`` with the all-reduced matrix and up to ``keep`` samples of this rank.
+    """
+    start = time.perf_counter()
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, device)
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for batch_images, batch_masks in loader:
+        batch_images, batch_masks = to_device(batch_images, batch_masks, device, channels_last)
+        with autocast(device, amp):
+            logits = model(batch_images)
+        prediction = logits.argmax(1)
+        matrix.update(prediction, batch_masks)
+        for i in range(min(keep - len(samples), len(prediction))):
+            samples.append(
+                (batch_images[i].float().cpu(), batch_masks[i].cpu(), prediction[i].cpu())
+            )
+    matrix.all_reduce()
+    return EvalResult(matrix, samples, time.perf_counter() - start)

@@ -1,0 +1,192 @@
+"""``fcn evaluate``: exact metrics of a checkpoint or an ONNX model on a dataset split.
+
+A checkpoint is evaluated in torch with the data read exactly as in training: the data
+options (layout, split fraction and seed, mask values, classes, normalisation) come from its
+``config["data"]``, each overridable. An ONNX model is evaluated through the serving engine
+(``service.engine.Engine``): it gets raw decoded pixels and normalises, pads and tiles them
+itself from its metadata, so the numbers are what serving would produce; that is how an INT8
+export is compared with its FP32 original. Its data options come from the metadata (classes,
+channels, ignore index) and the command line, or from ``--checkpoint`` when both are given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from training.checkpoint import load_checkpoint, load_model
+from training.data import DataConfig, build_datasets, pad_collate
+from training.distributed import from_env, resolve_device
+from training.engine import evaluate
+from training.metrics import ConfusionMatrix, Metrics
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS: tuple[str, ...] = ("val", "all", "train")
+
+
+@dataclass
+class EvalReport:
+    """Metrics plus what was evaluated."""
+
+    metrics: Metrics
+    model: str
+    data: str
+    split: str
+    images: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice", ...}``."""
+        return {
+            **self.metrics.to_dict(),
+            "model": self.model, "data": self.data, "split": self.split,
+            "images": self.images, "seconds": round(self.seconds, 3),
+        }  # fmt: skip
+
+
+def data_config(saved: dict[str, Any] | None, root: str | None, **overrides: Any) -> DataConfig:
+    """A ``DataConfig`` from a checkpoint's saved data options, the root and overrides.
+
+    Raises:
+        ValueError: no data folder given or saved, or an unknown option.
+    """
+    values = dict(saved or {})
+    values.pop("augment", None)  # evaluation never augments
+    known = {f.name for f in fields(DataConfig)}
+    values = {k: v for k, v in values.items() if k in known}
+    if root is not None:
+        values["root"] = str(root)
+    if not values.get("root"):
+        raise ValueError("no dataset: give --data DIR")
+    for key, value in overrides.items():
+        if key not in known:
+            raise ValueError(f"unknown data option {key!r}; valid ones: {sorted(known)}")
+        if value is not None:
+            values[key] = value
+    if overrides.get("mask_values") is not None and overrides.get("classes") is None:
+        values.pop("classes", None)  # new mask values may mean other classes
+    return DataConfig.from_dict(values)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    root: str | None = None,
+    split: str = "val",
+    device: str = "auto",
+    batch_size: int = 4,
+    workers: int = 0,
+    **data_overrides: Any,
+) -> EvalReport:
+    """Evaluate a training checkpoint on ``split`` of its dataset (or ``root``).
+
+    Args:
+        checkpoint: a ``best.pt`` / ``last.pt``.
+        root: dataset folder (default: the one it was trained on).
+        split: ``val``, ``all`` or ``train`` (without augmentation).
+        device: auto, cpu or cuda[:N].
+        batch_size: full-size images per forward pass.
+        workers: DataLoader workers.
+        **data_overrides: ``DataConfig`` fields to change (e.g. ``mask_values``).
+
+    Returns:
+        ``EvalReport``.
+    """
+    _check_split(split)
+    start = time.perf_counter()
+    device_ = resolve_device(device, from_env())
+    saved = load_checkpoint(checkpoint)["config"]
+    cfg = data_config(saved.get("data"), root, **data_overrides)
+    _, dataset, info = build_datasets(cfg, split=split)
+    model, _ = load_model(checkpoint, device=device_)
+    if info.num_classes != saved["model"]["num_classes"]:
+        raise ValueError(
+            f"the data has {info.num_classes} classes but {checkpoint} predicts "
+            f"{saved['model']['num_classes']}; check --mask-values/--classes"
+        )
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers,
+        collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index),
+    )  # fmt: skip
+    result = evaluate(model, loader, info.num_classes, device=device_)
+    metrics = result.matrix.compute(info.classes)
+    return EvalReport(
+        metrics, str(checkpoint), cfg.root, split, len(dataset), time.perf_counter() - start
+    )
+
+
+def evaluate_onnx(
+    model_path: str | os.PathLike,
+    *,
+    root: str | None = None,
+    split: str = "val",
+    checkpoint: str | os.PathLike | None = None,
+    **data_overrides: Any,
+) -> EvalReport:
+    """Evaluate an exported ONNX model through the serving engine.
+
+    Args:
+        model_path: the ``.onnx`` file (metadata per docs/contracts.md).
+        root: dataset folder (default: the checkpoint's, when given).
+        split: ``val``, ``all`` or ``train``.
+        checkpoint: optional training checkpoint supplying the data options (split, mask
+            values), so an export is evaluated on exactly its training validation set.
+        **data_overrides: ``DataConfig`` fields to change.
+
+    Returns:
+        ``EvalReport``.
+    """
+    from service.engine import Engine
+
+    _check_split(split)
+    start = time.perf_counter()
+    engine = Engine.load(model_path)
+    meta = engine.metadata
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint)["config"].get("data")
+    else:
+        saved = {
+            "classes": list(meta.classes), "in_channels": meta.in_channels,
+            "ignore_index": 255 if meta.ignore_index is None else meta.ignore_index,
+            "palette": [list(c) for c in meta.palette],
+        }  # fmt: skip
+    cfg = data_config(saved, root, **data_overrides)
+    _, dataset, info = build_datasets(cfg, split=split)
+    if info.num_classes != meta.num_classes or info.in_channels != meta.in_channels:
+        raise ValueError(
+            f"the data has {info.num_classes} classes and {info.in_channels} channel(s) but "
+            f"{model_path} expects {meta.num_classes} and {meta.in_channels}"
+        )
+    matrix = ConfusionMatrix(info.num_classes)
+    for index in range(len(dataset)):
+        image, mask = dataset.load(index)  # raw decoded pixels: the engine normalises
+        prediction = engine.predict(image)
+        matrix.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(mask))
+    metrics = matrix.compute(info.classes)
+    return EvalReport(
+        metrics, str(model_path), cfg.root, split, len(dataset), time.perf_counter() - start
+    )
+
+
+def _check_split(split: str) -> None:
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+
+
+def write_json(report: EvalReport, path: str | os.PathLike) -> Path:
+    """Write ``report.to_dict()`` as JSON (NaN as null)."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return path

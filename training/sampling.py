@@ -1,0 +1,129 @@
+"""Data loaders whose order and augmentation depend only on ``(seed, epoch)``.
+
+Exact ``--resume`` needs epoch ``e`` to see the same images with the same random crops and
+flips whether the run started at epoch 0 or resumed at ``e``, with any number of DataLoader
+workers (persistent or not) and any number of ranks. So the sampler (which runs in the main
+process) draws, per epoch, a shuffled order *and one augmentation seed per sample* from a
+generator seeded by ``(seed, epoch)``; the dataset reseeds the albumentations pipeline with
+that seed before transforming the item. Nothing depends on worker random state.
+
+The sampler also does ``DistributedSampler``'s job: it shards the epoch across ranks
+(``order[rank::world_size]``) after padding it to equal full batches, so every rank runs the
+same number of steps. Validation uses ``ShardSampler`` instead: no padding and no repeats,
+so the all-reduced confusion matrix counts every pixel exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from training.data import SegmentationDataset, pad_collate
+from training.distributed import DistInfo
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, augmentation seed)`` pairs for one epoch on one rank.
+
+    Args:
+        size: dataset length.
+        epoch_size: minimum samples per epoch over all ranks (small datasets repeat).
+        batch_size: per-rank batch size; the epoch is padded to whole batches on every rank.
+        seed: the run's seed.
+        info: rank and world size.
+    """
+
+    def __init__(
+        self, size: int, *, epoch_size: int, batch_size: int, seed: int, info: DistInfo
+    ) -> None:
+        if size < 1:
+            raise ValueError("the training set is empty")
+        self.size = size
+        self.seed = seed
+        self.info = info
+        chunk = batch_size * info.world_size
+        self.total = math.ceil(max(size, epoch_size) / chunk) * chunk
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.total // self.info.world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        repeats = math.ceil(self.total / self.size)
+        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(repeats)])
+        seeds = torch.randint(0, 2**31 - 1, (self.total,), generator=generator)
+        rank, world = self.info.rank, self.info.world_size
+        indices = order[: self.total][rank::world].tolist()
+        return iter(zip(indices, seeds[rank::world].tolist(), strict=True))
+
+
+class ShardSampler(Sampler[int]):
+    """Every index once, split across ranks (``range(rank, size, world_size)``)."""
+
+    def __init__(self, size: int, info: DistInfo) -> None:
+        self.indices = list(range(info.rank, size, info.world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+
+class SeededItems(Dataset):
+    """Wraps a training ``SegmentationDataset``: item ``(index, seed)`` is augmented with ``seed``."""
+
+    def __init__(self, dataset: SegmentationDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item
+        transform = self.dataset.transform
+        transform.reseed(seed)
+        image, mask = transform(*self.dataset.load(index))
+        return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+
+
+def build_loaders(
+    train_ds: SegmentationDataset,
+    val_ds: SegmentationDataset,
+    *,
+    batch_size: int,
+    epoch_size: int,
+    workers: int,
+    seed: int,
+    ignore_index: int,
+    info: DistInfo,
+    pin_memory: bool = False,
+) -> tuple[DataLoader, DataLoader]:
+    """The training loader (``EpochSampler``; call ``loader.sampler.set_epoch(e)``) and the
+    validation loader (full-size images, padded to a batch with ``ignore_index``)."""
+    collate = functools.partial(pad_collate, ignore_index=ignore_index)
+    common = {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": workers > 0,
+        "collate_fn": collate,
+    }
+    sampler = EpochSampler(
+        len(train_ds), epoch_size=epoch_size, batch_size=batch_size, seed=seed, info=info
+    )
+    train_loader = DataLoader(
+        SeededItems(train_ds), batch_size=batch_size, sampler=sampler, drop_last=True, **common
+    )
+    val_loader = DataLoader(
+        val_ds, batch_size=batch_size, sampler=ShardSampler(len(val_ds), info), **common
+    )
+    return train_loader, val_loader

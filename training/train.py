@@ -1,0 +1,267 @@
+"""``fcn train``: the training loop, top to bottom.
+
+setup (device, process group, seeds) -> data -> model, optimizer, loss -> (resume) -> for each
+epoch: ``train_one_epoch`` -> ``evaluate`` -> rank 0 writes ``metrics.csv``, ``last.pt`` (and
+``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
+the epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
+holds model, optimizer, scaler, schedule/budget, epoch, step and RNG states, and the data
+order and augmentation depend only on ``(seed, epoch)`` (training/sampling.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import fcn
+from training import distributed
+from training.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from training.config import TrainConfig, checkpoint_config
+from training.data import build_datasets
+from training.engine import EpochStats, evaluate, train_one_epoch
+from training.losses import build_loss
+from training.metrics import Metrics
+from training.optim import StepBudget, build_optimizer
+from training.runlog import MetricsLog, write_plots
+from training.sampling import build_loaders
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (rank 0's view; other ranks get the same numbers)."""
+
+    out: Path
+    epochs: int
+    steps: int
+    best_miou: float
+    metrics: Metrics | None  # the last validation
+    images_per_s: float  # training throughput over all epochs of this run
+    elapsed_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+    """The configuration saved in checkpoint ``path``, with ``overrides`` applied.
+
+    Only runtime options should be overridden (``out``, ``device``, ``workers``, ``epochs``,
+    ``max_minutes``); anything else makes the continuation differ from the original run.
+    """
+    saved = load_checkpoint(path)["config"].get("train")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds no training options ('config.train'); cannot resume")
+    cfg = TrainConfig.from_dict(saved)
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise ValueError(f"unknown training option {key!r}")
+        setattr(cfg, key, value)
+    cfg.__post_init__()
+    return cfg
+
+
+def _configure_threads(info: distributed.DistInfo, device: torch.device) -> None:
+    if device.type == "cpu" and info.enabled:
+        # Ranks on one machine share its cores; oversubscribed OpenMP threads spin and crawl.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
+
+
+def train(
+    cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stop_after: int | None = None
+) -> TrainResult:
+    """Run the training loop described by ``cfg``.
+
+    Args:
+        cfg: every option (see training/config.py).
+        resume: a ``last.pt`` to continue from (its weights, optimizer, schedule, epoch, RNG).
+        stop_after: stop once this many epochs are complete, as if interrupted (tests).
+
+    Returns:
+        ``TrainResult``.
+
+    Raises:
+        ValueError: bad options or data (messages name the problem).
+    """
+    info, device = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, info, device, resume, stop_after)
+    finally:
+        distributed.cleanup()
+
+
+def _train(
+    cfg: TrainConfig,
+    info: distributed.DistInfo,
+    device: torch.device,
+    resume: str | os.PathLike | None,
+    stop_after: int | None,
+) -> TrainResult:
+    _configure_threads(info, device)
+    seed_everything(cfg.seed)
+    train_ds, val_ds, data_info = build_datasets(cfg.data)
+    config = checkpoint_config(cfg, data_info)
+    model = fcn.build_model(
+        cfg.arch,
+        num_classes=data_info.num_classes,
+        in_channels=data_info.in_channels,
+        **cfg.model_options,
+    )
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    if info.enabled and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all GPUs
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    loss_fn = build_loss(
+        cfg.loss,
+        num_classes=data_info.num_classes,
+        ignore_index=data_info.ignore_index,
+        class_weights=cfg.class_weights,
+    ).to(device)
+    train_loader, val_loader = build_loaders(
+        train_ds, val_ds, batch_size=cfg.batch_size, epoch_size=cfg.epoch_size,
+        workers=cfg.workers, seed=cfg.seed, ignore_index=data_info.ignore_index, info=info,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    budget = StepBudget(cfg, len(train_loader))
+    epoch, step, best = 0, 0, -math.inf
+    if resume is not None:
+        state = load_checkpoint(resume, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        budget.load_state_dict(state["scheduler"])
+        epoch, step, best = int(state["epoch"]), int(state["step"]), float(state["best_metric"])
+        set_rng_state(state["rng"])
+        logger.info("resumed %s at epoch %d, step %d (best mIoU %.4f)", resume, epoch, step, best)
+    net = model
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    out = Path(cfg.out)
+    log = MetricsLog(out / "metrics.csv", data_info.classes) if info.is_main else None
+    if log is not None:
+        log.start(keep_epochs=epoch)
+        logger.info(
+            "training %s (%s) on %s: %d train / %d val images, %d steps per epoch of %d images, "
+            "budget %s -> %s",
+            cfg.arch, cfg.model_options, device, len(train_ds), len(val_ds), len(train_loader),
+            len(train_loader) * cfg.batch_size * info.world_size, _budget_text(cfg), out,
+        )  # fmt: skip
+    max_epochs = cfg.budget_epochs or 10**9
+    history: list[dict[str, Any]] = []
+    metrics: Metrics | None = None
+    images = 0
+    train_seconds = 0.0
+    while epoch < max_epochs and not budget.done(step):
+        train_loader.sampler.set_epoch(epoch)
+        stats, step = train_one_epoch(
+            net, train_loader, loss_fn, optimizer, scaler, budget, step,
+            device=device, amp=cfg.amp, grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last, progress=info.is_main,
+            description=f"epoch {epoch + 1}",
+        )  # fmt: skip
+        epoch += 1
+        images += stats.images * info.world_size
+        train_seconds += stats.seconds
+        tick = time.perf_counter()
+        metrics, samples = None, []
+        keep = cfg.grid_images if (info.is_main and cfg.plots) else 0
+        if len(val_ds):
+            result = evaluate(
+                model, val_loader, data_info.num_classes, device=device, amp=cfg.amp,
+                channels_last=cfg.channels_last, keep=keep,
+            )  # fmt: skip
+            metrics, samples = result.matrix.compute(data_info.classes), result.samples
+        improved = metrics is None or _score(metrics) > best
+        if metrics is not None and improved:
+            best = _score(metrics)
+        if info.is_main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": budget.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "rng": rng_state(),
+                "best_metric": best,
+                "metrics": metrics.to_dict() if metrics is not None else None,
+                "config": config,
+            }
+            save_checkpoint(out / "last.pt", state)
+            if improved:
+                copy_checkpoint(out / "last.pt", out / "best.pt")
+            row = log.append(epoch, step, stats, metrics, budget.elapsed())
+            history.append(row)
+            _log_epoch(epoch, step, stats, metrics, budget.elapsed())
+            if cfg.plots:
+                write_plots(out, log.path, samples, data_info)
+        # The final evaluation and save must fit in a time budget: keep the last one's cost.
+        budget.reserve = time.perf_counter() - tick
+        if budget.seconds is not None:
+            budget.set_total(distributed.broadcast_int(budget.observe(step), device))
+        if stop_after is not None and epoch >= stop_after:
+            break
+    distributed.barrier()
+    elapsed = budget.elapsed()
+    throughput = images / train_seconds if train_seconds else 0.0
+    if info.is_main:
+        logger.info(
+            "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), best mIoU %.4f",
+            epoch, step, elapsed / 60, throughput, best,
+        )  # fmt: skip
+    return TrainResult(out, epoch, step, best, metrics, throughput, elapsed, history)
+
+
+def _budget_text(cfg: TrainConfig) -> str:
+    parts = [f"{cfg.budget_epochs} epochs"] if cfg.budget_epochs else []
+    if cfg.max_minutes is not None:
+        parts.append(f"{cfg.max_minutes:g} min")
+    return " or ".join(parts)
+
+
+def _score(metrics: Metrics) -> float:
+    return metrics.miou if not math.isnan(metrics.miou) else -math.inf
+
+
+def _log_epoch(
+    epoch: int, step: int, stats: EpochStats, metrics: Metrics | None, elapsed: float
+) -> None:
+    val = ""
+    if metrics is not None:
+        per_class = " ".join(
+            f"{name} {iou:.3f}"
+            for name, iou in zip(metrics.classes, metrics.per_class_iou, strict=True)
+        )
+        val = f", val mIoU {metrics.miou:.4f} ({per_class})"
+    logger.info(
+        "epoch %d: step %d, loss %.4f, lr %.2e, %.2f images/s%s, %.1f min",
+        epoch, step, stats.loss, stats.lr, stats.images_per_s, val, elapsed / 60,
+    )  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS: tuple[str, ...] = ("data", "train", "evaluate")
+COMMANDS: tuple[str, ...] = ("data", "train", "evaluate", "export")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,114 @@
+"""``fcn export``: checkpoint -> ONNX (metadata inside, parity-checked), optionally INT8 too.
+
+Imports nothing heavy at module level; the work happens in ``training.export`` and
+``training.quantize``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fcn export``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (and optionally a static INT8 copy)",
+        description="Write an ONNX model with dynamic batch/height/width and the metadata the "
+        "service reads (classes, palette, normalisation, size multiple). The file is only "
+        "written after ONNX Runtime, run through the serving engine, reproduces torch's logits "
+        "on odd sizes. With --quantize int8 a QDQ INT8 copy is calibrated on real images.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, metavar="RUN/best.pt",
+                        help="training checkpoint to export")  # fmt: skip
+    source.add_argument("--onnx", type=Path, metavar="MODEL.onnx",
+                        help="an already exported model: only quantize it")  # fmt: skip
+    parser.add_argument("--out", type=Path, metavar="MODEL.onnx",
+                        help="FP32 output (default model.onnx; with --onnx: unused)")  # fmt: skip
+    parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
+                        help="torch.export-based (default) or TorchScript tracing")  # fmt: skip
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the pinned one)")
+    parser.add_argument("--skip-parity", action="store_true",
+                        help="do not compare with torch (not recommended)")  # fmt: skip
+
+    quant = parser.add_argument_group("INT8 quantization")
+    quant.add_argument("--quantize", choices=("int8",), help="also write a static INT8 model")
+    quant.add_argument("--calibration-data", type=Path, metavar="DIR",
+                       help="images, or a dataset (its training split is used)")  # fmt: skip
+    quant.add_argument("--int8-out", type=Path, metavar="MODEL.int8.onnx",
+                       help="INT8 output (default: <out stem>.int8.onnx)")  # fmt: skip
+    quant.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                       default="minmax", help="activation range estimator (default minmax)")  # fmt: skip
+    quant.add_argument("--calibration-size", type=int, metavar="PX",
+                       help="centre crops of this side (default: natural image size)")  # fmt: skip
+    quant.add_argument("--calibration-limit", type=int, default=32, metavar="N",
+                       help="at most N images (default 32)")  # fmt: skip
+    quant.add_argument("--fp32-head", action="store_true",
+                       help="keep the classifier convolution(s) in FP32")  # fmt: skip
+    quant.add_argument("--val-fraction", type=float, help="dataset split (default: the "
+                       "checkpoint's, else 0.2); calibration never sees validation images")  # fmt: skip
+    quant.add_argument(
+        "--seed", type=int, help="dataset split seed (default: checkpoint's, else 0)"
+    )
+    parser.set_defaults(func=run_export)
+
+
+def _split_options(args: argparse.Namespace) -> dict:
+    """Split rule for calibration: the flags, else the checkpoint's data options, else 0.2/0."""
+    saved: dict = {}
+    if args.checkpoint is not None:
+        from training.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(args.checkpoint)["config"].get("data") or {}
+    return {
+        "val_fraction": args.val_fraction if args.val_fraction is not None
+        else saved.get("val_fraction", 0.2),
+        "seed": args.seed if args.seed is not None else saved.get("seed", 0),
+        "layout": saved.get("layout", "auto"),
+    }  # fmt: skip
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if args.quantize and args.calibration_data is None:
+        raise ValueError("--quantize int8 needs --calibration-data DIR (images to calibrate on)")
+    if args.onnx is not None and not args.quantize:
+        raise ValueError("--onnx MODEL only makes sense with --quantize int8")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    if args.calibration_data is not None and not args.calibration_data.is_dir():
+        raise ValueError(f"--calibration-data {args.calibration_data} is not a folder")
+
+    from training.export import OPSET, PARITY_SIZES, export_checkpoint
+
+    fp32 = args.onnx
+    if args.checkpoint is not None:
+        out = args.out or Path("model.onnx")
+        result = export_checkpoint(
+            args.checkpoint, out, opset=args.opset or OPSET, exporter=args.exporter,
+            parity_sizes=None if args.skip_parity else PARITY_SIZES,
+        )  # fmt: skip
+        fp32 = result.path
+        print(f"wrote {result.path} ({result.metadata['arch']}, "
+              f"{result.metadata['num_classes']} classes, opset {result.metadata['opset']}) "
+              f"in {result.seconds:.1f}s")  # fmt: skip
+        if result.parity is not None:
+            worst = max(result.parity.max_abs_diff)
+            sizes = ", ".join(f"{h}x{w}" for h, w in result.parity.sizes)
+            print(f"parity with torch at {sizes}: max |logit diff| {worst:.2e}, argmax "
+                  f"agreement {min(result.parity.argmax_agreement):.4%}")  # fmt: skip
+    if args.quantize:
+        from training.quantize import calibration_images, quantize_int8
+
+        split = _split_options(args)
+        images = calibration_images(args.calibration_data, limit=args.calibration_limit, **split)
+        int8_out = args.int8_out or fp32.with_name(f"{fp32.name.removesuffix('.onnx')}.int8.onnx")
+        q = quantize_int8(
+            fp32, int8_out, images, method=args.calibration_method,
+            size=args.calibration_size, exclude_head=args.fp32_head,
+        )  # fmt: skip
+        print(f"wrote {q.path} (static INT8, QDQ, {args.calibration_method} calibration on "
+              f"{len(images)} images; argmax agrees with FP32 on {q.agreement:.3%} of pixels) "
+              f"in {q.seconds:.1f}s")  # fmt: skip
+    return 0

@@ -100,6 +100,18 @@ def broadcast_int(value: int, device: torch.device) -> int:
     return int(tensor.item())
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step
+    each rank holds its own statistics; evaluating with those would make the all-reduced
+    metrics differ from those of the weights rank 0 saves.
+    """
+    if is_distributed():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

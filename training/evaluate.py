@@ -72,8 +72,11 @@ def data_config(saved: dict[str, Any] | None, root: str | None, **overrides: Any
             raise ValueError(f"unknown data option {key!r}; valid ones: {sorted(known)}")
         if value is not None:
             values[key] = value
-    if overrides.get("mask_values") is not None and overrides.get("classes") is None:
-        values.pop("classes", None)  # new mask values may mean other classes
+    if overrides.get("mask_values") is not None:
+        # New mask values may mean other classes: drop what the saved values implied.
+        for key in ("classes", "num_classes", "palette"):
+            if overrides.get(key) is None:
+                values.pop(key, None)
     return DataConfig.from_dict(values)
 
 

@@ -100,13 +100,17 @@ class StepBudget:
 
     def needs_refresh(self, step: int) -> bool:
         """Whether ``observe`` should run before ``step`` (same answer on every rank)."""
-        return self.seconds is not None and step % self.refresh == 0
+        return self.seconds is not None and (step % self.refresh == 0 or self._calls < 3)
 
     def observe(self, step: int) -> int | None:
         """Re-estimate ``total`` from the time per step so far (time budgets only).
 
-        Returns the estimate (rank 0 broadcasts it to the others), or None without a time
-        budget.
+        The first call after (re)starting only checks the deadline; the second starts the
+        clock, so the first step's allocator warm-up and worker start are not extrapolated;
+        later calls estimate ``total``.
+
+        Returns:
+            The estimate (rank 0 broadcasts it to the others), or None without a time budget.
         """
         if self.seconds is None:
             return None
@@ -114,10 +118,9 @@ class StepBudget:
         elapsed = self.elapsed()
         if elapsed >= self.seconds - self.reserve:
             self.set_total(step)  # out of time: stop now
-        elif self._calls <= 2 or self._mark is None:
-            # The first steps after (re)starting pay for allocator warm-up and worker start:
-            # time from the second refresh on.
-            self._mark = (step, elapsed)
+        elif self._mark is None:
+            if self._calls >= 2:
+                self._mark = (step, elapsed)
         elif step > self._mark[0]:
             mark_step, mark_time = self._mark
             per_step = (elapsed - mark_time) / (step - mark_step)

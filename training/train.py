@@ -194,6 +194,7 @@ def _train(
         metrics, samples = None, []
         keep = cfg.grid_images if (info.is_main and cfg.plots) else 0
         if len(val_ds):
+            distributed.broadcast_buffers(model)
             result = evaluate(
                 model, val_loader, data_info.num_classes, device=device, amp=cfg.amp,
                 channels_last=cfg.channels_last, keep=keep,

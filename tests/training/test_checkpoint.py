@@ -1,0 +1,83 @@
+"""Checkpoints: safe loading, the contract's layout and full config, rebuilding the model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training.tiny_runs import trained_run
+from training.checkpoint import (
+    copy_checkpoint,
+    load_checkpoint,
+    load_model,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from training.config import TrainConfig
+
+KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best_metric",
+        "config", "metrics"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, demo_root):
+    return trained_run(tmp_path_factory, demo_root)[0]
+
+
+def test_checkpoint_loads_with_weights_only_and_has_every_part(run) -> None:
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert KEYS <= set(state)
+    assert (state["epoch"], state["step"]) == (2, 6)
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert state["optimizer"]["state"]  # AdamW moments are there
+    assert isinstance(state["best_metric"], float)
+
+
+def test_config_follows_the_contract_and_holds_every_option(run, demo_root) -> None:
+    config = load_checkpoint(run / "best.pt")["config"]
+    assert config["model"] == {
+        "arch": "unet", "num_classes": 5, "in_channels": 3, "options": {"encoder": "resnet18"},
+    }  # fmt: skip
+    assert config["classes"] == ["background", "ellipse", "rectangle", "triangle", "star"]
+    assert len(config["palette"]) == 5 and len(config["mean"]) == len(config["std"]) == 3
+    assert config["ignore_index"] == 255
+    assert config["data"]["root"] == str(demo_root) and config["data"]["augment"]["crop_size"] == 48
+    json.dumps(config)  # JSON-serialisable
+    cfg = TrainConfig.from_dict(config["train"])  # every training option round-trips
+    assert (cfg.epochs, cfg.batch_size, cfg.loss, cfg.optimizer) == (2, 4, "ce+dice", "adamw")
+
+
+def test_load_model_rebuilds_the_network(run) -> None:
+    model, config = load_model(run / "best.pt")
+    assert not model.training
+    logits = model(torch.zeros(1, 3, 37, 45))
+    assert logits.shape == (1, config["model"]["num_classes"], 37, 45)
+
+
+def test_copy_is_atomic_and_independent_of_later_saves(tmp_path) -> None:
+    save_checkpoint(tmp_path / "last.pt", {"model": {}, "config": {}, "step": 1})
+    copy_checkpoint(tmp_path / "last.pt", tmp_path / "best.pt")
+    save_checkpoint(tmp_path / "last.pt", {"model": {}, "config": {}, "step": 2})
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 1
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temp files
+
+
+def test_rng_state_round_trips_through_a_safe_load(tmp_path) -> None:
+    save_checkpoint(tmp_path / "rng.pt", {"model": {}, "config": {}, "rng": rng_state()})
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_bad_files_give_clear_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")

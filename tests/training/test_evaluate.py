@@ -1,0 +1,107 @@
+"""``fcn evaluate``: table + JSON for a checkpoint, and ONNX models through the serving engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fcn.cli import main
+from fcn.padding import unwrap
+from tests.training.tiny_runs import trained_run
+from training.checkpoint import load_model
+from training.data import DataConfig, build_datasets
+from training.evaluate import evaluate_checkpoint, evaluate_onnx
+from training.metrics import ConfusionMatrix
+
+JSON_KEYS = {"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice",
+             "per_class_dice", "per_class_accuracy", "classes", "confusion_matrix", "images"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def best(tmp_path_factory, demo_root):
+    return trained_run(tmp_path_factory, demo_root)[0] / "best.pt"
+
+
+def direct_matrix(checkpoint, split: str = "val") -> ConfusionMatrix:
+    """The confusion matrix computed here, image by image, without training.evaluate."""
+    model, config = load_model(checkpoint)
+    _, dataset, info = build_datasets(DataConfig.from_dict(config["data"]), split=split)
+    matrix = ConfusionMatrix(info.num_classes)
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            image, mask = dataset[index]
+            matrix.update(model(image[None]).argmax(1)[0], mask)
+    return matrix
+
+
+def test_table_and_json_match_a_direct_computation(best, tmp_path, capsys) -> None:
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--checkpoint", str(best), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("background", "ellipse", "rectangle", "triangle", "star", "mIoU"):
+        assert name in printed
+    report = json.loads(out.read_text())
+    assert JSON_KEYS <= set(report) and report["split"] == "val"
+    expected = direct_matrix(best).compute()
+    assert report["confusion_matrix"] == expected.confusion_matrix
+    assert report["miou"] == pytest.approx(expected.miou)
+    assert report["pixel_accuracy"] == pytest.approx(expected.pixel_accuracy)
+    assert report["mean_accuracy"] == pytest.approx(expected.mean_accuracy)
+    assert report["dice"] == pytest.approx(expected.dice)
+    defined = [v for v in expected.per_class_iou if v == v]
+    assert [v for v in report["per_class_iou"] if v is not None] == pytest.approx(defined)
+    # The checkpoint's own record of its last validation agrees too.
+    assert torch.load(best, weights_only=True)["metrics"]["confusion_matrix"] == (
+        expected.confusion_matrix
+    )
+
+
+def test_split_all_and_data_overrides(best) -> None:
+    report = evaluate_checkpoint(best, split="all")
+    assert report.images == 12
+    assert report.metrics.confusion_matrix == direct_matrix(best, "all").compute().confusion_matrix
+    with pytest.raises(ValueError, match="for 2 classes"):  # the demo has 5
+        evaluate_checkpoint(best, mask_values=[0, 255])
+
+
+def export_onnx(checkpoint, path) -> None:
+    """A minimal export with the contract's metadata (training/export.py does the real one)."""
+    import onnx
+
+    model, config = load_model(checkpoint)
+    graph, multiple = unwrap(model)
+    torch.onnx.export(
+        graph, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"],
+        output_names=["logits"], opset_version=17, dynamo=False,
+        dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
+    )  # fmt: skip
+    proto = onnx.load(str(path))
+    meta = {
+        "arch": "unet", "classes": config["classes"], "palette": config["palette"],
+        "in_channels": 3, "mean": config["mean"], "std": config["std"],
+        "size_multiple": multiple, "ignore_index": 255, "version": 1, "num_classes": 5,
+    }  # fmt: skip
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.save(proto, str(path))
+
+
+def test_onnx_model_evaluates_through_the_engine_like_the_checkpoint(
+    best, tmp_path, demo_root
+) -> None:
+    path = tmp_path / "model.onnx"
+    export_onnx(best, path)
+    torch_report = evaluate_checkpoint(best)
+    onnx_report = evaluate_onnx(path, checkpoint=best)
+    assert onnx_report.images == torch_report.images
+    assert onnx_report.metrics.miou == pytest.approx(torch_report.metrics.miou, abs=2e-3)
+    # Without a checkpoint the data options come from the ONNX metadata (the demo's classes).
+    report = evaluate_onnx(path, root=str(demo_root), split="all")
+    assert report.images == 12 and report.metrics.classes[1] == "ellipse"
+
+
+def test_evaluate_needs_a_model(capsys) -> None:
+    assert main(["evaluate", "--data", "x"]) == 2
+    assert "give --checkpoint" in capsys.readouterr().err

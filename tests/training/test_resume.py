@@ -1,0 +1,50 @@
+"""``--resume``: a run interrupted after epoch 1 and resumed ends exactly like one that ran
+through (weights and validation metrics), with and without DataLoader workers."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from tests.training.tiny_runs import tiny_config
+from training.train import resume_config, train
+
+
+def final_state(path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_matches_uninterrupted_run(demo_root, tmp_path, workers) -> None:
+    full = train(tiny_config(demo_root, tmp_path / "full", workers=workers))
+    part = train(tiny_config(demo_root, tmp_path / "part", workers=workers), stop_after=1)
+    assert (part.epochs, part.steps) == (1, 3)
+    resumed_cfg = resume_config(tmp_path / "part" / "last.pt", out=str(tmp_path / "part"))
+    resumed = train(resumed_cfg, resume=tmp_path / "part" / "last.pt")
+    assert (resumed.epochs, resumed.steps) == (full.epochs, full.steps) == (2, 6)
+
+    a, b = final_state(tmp_path / "full" / "last.pt"), final_state(tmp_path / "part" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert b["metrics"]["confusion_matrix"] == a["metrics"]["confusion_matrix"]
+    assert resumed.metrics.miou == pytest.approx(full.metrics.miou, abs=1e-9)
+    assert b["best_metric"] == pytest.approx(a["best_metric"])
+    # metrics.csv continues: one row per epoch, the same losses as the uninterrupted run
+    rows = {}
+    for name in ("full", "part"):
+        with open(tmp_path / name / "metrics.csv", newline="") as f:
+            rows[name] = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows["part"]] == ["1", "2"]
+    for x, y in zip(rows["full"], rows["part"], strict=True):
+        assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-5)
+
+
+def test_resume_keeps_saved_options_and_rejects_unknown_overrides(demo_root, tmp_path) -> None:
+    train(tiny_config(demo_root, tmp_path, epochs=1, lr=2e-3))
+    cfg = resume_config(tmp_path / "last.pt", epochs=3, workers=0)
+    assert (cfg.epochs, cfg.lr, cfg.data.augment.crop_size) == (3, 2e-3, 48)
+    with pytest.raises(ValueError, match="unknown training option"):
+        resume_config(tmp_path / "last.pt", colour="red")

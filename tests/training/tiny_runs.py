@@ -1,0 +1,41 @@
+"""Tiny training runs on the generated demo dataset, shared by the training-loop tests.
+
+``tiny_config(root, out, **overrides)`` is a ``TrainConfig`` that trains U-Net/ResNet-18 on
+48-pixel crops for 2 epochs of 3 steps (10 images, batch 4) (a few seconds on 2 CPU cores). ``trained_run`` runs
+it once per session and returns the run folder; tests must not modify that folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.config import TrainConfig
+from training.data import DataConfig
+from training.train import TrainResult, train
+from training.transforms import AugmentConfig
+
+_CACHE: dict[str, tuple[Path, TrainResult]] = {}
+
+
+def tiny_config(root: Path, out: Path, **overrides: Any) -> TrainConfig:
+    """The test run's options; ``overrides`` replace ``TrainConfig`` fields."""
+    data = DataConfig(root=str(root), augment=AugmentConfig(crop_size=48), seed=0)
+    options: dict[str, Any] = {
+        "data": data, "out": str(out), "epochs": 2, "epoch_size": 8, "batch_size": 4,
+        "warmup": "1", "device": "cpu", "lr": 3e-3, "plots": False,
+    }  # fmt: skip
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def trained_run(
+    tmp_path_factory: pytest.TempPathFactory, demo_root: Path
+) -> tuple[Path, TrainResult]:
+    """Train ``tiny_config`` once per test session; returns ``(run folder, result)``."""
+    if "run" not in _CACHE:
+        out = tmp_path_factory.mktemp("tiny-run")
+        _CACHE["run"] = (out, train(tiny_config(demo_root, out)))
+    return _CACHE["run"]

@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job on the project's own generated data: a dataset of shapes, two minutes of
+# training, export to ONNX (with the parity check), and coloured masks for every image.
+run: $(STAMP)
+	$(FCN) data demo --out $(DEMO)/data --count 64 --size 192
+	$(FCN) train --data $(DEMO)/data --arch unet --encoder resnet18 --max-minutes 2 --out $(DEMO)/run
+	$(FCN) export --checkpoint $(DEMO)/run/best.pt --out $(DEMO)/model.onnx
+	$(FCN) predict $(DEMO)/model.onnx $(DEMO)/data/images --out $(DEMO)/predictions --format color,overlay
+	@echo "done: checkpoints and plots in $(DEMO)/run, model in $(DEMO)/model.onnx, masks in $(DEMO)/predictions"
+
 test: $(STAMP)
 	$(PY) -m pytest
 

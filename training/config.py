@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from training.data import DataConfig, DatasetInfo
@@ -67,7 +68,7 @@ class TrainConfig:
     amp: bool = False  # mixed precision, CUDA only
     # Runtime
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    workers: int = 0  # DataLoader worker processes
+    workers: int | None = None  # DataLoader worker processes; None: 0 on CPU, a few on GPU
     seed: int = 0
     channels_last: bool = True
     grid_images: int = 4  # validation samples in the per-epoch prediction grid
@@ -84,7 +85,7 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
-        if self.batch_size < 1 or self.epoch_size < 0 or self.workers < 0:
+        if self.batch_size < 1 or self.epoch_size < 0 or (self.workers or 0) < 0:
             raise ValueError("batch_size must be >= 1, epoch_size and workers >= 0")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -136,8 +137,13 @@ def checkpoint_config(cfg: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
     continue with the same options).
     """
     data = cfg.data.to_dict()
-    # Freeze what was inferred, so a later evaluation reads the data the same way.
+    # An absolute root and what was inferred, so a later evaluation (from any folder) reads
+    # the data the same way.
+    root = str(Path(cfg.data.root).resolve())
+    train = cfg.to_dict()
+    train["data"]["root"] = root
     data.update(
+        root=root,
         mask_values=info.mask_values, classes=info.classes, in_channels=info.in_channels,
         mean=info.mean, std=info.std, palette=info.palette, num_classes=info.num_classes,
     )  # fmt: skip
@@ -155,5 +161,5 @@ def checkpoint_config(cfg: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
         "ignore_index": info.ignore_index,
         "mask_values": info.mask_values,
         "data": data,
-        "train": cfg.to_dict(),
+        "train": train,
     }

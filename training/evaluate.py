@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -173,7 +174,10 @@ def evaluate_onnx(
     for index in range(len(dataset)):
         image, mask = dataset.load(index)  # raw decoded pixels: the engine normalises
         prediction = engine.predict(image)
-        matrix.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(mask))
+        # astype copies: cached masks are read-only, torch wants writable arrays.
+        matrix.update(
+            torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+        )
     metrics = matrix.compute(info.classes)
     return EvalReport(
         metrics, str(model_path), cfg.root, split, len(dataset), time.perf_counter() - start

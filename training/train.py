@@ -33,7 +33,7 @@ from training.checkpoint import (
     set_rng_state,
 )
 from training.config import TrainConfig, checkpoint_config
-from training.data import build_datasets
+from training.data import DatasetInfo, build_datasets
 from training.engine import EpochStats, evaluate, train_one_epoch
 from training.losses import build_loss
 from training.metrics import Metrics
@@ -91,6 +91,30 @@ def _configure_threads(info: distributed.DistInfo, device: torch.device) -> None
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
 
 
+def _build_model(
+    cfg: TrainConfig, data: DatasetInfo, info: distributed.DistInfo, device: torch.device
+) -> nn.Module:
+    model = fcn.build_model(
+        cfg.arch, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_options
+    )
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    if info.enabled and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all GPUs
+    return model
+
+
+def _workers(requested: int | None, info: distributed.DistInfo, device: torch.device) -> int:
+    """``None`` -> 0 on CPU: the augmentation is cheap next to a CPU training step and worker
+    processes would take cores from it. On GPU the loader must keep up with the device."""
+    if requested is not None:
+        return requested
+    if device.type == "cpu":
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+    return max(1, min(8, (os.cpu_count() or 2) // local - 1))
+
+
 def train(
     cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stop_after: int | None = None
 ) -> TrainResult:
@@ -125,16 +149,7 @@ def _train(
     seed_everything(cfg.seed)
     train_ds, val_ds, data_info = build_datasets(cfg.data)
     config = checkpoint_config(cfg, data_info)
-    model = fcn.build_model(
-        cfg.arch,
-        num_classes=data_info.num_classes,
-        in_channels=data_info.in_channels,
-        **cfg.model_options,
-    )
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    if info.enabled and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all GPUs
+    model = _build_model(cfg, data_info, info, device)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     loss_fn = build_loss(
@@ -145,8 +160,8 @@ def _train(
     ).to(device)
     train_loader, val_loader = build_loaders(
         train_ds, val_ds, batch_size=cfg.batch_size, epoch_size=cfg.epoch_size,
-        workers=cfg.workers, seed=cfg.seed, ignore_index=data_info.ignore_index, info=info,
-        pin_memory=device.type == "cuda",
+        workers=_workers(cfg.workers, info, device), seed=cfg.seed,
+        ignore_index=data_info.ignore_index, info=info, pin_memory=device.type == "cuda",
     )  # fmt: skip
     budget = StepBudget(cfg, len(train_loader))
     epoch, step, best = 0, 0, -math.inf
@@ -205,17 +220,11 @@ def _train(
             best = _score(metrics)
         if info.is_main:
             state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": budget.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "rng": rng_state(),
-                "best_metric": best,
-                "metrics": metrics.to_dict() if metrics is not None else None,
-                "config": config,
-            }
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": budget.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": step, "rng": rng_state(), "best_metric": best,
+                "metrics": metrics.to_dict() if metrics is not None else None, "config": config,
+            }  # fmt: skip
             save_checkpoint(out / "last.pt", state)
             if improved:
                 copy_checkpoint(out / "last.pt", out / "best.pt")

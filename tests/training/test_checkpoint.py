@@ -41,7 +41,8 @@ def test_checkpoint_loads_with_weights_only_and_has_every_part(run) -> None:
 def test_config_follows_the_contract_and_holds_every_option(run, demo_root) -> None:
     config = load_checkpoint(run / "best.pt")["config"]
     assert config["model"] == {
-        "arch": "unet", "num_classes": 5, "in_channels": 3, "options": {"encoder": "resnet18"},
+        "arch": "linknet", "num_classes": 5, "in_channels": 3,
+        "options": {"encoder": "mobilenet_v2"},
     }  # fmt: skip
     assert config["classes"] == ["background", "ellipse", "rectangle", "triangle", "star"]
     assert len(config["palette"]) == 5 and len(config["mean"]) == len(config["std"]) == 3

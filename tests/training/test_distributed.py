@@ -17,7 +17,8 @@ def test_two_process_training_metrics_equal_single_process(demo_root, tmp_path) 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "fcn", "train", "--data", str(demo_root), "--epochs", "1", "--epoch-size", "8",
+        "-m", "fcn", "train", "--data", str(demo_root), "--arch", "linknet",
+        "--encoder", "mobilenet_v2", "--epochs", "1", "--epoch-size", "8",
         "--batch-size", "2", "--crop-size", "48", "--device", "cpu", "--no-plots",
         "--out", str(out),
     ]  # fmt: skip

@@ -16,7 +16,7 @@ from tests.training.tiny_runs import trained_run
 def test_fcn_train_writes_checkpoints_metrics_and_pictures(demo_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     code = main([
-        "train", "--data", str(demo_root), "--arch", "unet", "--encoder", "resnet18",
+        "train", "--data", str(demo_root), "--arch", "linknet", "--encoder", "mobilenet_v2",
         "--epochs", "2", "--epoch-size", "8", "--batch-size", "4", "--crop-size", "48",
         "--warmup", "1", "--device", "cpu", "--workers", "1", "--out", str(out),
     ])  # fmt: skip
@@ -54,9 +54,9 @@ def test_time_budget_stops_cleanly_and_saves(demo_root, tmp_path) -> None:
     from tests.training.tiny_runs import tiny_config
     from training.train import train
 
-    cfg = tiny_config(demo_root, tmp_path, epochs=None, max_minutes=0.05, epoch_size=400)
+    cfg = tiny_config(demo_root, tmp_path, epochs=None, max_minutes=0.05, epoch_size=4000)
     result = train(cfg)  # 3 s: stops inside the first epoch, then evaluates and saves
-    assert result.epochs == 1 and 0 < result.steps < 100
-    assert result.elapsed_s < 30 and result.metrics is not None  # generous: shared CPUs
+    assert result.epochs == 1 and 0 < result.steps < 1000
+    assert result.metrics is not None and result.elapsed_s < 60  # generous: shared CPUs
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["step"] == result.steps and state["scheduler"]["total"] == result.steps

@@ -1,6 +1,7 @@
 """Tiny training runs on the generated demo dataset, shared by the training-loop tests.
 
-``tiny_config(root, out, **overrides)`` is a ``TrainConfig`` that trains U-Net/ResNet-18 on
+``tiny_config(root, out, **overrides)`` is a ``TrainConfig`` that trains LinkNet/MobileNetV2
+(4M parameters: small checkpoints, fast steps) on
 48-pixel crops for 2 epochs of 3 steps (10 images, batch 4) (a few seconds on 2 CPU cores). ``trained_run`` runs
 it once per session and returns the run folder; tests must not modify that folder.
 """
@@ -24,7 +25,8 @@ def tiny_config(root: Path, out: Path, **overrides: Any) -> TrainConfig:
     """The test run's options; ``overrides`` replace ``TrainConfig`` fields."""
     data = DataConfig(root=str(root), augment=AugmentConfig(crop_size=48), seed=0)
     options: dict[str, Any] = {
-        "data": data, "out": str(out), "epochs": 2, "epoch_size": 8, "batch_size": 4,
+        "data": data, "out": str(out), "arch": "linknet",
+        "model_options": {"encoder": "mobilenet_v2"}, "epochs": 2, "epoch_size": 8, "batch_size": 4,
         "warmup": "1", "device": "cpu", "lr": 3e-3, "plots": False,
     }  # fmt: skip
     options.update(overrides)

@@ -175,7 +175,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--seed", type=int, help="seed for split, init, order, augmentation")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    run.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="DataLoader worker processes (default: 0 on CPU, up to 8 on GPU)",
+    )
     run.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,

@@ -171,6 +171,16 @@ def _agreement(fp32: Engine, int8: Engine, reader: ImageReader, count: int) -> f
     return same / max(total, 1)
 
 
+def _pre_process(source: Path, target: Path) -> None:
+    """Graph cleanup and ONNX shape inference: the quantizer needs every tensor's type.
+
+    ORT's symbolic shape inference is skipped: ONNX's own inference types every tensor of these
+    conv nets, and the symbolic one gives up on torch.export's shape arithmetic, dumping a copy
+    of the model (weights included) into the working directory when it does.
+    """
+    quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+
+
 def quantize_int8(
     fp32_path: str | os.PathLike, out: str | os.PathLike, images: Iterable[Path], *,
     method: str = "minmax", size: int | None = None, per_channel: bool = True,
@@ -213,8 +223,7 @@ def quantize_int8(
     metadata = read_metadata(fp32_path)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         pre, staged = Path(tmp) / "pre.onnx", Path(tmp) / out.name
-        # Shape inference + graph cleanup first: the quantizer needs every tensor's type.
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        _pre_process(Path(fp32_path), pre)
         proto = onnx.load(str(pre), load_external_data=False)
         exclude = head_nodes(proto) if exclude_head else []
         exclude += [n.name for n in proto.graph.node if n.op_type in set(exclude_op_types)]

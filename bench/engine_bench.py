@@ -296,6 +296,8 @@ def main() -> None:
             setups[name] = prepare(name, work, images[: 8 if name == "unet" else 4], log)
             rows += bench_model(name, setups[name], sizes, peak["peak"])
             log(f"{name}: timed")
+            if name != "unet":
+                del setups[name]  # FCN-8s holds ~2 GB of weights across torch and two sessions
         unet = setups["unet"]
         sweep = latency_sweep({"ORT FP32": unet["fp32"], "ORT INT8": unet["int8"]}, sweep_sizes)
         log("latency sweep done")

@@ -2,15 +2,17 @@
 
 Both train U-Net/ResNet-18 (no pretrained weights) on the ISBI 2012 EM training split with
 the same batch and crop. The plain loop is the reference: images decoded once into numpy,
-random crops + flips in numpy, AdamW 1e-3, cross-entropy, nothing else. ``fcn train`` runs
-through ``training.train.train`` with its default options (data pipeline, ce+dice loss,
-schedule, channels_last, ...); its images/s is the training-phase throughput it reports for
-its second epoch (the first one warms up; validation is not counted, as the plain loop has
-none). Segments alternate A B B A ... so drifting machine load hits both equally.
+random crops + flips in numpy, AdamW 1e-3, cross-entropy, float32, nothing else. ``fcn train``
+runs through ``training.train.train`` with its default options (data pipeline, ce+dice loss,
+schedule, channels_last, bfloat16 autocast where the CPU has it natively); a third row runs
+it with ``bf16=False`` to show what the float32 path alone does. Each ``fcn train`` rate is
+the training-phase throughput it reports for its second epoch (the first one warms up;
+validation is not counted, as the plain loop has none). Segments run A B C C B A ... so
+drifting machine load hits all equally.
 
 Usage::
 
-    flock /tmp/fcn-heavy.lock .venv/bin/python bench/train_speed.py [--rounds 2] [--steps 12]
+    flock /tmp/fcn-heavy.lock .venv/bin/python bench/train_speed.py [--rounds 1] [--steps 10]
 
 Prints a table and writes bench/results/train_speed.json.
 """
@@ -33,6 +35,7 @@ from PIL import Image
 
 from training.config import TrainConfig
 from training.data import DataConfig, list_pairs
+from training.engine import cpu_has_native_bf16
 from training.train import train
 from training.transforms import AugmentConfig
 
@@ -73,7 +76,7 @@ def plain_loop(images: list[np.ndarray], masks: list[np.ndarray], steps: int, wa
     return steps * batch / (time.perf_counter() - start)
 
 
-def fcn_train(steps: int, batch: int, crop: int, seed: int) -> float:
+def fcn_train(steps: int, batch: int, crop: int, seed: int, bf16: bool | None = None) -> float:
     """``fcn train`` defaults for two epochs of ``steps`` steps; epoch 2's images/s."""
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
@@ -82,7 +85,7 @@ def fcn_train(steps: int, batch: int, crop: int, seed: int) -> float:
                 augment=AugmentConfig(crop_size=crop),
             ),
             out=out, epochs=2, epoch_size=steps * batch, batch_size=batch, seed=seed,
-            plots=False,
+            plots=False, bf16=bf16,
         )  # fmt: skip
         result = train(cfg)
     return float(result.history[-1]["images_per_s"])
@@ -90,8 +93,8 @@ def fcn_train(steps: int, batch: int, crop: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=2, help="A B B A rounds (default 2)")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per segment")
+    parser.add_argument("--rounds", type=int, default=1, help="A B C C B A rounds (default 1)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per segment")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     args = parser.parse_args()
@@ -101,27 +104,30 @@ def main() -> None:
     pairs = list_pairs(cfg, "train")
     images = [np.asarray(Image.open(p.image).convert("L")) for p in pairs]
     masks = [np.asarray(Image.open(p.mask)) for p in pairs]
-    plain: list[float] = []
-    ours: list[float] = []
+    loops = {
+        "plain smp": lambda i: plain_loop(images, masks, args.steps, 2, args.batch, args.crop, i),
+        "fcn train": lambda i: fcn_train(args.steps, args.batch, args.crop, seed=i),
+        "fcn fp32": lambda i: fcn_train(args.steps, args.batch, args.crop, seed=i, bf16=False),
+    }
+    names = list(loops)
     order = []
     for r in range(args.rounds):
-        order += (
-            ["plain", "fcn", "fcn", "plain"] if r % 2 == 0 else ["fcn", "plain", "plain", "fcn"]
-        )
+        order += names + names[::-1] if r % 2 == 0 else names[::-1] + names
+    rates: dict[str, list[float]] = {name: [] for name in names}
     for i, name in enumerate(order):
-        if name == "plain":
-            rate = plain_loop(images, masks, args.steps, 2, args.batch, args.crop, seed=i)
-            plain.append(rate)
-        else:
-            rate = fcn_train(args.steps, args.batch, args.crop, seed=i)
-            ours.append(rate)
-        print(f"segment {i + 1}/{len(order)}: {name:<5} {rate:6.2f} images/s", flush=True)
-    plain_mean, ours_mean = statistics.mean(plain), statistics.mean(ours)
-    ratio = ours_mean / plain_mean
-    print(f"\n{'loop':<12} {'images/s':>9} {'segments':>30}")
-    print(f"{'plain smp':<12} {plain_mean:9.2f} {' '.join(f'{v:.2f}' for v in plain):>30}")
-    print(f"{'fcn train':<12} {ours_mean:9.2f} {' '.join(f'{v:.2f}' for v in ours):>30}")
-    print(f"ratio fcn/plain: {ratio:.3f} (claim: >= 0.95) -> {'PASS' if ratio >= 0.95 else 'FAIL'}")
+        rates[name].append(loops[name](i))
+        print(
+            f"segment {i + 1}/{len(order)}: {name:<10} {rates[name][-1]:6.2f} images/s", flush=True
+        )
+    means = {name: statistics.mean(values) for name, values in rates.items()}
+    plain_mean = means["plain smp"]
+    ratio = means["fcn train"] / plain_mean
+    print(f"\n{'loop':<12} {'images/s':>9} {'vs plain':>9}   segments")
+    for name in names:
+        values = " ".join(f"{v:.2f}" for v in rates[name])
+        print(f"{name:<12} {means[name]:9.2f} {means[name] / plain_mean:8.2f}x   {values}")
+    print(f"fcn train (defaults) / plain: {ratio:.3f} (claim: >= 0.95) -> "
+          f"{'PASS' if ratio >= 0.95 else 'FAIL'}")  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -130,11 +136,11 @@ def main() -> None:
                 "batch": args.batch,
                 "crop": args.crop,
                 "steps_per_segment": args.steps,
-                "plain_images_per_s": plain,
-                "fcn_images_per_s": ours,
-                "plain_mean": plain_mean,
-                "fcn_mean": ours_mean,
+                "images_per_s": rates,
+                "means": means,
                 "ratio": ratio,
+                "ratio_fp32": means["fcn fp32"] / plain_mean,
+                "cpu_bf16": cpu_has_native_bf16(),
                 "passed": ratio >= 0.95,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),

@@ -65,7 +65,8 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient L2 norm
     loss: str = "ce+dice"
     class_weights: list[float] | None = None  # cross-entropy weights, one per class
-    amp: bool = False  # mixed precision, CUDA only
+    amp: bool = False  # float16 mixed precision, CUDA only
+    bf16: bool | None = None  # bfloat16 autocast on CPU; None: when the CPU has it natively
     # Runtime
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int | None = None  # DataLoader worker processes; None: 0 on CPU, a few on GPU

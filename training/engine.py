@@ -8,10 +8,12 @@ and evaluation counts the confusion matrix on the device.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -49,10 +51,35 @@ class EvalResult:
     seconds: float = 0.0
 
 
-def autocast(device: torch.device, enabled: bool):
-    """float16 autocast on CUDA when enabled; a no-op context otherwise (CPU stays float32)."""
-    if enabled and device.type == "cuda":
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; Linux only).
+
+    Elsewhere oneDNN emulates bfloat16 and is slower than float32, so it must stay off.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def use_cpu_bf16(requested: bool | None, device: torch.device) -> bool:
+    """``--bf16`` resolved: only on CPU; ``None`` means "when the CPU supports it natively"."""
+    if device.type != "cpu":
+        return False
+    return cpu_has_native_bf16() if requested is None else requested
+
+
+def autocast(device: torch.device, amp: bool = False, bf16: bool = False):
+    """float16 autocast on CUDA with ``amp``, bfloat16 on CPU with ``bf16``, else a no-op.
+
+    Weights, gradients and optimizer state stay float32 either way; only the convolutions
+    and matrix products run in half precision.
+    """
+    if amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.float16)
+    if bf16 and device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -75,6 +102,7 @@ def train_one_epoch(
     *,
     device: torch.device,
     amp: bool = False,
+    bf16: bool = False,
     grad_clip: float | None = None,
     channels_last: bool = False,
     progress: bool = False,
@@ -93,6 +121,7 @@ def train_one_epoch(
         step: optimizer steps done before this epoch.
         device: where the model lives.
         amp: float16 autocast (CUDA only).
+        bf16: bfloat16 autocast (CPU only; about 2x faster on CPUs with AVX512-BF16/AMX).
         grad_clip: clip the gradients' global L2 norm to this value.
         channels_last: feed NHWC tensors (faster convolutions on CPU and recent GPUs).
         progress: show a tqdm bar (loss, images/s, ETA) when stderr is a terminal.
@@ -120,9 +149,9 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch_images, batch_masks = to_device(batch_images, batch_masks, device, channels_last)
-        with autocast(device, amp):
+        with autocast(device, amp, bf16):
             logits = model(batch_images)
-            loss = loss_fn(logits, batch_masks)
+        loss = loss_fn(logits.float(), batch_masks)  # softmax and Dice sums in float32
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip is not None:

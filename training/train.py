@@ -34,7 +34,7 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig, checkpoint_config
 from training.data import DatasetInfo, build_datasets
-from training.engine import EpochStats, evaluate, train_one_epoch
+from training.engine import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
 from training.losses import build_loss
 from training.metrics import Metrics
 from training.optim import StepBudget, build_optimizer
@@ -164,6 +164,7 @@ def _train(
         ignore_index=data_info.ignore_index, info=info, pin_memory=device.type == "cuda",
     )  # fmt: skip
     budget = StepBudget(cfg, len(train_loader))
+    bf16 = use_cpu_bf16(cfg.bf16, device)
     epoch, step, best = 0, 0, -math.inf
     if resume is not None:
         state = load_checkpoint(resume, map_location=device)
@@ -184,9 +185,9 @@ def _train(
     if log is not None:
         log.start(keep_epochs=epoch)
         logger.info(
-            "training %s (%s) on %s: %d train / %d val images, %d steps per epoch of %d images, "
+            "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
             "budget %s -> %s",
-            cfg.arch, cfg.model_options, device, len(train_ds), len(val_ds), len(train_loader),
+            cfg.arch, cfg.model_options, device, " (bfloat16 autocast)" if bf16 else "", len(train_ds), len(val_ds), len(train_loader),
             len(train_loader) * cfg.batch_size * info.world_size, _budget_text(cfg), out,
         )  # fmt: skip
     max_epochs = cfg.budget_epochs or 10**9
@@ -198,7 +199,7 @@ def _train(
         train_loader.sampler.set_epoch(epoch)
         stats, step = train_one_epoch(
             net, train_loader, loss_fn, optimizer, scaler, budget, step,
-            device=device, amp=cfg.amp, grad_clip=cfg.grad_clip,
+            device=device, amp=cfg.amp, bf16=bf16, grad_clip=cfg.grad_clip,
             channels_last=cfg.channels_last, progress=info.is_main,
             description=f"epoch {epoch + 1}",
         )  # fmt: skip

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.tiny_runs import trained_run
+from tests.training.tiny_runs import (
+    single_thread,  # noqa: F401 - a fixture
+    trained_run,
+)
 from training.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
@@ -22,6 +25,9 @@ from training.config import TrainConfig
 
 KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best_metric",
         "config", "metrics"}  # fmt: skip
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

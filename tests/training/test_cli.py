@@ -55,7 +55,7 @@ def test_options_reach_the_config(tmp_path) -> None:
         "--optimizer", "sgd", "--schedule", "poly", "--warmup", "2e", "--grad-clip", "1.5",
         "--loss", "ce", "--class-weights", "1,3", "--amp", "--workers", "2", "--device", "cpu",
         "--encoder-weights", "imagenet", "--model-option", "encoder_depth=4",
-        "--out", str(tmp_path / "run"), "--no-channels-last",
+        "--out", str(tmp_path / "run"), "--no-channels-last", "--no-bf16",
     ))  # fmt: skip
     assert cfg.model_options == {"encoder": "resnet34", "encoder_weights": "imagenet",
                                  "encoder_depth": 4}  # fmt: skip
@@ -71,13 +71,14 @@ def test_options_reach_the_config(tmp_path) -> None:
     assert (cfg.optimizer, cfg.schedule, cfg.warmup, cfg.grad_clip) == ("sgd", "poly", "2e", 1.5)
     assert (cfg.loss, cfg.class_weights, cfg.amp, cfg.workers) == ("ce", [1.0, 3.0], True, 2)
     assert (cfg.device, cfg.channels_last, cfg.out) == ("cpu", False, str(tmp_path / "run"))
+    assert cfg.bf16 is False
 
 
 def test_omitted_options_keep_the_config_defaults(tmp_path) -> None:
     cfg = build_config(parse("--data", str(tmp_path)))
     defaults = TrainConfig(data=cfg.data)
     for name in ("epochs", "max_minutes", "batch_size", "optimizer", "lr", "schedule",
-                 "warmup", "loss", "workers", "epoch_size", "channels_last"):  # fmt: skip
+                 "warmup", "loss", "workers", "epoch_size", "channels_last", "bf16", "amp"):  # fmt: skip
         assert getattr(cfg, name) == getattr(defaults, name), name
     assert cfg.model_options == {"encoder": "resnet18"} and cfg.out.startswith("runs")
 

@@ -9,14 +9,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tests.training.tiny_runs import tiny_config
+from tests.training.tiny_runs import (
+    single_thread,  # noqa: F401 - a fixture
+    tiny_config,
+)
 from training import optim
 from training.data import build_datasets
 from training.distributed import DistInfo
-from training.engine import evaluate, train_one_epoch
+from training.engine import autocast, cpu_has_native_bf16, evaluate, train_one_epoch, use_cpu_bf16
 from training.metrics import ConfusionMatrix
 from training.optim import StepBudget, get_lr
 from training.sampling import EpochSampler, SeededItems, build_loaders
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_get_lr_warmup_then_cosine_or_poly_to_zero() -> None:
@@ -152,3 +157,15 @@ def test_evaluate_matches_a_direct_count(demo_root, tmp_path) -> None:
             expected.update(model(image[None]).argmax(1)[0], mask)
     assert torch.equal(result.matrix.matrix, expected.matrix)
     assert len(result.samples) == 3 and result.samples[0][0].shape == val_ds[0][0].shape
+
+
+def test_precision_choice() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_cpu_bf16(None, cpu) == cpu_has_native_bf16()  # auto: native support only
+    assert use_cpu_bf16(True, cpu) and not use_cpu_bf16(False, cpu)
+    assert not use_cpu_bf16(True, cuda)  # CUDA uses --amp (float16) instead
+    conv = nn.Conv2d(1, 1, 1)
+    with autocast(cpu, bf16=True):
+        assert conv(torch.zeros(1, 1, 2, 2)).dtype == torch.bfloat16
+    with autocast(cpu, amp=True):  # --amp is CUDA only: CPU stays float32
+        assert conv(torch.zeros(1, 1, 2, 2)).dtype == torch.float32

@@ -9,7 +9,10 @@ import torch
 
 from fcn.cli import main
 from fcn.padding import unwrap
-from tests.training.tiny_runs import trained_run
+from tests.training.tiny_runs import (
+    single_thread,  # noqa: F401 - a fixture
+    trained_run,
+)
 from training.checkpoint import load_model
 from training.data import DataConfig, build_datasets
 from training.evaluate import evaluate_checkpoint, evaluate_onnx
@@ -17,6 +20,9 @@ from training.metrics import ConfusionMatrix
 
 JSON_KEYS = {"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice",
              "per_class_dice", "per_class_accuracy", "classes", "confusion_matrix", "images"}  # fmt: skip
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,14 @@ import csv
 import pytest
 import torch
 
-from tests.training.tiny_runs import tiny_config, trained_run
+from tests.training.tiny_runs import (
+    single_thread,  # noqa: F401 - a fixture
+    tiny_config,
+    trained_run,
+)
 from training.train import resume_config, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def final_state(path) -> dict:

@@ -10,7 +10,12 @@ import torch
 from PIL import Image
 
 from fcn.cli import main
-from tests.training.tiny_runs import trained_run
+from tests.training.tiny_runs import (
+    single_thread,  # noqa: F401 - a fixture
+    trained_run,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_fcn_train_writes_checkpoints_metrics_and_pictures(demo_root, tmp_path, capsys) -> None:

@@ -4,14 +4,21 @@
 (4M parameters: small checkpoints, fast steps) on
 48-pixel crops for 2 epochs of 3 steps (10 images, batch 4) (a few seconds on 2 CPU cores). ``trained_run`` runs
 it once per session and returns the run folder; tests must not modify that folder.
+
+``single_thread`` (import it into a test module, then ``pytestmark =
+pytest.mark.usefixtures("single_thread")``) runs torch on one thread: on a shared 2-core
+machine two OpenMP threads competing with another process spin and run 5-20x slower, while
+these tiny models gain nothing from a second thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from training.config import TrainConfig
 from training.data import DataConfig
@@ -19,6 +26,14 @@ from training.train import TrainResult, train
 from training.transforms import AugmentConfig
 
 _CACHE: dict[str, tuple[Path, TrainResult]] = {}
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(root: Path, out: Path, **overrides: Any) -> TrainConfig:
@@ -39,5 +54,10 @@ def trained_run(
     """Train ``tiny_config`` once per test session; returns ``(run folder, result)``."""
     if "run" not in _CACHE:
         out = tmp_path_factory.mktemp("tiny-run")
-        _CACHE["run"] = (out, train(tiny_config(demo_root, out)))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # module-scoped callers run before ``single_thread``
+        try:
+            _CACHE["run"] = (out, train(tiny_config(demo_root, out)))
+        finally:
+            torch.set_num_threads(threads)
     return _CACHE["run"]

@@ -249,7 +249,7 @@ def check_parity(
         The per-size numbers.
 
     Raises:
-        ParityError: a size exceeds ``atol`` or falls below ``min_agreement``.
+        ParityError: a size exceeds the tolerance or falls below ``min_agreement``.
         service.errors.ModelError: the engine rejects the file or its metadata.
     """
     from service.engine import Engine, EngineConfig

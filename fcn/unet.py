@@ -8,6 +8,7 @@ the path of an encoder state dict saved with ``torch.save``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,7 +27,6 @@ SMP_ARCHITECTURES = {
     "linknet": "linknet",
     "manet": "manet",
     "deeplabv3plus": "deeplabv3plus",
-    "upernet": "upernet",
 }
 
 
@@ -63,7 +63,6 @@ def build_smp(
     in_channels: int,
     encoder: str,
     encoder_weights: str | None,
-    encoder_depth: int,
 ) -> PadCrop:
     """Build an smp architecture wrapped to accept any input size.
 
@@ -80,21 +79,26 @@ def build_smp(
         )
     is_file = encoder_weights is not None and Path(encoder_weights).suffix in {".pt", ".pth"}
     download = None if (encoder_weights is None or is_file) else encoder_weights
-    with download_guard(
-        f"{encoder_weights!r} weights for encoder {encoder!r}",
-        "Pass encoder_weights=<path to an encoder state dict (.pt/.pth)>, or None.",
-    ):
+    # Only a real download is guarded: any other failure must surface as itself.
+    guard = (
+        download_guard(
+            f"{download!r} weights for encoder {encoder!r}",
+            "Pass encoder_weights=<path to an encoder state dict (.pt/.pth)>, or None.",
+        )
+        if download is not None
+        else contextlib.nullcontext()
+    )
+    with guard:
         net = smp.create_model(
             arch,
             encoder_name=encoder,
             encoder_weights=download,
             in_channels=in_channels,
             classes=num_classes,
-            encoder_depth=encoder_depth,
         )
     if is_file:
         _load_encoder_file(net.encoder, encoder_weights, in_channels)
-    multiple = int(getattr(net.encoder, "output_stride", 2**encoder_depth))
+    multiple = int(getattr(net.encoder, "output_stride", 32))
     return PadCrop(net, multiple)
 
 
@@ -105,7 +109,6 @@ def _make_builder(name: str, arch: str) -> None:
         in_channels: int = 3,
         encoder: str = "resnet34",
         encoder_weights: str | None = None,
-        encoder_depth: int = 5,
     ) -> PadCrop:
         return build_smp(
             arch,
@@ -113,7 +116,6 @@ def _make_builder(name: str, arch: str) -> None:
             in_channels=in_channels,
             encoder=encoder,
             encoder_weights=encoder_weights,
-            encoder_depth=encoder_depth,
         )
 
     builder.__name__ = name

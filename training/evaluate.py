@@ -6,12 +6,14 @@ options (layout, split fraction and seed, mask values, classes, normalisation) c
 (``service.engine.Engine``): it gets raw decoded pixels and normalises, pads and tiles them
 itself from its metadata, so the numbers are what serving would produce; that is how an INT8
 export is compared with its FP32 original. Its data options come from the metadata (classes,
-channels, ignore index) and the command line, or from ``--checkpoint`` when both are given.
+channels, ignore index, and ``mask_values`` when the export stored them) and the command line,
+or from ``--checkpoint`` when both are given.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
@@ -162,6 +164,9 @@ def evaluate_onnx(
             "classes": list(meta.classes), "in_channels": meta.in_channels,
             "ignore_index": 255 if meta.ignore_index is None else meta.ignore_index,
             "palette": [list(c) for c in meta.palette],
+            # training/export.py stores the raw mask values (e.g. 0/255) beside the contract's
+            # keys; without them such masks would read as class 0 and ignore_index.
+            "mask_values": _metadata_value(engine, "mask_values"),
         }  # fmt: skip
     cfg = data_config(saved, root, **data_overrides)
     _, dataset, info = build_datasets(cfg, split=split)
@@ -184,6 +189,12 @@ def evaluate_onnx(
     )
 
 
+def _metadata_value(engine: Any, key: str) -> Any:
+    """An optional JSON-encoded ``metadata_props`` entry of the engine's model, or None."""
+    raw = engine.session.get_modelmeta().custom_metadata_map.get(key)
+    return None if raw is None else json.loads(raw)
+
+
 def _check_split(split: str) -> None:
     if split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
@@ -191,8 +202,6 @@ def _check_split(split: str) -> None:
 
 def write_json(report: EvalReport, path: str | os.PathLike) -> Path:
     """Write ``report.to_dict()`` as JSON (NaN as null)."""
-    import json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -72,7 +72,7 @@ def test_split_all_and_data_overrides(best) -> None:
         evaluate_checkpoint(best, mask_values=[0, 255])
 
 
-def export_onnx(checkpoint, path) -> None:
+def export_onnx(checkpoint, path, **extra) -> None:
     """A minimal export with the contract's metadata (training/export.py does the real one)."""
     import onnx
 
@@ -89,12 +89,13 @@ def export_onnx(checkpoint, path) -> None:
         "in_channels": 3, "mean": config["mean"], "std": config["std"],
         "size_multiple": multiple, "ignore_index": 255, "version": 1, "num_classes": 5,
     }  # fmt: skip
-    for key, value in meta.items():
+    for key, value in {**meta, **extra}.items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
     onnx.save(proto, str(path))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter is enough here
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")  # smp's tracing
 def test_onnx_model_evaluates_through_the_engine_like_the_checkpoint(
     best, tmp_path, demo_root
 ) -> None:
@@ -112,3 +113,12 @@ def test_onnx_model_evaluates_through_the_engine_like_the_checkpoint(
 def test_evaluate_needs_a_model(capsys) -> None:
     assert main(["evaluate", "--data", "x"]) == 2
     assert "give --checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")
+def test_onnx_mask_values_from_the_metadata_are_used(best, tmp_path, demo_root) -> None:
+    path = tmp_path / "model.onnx"
+    export_onnx(best, path, mask_values=[0, 1, 2, 3, 9])  # as training/export.py stores them
+    with pytest.raises(ValueError, match=r"undeclared values \[4\]"):  # 4 is no class now
+        evaluate_onnx(path, root=str(demo_root))

@@ -54,11 +54,11 @@ def test_options_reach_the_config(tmp_path) -> None:
         "--batch-size", "2", "--max-minutes", "8", "--seed", "3", "--lr", "0.02",
         "--optimizer", "sgd", "--schedule", "poly", "--warmup", "2e", "--grad-clip", "1.5",
         "--loss", "ce", "--class-weights", "1,3", "--amp", "--workers", "2", "--device", "cpu",
-        "--encoder-weights", "imagenet", "--model-option", "encoder_depth=4",
+        "--encoder-weights", "imagenet", "--model-option", "dropout=0.3",
         "--out", str(tmp_path / "run"), "--no-channels-last", "--no-bf16",
     ))  # fmt: skip
     assert cfg.model_options == {"encoder": "resnet34", "encoder_weights": "imagenet",
-                                 "encoder_depth": 4}  # fmt: skip
+                                 "dropout": 0.3}  # fmt: skip
     assert (cfg.data.mask_values, cfg.data.val_fraction, cfg.data.ignore_index) == (
         [0, 255],
         0.25,

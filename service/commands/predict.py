@@ -1,8 +1,5 @@
 """``fcn predict MODEL.onnx INPUT [INPUT ...] --out DIR``: segment files and folders."""
 
-# A command prints on purpose (pyproject exempts */cli.py only, not service/commands/).
-# ruff: noqa: T201
-
 from __future__ import annotations
 
 import argparse

@@ -13,11 +13,11 @@ cross-entropy + Dice, 256-pixel crops, batch 8.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.data import DataConfig, DatasetInfo
+from training.data import DataConfig, DatasetInfo, check_known_fields
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("cosine", "poly", "constant")
@@ -120,10 +120,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError`` listing the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}; valid ones: {sorted(known)}")
+        check_known_fields(cls, data, "training")
         values = dict(data)
         values["data"] = DataConfig.from_dict(values["data"])
         return cls(**values)

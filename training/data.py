@@ -66,6 +66,14 @@ SPLITS: tuple[str, ...] = ("trainval", "train", "val", "all")
 _THREADS = 4  # PIL releases the GIL while decoding
 
 
+def check_known_fields(cls: type, data: dict[str, Any], what: str) -> None:
+    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} options {unknown}; valid ones: {sorted(known)}")
+
+
 @dataclass
 class DataConfig:
     """How to find, read and augment a dataset (every field is JSON-serialisable)."""
@@ -94,10 +102,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown data options {unknown}; valid ones: {sorted(known)}")
+        check_known_fields(cls, data, "data")
         data = dict(data)
         if isinstance(data.get("augment"), dict):
             augment = dict(data["augment"])

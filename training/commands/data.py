@@ -8,18 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from exc
-
-
-def _str_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+from training.commands.train import int_list, str_list
 
 
 def _echo(line: str) -> None:
@@ -51,10 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--layout", default="auto", choices=("auto", "folder", "split", "voc"))
     check.add_argument("--val-fraction", type=float, default=0.2)
     check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--mask-values", type=_int_list, metavar="V0,V1,...",
+    check.add_argument("--mask-values", type=int_list, metavar="V0,V1,...",
                        help="raw mask value of each class, e.g. 0,255 for binary masks")  # fmt: skip
     check.add_argument("--ignore-index", type=int, default=255)
-    check.add_argument("--classes", type=_str_list, metavar="NAME,NAME,...")
+    check.add_argument("--classes", type=str_list, metavar="NAME,NAME,...")
     check.set_defaults(func=run_check)
 
 

@@ -16,24 +16,22 @@ from pathlib import Path
 from typing import Any
 
 
-def int_list(text: str) -> list[int]:
+def _number_list(text: str, convert: type, what: str) -> list:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [convert(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
     if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
     return values
+
+
+def int_list(text: str) -> list[int]:
+    return _number_list(text, int, "integers")
 
 
 def float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    return values
+    return _number_list(text, float, "numbers")
 
 
 def str_list(text: str) -> list[str]:

@@ -8,28 +8,19 @@ the reason and the caller decides how to report it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service import pipeline
 from service.engine import Engine
 from service.errors import ImageError, ModelError
-from service.masks import color_png, index_png, overlay_png, summary
+from service.imaging import IMAGE_EXTENSIONS
+from service.masks import get_encoder
 
 logger = logging.getLogger(__name__)
-
-SUFFIXES: dict[str, str] = {
-    "index": "_mask.png",
-    "color": "_color.png",
-    "overlay": "_overlay.png",
-    "json": ".json",
-}
-FORMATS: tuple[str, ...] = tuple(SUFFIXES)
-# Folder scans pick these; files named explicitly are always tried.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +91,7 @@ def collect_inputs(
 def output_paths(item: BatchItem, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
     """The file each requested format is written to."""
     base = out_dir / item.stem
-    return {fmt: base.with_name(base.name + SUFFIXES[fmt]) for fmt in formats}
+    return {fmt: base.with_name(base.name + get_encoder(fmt).suffix) for fmt in formats}
 
 
 def process_item(
@@ -110,24 +101,11 @@ def process_item(
     result = ItemResult(item)
     start = time.perf_counter()
     try:
-        pixels = engine.decode(item.source)
-        mask = engine.predict(pixels)
-        result.size = (int(mask.shape[0]), int(mask.shape[1]))
-        meta = engine.metadata
+        segmentation = pipeline.segment(engine, item.source)
+        result.size = (segmentation.height, segmentation.width)
+        info = {"source": str(item.source), "arch": engine.metadata.arch}
         for fmt, target in output_paths(item, out_dir, formats).items():
-            if fmt == "index":
-                data = index_png(mask)
-            elif fmt == "color":
-                data = color_png(mask, meta.palette)
-            elif fmt == "overlay":
-                data = overlay_png(pixels, mask, meta.palette, alpha)
-            else:
-                report = {
-                    "source": str(item.source),
-                    "arch": meta.arch,
-                    **summary(mask, meta.classes),
-                }
-                data = json.dumps(report, indent=2).encode()
+            data = pipeline.encode(engine, segmentation, fmt, alpha=alpha, info=info)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             result.outputs.append(target)
@@ -136,7 +114,7 @@ def process_item(
     except OSError as exc:
         result.error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     except MemoryError:
-        result.error = "out of memory; lower --tile-threshold or the image size"
+        result.error = "out of memory; the image is too large for this machine"
     except Exception as exc:  # a batch must finish; the traceback goes to the debug log
         logger.debug("unexpected failure on %s", item.source, exc_info=True)
         result.error = f"internal error ({type(exc).__name__}: {exc})"
@@ -158,9 +136,8 @@ def run_batch(
     Raises:
         ValueError: an unknown format name.
     """
-    unknown = [f for f in formats if f not in SUFFIXES]
-    if unknown:
-        raise ValueError(f"unknown output format(s) {unknown}; choose from {list(FORMATS)}")
+    for fmt in formats:
+        get_encoder(fmt)
     out_dir = Path(out_dir)
     results = []
     for item in items:

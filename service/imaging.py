@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 ALLOWED_LABEL = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+# File suffixes of those formats: what folder scans (batch, training data, calibration) pick up.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
 
 # Leading bytes of the allowed formats: a file that starts like one of these but does not
 # decode is corrupt, anything else is an unsupported format.

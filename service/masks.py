@@ -1,12 +1,16 @@
-"""Mask encoders: index PNG, colour PNG, overlay PNG and a JSON-able per-class summary.
+"""Mask encoders: index PNG, colour PNG, overlay PNG and a JSON per-class summary.
 
 Masks are ``(H, W)`` ``uint8``/``uint16`` class indices as returned by ``Engine.predict``.
+:data:`ENCODERS` is the one table of output formats (name -> encode function, media type,
+file suffix) that the HTTP routes and the batch runner both read.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -151,3 +155,110 @@ def summary(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
             for index, name in enumerate(classes)
         ],
     }
+
+
+@dataclass(frozen=True)
+class EncodeRequest:
+    """What an encoder may need: the mask, the decoded image and the model's description.
+
+    Attributes:
+        mask: ``(H, W)`` class indices.
+        pixels: the decoded input (``service.imaging`` layout); only ``overlay`` reads it.
+        palette: one ``[r, g, b]`` per class.
+        classes: class names in index order.
+        alpha: overlay colour weight in ``[0, 1]``.
+        info: extra top-level fields for the JSON summary (model name, timings, source, ...).
+    """
+
+    mask: np.ndarray
+    pixels: np.ndarray | None
+    palette: Palette
+    classes: Sequence[str]
+    alpha: float = 0.5
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One output format: how to encode it, how to serve it, how to name its file."""
+
+    name: str
+    media_type: str
+    suffix: str
+    encode: Callable[[EncodeRequest], bytes]
+    description: str
+
+
+def _encode_overlay(request: EncodeRequest) -> bytes:
+    if request.pixels is None:
+        raise ValueError("the overlay format needs the decoded image")
+    return overlay_png(request.pixels, request.mask, request.palette, request.alpha)
+
+
+def _encode_json(request: EncodeRequest) -> bytes:
+    report = {**request.info, **summary(request.mask, request.classes)}
+    return json.dumps(report, indent=2).encode()
+
+
+ENCODERS: dict[str, Encoder] = {
+    encoder.name: encoder
+    for encoder in (
+        Encoder(
+            "index",
+            "image/png",
+            "_mask.png",
+            lambda r: index_png(r.mask),
+            "class-index PNG (8-bit, 16-bit above 256 classes)",
+        ),
+        Encoder(
+            "color",
+            "image/png",
+            "_color.png",
+            lambda r: color_png(r.mask, r.palette),
+            "the mask in the palette's colours",
+        ),
+        Encoder(
+            "overlay",
+            "image/png",
+            "_overlay.png",
+            _encode_overlay,
+            "the colour mask blended over the image",
+        ),
+        Encoder(
+            "json",
+            "application/json",
+            ".json",
+            _encode_json,
+            "pixel count and fraction per class",
+        ),
+    )
+}
+FORMATS: tuple[str, ...] = tuple(ENCODERS)
+
+
+def get_encoder(name: str) -> Encoder:
+    """The encoder called ``name``.
+
+    Raises:
+        ValueError: an unknown format, naming the valid ones.
+    """
+    try:
+        return ENCODERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown output format {name!r}; choose from {', '.join(FORMATS)}"
+        ) from None
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"index,color"`` -> ``["index", "color"]`` (order kept, repeats dropped).
+
+    Raises:
+        ValueError: empty, or a name that is not in :data:`ENCODERS`.
+    """
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise ValueError(f"no output format given; choose from {', '.join(FORMATS)}")
+    for name in names:
+        get_encoder(name)
+    return names

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-FORMAT_CHOICES = ("index", "color", "overlay", "json")
 DEVICES = {
     "auto": None,
     "cpu": ("CPUExecutionProvider",),
@@ -14,13 +13,12 @@ DEVICES = {
 
 
 def _formats(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    bad = [n for n in names if n not in FORMAT_CHOICES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"invalid format {text!r}; choose from {', '.join(FORMAT_CHOICES)}"
-        )
-    return names
+    from service.masks import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

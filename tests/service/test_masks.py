@@ -98,3 +98,24 @@ def test_summary_counts_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     mask = np.random.default_rng(1).integers(0, 5, (13, 11), dtype=np.uint8)
     rows = summary(mask, [str(i) for i in range(5)])["classes"]
     assert [r["pixels"] for r in rows] == np.bincount(mask.ravel(), minlength=5).tolist()
+
+
+def test_encoder_table_serves_every_format() -> None:
+    from service.masks import ENCODERS, EncodeRequest, parse_formats
+
+    mask = np.array([[0, 1], [2, 2]], dtype=np.uint8)
+    pixels = np.full((2, 2, 3), 200, dtype=np.uint8)
+    palette = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
+    request = EncodeRequest(mask, pixels, palette, ["a", "b", "c"], info={"model": "m"})
+    assert set(ENCODERS) == {"index", "color", "overlay", "json"}
+    assert len({e.suffix for e in ENCODERS.values()}) == len(ENCODERS)
+    for encoder in ENCODERS.values():
+        data = encoder.encode(request)
+        if encoder.media_type == "image/png":
+            assert Image.open(io.BytesIO(data)).size == (2, 2)
+        else:
+            report = json.loads(data)
+            assert report["model"] == "m" and report["classes"][2]["pixels"] == 2
+    assert parse_formats("json, index,json") == ["json", "index"]
+    with pytest.raises(ValueError, match="choose from index, color, overlay, json"):
+        parse_formats("index,jpeg")

@@ -1,0 +1,346 @@
+// The fcnseg web page: pick a model, send an image to POST /v1/segment, show the mask.
+// No build step and no third-party code: the page must work offline, served by the service.
+//
+// One inference per image: the page asks for the class-index PNG (the lossless answer, also
+// what "Download index mask" saves), decodes it into a canvas and paints it in the model's
+// palette itself, counting each class's share on the way. Models with more than 256 classes
+// answer with a 16-bit PNG that a canvas cannot read exactly; for those the page asks the
+// service for the colour PNG and the JSON summary instead.
+"use strict";
+
+const API_KEY_HEADER = "X-API-Key";
+const MAX_CANVAS_CLASSES = 256;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  model: $("model"),
+  modelInfo: $("model-info"),
+  apiKey: $("api-key"),
+  file: $("file"),
+  dropZone: $("drop-zone"),
+  status: $("status"),
+  error: $("error"),
+  result: $("result"),
+  view: $("view"),
+  image: $("image"),
+  imageFigure: $("image-figure"),
+  mask: $("mask"),
+  opacity: $("opacity"),
+  opacityValue: $("opacity-value"),
+  downloadIndex: $("download-index"),
+  downloadColor: $("download-color"),
+  legendBody: document.querySelector("#legend tbody"),
+  timing: $("timing"),
+};
+
+let models = [];
+let currentFile = null;
+let requestSerial = 0; // answers to superseded requests are dropped
+const objectUrls = { image: null, index: null, color: null };
+
+class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+function setStatus(text) {
+  ui.status.textContent = text;
+}
+
+function showError(text) {
+  ui.error.textContent = text;
+  ui.error.hidden = !text;
+}
+
+function headers() {
+  const key = ui.apiKey.value.trim();
+  return key ? { [API_KEY_HEADER]: key } : {};
+}
+
+// The API's own words for a failed request: {"error": {"code", "message"}}.
+async function apiError(response) {
+  let code = `http_${response.status}`;
+  let message = `${response.status} ${response.statusText}`.trim();
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) {
+      code = body.error.code || code;
+      message = body.error.message;
+    }
+  } catch (_) {
+    // not JSON (a proxy's page, for one): keep the status line
+  }
+  return new ApiError(response.status, code, message, response.headers.get("Retry-After"));
+}
+
+async function request(url, options = {}) {
+  let response;
+  try {
+    response = await fetch(url, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  } catch (err) {
+    throw new ApiError(0, "network", `Could not reach the service (${err.message}).`, null);
+  }
+  if (!response.ok) throw await apiError(response);
+  return response;
+}
+
+function describeError(err) {
+  if (!(err instanceof ApiError)) return `Something went wrong in the page: ${err.message}`;
+  let text = err.message;
+  if (err.retryAfter) text += ` Try again in ${err.retryAfter} s.`;
+  if (err.status === 401) text += " Enter the service's API key above.";
+  return text;
+}
+
+// ---- models ---------------------------------------------------------------------------------
+
+function selectedModel() {
+  return models.find((m) => m.name === ui.model.value) || null;
+}
+
+function describeModel() {
+  const model = selectedModel();
+  ui.modelInfo.textContent = model
+    ? `${model.arch}, ${model.classes.length} classes, ${model.in_channels} input channel(s)`
+    : "";
+}
+
+async function loadModels() {
+  setStatus("Loading the model list…");
+  try {
+    const response = await request("v1/models");
+    models = (await response.json()).models;
+  } catch (err) {
+    models = [];
+    ui.model.replaceChildren(new Option("No models available", ""));
+    showError(describeError(err));
+    setStatus("");
+    return;
+  }
+  const previous = ui.model.value;
+  ui.model.replaceChildren(
+    ...models.map((m) => new Option(m.default ? `${m.name} (default)` : m.name, m.name)),
+  );
+  const keep = models.find((m) => m.name === previous) || models.find((m) => m.default) || models[0];
+  if (keep) ui.model.value = keep.name;
+  describeModel();
+  showError("");
+  setStatus(models.length ? "Choose or drop an image." : "The service has no models loaded.");
+}
+
+// ---- segmentation ---------------------------------------------------------------------------
+
+function segmentUrl(format, model) {
+  const params = new URLSearchParams({ format, model: model.name });
+  return `v1/segment?${params}`;
+}
+
+function postImage(file, format, model) {
+  const body = new FormData();
+  body.append("image", file, file.name);
+  return request(segmentUrl(format, model), { method: "POST", body });
+}
+
+async function decodePng(blob) {
+  // No colour conversion: the pixel values are class indices, not colours.
+  const bitmap = await createImageBitmap(blob, {
+    colorSpaceConversion: "none",
+    premultiplyAlpha: "none",
+  });
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return context.getImageData(0, 0, canvas.width, canvas.height);
+}
+
+// Paint the index mask in the palette into the visible canvas; return pixels per class.
+function paintIndexMask(indexData, palette) {
+  const { width, height, data } = indexData;
+  ui.mask.width = width;
+  ui.mask.height = height;
+  const context = ui.mask.getContext("2d");
+  const out = context.createImageData(width, height);
+  const counts = new Array(palette.length).fill(0);
+  for (let i = 0, p = 0; p < data.length; i += 1, p += 4) {
+    const index = data[p]; // grey PNG: R = G = B = class index
+    const colour = palette[index] || [0, 0, 0];
+    if (index < counts.length) counts[index] += 1;
+    out.data[p] = colour[0];
+    out.data[p + 1] = colour[1];
+    out.data[p + 2] = colour[2];
+    out.data[p + 3] = 255;
+  }
+  context.putImageData(out, 0, 0);
+  return counts.map((pixels) => pixels / (width * height));
+}
+
+async function segmentWithIndex(file, model) {
+  const response = await postImage(file, "index", model);
+  const indexBlob = await response.blob();
+  const fractions = paintIndexMask(await decodePng(indexBlob), model.palette);
+  const colorBlob = await new Promise((resolve) => ui.mask.toBlob(resolve, "image/png"));
+  return { response, indexBlob, colorBlob, fractions };
+}
+
+async function segmentWithServerColours(file, model) {
+  const [indexResponse, colorResponse, jsonResponse] = await Promise.all(
+    ["index", "color", "json"].map((format) => postImage(file, format, model)),
+  );
+  const colorBlob = await colorResponse.blob();
+  const bitmap = await createImageBitmap(colorBlob);
+  ui.mask.width = bitmap.width;
+  ui.mask.height = bitmap.height;
+  ui.mask.getContext("2d").drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const summary = await jsonResponse.json();
+  return {
+    response: indexResponse,
+    indexBlob: await indexResponse.blob(),
+    colorBlob,
+    fractions: summary.classes.map((c) => c.fraction),
+  };
+}
+
+function setDownload(link, key, blob, filename) {
+  if (objectUrls[key]) URL.revokeObjectURL(objectUrls[key]);
+  objectUrls[key] = URL.createObjectURL(blob);
+  link.href = objectUrls[key];
+  link.download = filename;
+}
+
+function renderLegend(model, fractions) {
+  const rows = model.classes.map((name, index) => {
+    const [r, g, b] = model.palette[index] || [0, 0, 0];
+    const fraction = fractions[index] || 0;
+    const row = document.createElement("tr");
+    row.dataset.index = String(index);
+    row.dataset.fraction = String(fraction);
+    const swatchCell = document.createElement("td");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.backgroundColor = `rgb(${r}, ${g}, ${b})`;
+    swatch.setAttribute("aria-hidden", "true");
+    const colourText = document.createElement("span");
+    colourText.className = "colour-code";
+    colourText.textContent = `rgb(${r}, ${g}, ${b})`;
+    swatchCell.append(swatch, colourText);
+    const nameCell = document.createElement("td");
+    nameCell.className = "class-name";
+    nameCell.textContent = name;
+    const shareCell = document.createElement("td");
+    shareCell.className = "share";
+    shareCell.textContent = `${(fraction * 100).toFixed(1)}%`;
+    row.append(swatchCell, nameCell, shareCell);
+    return row;
+  });
+  ui.legendBody.replaceChildren(...rows);
+}
+
+function stem(name) {
+  const dot = name.lastIndexOf(".");
+  return (dot > 0 ? name.slice(0, dot) : name) || "image";
+}
+
+async function segment() {
+  const file = currentFile;
+  const model = selectedModel();
+  if (!file) return;
+  if (!model) {
+    showError("No model is selected: the model list could not be loaded.");
+    return;
+  }
+  const serial = ++requestSerial;
+  showError("");
+  ui.result.dataset.state = "busy";
+  setStatus(`Segmenting ${file.name} with ${model.name}…`);
+  try {
+    const result = model.classes.length <= MAX_CANVAS_CLASSES
+      ? await segmentWithIndex(file, model)
+      : await segmentWithServerColours(file, model);
+    if (serial !== requestSerial) return;
+    const base = stem(file.name);
+    setDownload(ui.downloadIndex, "index", result.indexBlob, `${base}_mask.png`);
+    setDownload(ui.downloadColor, "color", result.colorBlob, `${base}_color.png`);
+    renderLegend(model, result.fractions);
+    const ms = result.response.headers.get("X-Inference-Ms");
+    const served = result.response.headers.get("X-Model") || model.name;
+    ui.timing.textContent = ms ? `Model ${served}, inference ${Number(ms).toFixed(1)} ms.` : "";
+    ui.result.hidden = false;
+    ui.result.dataset.state = "ready";
+    setStatus(`Done: ${file.name} segmented with ${served} (${ui.mask.width}×${ui.mask.height}).`);
+  } catch (err) {
+    if (serial !== requestSerial) return;
+    ui.result.dataset.state = "error";
+    setStatus("");
+    showError(describeError(err));
+  }
+}
+
+function useFile(file) {
+  if (!file) return;
+  currentFile = file;
+  if (objectUrls.image) URL.revokeObjectURL(objectUrls.image);
+  objectUrls.image = URL.createObjectURL(file);
+  ui.imageFigure.hidden = false;
+  ui.image.alt = `The uploaded image, ${file.name}`;
+  ui.image.src = objectUrls.image;
+  segment();
+}
+
+// ---- view controls --------------------------------------------------------------------------
+
+function setView(mode) {
+  ui.view.classList.toggle("overlay", mode === "overlay");
+  ui.view.classList.toggle("side", mode !== "overlay");
+}
+
+function setOpacity() {
+  const value = Number(ui.opacity.value);
+  ui.view.style.setProperty("--mask-opacity", String(value / 100));
+  ui.opacityValue.textContent = `${value}%`;
+}
+
+ui.image.addEventListener("error", () => {
+  // The service reads formats a browser may not show (TIFF, 16-bit): show the mask alone.
+  if (!currentFile) return;
+  ui.imageFigure.hidden = true;
+});
+
+document.querySelectorAll('input[name="view"]').forEach((radio) => {
+  radio.addEventListener("change", () => setView(radio.value));
+});
+ui.opacity.addEventListener("input", setOpacity);
+ui.model.addEventListener("change", () => {
+  describeModel();
+  segment();
+});
+ui.apiKey.addEventListener("change", loadModels);
+ui.file.addEventListener("change", () => useFile(ui.file.files[0]));
+
+// Drag and drop: anywhere on the drop zone; elsewhere the browser must not open the file.
+for (const type of ["dragenter", "dragover"]) {
+  ui.dropZone.addEventListener(type, (event) => {
+    event.preventDefault();
+    ui.dropZone.classList.add("dragging");
+  });
+}
+for (const type of ["dragleave", "drop"]) {
+  ui.dropZone.addEventListener(type, () => ui.dropZone.classList.remove("dragging"));
+}
+ui.dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  useFile(event.dataTransfer.files[0]);
+});
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+setView("side");
+setOpacity();
+loadModels();

@@ -1,0 +1,50 @@
+# The serving image: ONNX Runtime + the HTTP service, no torch.
+#   docker build -f docker/serve.Dockerfile -t fcnseg-serve .
+#   docker run -p 8000:8000 fcnseg-serve        # serves the bundled default model
+# Models: mount a folder of *.onnx files at /models (FCN_MODELS_DIR), or set FCN_MODELS.
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+# ---- build: install the package with only the `serve` extra into a virtual environment ----
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/fcn
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY fcn/ fcn/
+COPY training/ training/
+COPY service/ service/
+# A plain (non-editable) install: the package, its web page and the bundled default model
+# (service/assets/default.onnx) are copied into the venv; /src is left behind in this stage.
+RUN /opt/fcn/bin/pip install ".[serve]" \
+    && /opt/fcn/bin/python -c "from service.models import bundled_model_path; bundled_model_path()" \
+    && ! /opt/fcn/bin/python -c "import torch" 2>/dev/null
+
+# ---- runtime ----
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="fcnseg-serve" \
+      org.opencontainers.image.description="FCN semantic segmentation over HTTP (ONNX Runtime, no torch)" \
+      org.opencontainers.image.licenses="MIT"
+RUN groupadd --system --gid 10001 fcn \
+    && useradd --system --uid 10001 --gid fcn --no-create-home --home-dir /nonexistent fcn \
+    && mkdir /models && chown fcn:fcn /models
+COPY --from=build /opt/fcn /opt/fcn
+ENV PATH=/opt/fcn/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    FCN_HOST=0.0.0.0 \
+    FCN_PORT=8000 \
+    FCN_DEVICE=cpu \
+    FCN_MAX_CONCURRENCY=2 \
+    FCN_MAX_QUEUE=8 \
+    FCN_MAX_BODY_BYTES=33554432 \
+    FCN_SHUTDOWN_GRACE_S=25
+USER fcn
+WORKDIR /models
+EXPOSE 8000
+# slim images have no curl: ask with the Python that is already there. /healthz is cheap and
+# answers even when every inference slot is busy, so a loaded replica is not restarted.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FCN_PORT', '8000'), timeout=4)"]
+# SIGTERM (docker stop) drains: readiness turns false, work in flight finishes.
+STOPSIGNAL SIGTERM
+CMD ["fcn", "serve"]

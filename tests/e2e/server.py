@@ -1,0 +1,123 @@
+"""Start real ``fcn serve`` processes on loopback ports for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request; returns (status, headers, body) for every status, errors included."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get_json(self, path: str) -> dict:
+        status, _, body = http("GET", self.url + path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+
+def wait_ready(server: Server, timeout: float) -> None:
+    """Poll /readyz until 200; fail with the server's output if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"fcn serve exited with {server.process.returncode}:\n{server.output()}"
+            )
+        try:
+            if http("GET", server.url + "/readyz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"fcn serve not ready after {timeout} s:\n{server.output()}")
+
+
+def stop(server: Server, grace: float = 20) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(10)
+    return server.process.returncode
+
+
+@contextmanager
+def fcn_serve(
+    args: Sequence[str],
+    log: Path,
+    python: str | os.PathLike = sys.executable,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+    cwd: str | os.PathLike | None = None,
+) -> Iterator[Server]:
+    """``python -m fcn serve ARGS`` on 127.0.0.1 and a free port, ready when yielded."""
+    port = free_port()
+    command = [str(python), "-m", "fcn", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    environment = {**os.environ, **(env or {})}
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=cwd
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_ready(server, ready_timeout)
+        yield server
+    finally:
+        stop(server)
+
+
+def multipart(
+    content: bytes, filename: str = "image.png", content_type: str = "image/png"
+) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body with the file in the ``image`` field, and its headers."""
+    boundary = "fcnseg-e2e-boundary"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+    body = head + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

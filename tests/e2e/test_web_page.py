@@ -1,0 +1,199 @@
+"""The web page in a real browser (headless Chromium + Selenium) against a real `fcn serve`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.browser import find_browser, start_chromium
+from tests.e2e.conftest import IDENTITY_CLASSES, IDENTITY_PALETTE
+from tests.e2e.server import fcn_serve, http, multipart
+
+find_browser()  # skip the module, with the reason, when the browser is missing
+pytest.importorskip("selenium", reason="selenium (the dev extra) drives the browser")
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+WIDTH, HEIGHT = 90, 60
+
+
+def regions_image() -> tuple[np.ndarray, np.ndarray]:
+    """An RGB image of three regions and the mask the identity model gives it.
+
+    Left half red (class 0), top right green (class 1), bottom right blue (class 2).
+    """
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[: HEIGHT // 3, WIDTH // 2 :] = 1
+    mask[HEIGHT // 3 :, WIDTH // 2 :] = 2
+    colours = np.array([[200, 40, 30], [20, 190, 60], [30, 50, 210]], np.uint8)
+    return colours[mask], mask
+
+
+@pytest.fixture(scope="module")
+def server(rgb_identity_model, conv_4class_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("web") / "serve.log"
+    with fcn_serve(
+        ["--model", f"rgb={rgb_identity_model}", "--model", f"conv={conv_4class_model}"], log
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(driver, server):
+    driver.get(server.url + "/")
+    wait = WebDriverWait(driver, 30)
+    # the model list has arrived when the selector offers the served models
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
+    return driver, wait
+
+
+def _upload(driver, wait, path, model: str) -> None:
+    Select(driver.find_element(By.ID, "model")).select_by_value(model)
+    driver.find_element(By.ID, "file").send_keys(str(path))
+
+
+def _pixels(driver, points: list[tuple[int, int]]) -> list[list[int]]:
+    return driver.execute_script(
+        """
+        const ctx = document.getElementById('mask').getContext('2d');
+        return arguments[0].map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data));
+        """,
+        points,
+    )
+
+
+def _download(driver, link_id: str) -> bytes:
+    """The bytes behind a download link, fetched by the page itself."""
+    encoded = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        fetch(document.getElementById(arguments[0]).href)
+          .then((r) => r.arrayBuffer())
+          .then((b) => {
+            let s = '';
+            new Uint8Array(b).forEach((c) => { s += String.fromCharCode(c); });
+            done(btoa(s));
+          });
+        """,
+        link_id,
+    )
+    return base64.b64decode(encoded)
+
+
+def test_segments_an_image_with_legend_colours_and_downloads(page, server, tmp_path):
+    driver, wait = page
+    rgb, expected = regions_image()
+    path = tmp_path / "regions.png"
+    Image.fromarray(rgb).save(path)
+
+    _upload(driver, wait, path, "rgb")
+    result = driver.find_element(By.ID, "result")
+    wait.until(lambda d: result.get_attribute("data-state") == "ready")
+
+    # overlay view: both figures in one grid cell, the mask see-through by the slider's amount
+    driver.find_element(By.CSS_SELECTOR, 'input[name="view"][value="overlay"]').click()
+    view = driver.find_element(By.ID, "view")
+    assert "overlay" in view.get_attribute("class").split()
+    image_box = driver.find_element(By.ID, "image").rect
+    mask_box = driver.find_element(By.ID, "mask").rect
+    assert (image_box["x"], image_box["y"]) == (mask_box["x"], mask_box["y"])
+    assert image_box["width"] == mask_box["width"] > 0
+    slider = driver.find_element(By.ID, "opacity")
+    slider.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)  # keyboard: 50% -> 40%
+    assert driver.find_element(By.ID, "opacity-value").text == "40%"
+    opacity = driver.execute_script(
+        "return getComputedStyle(document.getElementById('mask')).opacity"
+    )
+    assert float(opacity) == pytest.approx(0.4)
+
+    # the shown mask: the model's colour for each region's class
+    canvas = driver.find_element(By.ID, "mask")
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == (
+        WIDTH,
+        HEIGHT,
+    )
+    points = [(5, 5), (WIDTH // 4, HEIGHT - 3), (WIDTH - 4, 3), (WIDTH - 4, HEIGHT - 4)]
+    points += [(WIDTH // 2, HEIGHT // 3), (WIDTH // 2 - 1, HEIGHT // 3 - 1)]  # region borders
+    for (x, y), pixel in zip(points, _pixels(driver, points), strict=True):
+        assert pixel == [*IDENTITY_PALETTE[expected[y, x]], 255], (x, y)
+
+    # the legend: every class, its colour and its share of the image
+    rows = driver.find_elements(By.CSS_SELECTOR, "#legend tbody tr")
+    assert [r.find_element(By.CLASS_NAME, "class-name").text for r in rows] == IDENTITY_CLASSES
+    counts = np.bincount(expected.ravel(), minlength=3) / expected.size
+    for row, fraction, colour in zip(rows, counts, IDENTITY_PALETTE, strict=True):
+        assert float(row.get_attribute("data-fraction")) == pytest.approx(fraction, abs=1e-12)
+        assert row.find_element(By.CLASS_NAME, "share").text == f"{fraction * 100:.1f}%"
+        swatch = row.find_element(By.CLASS_NAME, "swatch").value_of_css_property("background-color")
+        assert swatch in (
+            f"rgb({colour[0]}, {colour[1]}, {colour[2]})",
+            "rgba({}, {}, {}, 1)".format(*colour),
+        )
+
+    # downloads: the index PNG is the API's lossless mask; the colour PNG paints it
+    index = np.asarray(Image.open(io.BytesIO(_download(driver, "download-index"))))
+    np.testing.assert_array_equal(index, expected)
+    colour = np.asarray(Image.open(io.BytesIO(_download(driver, "download-color"))).convert("RGB"))
+    np.testing.assert_array_equal(colour, np.array(IDENTITY_PALETTE, np.uint8)[expected])
+    link = driver.find_element(By.ID, "download-index")
+    assert link.get_attribute("download") == "regions_mask.png"
+    status = driver.find_element(By.ID, "status")
+    assert status.get_attribute("aria-live") == "polite" and "Done" in status.text
+
+
+def test_the_model_selector_lists_the_served_models(page, server):
+    driver, _ = page
+    served = server.get_json("/v1/models")["models"]
+    options = Select(driver.find_element(By.ID, "model")).options
+    assert sorted(o.get_attribute("value") for o in options) == sorted(m["name"] for m in served)
+
+
+def test_a_non_image_shows_the_apis_message(page, server, tmp_path):
+    driver, wait = page
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not an image\n")
+    # what the API says to the same upload
+    body, headers = multipart(path.read_bytes(), path.name, "text/plain")
+    status, _, answer = http("POST", server.url + "/v1/segment?model=rgb", body, headers)
+    assert status in (400, 415)
+    message = json.loads(answer)["error"]["message"]
+    assert message
+
+    _upload(driver, wait, path, "rgb")
+    error = driver.find_element(By.ID, "error")
+    wait.until(lambda d: error.is_displayed())
+    assert error.text == message
+    assert error.get_attribute("role") == "alert"
+    assert driver.find_element(By.ID, "result").get_attribute("data-state") == "error"
+
+
+def test_every_control_has_a_label(page):
+    driver, _ = page
+    unlabelled = driver.execute_script(
+        """
+        return Array.from(document.querySelectorAll('input, select, button, canvas[role]'))
+          .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+          .map((el) => el.outerHTML);
+        """
+    )
+    assert unlabelled == []
+    # the file picker is reachable with the keyboard
+    driver.find_element(By.ID, "model").send_keys(Keys.TAB, Keys.TAB)
+    focused = driver.switch_to.active_element
+    assert focused.get_attribute("id") == "file"
+    assert EC.visibility_of_element_located((By.ID, "file"))(driver)

@@ -24,6 +24,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _lower(headers) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items()}
+
+
 def http(
     method: str,
     url: str,
@@ -31,13 +35,13 @@ def http(
     headers: dict[str, str] | None = None,
     timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request; returns (status, headers, body) for every status, errors included."""
+    """One request; returns (status, headers with lower-case names, body), errors included."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, _lower(response.headers), response.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, _lower(err.headers), err.read()
 
 
 @dataclass

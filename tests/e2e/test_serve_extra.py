@@ -115,7 +115,7 @@ def test_serve_only_venv_serves_the_default_model_and_page(serve_venv, tmp_path)
         mask = np.asarray(Image.open(io.BytesIO(body)))
         assert mask.shape == (45, 67)
         assert int(mask.max()) < len(models[0]["classes"])
-        assert headers["X-Model"] == "default"
+        assert headers["x-model"] == "default"
         status, _, page = http("GET", server.url + "/")
         assert status == 200 and b'<script src="app.js"' in page
         assert http("GET", server.url + "/app.js")[0] == 200

@@ -123,7 +123,7 @@ async function loadModels() {
   }
   const previous = ui.model.value;
   ui.model.replaceChildren(
-    ...models.map((m) => new Option(m.default ? `${m.name} (default)` : m.name, m.name)),
+    ...models.map((m) => new Option(m.default && m.name !== "default" ? `${m.name} (default)` : m.name, m.name)),
   );
   const keep = models.find((m) => m.name === previous) || models.find((m) => m.default) || models[0];
   if (keep) ui.model.value = keep.name;

@@ -197,3 +197,51 @@ def test_every_control_has_a_label(page):
     focused = driver.switch_to.active_element
     assert focused.get_attribute("id") == "file"
     assert EC.visibility_of_element_located((By.ID, "file"))(driver)
+
+
+@pytest.fixture(scope="module")
+def many_classes_server(tmp_path_factory):
+    """A 300-class model: its index PNG is 16-bit, which a canvas cannot read exactly."""
+    from tests.service.conftest import make_onnx_model
+
+    folder = tmp_path_factory.mktemp("many")
+    path = make_onnx_model(folder / "many.onnx", kind="conv", num_classes=300)
+    with fcn_serve(["--model", f"many={path}"], folder / "serve.log") as s:
+        yield s
+
+
+def test_more_than_256_classes_use_the_services_colours_and_counts(
+    driver, many_classes_server, tmp_path
+):
+    server = many_classes_server
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(pixels).save(path)
+    body, headers = multipart(path.read_bytes(), path.name, "image/png")
+    answers = {
+        fmt: http("POST", f"{server.url}/v1/segment?format={fmt}", body, headers)
+        for fmt in ("index", "color", "json")
+    }
+    assert {fmt: a[0] for fmt, a in answers.items()} == {"index": 200, "color": 200, "json": 200}
+    mask = np.asarray(Image.open(io.BytesIO(answers["index"][2])))
+    assert mask.dtype == np.uint16 and mask.max() > 255  # the case this path exists for
+    colour = np.asarray(Image.open(io.BytesIO(answers["color"][2])).convert("RGB"))
+    summary = json.loads(answers["json"][2])
+
+    driver.get(server.url + "/")
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.find_element(By.ID, "model").get_attribute("value") == "many")
+    driver.find_element(By.ID, "file").send_keys(str(path))
+    result = driver.find_element(By.ID, "result")
+    wait.until(lambda d: result.get_attribute("data-state") == "ready")
+
+    points = [(x, y) for x in range(0, 50, 7) for y in range(0, 40, 7)]
+    for (x, y), shown in zip(points, _pixels(driver, points), strict=True):
+        assert shown == [*colour[y, x].tolist(), 255], (x, y)
+    fractions = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#legend tbody tr'))"
+        ".map((r) => Number(r.dataset.fraction))"
+    )
+    assert fractions == pytest.approx([c["fraction"] for c in summary["classes"]], abs=1e-12)
+    index = np.asarray(Image.open(io.BytesIO(_download(driver, "download-index"))))
+    np.testing.assert_array_equal(index, mask)

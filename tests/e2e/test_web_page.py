@@ -245,3 +245,37 @@ def test_more_than_256_classes_use_the_services_colours_and_counts(
     assert fractions == pytest.approx([c["fraction"] for c in summary["classes"]], abs=1e-12)
     index = np.asarray(Image.open(io.BytesIO(_download(driver, "download-index"))))
     np.testing.assert_array_equal(index, mask)
+
+
+def test_an_api_key_typed_into_the_page_unlocks_the_service(driver, rgb_identity_model, tmp_path):
+    key = "e2e-secret-key"
+    rgb, expected = regions_image()
+    path = tmp_path / "regions.png"
+    Image.fromarray(rgb).save(path)
+    args = ["--model", f"rgb={rgb_identity_model}"]
+    with fcn_serve(args, tmp_path / "serve.log", env={"FCN_API_KEY": key}) as server:
+        status, _, answer = http("GET", server.url + "/v1/models")
+        assert status == 401
+        message = json.loads(answer)["error"]["message"]
+
+        driver.get(server.url + "/")
+        wait = WebDriverWait(driver, 30)
+        error = driver.find_element(By.ID, "error")
+        wait.until(lambda d: error.is_displayed())
+        assert error.text.startswith(message)
+
+        field = driver.find_element(By.ID, "api-key")
+        assert field.get_attribute("type") == "password"
+        field.send_keys(key, Keys.TAB)  # `change` reloads the model list with the key
+        wait.until(
+            lambda d: (
+                Select(d.find_element(By.ID, "model")).first_selected_option.get_attribute("value")
+                == "rgb"
+            )
+        )
+        assert not error.is_displayed()
+        driver.find_element(By.ID, "file").send_keys(str(path))
+        result = driver.find_element(By.ID, "result")
+        wait.until(lambda d: result.get_attribute("data-state") == "ready")
+        index = np.asarray(Image.open(io.BytesIO(_download(driver, "download-index"))))
+        np.testing.assert_array_equal(index, expected)

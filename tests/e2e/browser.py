@@ -27,7 +27,8 @@ def find_browser() -> tuple[str, str]:
         missing = [n for n, p in (("chromium", browser), ("chromedriver", driver)) if not p]
         pytest.skip(
             f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver; "
-            ".ci/run does this)"
+            ".ci/run does this)",
+            allow_module_level=True,
         )
     return browser, driver
 

@@ -119,3 +119,16 @@ def test_serve_only_venv_serves_the_default_model_and_page(serve_venv, tmp_path)
         status, _, page = http("GET", server.url + "/")
         assert status == 200 and b'<script src="app.js"' in page
         assert http("GET", server.url + "/app.js")[0] == 200
+        # the image's HEALTHCHECK command, run as written, passes against the live service
+        port = server.url.rsplit(":", 1)[1]
+        assert _healthcheck(serve_venv, port).returncode == 0
+    assert _healthcheck(serve_venv, port).returncode != 0  # and fails once it is gone
+
+
+def _healthcheck(python: Path, port: str) -> subprocess.CompletedProcess:
+    instructions = parse_dockerfile(ROOT / "docker" / "serve.Dockerfile")
+    (check,) = [i for i in instructions if i.keyword == "HEALTHCHECK"]
+    command = json.loads(check.args.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    env = {**os.environ, **CLEAN_ENV, "FCN_PORT": port}
+    return subprocess.run([str(python), *command[1:]], env=env, capture_output=True, timeout=30)

@@ -273,9 +273,15 @@ class Engine:
             window = self.normalise(pixels[y : y + h, x : x + w])
             return np.array(self.run_normalised(window[None])[0])  # writable, contiguous
 
-        overlap = min(self.config.tile_overlap, self.tile_size // 2 - 1)
+        # EngineConfig keeps tile_overlap below half its tile_size, and self.tile_size only
+        # rounds that up: the overlap always fits.
         return blended_strips(
-            height, width, self.metadata.num_classes, self.tile_size, overlap, run_tile
+            height,
+            width,
+            self.metadata.num_classes,
+            self.tile_size,
+            self.config.tile_overlap,
+            run_tile,
         )
 
     def _check_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -205,13 +205,24 @@ def test_real_isbi_membranes(isbi_root) -> None:
 
 
 def test_loader_workers_get_different_augmentations(make_folder_dataset) -> None:
-    from torch.utils.data import DataLoader, Subset
+    from training.loop.distributed import DistInfo
+    from training.loop.sampling import build_loaders
 
-    cfg = config(make_folder_dataset(n=3, size=(64, 64)), mask_values=[0, 255], val_fraction=0.0)
-    train_ds, _, _ = build_datasets(cfg)
-    loader = DataLoader(Subset(train_ds, [0] * 4), batch_size=1, num_workers=2)
+    cfg = config(make_folder_dataset(n=1, size=(64, 64)), mask_values=[0, 255], val_fraction=0.0)
+    train_ds, val_ds, info = build_datasets(cfg)
+    loader, _ = build_loaders(
+        train_ds,
+        val_ds,
+        batch_size=1,
+        epoch_size=4,
+        workers=2,
+        seed=0,
+        ignore_index=info.ignore_index,
+        info=DistInfo(),
+    )
     crops = [image for image, _ in loader]
-    # Forked workers start from one random state; without reseeding items 0 and 1 would match.
+    # One image four times over two forked workers (which start from one random state): the
+    # training loader gives each draw its own augmentation seed, so the crops differ.
     assert not torch.equal(crops[0], crops[1])
 
 

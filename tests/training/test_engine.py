@@ -27,6 +27,18 @@ from training.loop.sampling import EpochSampler, SeededItems, build_loaders
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def budget_for(cfg, **kwargs) -> StepBudget:
+    """The budget ``cfg`` gives (as the training loop builds it)."""
+    return StepBudget(
+        base_lr=cfg.base_lr,
+        schedule=cfg.schedule,
+        warmup=cfg.warmup,
+        epochs=cfg.budget_epochs,
+        max_minutes=cfg.max_minutes,
+        **kwargs,
+    )
+
+
 def test_get_lr_warmup_then_cosine_or_poly_to_zero() -> None:
     kw = {"base_lr": 1.0, "warmup": 10, "total": 110}
     assert get_lr(0, schedule="cosine", **kw) == pytest.approx(0.1)
@@ -41,7 +53,7 @@ def test_get_lr_warmup_then_cosine_or_poly_to_zero() -> None:
 
 def test_epoch_budget_and_warmup_units(tmp_path) -> None:
     cfg = tiny_config(tmp_path, tmp_path, epochs=3, warmup="2e")
-    budget = StepBudget(cfg, steps_per_epoch=20)
+    budget = budget_for(cfg, steps_per_epoch=20)
     assert budget.total == 60 and budget.warmup == 40
     # A warmup longer than a quarter of the run is shortened to that quarter.
     assert budget.lr(14) == pytest.approx(cfg.base_lr)
@@ -54,7 +66,7 @@ def test_time_budget_estimates_total_steps_so_decay_ends_at_the_deadline(
     clock = [0.0]
     monkeypatch.setattr(optim.time, "perf_counter", lambda: clock[0])
     cfg = tiny_config(tmp_path, tmp_path, epochs=None, max_minutes=1.0, warmup="5")
-    budget = StepBudget(cfg, steps_per_epoch=1000, refresh=10)
+    budget = budget_for(cfg, steps_per_epoch=1000, refresh=10)
     budget.reserve = 4.0  # kept for the final evaluation
     clock[0] = 3.0  # start-up before the first step
     step = 0
@@ -135,7 +147,7 @@ def test_train_one_epoch_sets_lr_per_step_and_stops_on_budget(demo_root, tmp_pat
     model = PixelNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    budget = StepBudget(cfg, steps_per_epoch=len(loader))
+    budget = budget_for(cfg, steps_per_epoch=len(loader))
     budget.set_total(3)  # stop after 3 of the 4 steps
     stats, step = train_one_epoch(
         model, loader, nn.CrossEntropyLoss(ignore_index=255), optimizer, scaler, budget, 0,

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from service.imaging import pixel_scale
 from training.config import DataConfig, OptionError
@@ -94,7 +94,6 @@ class SegmentationDataset(Dataset):
         self.mapper = mapper
         self.transform = transform
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
-        self._worker_seed: int | None = None
         if cache and self.pairs:
             with ThreadPoolExecutor(_THREADS) as pool:
                 self._cache = list(pool.map(self._decode, self.pairs))
@@ -119,11 +118,6 @@ class SegmentationDataset(Dataset):
         return self._decode(self.pairs[index])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        worker = get_worker_info()
-        if worker is not None and worker.seed != self._worker_seed:
-            # Forked workers inherit one random state; torch gives each a fresh seed per epoch.
-            self._worker_seed = worker.seed
-            self.transform.reseed(worker.seed)
         image, mask = self.transform(*self.load(index))
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
 

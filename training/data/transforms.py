@@ -161,7 +161,7 @@ class TrainTransform:
             self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
-        """Give this copy its own random stream (each DataLoader worker calls it once)."""
+        """Give this copy its own random stream (training/loop/sampling.py: once per item)."""
         for index, compose in enumerate((self.geometric, self.colour, self.rgb_colour)):
             compose.set_random_seed(random.Random(f"{seed}:{index}").getrandbits(32))
 
@@ -183,9 +183,6 @@ class EvalTransform:
 
     def __init__(self, *, mean: Sequence[float], std: Sequence[float]) -> None:
         self.normalize = Normalize(mean, std)
-
-    def reseed(self, seed: int) -> None:
-        """Nothing random here; present so datasets can treat both pipelines alike."""
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.normalize(image), mask

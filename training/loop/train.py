@@ -165,7 +165,14 @@ def _train(
         workers=_workers(cfg.workers, info, device), seed=cfg.seed,
         ignore_index=data_info.ignore_index, info=info, pin_memory=device.type == "cuda",
     )  # fmt: skip
-    budget = StepBudget(cfg, len(train_loader))
+    budget = StepBudget(
+        base_lr=cfg.base_lr,
+        schedule=cfg.schedule,
+        warmup=cfg.warmup,
+        epochs=cfg.budget_epochs,
+        max_minutes=cfg.max_minutes,
+        steps_per_epoch=len(train_loader),
+    )
     bf16 = use_cpu_bf16(cfg.bf16, device)
     epoch, step, best = 0, 0, -math.inf
     if resume is not None:

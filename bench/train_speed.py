@@ -42,8 +42,15 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi201
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 
 
-def plain_loop(images: list[np.ndarray], masks: list[np.ndarray], steps: int, warmup: int,
-               batch: int, crop: int, seed: int) -> float:  # fmt: skip
+def plain_loop(
+    images: list[np.ndarray],
+    masks: list[np.ndarray],
+    steps: int,
+    warmup: int,
+    batch: int,
+    crop: int,
+    seed: int,
+) -> float:
     """The reference loop; returns images/s over ``steps`` after ``warmup`` steps."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -80,12 +87,20 @@ def fcn_train(steps: int, batch: int, crop: int, seed: int, bf16: bool | None = 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
             data=DataConfig(
-                root=str(DATA), mask_values=[0, 255], val_fraction=0.2, seed=seed,
+                root=str(DATA),
+                mask_values=[0, 255],
+                val_fraction=0.2,
+                seed=seed,
                 augment=AugmentConfig(crop_size=crop),
             ),
-            out=out, epochs=2, epoch_size=steps * batch, batch_size=batch, seed=seed,
-            plots=False, bf16=bf16,
-        )  # fmt: skip
+            out=out,
+            epochs=2,
+            epoch_size=steps * batch,
+            batch_size=batch,
+            seed=seed,
+            plots=False,
+            bf16=bf16,
+        )
         result = train(cfg)
     return float(result.history[-1]["images_per_s"])
 
@@ -125,8 +140,10 @@ def main() -> None:
     for name in names:
         values = " ".join(f"{v:.2f}" for v in rates[name])
         print(f"{name:<12} {means[name]:9.2f} {means[name] / plain_mean:8.2f}x   {values}")
-    print(f"fcn train (defaults) / plain: {ratio:.3f} (claim: >= 0.95) -> "
-          f"{'PASS' if ratio >= 0.95 else 'FAIL'}")  # fmt: skip
+    print(
+        f"fcn train (defaults) / plain: {ratio:.3f} (claim: >= 0.95) -> "
+        f"{'PASS' if ratio >= 0.95 else 'FAIL'}"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -147,7 +164,7 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             indent=2,
-        )  # fmt: skip
+        )
         + "\n"
     )
     print(f"wrote {RESULTS}")

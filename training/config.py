@@ -25,6 +25,8 @@ LAYOUTS: tuple[str, ...] = ("auto", "folder", "split", "voc")
 # The encoder smp architectures get when none is given (the registry's own default is
 # resnet34; resnet18 is the project's tuned default).
 DEFAULT_ENCODER = "resnet18"
+# The epoch limit when neither epochs nor max_minutes is given.
+DEFAULT_EPOCHS = 50
 
 # Per-optimizer defaults used when lr / weight_decay are not given.
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.01}
@@ -200,9 +202,9 @@ class TrainConfig:
 
     @property
     def budget_epochs(self) -> int | None:
-        """The epoch limit; 50 when neither epochs nor minutes are given."""
+        """The epoch limit; DEFAULT_EPOCHS when neither epochs nor minutes are given."""
         if self.epochs is None and self.max_minutes is None:
-            return 50
+            return DEFAULT_EPOCHS
         return self.epochs
 
     def to_dict(self) -> dict[str, Any]:

@@ -54,9 +54,12 @@ class EvalReport:
         """``{"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice", ...}``."""
         return {
             **self.metrics.to_dict(),
-            "model": self.model, "data": self.data, "split": self.split,
-            "images": self.images, "seconds": round(self.seconds, 3),
-        }  # fmt: skip
+            "model": self.model,
+            "data": self.data,
+            "split": self.split,
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def data_config(saved: dict[str, Any] | None, root: str | None, **overrides: Any) -> DataConfig:
@@ -124,9 +127,11 @@ def evaluate_checkpoint(
             options=("mask_values", "classes"),
         )
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers,
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
         collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index),
-    )  # fmt: skip
+    )
     result = evaluate(model, loader, info.num_classes, device=device_)
     metrics = result.matrix.compute(info.classes)
     return EvalReport(

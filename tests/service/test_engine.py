@@ -107,9 +107,12 @@ def test_wrong_size_multiple_in_metadata_is_reported(make_model) -> None:
 
 def test_normalisation_uses_metadata_mean_std(make_model) -> None:
     path = make_model(
-        "identity_norm", kind="identity", in_channels=3, num_classes=3,
+        "identity_norm",
+        kind="identity",
+        in_channels=3,
+        num_classes=3,
         metadata={"mean": [0.5, 0.0, 0.25], "std": [0.5, 2.0, 0.25]},
-    )  # fmt: skip
+    )
     engine = Engine.load(path)
     pixels = np.array([[[255, 51, 0]]], dtype=np.uint8)
     logits = engine.logits(pixels)

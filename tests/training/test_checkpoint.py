@@ -19,8 +19,18 @@ from training.checkpoint import (
     train_config,
 )
 
-KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best_metric",
-        "config", "metrics"}  # fmt: skip
+KEYS = {
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "step",
+    "rng",
+    "best_metric",
+    "config",
+    "metrics",
+}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -43,9 +53,11 @@ def test_checkpoint_loads_with_weights_only_and_has_every_part(run) -> None:
 def test_config_follows_the_contract_and_holds_every_option(run, demo_root) -> None:
     config = load_checkpoint(run / "best.pt")["config"]
     assert config["model"] == {
-        "arch": "linknet", "num_classes": 5, "in_channels": 3,
+        "arch": "linknet",
+        "num_classes": 5,
+        "in_channels": 3,
         "options": {"encoder": "mobilenet_v2"},
-    }  # fmt: skip
+    }
     data = config["data"]  # the data description, stored once
     assert data["classes"] == ["background", "ellipse", "rectangle", "triangle", "star"]
     assert len(data["palette"]) == 5 and len(data["mean"]) == len(data["std"]) == 3

@@ -117,9 +117,15 @@ def test_loaders_give_identical_batches_with_and_without_workers(demo_root, tmp_
     batches = []
     for workers in (0, 2):
         loader, _ = build_loaders(
-            train_ds, val_ds, batch_size=4, epoch_size=8, workers=workers, seed=0,
-            ignore_index=255, info=DistInfo(),
-        )  # fmt: skip
+            train_ds,
+            val_ds,
+            batch_size=4,
+            epoch_size=8,
+            workers=workers,
+            seed=0,
+            ignore_index=255,
+            info=DistInfo(),
+        )
         loader.sampler.set_epoch(1)
         batches.append([images for images, _ in loader])
     assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
@@ -140,9 +146,15 @@ def test_train_one_epoch_sets_lr_per_step_and_stops_on_budget(demo_root, tmp_pat
     cfg = tiny_config(demo_root, tmp_path, epochs=1, epoch_size=16, warmup="0")
     train_ds, val_ds, _ = build_datasets(cfg.data)
     loader, _ = build_loaders(
-        train_ds, val_ds, batch_size=4, epoch_size=16, workers=0, seed=0, ignore_index=255,
+        train_ds,
+        val_ds,
+        batch_size=4,
+        epoch_size=16,
+        workers=0,
+        seed=0,
+        ignore_index=255,
         info=DistInfo(),
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = PixelNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -150,9 +162,16 @@ def test_train_one_epoch_sets_lr_per_step_and_stops_on_budget(demo_root, tmp_pat
     budget = budget_for(cfg, steps_per_epoch=len(loader))
     budget.set_total(3)  # stop after 3 of the 4 steps
     stats, step = train_one_epoch(
-        model, loader, nn.CrossEntropyLoss(ignore_index=255), optimizer, scaler, budget, 0,
-        device=torch.device("cpu"), grad_clip=1.0,
-    )  # fmt: skip
+        model,
+        loader,
+        nn.CrossEntropyLoss(ignore_index=255),
+        optimizer,
+        scaler,
+        budget,
+        0,
+        device=torch.device("cpu"),
+        grad_clip=1.0,
+    )
     assert (step, stats.steps, stats.images) == (3, 3, 12)
     assert math.isfinite(stats.loss) and stats.images_per_s > 0
     assert optimizer.param_groups[0]["lr"] == pytest.approx(budget.lr(2))

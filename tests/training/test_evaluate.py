@@ -17,8 +17,18 @@ from training.evaluate import evaluate_checkpoint, evaluate_onnx
 from training.export.onnx import model_metadata, write_metadata
 from training.loop.metrics import ConfusionMatrix
 
-JSON_KEYS = {"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice",
-             "per_class_dice", "per_class_accuracy", "classes", "confusion_matrix", "images"}  # fmt: skip
+JSON_KEYS = {
+    "miou",
+    "per_class_iou",
+    "pixel_accuracy",
+    "mean_accuracy",
+    "dice",
+    "per_class_dice",
+    "per_class_accuracy",
+    "classes",
+    "confusion_matrix",
+    "images",
+}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

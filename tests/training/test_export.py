@@ -50,9 +50,11 @@ def build(config: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     model_cfg = config["model"]
     model = fcn.build_model(
-        model_cfg["arch"], num_classes=model_cfg["num_classes"],
-        in_channels=model_cfg["in_channels"], **model_cfg.get("options", {}),
-    )  # fmt: skip
+        model_cfg["arch"],
+        num_classes=model_cfg["num_classes"],
+        in_channels=model_cfg["in_channels"],
+        **model_cfg.get("options", {}),
+    )
     # FCN score layers start at zero (the paper's init): give them weights so parity means
     # something.
     with torch.no_grad():
@@ -146,9 +148,12 @@ def test_legacy_exporter_round_trip(tmp_path: Path) -> None:
     config = {**UNET_CONFIG, "model": {**UNET_CONFIG["model"], "arch": "linknet"}}
     model = build(config)
     result = export_model(
-        model, config, tmp_path / "legacy.onnx", exporter="legacy",
+        model,
+        config,
+        tmp_path / "legacy.onnx",
+        exporter="legacy",
         parity_sizes=((1, 1), (13, 21), (40, 9)),
-    )  # fmt: skip
+    )
     assert read_metadata(result.path).extra["exporter"] == "legacy"
     check_round_trip(result.path, model, config, multiple=32)
 
@@ -171,8 +176,10 @@ def test_parity_failure_raises_and_leaves_nothing(tmp_path: Path, monkeypatch) -
 def test_metadata_validation() -> None:
     meta = model_metadata(UNET_CONFIG, size_multiple=32, extra={"best_metric": 0.8})
     assert meta.extra["best_metric"] == 0.8 and meta.ignore_index == 255
-    bare = {"model": {"arch": "unet", "num_classes": 3, "in_channels": 3},
-            "data": {"mean": [0.5] * 3, "std": [0.2] * 3}}  # fmt: skip
+    bare = {
+        "model": {"arch": "unet", "num_classes": 3, "in_channels": 3},
+        "data": {"mean": [0.5] * 3, "std": [0.2] * 3},
+    }
     defaults = model_metadata(bare, size_multiple=1)
     assert defaults.classes == ("class_0", "class_1", "class_2")
     assert len(defaults.palette) == 3
@@ -190,9 +197,16 @@ def test_metadata_validation() -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build(UNET_CONFIG)
     state = {
-        "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {},
-        "epoch": 7, "step": 70, "rng": {}, "best_metric": 0.75, "config": UNET_CONFIG,
-    }  # fmt: skip
+        "model": model.state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "scaler": {},
+        "epoch": 7,
+        "step": 70,
+        "rng": {},
+        "best_metric": 0.75,
+        "config": UNET_CONFIG,
+    }
     return save_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", state)
 
 
@@ -208,10 +222,14 @@ def test_cli_export_end_to_end(checkpoint: Path, tmp_path: Path, capsys) -> None
     assert props["source"] == "best.pt" and props["mask_values"] == [0, 255]
 
 
-def test_cli_parity_failure_exits_nonzero(checkpoint: Path, tmp_path: Path, monkeypatch,
-                                          capsys) -> None:  # fmt: skip
-    monkeypatch.setattr(Engine, "run_normalised", lambda self, batch: np.zeros(
-        (batch.shape[0], 2, *batch.shape[2:]), np.float32))  # fmt: skip
+def test_cli_parity_failure_exits_nonzero(
+    checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(
+        Engine,
+        "run_normalised",
+        lambda self, batch: np.zeros((batch.shape[0], 2, *batch.shape[2:]), np.float32),
+    )
     out = tmp_path / "model.onnx"
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--exporter", "legacy"]
     assert main(["export", *args]) == 2
@@ -224,13 +242,16 @@ def test_cli_parity_failure_exits_nonzero(checkpoint: Path, tmp_path: Path, monk
     [
         (["--checkpoint", "missing/best.pt"], "checkpoint not found"),
         (["--checkpoint", "{ckpt}", "--quantize", "int8"], "needs --calibration-data"),
-        (["--checkpoint", "{ckpt}", "--quantize", "int8", "--calibration-data", "nowhere"],
-         "is not a folder"),
+        (
+            ["--checkpoint", "{ckpt}", "--quantize", "int8", "--calibration-data", "nowhere"],
+            "is not a folder",
+        ),
         (["--onnx", "m.onnx"], "only makes sense with --quantize"),
     ],
-)  # fmt: skip
-def test_cli_errors(args: list[str], message: str, checkpoint: Path, tmp_path: Path,
-                    capsys, monkeypatch) -> None:  # fmt: skip
+)
+def test_cli_errors(
+    args: list[str], message: str, checkpoint: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     args = [a.replace("{ckpt}", str(checkpoint)) for a in args]
     assert main(["export", *args]) == 2

@@ -16,11 +16,33 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_fcn_train_writes_checkpoints_metrics_and_pictures(demo_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    code = main([
-        "train", "--data", str(demo_root), "--arch", "linknet", "--encoder", "mobilenet_v2",
-        "--epochs", "2", "--epoch-size", "8", "--batch-size", "4", "--crop-size", "48",
-        "--warmup", "1", "--device", "cpu", "--workers", "1", "--out", str(out),
-    ])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(demo_root),
+            "--arch",
+            "linknet",
+            "--encoder",
+            "mobilenet_v2",
+            "--epochs",
+            "2",
+            "--epoch-size",
+            "8",
+            "--batch-size",
+            "4",
+            "--crop-size",
+            "48",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "best mIoU" in printed and "background" in printed  # the per-class table
@@ -30,8 +52,18 @@ def test_fcn_train_writes_checkpoints_metrics_and_pictures(demo_root, tmp_path, 
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert [int(r["step"]) for r in rows] == [3, 6]  # 10 images -> 3 batches of 4
-    for key in ("lr", "train_loss", "val_miou", "val_pixel_accuracy", "val_mean_accuracy",
-                "val_dice", "val_iou_background", "val_iou_star", "images_per_s", "elapsed_s"):  # fmt: skip
+    for key in (
+        "lr",
+        "train_loss",
+        "val_miou",
+        "val_pixel_accuracy",
+        "val_mean_accuracy",
+        "val_dice",
+        "val_iou_background",
+        "val_iou_star",
+        "images_per_s",
+        "elapsed_s",
+    ):
         assert rows[-1][key] != "" and math.isfinite(float(rows[-1][key])), key
     assert float(rows[-1]["lr"]) < float(rows[0]["lr"])  # cosine decay
     with Image.open(out / "predictions.png") as grid:

@@ -21,34 +21,74 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on odd sizes. With --quantize int8 a QDQ INT8 copy is calibrated on real images.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, metavar="RUN/best.pt",
-                        help="training checkpoint to export")  # fmt: skip
-    source.add_argument("--onnx", type=Path, metavar="MODEL.onnx",
-                        help="an already exported model: only quantize it")  # fmt: skip
-    parser.add_argument("--out", type=Path, metavar="MODEL.onnx",
-                        help="FP32 output (default model.onnx; with --onnx: unused)")  # fmt: skip
-    parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
-                        help="torch.export-based (default) or TorchScript tracing")  # fmt: skip
+    source.add_argument(
+        "--checkpoint", type=Path, metavar="RUN/best.pt", help="training checkpoint to export"
+    )
+    source.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="MODEL.onnx",
+        help="an already exported model: only quantize it",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="MODEL.onnx",
+        help="FP32 output (default model.onnx; with --onnx: unused)",
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=("dynamo", "legacy"),
+        default="dynamo",
+        help="torch.export-based (default) or TorchScript tracing",
+    )
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the pinned one)")
-    parser.add_argument("--skip-parity", action="store_true",
-                        help="do not compare with torch (not recommended)")  # fmt: skip
+    parser.add_argument(
+        "--skip-parity", action="store_true", help="do not compare with torch (not recommended)"
+    )
 
     quant = parser.add_argument_group("INT8 quantization")
     quant.add_argument("--quantize", choices=("int8",), help="also write a static INT8 model")
-    quant.add_argument("--calibration-data", type=Path, metavar="DIR",
-                       help="images, or a dataset (its training split is used)")  # fmt: skip
-    quant.add_argument("--int8-out", type=Path, metavar="MODEL.int8.onnx",
-                       help="INT8 output (default: <out stem>.int8.onnx)")  # fmt: skip
-    quant.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
-                       default="minmax", help="activation range estimator (default minmax)")  # fmt: skip
-    quant.add_argument("--calibration-size", type=int, metavar="PX",
-                       help="centre crops of this side (default: natural image size)")  # fmt: skip
-    quant.add_argument("--calibration-limit", type=int, default=32, metavar="N",
-                       help="at most N images (default 32)")  # fmt: skip
-    quant.add_argument("--fp32-head", action="store_true",
-                       help="keep the classifier convolution(s) in FP32")  # fmt: skip
-    quant.add_argument("--val-fraction", type=float, help="dataset split (default: the "
-                       "checkpoint's, else 0.2); calibration never sees validation images")  # fmt: skip
+    quant.add_argument(
+        "--calibration-data",
+        type=Path,
+        metavar="DIR",
+        help="images, or a dataset (its training split is used)",
+    )
+    quant.add_argument(
+        "--int8-out",
+        type=Path,
+        metavar="MODEL.int8.onnx",
+        help="INT8 output (default: <out stem>.int8.onnx)",
+    )
+    quant.add_argument(
+        "--calibration-method",
+        choices=("minmax", "percentile", "entropy"),
+        default="minmax",
+        help="activation range estimator (default minmax)",
+    )
+    quant.add_argument(
+        "--calibration-size",
+        type=int,
+        metavar="PX",
+        help="centre crops of this side (default: natural image size)",
+    )
+    quant.add_argument(
+        "--calibration-limit",
+        type=int,
+        default=32,
+        metavar="N",
+        help="at most N images (default 32)",
+    )
+    quant.add_argument(
+        "--fp32-head", action="store_true", help="keep the classifier convolution(s) in FP32"
+    )
+    quant.add_argument(
+        "--val-fraction",
+        type=float,
+        help="dataset split (default: the "
+        "checkpoint's, else 0.2); calibration never sees validation images",
+    )
     quant.add_argument(
         "--seed", type=int, help="dataset split seed (default: checkpoint's, else 0)"
     )
@@ -63,11 +103,12 @@ def _split_options(args: argparse.Namespace) -> dict:
 
         saved = load_checkpoint(args.checkpoint)["config"].get("data") or {}
     return {
-        "val_fraction": args.val_fraction if args.val_fraction is not None
+        "val_fraction": args.val_fraction
+        if args.val_fraction is not None
         else saved.get("val_fraction", 0.2),
         "seed": args.seed if args.seed is not None else saved.get("seed", 0),
         "layout": saved.get("layout", "auto"),
-    }  # fmt: skip
+    }
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -86,9 +127,12 @@ def run_export(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         out = args.out or Path("model.onnx")
         result = export_checkpoint(
-            args.checkpoint, out, opset=args.opset or OPSET, exporter=args.exporter,
+            args.checkpoint,
+            out,
+            opset=args.opset or OPSET,
+            exporter=args.exporter,
             parity_sizes=None if args.skip_parity else PARITY_SIZES,
-        )  # fmt: skip
+        )
         fp32 = result.path
         meta = result.metadata
         print(
@@ -98,8 +142,10 @@ def run_export(args: argparse.Namespace) -> int:
         if result.parity is not None:
             worst = max(result.parity.max_abs_diff)
             sizes = ", ".join(f"{h}x{w}" for h, w in result.parity.sizes)
-            print(f"parity with torch at {sizes}: max |logit diff| {worst:.2e}, argmax "
-                  f"agreement {min(result.parity.argmax_agreement):.4%}")  # fmt: skip
+            print(
+                f"parity with torch at {sizes}: max |logit diff| {worst:.2e}, argmax "
+                f"agreement {min(result.parity.argmax_agreement):.4%}"
+            )
     if args.quantize:
         from training.export.quantize import calibration_images, quantize_int8
 
@@ -107,10 +153,16 @@ def run_export(args: argparse.Namespace) -> int:
         images = calibration_images(args.calibration_data, limit=args.calibration_limit, **split)
         int8_out = args.int8_out or fp32.with_name(f"{fp32.name.removesuffix('.onnx')}.int8.onnx")
         q = quantize_int8(
-            fp32, int8_out, images, method=args.calibration_method,
-            size=args.calibration_size, exclude_head=args.fp32_head,
-        )  # fmt: skip
-        print(f"wrote {q.path} (static INT8, QDQ, {args.calibration_method} calibration on "
-              f"{len(images)} images; argmax agrees with FP32 on {q.agreement:.3%} of pixels) "
-              f"in {q.seconds:.1f}s")  # fmt: skip
+            fp32,
+            int8_out,
+            images,
+            method=args.calibration_method,
+            size=args.calibration_size,
+            exclude_head=args.fp32_head,
+        )
+        print(
+            f"wrote {q.path} (static INT8, QDQ, {args.calibration_method} calibration on "
+            f"{len(images)} images; argmax agrees with FP32 on {q.agreement:.3%} of pixels) "
+            f"in {q.seconds:.1f}s"
+        )
     return 0

@@ -305,13 +305,24 @@ def build_datasets(
         eval_ds.transform = evaluate
         train_ds = None
     info = DatasetInfo(
-        num_classes=len(classes), classes=classes, palette=[list(map(int, c)) for c in palette],
-        in_channels=in_channels, mean=list(mean), std=list(std), ignore_index=cfg.ignore_index,
-        mask_values=mask_values, layout=found.layout,
-    )  # fmt: skip
+        num_classes=len(classes),
+        classes=classes,
+        palette=[list(map(int, c)) for c in palette],
+        in_channels=in_channels,
+        mean=list(mean),
+        std=list(std),
+        ignore_index=cfg.ignore_index,
+        mask_values=mask_values,
+        layout=found.layout,
+    )
     logger.info(
         "%s (%s): %d train / %d val pairs, %d classes, %d channel(s)%s",
-        cfg.root, found.layout, len(found.train), len(found.val), info.num_classes, in_channels,
+        cfg.root,
+        found.layout,
+        len(found.train),
+        len(found.val),
+        info.num_classes,
+        in_channels,
         f", {nbytes / 2**20:.1f} MB cached in memory" if cache else "",
-    )  # fmt: skip
+    )
     return train_ds, eval_ds, info

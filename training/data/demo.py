@@ -28,8 +28,12 @@ logger = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("background", "ellipse", "rectangle", "triangle", "star")
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (230, 60, 60), (60, 180, 75), (40, 110, 230), (245, 200, 30),
-)  # fmt: skip
+    (0, 0, 0),
+    (230, 60, 60),
+    (60, 180, 75),
+    (40, 110, 230),
+    (245, 200, 30),
+)
 _HUES = (None, 0.0, 0.33, 0.6, 0.14)  # hue centre per class, as a fraction of the circle
 _HUE_JITTER = 0.08
 

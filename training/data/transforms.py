@@ -100,9 +100,13 @@ class RandomScaleCrop(A.DualTransform):
         channels = array.shape[2] if array.ndim == 3 else 0
         value = (fill,) * max(channels, 1)
         out = cv2.warpAffine(
-            array, matrix, (self.size, self.size), flags=flags,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=value,
-        )  # fmt: skip
+            array,
+            matrix,
+            (self.size, self.size),
+            flags=flags,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=value,
+        )
         return out.reshape(self.size, self.size, channels) if channels else out
 
     def apply(self, img: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
@@ -153,7 +157,7 @@ class TrainTransform:
                     saturation=augment.saturation,
                     hue=augment.hue,
                     p=augment.color_p,
-                )  # fmt: skip
+                )
             )
         self.rgb_colour = A.Compose(rgb_colour)
         self.normalize = Normalize(mean, std)

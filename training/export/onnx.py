@@ -186,9 +186,14 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def trace_to_onnx(
-    graph: nn.Module, path: Path, *, in_channels: int, size_multiple: int, opset: int,
+    graph: nn.Module,
+    path: Path,
+    *,
+    in_channels: int,
+    size_multiple: int,
+    opset: int,
     exporter: Exporter,
-) -> None:  # fmt: skip
+) -> None:
     """Export ``graph`` with dynamic N, H, W to ``path`` (the exporter's raw output).
 
     Raises:
@@ -201,15 +206,32 @@ def trace_to_onnx(
     try:
         with torch.no_grad(), _quiet_exporter():
             if exporter == "dynamo":
-                dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"),
-                        3: torch.export.Dim("width")}  # fmt: skip
-                torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=True,
-                                  dynamic_shapes=(dims,), optimize=True, **common)  # fmt: skip
+                dims = {
+                    0: torch.export.Dim("batch"),
+                    2: torch.export.Dim("height"),
+                    3: torch.export.Dim("width"),
+                }
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    external_data=True,
+                    dynamic_shapes=(dims,),
+                    optimize=True,
+                    **common,
+                )
             elif exporter == "legacy":
                 axes = {0: "batch", 2: "height", 3: "width"}
-                torch.onnx.export(graph, (example,), str(path), dynamo=False,
-                                  dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-                                  do_constant_folding=True, **common)  # fmt: skip
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                    do_constant_folding=True,
+                    **common,
+                )
             else:
                 raise ExportError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
     except ExportError:
@@ -227,15 +249,25 @@ def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
     """Save as one file; weights go to ``<name>.data`` only above protobuf's 2 GiB limit."""
     weights = sum(len(t.raw_data) for t in proto.graph.initializer)
     external = weights > _PROTO_LIMIT
-    onnx.save(proto, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-              location=f"{path.name}.data" if external else None)  # fmt: skip
+    onnx.save(
+        proto,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data" if external else None,
+    )
 
 
 def check_parity(
-    model: nn.Module, onnx_path: str | os.PathLike, *,
-    sizes: Sequence[tuple[int, int]] = PARITY_SIZES, atol: float = 1e-3, rtol: float = 1e-5,
-    min_agreement: float = 0.999, seed: int = 0,
-) -> ParityReport:  # fmt: skip
+    model: nn.Module,
+    onnx_path: str | os.PathLike,
+    *,
+    sizes: Sequence[tuple[int, int]] = PARITY_SIZES,
+    atol: float = 1e-3,
+    rtol: float = 1e-5,
+    min_agreement: float = 0.999,
+    seed: int = 0,
+) -> ParityReport:
     """Compare torch ``model(x)`` with the serving engine's pad/run/crop on random inputs.
 
     Args:
@@ -272,8 +304,9 @@ def check_parity(
         report.sizes.append((height, width))
         report.max_abs_diff.append(diff)
         report.argmax_agreement.append(agree)
-        logger.info("parity %dx%d: max |diff| %.2e, argmax agreement %.5f", height, width,
-                    diff, agree)  # fmt: skip
+        logger.info(
+            "parity %dx%d: max |diff| %.2e, argmax agreement %.5f", height, width, diff, agree
+        )
         if not (diff <= allowed and agree >= min_agreement):
             raise ParityError(
                 f"exported model disagrees with torch at {height}x{width}: max |logit diff| "
@@ -286,11 +319,18 @@ def check_parity(
 
 
 def export_model(
-    model: nn.Module, config: Mapping[str, Any], out: str | os.PathLike, *,
-    opset: int = OPSET, exporter: Exporter = "dynamo",
-    parity_sizes: Sequence[tuple[int, int]] | None = PARITY_SIZES, atol: float = 1e-3,
-    rtol: float = 1e-5, min_agreement: float = 0.999, extra_metadata: Mapping[str, Any] | None = None,
-) -> ExportResult:  # fmt: skip
+    model: nn.Module,
+    config: Mapping[str, Any],
+    out: str | os.PathLike,
+    *,
+    opset: int = OPSET,
+    exporter: Exporter = "dynamo",
+    parity_sizes: Sequence[tuple[int, int]] | None = PARITY_SIZES,
+    atol: float = 1e-3,
+    rtol: float = 1e-5,
+    min_agreement: float = 0.999,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> ExportResult:
     """Export ``model`` to ``out`` with metadata, check it, and only then move it into place.
 
     Args:
@@ -324,13 +364,20 @@ def export_model(
         "torch_version": torch.__version__.split("+")[0],
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    metadata = model_metadata(config, size_multiple=multiple,
-                              extra={**provenance, **dict(extra_metadata or {})})  # fmt: skip
+    metadata = model_metadata(
+        config, size_multiple=multiple, extra={**provenance, **dict(extra_metadata or {})}
+    )
     # Work in a temporary folder beside ``out`` so the final move is an atomic rename.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         raw, staged = Path(tmp) / "raw.onnx", Path(tmp) / out.name
-        trace_to_onnx(graph, raw, in_channels=metadata.in_channels, size_multiple=multiple,
-                      opset=opset, exporter=exporter)  # fmt: skip
+        trace_to_onnx(
+            graph,
+            raw,
+            in_channels=metadata.in_channels,
+            size_multiple=multiple,
+            opset=opset,
+            exporter=exporter,
+        )
         proto = onnx.load(str(raw))
         write_metadata(proto, metadata)
         save_onnx(proto, staged)
@@ -341,14 +388,21 @@ def export_model(
             raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
         parity = None
         if parity_sizes:
-            parity = check_parity(model, staged, sizes=parity_sizes, atol=atol, rtol=rtol,
-                                  min_agreement=min_agreement)  # fmt: skip
+            parity = check_parity(
+                model, staged, sizes=parity_sizes, atol=atol, rtol=rtol, min_agreement=min_agreement
+            )
         for item in Path(tmp).iterdir():
             if item.name != raw.name and not item.name.startswith("raw.onnx"):
                 os.replace(item, out.parent / item.name)
     seconds = time.perf_counter() - start
-    logger.info("exported %s (%s, %s exporter, opset %d) in %.1fs", out, metadata.arch,
-                exporter, opset, seconds)  # fmt: skip
+    logger.info(
+        "exported %s (%s, %s exporter, opset %d) in %.1fs",
+        out,
+        metadata.arch,
+        exporter,
+        opset,
+        seconds,
+    )
     return ExportResult(out, metadata, parity, seconds)
 
 

@@ -68,9 +68,14 @@ class QuantizeResult:
 
 
 def calibration_images(
-    directory: str | os.PathLike, *, split: str = "train", layout: str = "auto",
-    val_fraction: float = 0.2, seed: int = 0, limit: int | None = None,
-) -> list[Path]:  # fmt: skip
+    directory: str | os.PathLike,
+    *,
+    split: str = "train",
+    layout: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+) -> list[Path]:
     """The images to calibrate on.
 
     A dataset folder (``images/`` and ``masks/``, or any layout ``training.data.datasets`` knows) gives
@@ -185,11 +190,18 @@ def _pre_process(source: Path, target: Path) -> None:
 
 
 def quantize_int8(
-    fp32_path: str | os.PathLike, out: str | os.PathLike, images: Iterable[Path], *,
-    method: str = "minmax", size: int | None = None, per_channel: bool = True,
-    exclude_head: bool = False, exclude_op_types: Sequence[str] = (),
-    min_agreement: float = 0.9, check_images: int = 4,
-) -> QuantizeResult:  # fmt: skip
+    fp32_path: str | os.PathLike,
+    out: str | os.PathLike,
+    images: Iterable[Path],
+    *,
+    method: str = "minmax",
+    size: int | None = None,
+    per_channel: bool = True,
+    exclude_head: bool = False,
+    exclude_op_types: Sequence[str] = (),
+    min_agreement: float = 0.9,
+    check_images: int = 4,
+) -> QuantizeResult:
     """Quantize an exported FP32 model to static INT8 (QDQ) and check it against FP32.
 
     Args:
@@ -213,8 +225,9 @@ def quantize_int8(
         service.errors.ModelError: ``fp32_path`` is not a loadable exported model.
     """
     if method not in CALIBRATION_METHODS:
-        raise QuantizeError(f"unknown calibration method {method!r}; use one of "
-                            f"{', '.join(CALIBRATION_METHODS)}")  # fmt: skip
+        raise QuantizeError(
+            f"unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_METHODS)}"
+        )
     paths = list(images)
     if not paths:
         raise QuantizeError("no calibration images given")
@@ -231,27 +244,43 @@ def quantize_int8(
         exclude = head_nodes(proto) if exclude_head else []
         exclude += [n.name for n in proto.graph.node if n.op_type in set(exclude_op_types)]
         del proto
-        logger.info("calibrating on %d images (%s, %s), keeping %d nodes in FP32", len(paths),
-                    method, f"{size}px crops" if size else "natural size", len(exclude))  # fmt: skip
+        logger.info(
+            "calibrating on %d images (%s, %s), keeping %d nodes in FP32",
+            len(paths),
+            method,
+            f"{size}px crops" if size else "natural size",
+            len(exclude),
+        )
         quiet = _DropRootInfo()
         logging.getLogger().addFilter(quiet)
         try:
             quantize_static(
-                str(pre), str(staged), reader,
-                quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CALIBRATION_METHODS[method], nodes_to_exclude=exclude,
+                str(pre),
+                str(staged),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CALIBRATION_METHODS[method],
+                nodes_to_exclude=exclude,
                 # One image per statistics pass: histogram methods otherwise keep every
                 # intermediate activation of every image in memory at once.
                 extra_options={"CalibStridedMinMax": 1},
-            )  # fmt: skip
+            )
         finally:
             logging.getLogger().removeFilter(quiet)
         int8_proto = onnx.load(str(staged))
-        quant_info = {"format": "QDQ", "activations": "uint8", "weights": "int8",
-                      "per_channel": per_channel, "method": method,
-                      "calibration_images": len(paths), "calibration_size": size,
-                      "fp32_nodes": len(exclude)}  # fmt: skip
+        quant_info = {
+            "format": "QDQ",
+            "activations": "uint8",
+            "weights": "int8",
+            "per_channel": per_channel,
+            "method": method,
+            "calibration_images": len(paths),
+            "calibration_size": size,
+            "fp32_nodes": len(exclude),
+        }
         write_metadata(int8_proto, _with_quantization(metadata, quant_info))
         save_onnx(int8_proto, staged)
         del int8_proto
@@ -270,8 +299,12 @@ def quantize_int8(
         save_onnx(final, staged)
         os.replace(staged, out)
     seconds = time.perf_counter() - start
-    logger.info("wrote %s in %.1fs (argmax agrees with FP32 on %.3f%% of pixels)", out,
-                seconds, 100 * agreement)  # fmt: skip
+    logger.info(
+        "wrote %s in %.1fs (argmax agrees with FP32 on %.3f%% of pixels)",
+        out,
+        seconds,
+        100 * agreement,
+    )
     return QuantizeResult(out, metadata, agreement, seconds)
 
 

@@ -38,10 +38,16 @@ class MetricsLog:
     def __init__(self, path: Path, classes: Sequence[str]) -> None:
         self.path = Path(path)
         self.columns = [
-            "epoch", "step", "lr", "train_loss",
-            *(f"val_{k}" for k in SUMMARY), *(f"val_iou_{c}" for c in classes),
-            "images_per_s", "epoch_s", "elapsed_s",
-        ]  # fmt: skip
+            "epoch",
+            "step",
+            "lr",
+            "train_loss",
+            *(f"val_{k}" for k in SUMMARY),
+            *(f"val_iou_{c}" for c in classes),
+            "images_per_s",
+            "epoch_s",
+            "elapsed_s",
+        ]
 
     def start(self, keep_epochs: int = 0) -> None:
         """Write the header; on resume keep the rows of the first ``keep_epochs`` epochs."""
@@ -102,8 +108,11 @@ def write_plots(
         plot_curves(csv_path, out / "curves.png")
         if samples:
             prediction_grid(
-                samples, out / "predictions.png", palette=info.palette, mean=info.mean,
+                samples,
+                out / "predictions.png",
+                palette=info.palette,
+                mean=info.mean,
                 std=info.std,
-            )  # fmt: skip
+            )
     except Exception:  # see the docstring: a lost picture must not end the run
         logger.exception("could not write the plots in %s", out)

@@ -161,10 +161,16 @@ def _train(
         class_weights=cfg.class_weights,
     ).to(device)
     train_loader, val_loader = build_loaders(
-        train_ds, val_ds, batch_size=cfg.batch_size, epoch_size=cfg.epoch_size,
-        workers=_workers(cfg.workers, info, device), seed=cfg.seed,
-        ignore_index=data_info.ignore_index, info=info, pin_memory=device.type == "cuda",
-    )  # fmt: skip
+        train_ds,
+        val_ds,
+        batch_size=cfg.batch_size,
+        epoch_size=cfg.epoch_size,
+        workers=_workers(cfg.workers, info, device),
+        seed=cfg.seed,
+        ignore_index=data_info.ignore_index,
+        info=info,
+        pin_memory=device.type == "cuda",
+    )
     budget = StepBudget(
         base_lr=cfg.base_lr,
         schedule=cfg.schedule,
@@ -196,9 +202,17 @@ def _train(
         logger.info(
             "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
             "budget %s -> %s",
-            cfg.arch, cfg.model_options, device, " (bfloat16 autocast)" if bf16 else "", len(train_ds), len(val_ds), len(train_loader),
-            len(train_loader) * cfg.batch_size * info.world_size, _budget_text(cfg), out,
-        )  # fmt: skip
+            cfg.arch,
+            cfg.model_options,
+            device,
+            " (bfloat16 autocast)" if bf16 else "",
+            len(train_ds),
+            len(val_ds),
+            len(train_loader),
+            len(train_loader) * cfg.batch_size * info.world_size,
+            _budget_text(cfg),
+            out,
+        )
     max_epochs = cfg.budget_epochs or 10**9
     history: list[dict[str, Any]] = []
     metrics: Metrics | None = None
@@ -207,11 +221,21 @@ def _train(
     while epoch < max_epochs and not budget.done(step):
         train_loader.sampler.set_epoch(epoch)
         stats, step = train_one_epoch(
-            net, train_loader, loss_fn, optimizer, scaler, budget, step,
-            device=device, amp=cfg.amp, bf16=bf16, grad_clip=cfg.grad_clip,
-            channels_last=cfg.channels_last, progress=info.is_main,
+            net,
+            train_loader,
+            loss_fn,
+            optimizer,
+            scaler,
+            budget,
+            step,
+            device=device,
+            amp=cfg.amp,
+            bf16=bf16,
+            grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last,
+            progress=info.is_main,
             description=f"epoch {epoch + 1}",
-        )  # fmt: skip
+        )
         epoch += 1
         images += stats.images * info.world_size
         train_seconds += stats.seconds
@@ -221,20 +245,31 @@ def _train(
         if len(val_ds):
             distributed.broadcast_buffers(model)
             result = evaluate(
-                model, val_loader, data_info.num_classes, device=device, amp=cfg.amp,
-                channels_last=cfg.channels_last, keep=keep,
-            )  # fmt: skip
+                model,
+                val_loader,
+                data_info.num_classes,
+                device=device,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+                keep=keep,
+            )
             metrics, samples = result.matrix.compute(data_info.classes), result.samples
         improved = metrics is None or _score(metrics) > best
         if metrics is not None and improved:
             best = _score(metrics)
         if info.is_main:
             state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": budget.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch, "step": step, "rng": rng_state(), "best_metric": best,
-                "metrics": metrics.to_dict() if metrics is not None else None, "config": config,
-            }  # fmt: skip
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": budget.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "rng": rng_state(),
+                "best_metric": best,
+                "metrics": metrics.to_dict() if metrics is not None else None,
+                "config": config,
+            }
             save_checkpoint(out / "last.pt", state)
             if improved:
                 copy_checkpoint(out / "last.pt", out / "best.pt")
@@ -255,8 +290,12 @@ def _train(
     if info.is_main:
         logger.info(
             "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), best mIoU %.4f",
-            epoch, step, elapsed / 60, throughput, best,
-        )  # fmt: skip
+            epoch,
+            step,
+            elapsed / 60,
+            throughput,
+            best,
+        )
     return TrainResult(out, epoch, step, best, metrics, throughput, elapsed, history)
 
 
@@ -283,5 +322,11 @@ def _log_epoch(
         val = f", val mIoU {metrics.miou:.4f} ({per_class})"
     logger.info(
         "epoch %d: step %d, loss %.4f, lr %.2e, %.2f images/s%s, %.1f min",
-        epoch, step, stats.loss, stats.lr, stats.images_per_s, val, elapsed / 60,
-    )  # fmt: skip
+        epoch,
+        step,
+        stats.loss,
+        stats.lr,
+        stats.images_per_s,
+        val,
+        elapsed / 60,
+    )

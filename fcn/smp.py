@@ -49,7 +49,6 @@ def _load_encoder_file(encoder: nn.Module, path: str | os.PathLike, in_channels:
 
 def build_smp(
     arch: str,
-    *,
     num_classes: int,
     in_channels: int,
     encoder: str,
@@ -106,13 +105,7 @@ def unet(
     encoder_weights: str | None = None,
 ) -> PadCrop:
     """smp ``unet`` wrapped in PadCrop (any input size)."""
-    return build_smp(
-        "unet",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-    )
+    return build_smp("unet", num_classes, in_channels, encoder, encoder_weights)
 
 
 @register_model("unetplusplus")
@@ -124,13 +117,7 @@ def unetplusplus(
     encoder_weights: str | None = None,
 ) -> PadCrop:
     """smp ``unetplusplus`` wrapped in PadCrop (any input size)."""
-    return build_smp(
-        "unetplusplus",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-    )
+    return build_smp("unetplusplus", num_classes, in_channels, encoder, encoder_weights)
 
 
 @register_model("fpn")
@@ -142,13 +129,7 @@ def fpn(
     encoder_weights: str | None = None,
 ) -> PadCrop:
     """smp ``fpn`` wrapped in PadCrop (any input size)."""
-    return build_smp(
-        "fpn",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-    )
+    return build_smp("fpn", num_classes, in_channels, encoder, encoder_weights)
 
 
 @register_model("linknet")
@@ -160,13 +141,7 @@ def linknet(
     encoder_weights: str | None = None,
 ) -> PadCrop:
     """smp ``linknet`` wrapped in PadCrop (any input size)."""
-    return build_smp(
-        "linknet",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-    )
+    return build_smp("linknet", num_classes, in_channels, encoder, encoder_weights)
 
 
 @register_model("manet")
@@ -178,13 +153,7 @@ def manet(
     encoder_weights: str | None = None,
 ) -> PadCrop:
     """smp ``manet`` wrapped in PadCrop (any input size)."""
-    return build_smp(
-        "manet",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-    )
+    return build_smp("manet", num_classes, in_channels, encoder, encoder_weights)
 
 
 @register_model("deeplabv3plus")
@@ -196,13 +165,7 @@ def deeplabv3plus(
     encoder_weights: str | None = None,
 ) -> PadCrop:
     """smp ``deeplabv3plus`` wrapped in PadCrop (any input size)."""
-    return build_smp(
-        "deeplabv3plus",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-    )
+    return build_smp("deeplabv3plus", num_classes, in_channels, encoder, encoder_weights)
 
 
 __all__ = ["build_smp", "deeplabv3plus", "fpn", "linknet", "manet", "unet", "unetplusplus"]

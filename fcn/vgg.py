@@ -222,7 +222,6 @@ def _vgg16_from_state_dict(state_dict: dict[str, torch.Tensor]) -> VGG:
 
 def _fcn(
     variant: Variant,
-    *,
     num_classes: int,
     in_channels: int,
     weights: WeightsArg,
@@ -250,14 +249,7 @@ def fcn32s(
     dropout: float = 0.5,
 ) -> FCN:
     """FCN-32s: one 32x upsampling of the fc7 scores."""
-    return _fcn(
-        "32s",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        weights=weights,
-        freeze_upsampling=freeze_upsampling,
-        dropout=dropout,
-    )
+    return _fcn("32s", num_classes, in_channels, weights, freeze_upsampling, dropout)
 
 
 @register_model("fcn16s")
@@ -270,14 +262,7 @@ def fcn16s(
     dropout: float = 0.5,
 ) -> FCN:
     """FCN-16s: fused with a skip from pool4."""
-    return _fcn(
-        "16s",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        weights=weights,
-        freeze_upsampling=freeze_upsampling,
-        dropout=dropout,
-    )
+    return _fcn("16s", num_classes, in_channels, weights, freeze_upsampling, dropout)
 
 
 @register_model("fcn8s")
@@ -290,11 +275,4 @@ def fcn8s(
     dropout: float = 0.5,
 ) -> FCN:
     """FCN-8s: fused with skips from pool4 and pool3."""
-    return _fcn(
-        "8s",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        weights=weights,
-        freeze_upsampling=freeze_upsampling,
-        dropout=dropout,
-    )
+    return _fcn("8s", num_classes, in_channels, weights, freeze_upsampling, dropout)

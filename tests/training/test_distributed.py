@@ -9,39 +9,22 @@ import sys
 
 import torch
 
+from tests.training.tiny_runs import TINY_MODEL_ARGS
 from training.evaluate import evaluate_checkpoint
 
 
 def test_two_process_training_metrics_equal_single_process(demo_root, tmp_path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = "-m torch.distributed.run --standalone --nproc-per-node 2 -m fcn train".split()
+    options = "--epochs 1 --epoch-size 8 --batch-size 2 --crop-size 48 --device cpu --no-plots"
     command = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "fcn",
-        "train",
+        *launcher,
         "--data",
         str(demo_root),
-        "--arch",
-        "linknet",
-        "--encoder",
-        "mobilenet_v2",
-        "--epochs",
-        "1",
-        "--epoch-size",
-        "8",
-        "--batch-size",
-        "2",
-        "--crop-size",
-        "48",
-        "--device",
-        "cpu",
-        "--no-plots",
+        *TINY_MODEL_ARGS,
+        *options.split(),
         "--out",
         str(out),
     ]

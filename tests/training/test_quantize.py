@@ -104,26 +104,25 @@ def test_head_nodes_finds_the_classifier(fp32_model: Path) -> None:
     assert node.op_type == "Conv" and weight.dims[0] == 5  # one filter per class
 
 
+def quantize_args(model: Path, calibration: Path) -> list[str]:
+    """``fcn export`` arguments quantizing ``model`` on the images in ``calibration``."""
+    return [
+        "export",
+        "--onnx",
+        str(model),
+        "--quantize",
+        "int8",
+        "--calibration-data",
+        str(calibration),
+    ]
+
+
 def test_cli_quantizes_an_exported_model(
     fp32_model: Path, demo_root: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "q.onnx"
-    args = [
-        "export",
-        "--onnx",
-        str(fp32_model),
-        "--quantize",
-        "int8",
-        "--calibration-data",
-        str(demo_root),
-        "--int8-out",
-        str(out),
-        "--calibration-limit",
-        "4",
-        "--calibration-method",
-        "percentile",
-        "--fp32-head",
-    ]
+    args = [*quantize_args(fp32_model, demo_root), "--int8-out", str(out)]
+    args += "--calibration-limit 4 --calibration-method percentile --fp32-head".split()
     assert main(args) == 0
     assert "static INT8, QDQ, percentile calibration on 4 images" in capsys.readouterr().out
     quant = read_metadata(out).extra["quantization"]
@@ -131,15 +130,7 @@ def test_cli_quantizes_an_exported_model(
 
 
 def test_cli_empty_calibration_folder(fp32_model: Path, tmp_path: Path, capsys) -> None:
-    args = [
-        "export",
-        "--onnx",
-        str(fp32_model),
-        "--quantize",
-        "int8",
-        "--calibration-data",
-        str(tmp_path),
-    ]
+    args = quantize_args(fp32_model, tmp_path)
     assert main(args) == 2
     assert "no images in" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -10,39 +10,16 @@ import torch
 from PIL import Image
 
 from fcn.cli import main
+from tests.training.tiny_runs import TINY_MODEL_ARGS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_fcn_train_writes_checkpoints_metrics_and_pictures(demo_root, tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--data",
-            str(demo_root),
-            "--arch",
-            "linknet",
-            "--encoder",
-            "mobilenet_v2",
-            "--epochs",
-            "2",
-            "--epoch-size",
-            "8",
-            "--batch-size",
-            "4",
-            "--crop-size",
-            "48",
-            "--warmup",
-            "1",
-            "--device",
-            "cpu",
-            "--workers",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+    options = "--epochs 2 --epoch-size 8 --batch-size 4 --crop-size 48 --warmup 1 --device cpu"
+    argv = ["train", "--data", str(demo_root), *TINY_MODEL_ARGS, *options.split()]
+    code = main([*argv, "--workers", "1", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "best mIoU" in printed and "background" in printed  # the per-class table

@@ -13,6 +13,9 @@ from typing import Any
 
 from training.config import AugmentConfig, DataConfig, TrainConfig
 
+# The tiny run's model on the ``fcn train`` command line.
+TINY_MODEL_ARGS = ("--arch", "linknet", "--encoder", "mobilenet_v2")
+
 
 def tiny_config(root: Path, out: Path, **overrides: Any) -> TrainConfig:
     """The test run's options; ``overrides`` replace ``TrainConfig`` fields."""

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.batch import collect_inputs
+from service.scan import scan_inputs
 
 
 @pytest.fixture
@@ -49,8 +49,11 @@ def test_all_good_files_exit_zero_and_non_recursive_skips_sub_folders(
 ) -> None:
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
-    assert main(["predict", str(conv_model), str(folder), "--out", str(out), "-f", "color"]) == 0
+    argv = ["predict", str(conv_model), str(folder), "--out", str(out), "-f", "color"]
+    assert main([*argv, "--no-recursive"]) == 0
     assert (out / "a_color.png").is_file() and not (out / "sub").exists()
+    assert main(argv) == 0  # recursive by default
+    assert (out / "sub" / "b_color.png").is_file()
     capsys.readouterr()
 
 
@@ -80,10 +83,10 @@ def test_bad_format_is_a_usage_error(conv_model: Path, folder: Path, tmp_path: P
 
 def test_output_name_collisions_are_reported(folder: Path) -> None:
     Image.new("RGB", (2, 2)).save(folder / "a.bmp")
-    items, failures = collect_inputs([folder], recursive=True)
-    stems = [item.stem for item in items]
+    scan = scan_inputs([folder], recursive=True)
+    stems = [item.stem for item in scan.items]
     assert len(stems) == len(set(stems)) == 3  # a.bmp (first sorted), broken.png, sub/b.jpg
-    assert len(failures) == 1 and "already used" in failures[0].error
+    assert len(scan.rejected) == 1 and "already used" in scan.rejected[0].reason
 
 
 def test_tiling_options_reach_the_engine(conv_model: Path, folder: Path, tmp_path: Path, capsys):

@@ -168,7 +168,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     bar = _progress_bar(len(scan.items), args.progress)
-    say = bar.write if bar is not None else (lambda line: print(line, file=sys.stderr))
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stderr)  # above the bar, which stays at the bottom
+        else:
+            print(line, file=sys.stderr)
+
     failed = skipped = 0
     for rejected in scan.rejected:
         failed += rejected.failed

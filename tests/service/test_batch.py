@@ -102,3 +102,72 @@ def test_tiling_options_reach_the_engine(conv_model: Path, folder: Path, tmp_pat
     assert 0.8 < (tiled == plain).mean() < 1.0
     assert main([*argv, "--tile-size", "8", "--tile-overlap", "4"]) == 2  # overlap >= size / 2
     assert "tile_overlap" in capsys.readouterr().err
+
+
+def test_summary_csv_and_json_have_one_row_per_input(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["predict", str(conv_model), str(folder), str(tmp_path / "gone.png")]
+    for name in ("s.csv", "s.json"):
+        summary = tmp_path / name
+        code = main([*argv, "--out", str(tmp_path / "out"), "--summary", str(summary)])
+        assert code == 1
+        if name.endswith(".csv"):
+            import csv
+
+            rows = list(csv.DictReader(summary.open()))
+        else:
+            rows = json.loads(summary.read_text())
+        by_name = {Path(r["path"]).name: r for r in rows}
+        assert set(by_name) == {"a.png", "b.jpg", "broken.png", "gone.png"}
+        good = by_name["a.png"]
+        assert (int(good["width"]), int(good["height"]), good["status"]) == (30, 20, "ok")
+        assert float(good["milliseconds"]) > 0 and not good["error"]
+        fractions = [float(good[f"fraction_class{i}"]) for i in range(4)]
+        mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png"))
+        assert fractions == pytest.approx([(mask == i).mean() for i in range(4)])
+        assert by_name["broken.png"]["status"] == "failed"
+        assert "corrupt" in by_name["broken.png"]["error"]
+        assert by_name["gone.png"]["status"] == "failed"
+    capsys.readouterr()
+
+
+def test_one_line_per_failure_no_bar_off_a_terminal_unless_asked(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["predict", str(conv_model), str(folder), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("FAILED") == 1 and "img/s" not in captured.err
+    assert captured.out.strip().splitlines()[-1].startswith("2 ok, 1 failed, 0 skipped")
+    assert main([*argv, "--progress"]) == 1
+    captured = capsys.readouterr()
+    assert "3/3" in captured.err and "img/s" in captured.err
+    assert captured.err.count("FAILED") == 1
+
+
+def test_usage_errors_exit_two_with_the_flag_named(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["predict", str(conv_model), str(folder), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--summary", str(tmp_path / "s.txt")]) == 2
+    assert "--summary: summary file must end in .csv or .json" in capsys.readouterr().err
+    assert main([*argv, "--alpha", "2"]) == 2
+    assert "--alpha: alpha must be in [0, 1]" in capsys.readouterr().err
+    assert main([*argv, "--glob", "*.gif"]) == 2
+    assert "no images matching --glob found" in capsys.readouterr().err
+
+
+def test_library_errors_do_not_mention_flags(tmp_path: Path) -> None:
+    from service.batch import BatchOptions
+    from service.summary import SummaryWriter
+
+    for make in (
+        lambda: SummaryWriter(tmp_path / "s.txt", ["a"]),
+        lambda: BatchOptions(alpha=3.0),
+        lambda: BatchOptions(formats=("tiff",)),
+        lambda: BatchOptions(workers=0),
+    ):
+        with pytest.raises(ValueError) as info:
+            make()
+        assert "--" not in str(info.value)

@@ -12,7 +12,11 @@ MODULES = (
     "service.tiling",
     "service.engine",
     "service.masks",
+    "service.scan",
+    "service.writer",
     "service.batch",
+    "service.summary",
+    "service.ray_batch",
     "service.commands.predict",
 )
 

@@ -37,6 +37,7 @@ EXTRA_FOR_MODULE = {
     "uvicorn": "serve",
     "multipart": "serve",
     "pydantic_settings": "serve",
+    "prometheus_client": "serve",
     "ray": "ray",
 }
 

@@ -30,7 +30,7 @@ from service import pipeline
 from service.engine import Engine
 from service.errors import ImageError, ModelError
 from service.masks import get_encoder
-from service.scan import BatchItem
+from service.scan import BatchItem, Rejected
 from service.writer import all_exist, atomic_write, output_paths
 
 logger = logging.getLogger(__name__)
@@ -287,14 +287,13 @@ def _done(result: ItemResult) -> Future[ItemResult]:
     return future
 
 
-def rejected_result(item: BatchItem, reason: str, failed: bool) -> ItemResult:
-    """The result row of an input the scan rejected (missing, collision, outside symlink)."""
-    return ItemResult(item, status=FAILED if failed else SKIPPED, error=reason)
-
-
-def scan_rows(rejected: Sequence) -> list[ItemResult]:
-    """:class:`ItemResult` rows for a scan's rejected inputs (see :mod:`service.scan`)."""
+def rejected_results(rejected: Sequence[Rejected]) -> list[ItemResult]:
+    """Result rows for the inputs a scan rejected (missing, collision, outside symlink)."""
     return [
-        rejected_result(BatchItem(r.source, Path(r.source.stem)), r.reason, r.failed)
+        ItemResult(
+            BatchItem(r.source, Path(r.source.stem)),
+            status=FAILED if r.failed else SKIPPED,
+            error=r.reason,
+        )
         for r in rejected
     ]

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 ROWS_PER_BATCH = 8
 
 
+class RayJobError(ValueError):
+    """The Ray job itself failed (an actor could not start, a node was lost, ...)."""
+
+
 class Segmenter:
     """A Ray actor: one ONNX Runtime session, segmenting batches of file rows."""
 
@@ -111,6 +115,8 @@ def run_ray(
 
     Raises:
         ModuleNotFoundError: ray is not installed.
+        RayJobError: the job failed as a whole (outputs written so far stay; resume with
+            ``skip_existing``).
     """
     import ray
 
@@ -159,11 +165,17 @@ def run_ray(
             num_cpus=threads,
             num_gpus=gpus,
         )
-        for row in dataset.iter_rows():
-            result = _result(items[int(row["index"])], row)
-            counts.add(result.status)
-            if on_result is not None:
-                on_result(result)
+        try:
+            for row in dataset.iter_rows():
+                result = _result(items[int(row["index"])], row)
+                counts.add(result.status)
+                if on_result is not None:
+                    on_result(result)
+        except ray.exceptions.RayError as exc:
+            # Per-image failures never get here (process_item captures them): this is the
+            # job, e.g. the model file missing on a node. The first line is the reason.
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise RayJobError(f"the Ray job failed: {reason}") from exc
     finally:
         if started:
             ray.shutdown()

@@ -190,9 +190,9 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
 
     if writer is not None:
-        from service.batch import scan_rows
+        from service.batch import rejected_results
 
-        for row in scan_rows(scan.rejected):
+        for row in rejected_results(scan.rejected):
             writer.write(row)
     start = time.perf_counter()
     try:

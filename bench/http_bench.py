@@ -5,13 +5,15 @@ as a checkpoint with ``training.checkpoint`` and exported with ``training.export
 512x512 JPEG, answered with a class-index PNG, at client concurrency 1, 2, 4 and 8:
 
 1. ``inprocess`` — ``service.pipeline`` decode + predict + encode in ``c`` threads sharing one
-   engine configured like the server (the limit: no HTTP at all);
+   engine configured like the server, at most ``slots`` at once (the limit: no HTTP at all);
 2. ``fcn-serve`` — ``fcn serve`` in a uvicorn subprocess, multipart uploads from ``c`` client
    threads with keep-alive connections;
 3. ``torch-endpoint`` — bench/torch_endpoint.py (FastAPI + torch eager, what a user would
    otherwise write) in a uvicorn subprocess, the same requests.
 
-Each level: a warm-up, then ``--requests`` timed requests; latency is measured by the client,
+Both of the first two run for each ``--configs`` entry ``SLOTSxTHREADS`` (inference slots x
+ONNX Runtime intra-op threads; default ``2x1,1x2`` on a 2-core machine). Each level: a warm-up,
+then ``--requests`` timed requests; latency is measured by the client,
 throughput is requests / wall time. Run it alone (the machine is shared)::
 
     flock /tmp/fcn-heavy.lock .venv/bin/python bench/http_bench.py
@@ -171,61 +173,98 @@ def bench_server(
             process.kill()
 
 
+def parse_config(text: str) -> tuple[int, int]:
+    """``"2x1"`` -> (2 slots, 1 ONNX Runtime thread each)."""
+    slots, _, threads = text.partition("x")
+    return int(slots), int(threads)
+
+
+def bench_inprocess(onnx_path: Path, jpeg: bytes, slots: int, threads: int, args) -> dict:
+    """The pipeline in threads, at most ``slots`` at once (like the server's admission)."""
+    engine = Engine.load(onnx_path, EngineConfig(intra_op_threads=threads, inter_op_threads=1))
+    gate = threading.Semaphore(slots)
+
+    def call() -> None:
+        with gate:
+            seg = pipeline.segment(engine, jpeg)
+            pipeline.encode(engine, seg, "index")
+
+    return {c: drive(call, c, args.requests, args.warmup) for c in CONCURRENCY}
+
+
+def targets_for(inp: dict, srv: dict, tch: dict) -> dict:
+    checks = {
+        "c1_median_latency_ratio_vs_inprocess": (srv[1]["p50_ms"] / inp[1]["p50_ms"], "<=", 1.15),
+        "c4_throughput_ratio_vs_inprocess": (
+            srv[4]["throughput_rps"] / inp[4]["throughput_rps"],
+            ">=",
+            0.85,
+        ),
+        "c4_throughput_ratio_vs_torch": (
+            srv[4]["throughput_rps"] / tch[4]["throughput_rps"],
+            ">=",
+            1.5,
+        ),
+        "c2_p99_over_p50": (srv[2]["p99_ms"] / srv[2]["p50_ms"], "<=", 1.5),
+    }
+    return {
+        name: {
+            "value": round(v, 3),
+            "target": f"{op} {bound}",
+            "met": bool(v <= bound if op == "<=" else v >= bound),
+        }
+        for name, (v, op, bound) in checks.items()
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=40, help="timed requests per level")
+    parser.add_argument("--requests", type=int, default=32, help="timed requests per level")
     parser.add_argument("--warmup", type=int, default=4)
-    parser.add_argument("--slots", type=int, default=2, help="fcn serve --max-concurrency")
-    parser.add_argument("--threads", type=int, default=1, help="fcn serve --intra-op-threads")
+    parser.add_argument(
+        "--configs",
+        default="2x1,1x2",
+        help="fcn serve SLOTSxTHREADS settings to measure (the in-process loop uses the same)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "http_bench.json"))
     args = parser.parse_args()
+    configs = [parse_config(c) for c in args.configs.split(",")]
     work = Path(tempfile.mkdtemp(prefix="http_bench_"))
     print(f"building the model in {work} ...", flush=True)
     checkpoint, onnx_path = make_model(work)
     jpeg = make_jpeg()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FCN_")}
+    env["PYTHONPATH"] = str(ROOT)
     results: dict[str, dict] = {}
 
-    config = EngineConfig(intra_op_threads=args.threads, inter_op_threads=1)
-    engine = Engine.load(onnx_path, config)
-
-    def inprocess() -> None:
-        seg = pipeline.segment(engine, jpeg)
-        pipeline.encode(engine, seg, "index")
-
-    print("in-process ...", flush=True)
-    # Like the server: at most `slots` inferences at once, more callers wait.
-    gate = threading.Semaphore(args.slots)
-
-    def gated() -> None:
-        with gate:
-            inprocess()
-
-    results["inprocess"] = {c: drive(gated, c, args.requests, args.warmup) for c in CONCURRENCY}
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env = {k: v for k, v in env.items() if not k.startswith("FCN_")}
-    port = free_port()
-    print("fcn serve ...", flush=True)
-    serve_cmd = [
-        sys.executable,
-        "-m",
-        "fcn.cli",
-        "serve",
-        "--model",
-        f"bench={onnx_path}",
-        "--port",
-        str(port),
-        "--max-concurrency",
-        str(args.slots),
-        "--intra-op-threads",
-        str(args.threads),
-        "--max-queue",
-        "64",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    results["fcn-serve"] = bench_server("fcn-serve", serve_cmd, port, env, work, jpeg, args)
+    for slots, threads in configs:
+        tag = f"{slots}x{threads}"
+        print(f"in-process {tag} ...", flush=True)
+        results[f"inprocess {tag}"] = bench_inprocess(onnx_path, jpeg, slots, threads, args)
+        port = free_port()
+        print(f"fcn serve {tag} ...", flush=True)
+        serve_cmd = [
+            sys.executable,
+            "-m",
+            "fcn.cli",
+            "serve",
+            "--model",
+            f"bench={onnx_path}",
+            "--port",
+            str(port),
+            "--max-concurrency",
+            str(slots),
+            "--intra-op-threads",
+            str(threads),
+            "--max-queue",
+            "64",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        results[f"fcn-serve {tag}"] = bench_server(
+            f"fcn-serve-{tag}", serve_cmd, port, env, work, jpeg, args
+        )
 
     port = free_port()
     print("torch endpoint ...", flush=True)
@@ -245,42 +284,24 @@ def main() -> int:
         "torch-endpoint", torch_cmd, port, torch_env, work, jpeg, args
     )
 
-    inp, srv, tch = results["inprocess"], results["fcn-serve"], results["torch-endpoint"]
-    checks = {
-        "c1_median_latency_ratio_vs_inprocess": (srv[1]["p50_ms"] / inp[1]["p50_ms"], "<=", 1.15),
-        "c4_throughput_ratio_vs_inprocess": (
-            srv[4]["throughput_rps"] / inp[4]["throughput_rps"],
-            ">=",
-            0.85,
-        ),
-        "c4_throughput_ratio_vs_torch": (
-            srv[4]["throughput_rps"] / tch[4]["throughput_rps"],
-            ">=",
-            1.5,
-        ),
-        "c2_p99_over_p50": (srv[2]["p99_ms"] / srv[2]["p50_ms"], "<=", 1.5),
-    }
     targets = {
-        name: {
-            "value": round(v, 3),
-            "target": f"{op} {bound}",
-            "met": v <= bound if op == "<=" else v >= bound,
-        }
-        for name, (v, op, bound) in checks.items()
+        f"{s}x{t}": targets_for(
+            results[f"inprocess {s}x{t}"], results[f"fcn-serve {s}x{t}"], results["torch-endpoint"]
+        )
+        for s, t in configs
     }
-
-    print(f"\n{'contender':<16}{'c':>3}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'req/s':>9}")
+    print(f"\n{'contender':<18}{'c':>3}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'req/s':>9}")
     for name, levels in results.items():
         for c, r in levels.items():
             print(
-                f"{name:<16}{c:>3}{r['p50_ms']:>10.1f}{r['p90_ms']:>10.1f}{r['p99_ms']:>10.1f}"
+                f"{name:<18}{c:>3}{r['p50_ms']:>10.1f}{r['p90_ms']:>10.1f}{r['p99_ms']:>10.1f}"
                 f"{r['throughput_rps']:>9.2f}"
             )
-    print()
-    for name, t in targets.items():
-        print(
-            f"{name:<40}{t['value']:>8.3f}  target {t['target']:<8} {'met' if t['met'] else 'NOT met'}"
-        )
+    for tag, checks in targets.items():
+        print(f"\nfcn serve {tag} (slots x ONNX Runtime threads):")
+        for name, t in checks.items():
+            verdict = "met" if t["met"] else "NOT met"
+            print(f"  {name:<40}{t['value']:>8.3f}  target {t['target']:<8} {verdict}")
 
     report = {
         "what": "512x512 JPEG -> index PNG; U-Net resnet18 (random weights), 4 classes",
@@ -290,11 +311,8 @@ def main() -> int:
             "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(),
         },
-        "serve": {"slots": args.slots, "intra_op_threads": args.threads},
         "requests_per_level": args.requests,
-        "results": {
-            name: {str(c): r for c, r in levels.items()} for name, levels in results.items()
-        },
+        "results": {name: {str(c): r for c, r in lv.items()} for name, lv in results.items()},
         "targets": targets,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -116,9 +116,11 @@ async def segment(
             f"no model named {model!r}; loaded models: {', '.join(models.models)}",
         )
     try:
-        service.admission.check()
-        data = await read_image(request, settings.max_body_bytes)
-        result = await service.admission.run(run_segmentation, loaded, data, format.value, alpha)
+        with service.admission.accepted():
+            data = await read_image(request, settings.max_body_bytes)
+            result = await service.admission.run(
+                run_segmentation, loaded, data, format.value, alpha
+            )
     except Rejected as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
     except (ImageError, ModelError) as exc:

@@ -67,20 +67,30 @@ def test_queue_timeout_is_a_rejection_and_frees_the_place() -> None:
     asyncio.run(scenario())
 
 
-def test_draining_refuses_new_work_but_finishes_queued_work() -> None:
+def test_draining_refuses_new_work_but_finishes_accepted_work() -> None:
     async def scenario() -> None:
         admission = Admission(slots=1, max_queue=1, queue_timeout_s=10)
         admission.start()
         gate = threading.Event()
-        first = asyncio.create_task(admission.run(blocking_job(gate, "a", [])))
-        second = asyncio.create_task(admission.run(blocking_job(gate, "b", [])))
-        await settle()
+
+        async def request(name: str) -> str:
+            with admission.accepted():
+                await asyncio.sleep(0.05)  # the body still arriving when the drain starts
+                return await admission.run(blocking_job(gate, name, []))
+
+        first = asyncio.create_task(request("a"))
+        second = asyncio.create_task(request("b"))
+        await asyncio.sleep(0.01)
         admission.start_draining()
-        with pytest.raises(Rejected) as refused:
-            await admission.run(lambda: "c")
+        assert not admission.idle
+        with pytest.raises(Rejected) as refused, admission.accepted():
+            pass
         assert refused.value.reason == "draining"
+        await settle()
+        assert (admission.active, admission.queued) == (1, 1)
         gate.set()
         assert await asyncio.gather(first, second) == ["a", "b"]
+        assert admission.idle
         admission.stop()
 
     asyncio.run(scenario())

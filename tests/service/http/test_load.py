@@ -129,7 +129,7 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_work_and_exits(serve, s
             "--max-concurrency",
             "1",
             "--max-queue",
-            "2",
+            "3",
             "--intra-op-threads",
             "1",
             "--shutdown-grace-s",
@@ -138,7 +138,7 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_work_and_exits(serve, s
         ]
     )
     data = flat_png(SIDE)
-    results: list = [None] * 3
+    results: list = [None] * 4
     threads = [
         threading.Thread(target=post_image, args=(server.url, data, results, i)) for i in range(3)
     ]
@@ -151,6 +151,18 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_work_and_exits(serve, s
         ),
         what="one request running and two queued",
     )
+    # A fourth request is still uploading when the signal comes: it was accepted, so it finishes.
+    drained = threading.Event()
+
+    def slow_upload():
+        yield data[:100]
+        assert drained.wait(20)
+        yield data[100:]
+
+    upload = threading.Thread(target=post_image, args=(server.url, slow_upload(), results, 3))
+    threads.append(upload)
+    upload.start()
+    wait_for(lambda: metric(server.url, "fcn_requests_accepted") == 4, what="4 accepted")
     server.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     wait_for(lambda: metric(server.url, "fcn_draining") == 1, what="draining")
@@ -163,6 +175,7 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_work_and_exits(serve, s
     assert refused.status_code == 503 and "retry-after" in refused.headers
     assert refused.json()["error"]["code"] == "draining"
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    drained.set()
 
     for thread in threads:
         thread.join(60)

@@ -23,6 +23,14 @@ DEVICES: dict[str, tuple[str, ...] | None] = {
 }
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Everything ``fcn serve`` can be told, each also an ``FCN_<NAME>`` variable."""
 
@@ -93,7 +101,7 @@ class Settings(BaseSettings):
         """ONNX Runtime intra-op threads: as set, or the cores shared out among the slots."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.max_concurrency)
+        return max(1, usable_cores() // self.max_concurrency)
 
 
 @lru_cache

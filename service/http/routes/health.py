@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.http.errors import ApiError
+from service.http.errors import ApiError, error_responses
 from service.http.state import get_service
 
 router = APIRouter(tags=["health"])
@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: models loaded and not shutting down",
-    responses={503: {"description": "loading or draining"}},
+    responses=error_responses({503: "loading or draining"}),
 )
 async def readyz(request: Request) -> dict:
     service = get_service(request)

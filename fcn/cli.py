@@ -28,7 +28,7 @@ EXTRA_FOR_MODULE = {
     "albumentations": "train",
     "onnx": "train",
     "onnxscript": "train",
-    "tqdm": "train",
+    "tqdm": "serve",
     "matplotlib": "train",
     "onnxruntime": "serve",
     "numpy": "serve",
@@ -37,6 +37,8 @@ EXTRA_FOR_MODULE = {
     "uvicorn": "serve",
     "multipart": "serve",
     "pydantic_settings": "serve",
+    "prometheus_client": "serve",
+    "ray": "ray",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS: tuple[str, ...] = ("predict",)
+COMMANDS: tuple[str, ...] = ("predict", "serve")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tests.training.tiny_runs import tiny_config
-from training import optim
 from training.data.datasets import build_datasets
+from training.loop import optim
 from training.loop.distributed import DistInfo
 from training.loop.epoch import (
     autocast,

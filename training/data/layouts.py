@@ -1,6 +1,6 @@
 """Find image/mask pairs on disk and split them into train and validation sets.
 
-Three layouts (see ``training/data.py`` for the public API):
+Three layouts (see ``training/data/datasets.py`` for the public API):
 
 * ``folder``: ``ROOT/images/*`` + ``ROOT/masks/*`` matched by file stem, split by a seeded
   validation fraction;

@@ -1,0 +1,175 @@
+"""Admission control: a fixed number of inference slots, a bounded wait queue, and draining.
+
+A request that finds every slot busy waits in a FIFO queue of at most ``max_queue`` entries;
+one that finds the queue full, waits longer than ``queue_timeout_s``, or arrives while the
+service is draining is refused at once with :class:`Rejected` (the HTTP layer answers 503 with
+``Retry-After``). Work runs on a thread pool with exactly one thread per slot, so ONNX Runtime
+(which releases the GIL) runs off the event loop and never oversubscribes the cores.
+
+A slot is released when its thread finishes, not when the request's coroutine does: a client
+that disconnects mid-inference cannot free a slot that is still computing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class Rejected(Exception):
+    """The request cannot be admitted now; ``reason`` is ``queue_full``, ``queue_timeout``
+    or ``draining``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Admission:
+    """Slots + queue + draining flag for one app, used from its event loop only.
+
+    Args:
+        slots: inferences running at once (also the thread-pool size).
+        max_queue: requests allowed to wait for a slot.
+        queue_timeout_s: the longest a request waits in the queue.
+    """
+
+    def __init__(self, slots: int, max_queue: int, queue_timeout_s: float) -> None:
+        if slots < 1 or max_queue < 0:
+            raise ValueError(f"need slots >= 1 and max_queue >= 0, got {slots}, {max_queue}")
+        self.slots = slots
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.draining = False
+        self.drain_started: float | None = None
+        self._active = 0
+        self._accepted = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def active(self) -> int:
+        """Slots in use (threads computing, including ones whose client left)."""
+        return self._active
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiters)
+
+    @property
+    def accepted_count(self) -> int:
+        """Requests accepted and not yet answered (receiving, queued or running)."""
+        return self._accepted
+
+    @property
+    def idle(self) -> bool:
+        """No request accepted (reading its body, queued or running) and no thread busy."""
+        return self._active == 0 and self._accepted == 0 and not self._waiters
+
+    def start(self) -> None:
+        """Create the thread pool (called from the app's lifespan)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="fcn-infer")
+
+    def stop(self) -> None:
+        """Drop the thread pool without waiting for threads still running (exit must not hang)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def start_draining(self) -> None:
+        """Refuse new work from now on; work already admitted or queued still runs."""
+        if not self.draining:
+            self.draining = True
+            self.drain_started = time.monotonic()
+
+    @contextmanager
+    def accepted(self) -> Iterator[None]:
+        """Accept a request (see :meth:`check`) for the block's duration.
+
+        An accepted request is in flight: draining waits for it even while its body is still
+        arriving, and it is not refused for draining later.
+        """
+        self.check()
+        self._accepted += 1
+        try:
+            yield
+        finally:
+            self._accepted -= 1
+
+    def check(self) -> None:
+        """Refuse at once, before the body is read, when no place could be had now.
+
+        Raises:
+            Rejected: draining, or every slot and queue place is taken.
+        """
+        if self.draining:
+            raise Rejected("draining", "the service is shutting down; retry on another instance")
+        self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        if self._active >= self.slots and len(self._waiters) >= self.max_queue:
+            raise Rejected(
+                "queue_full",
+                f"the service is busy ({self.slots} inferences running, "
+                f"{len(self._waiters)} waiting); retry shortly",
+            )
+
+    async def run(self, func: Callable[..., T], *args: object) -> T:
+        """Wait for a slot, then run ``func(*args)`` on the pool and return its result.
+
+        Raises:
+            Rejected: queue full, or no slot within ``queue_timeout_s``.
+        """
+        await self._acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            if self._executor is None:
+                raise RuntimeError("admission thread pool is not started")
+            future: Future[T] = self._executor.submit(func, *args)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        # shield: a cancelled request (client gone) leaves the computation and its slot alone.
+        return await asyncio.shield(asyncio.wrap_future(future))
+
+    async def _acquire(self) -> None:
+        self._check_capacity()
+        if self._active < self.slots and not self._waiters:
+            self._active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.queue_timeout_s)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # a slot was handed to us as we gave up: pass it on
+            else:
+                waiter.cancel()
+                self._waiters.remove(waiter)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise Rejected(
+                    "queue_timeout",
+                    f"no inference slot became free within {self.queue_timeout_s:g} s; retry later",
+                ) from None
+            raise
+
+    def _release(self) -> None:
+        # Hand the slot straight to the oldest waiter, so nobody can jump the queue.
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._active -= 1

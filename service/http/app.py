@@ -1,0 +1,93 @@
+"""``create_app(settings)``: the FastAPI app of ``fcn serve``, models loaded in its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from fcn import __version__
+from service.engine import EngineConfig
+from service.http import errors
+from service.http.admission import Admission
+from service.http.metrics import Metrics, MetricsMiddleware
+from service.http.registry import ModelRegistry
+from service.http.routes import health, metrics, models, segment
+from service.http.settings import Settings, get_settings
+from service.http.state import ServiceState
+from service.models import resolve
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine settings the service's limits and thread counts map onto."""
+    return EngineConfig(
+        providers=settings.providers,
+        intra_op_threads=settings.threads_per_inference,
+        inter_op_threads=settings.inter_op_threads,
+        max_pixels=settings.max_pixels,
+        max_side=settings.max_side,
+        tile_size=settings.tile_size,
+        tile_overlap=settings.tile_overlap,
+        tile_threshold=settings.tile_threshold,
+    )
+
+
+def load_models(settings: Settings) -> ModelRegistry:
+    """Resolve and load the configured models (the bundled default when none is named)."""
+    sources = resolve(settings.models, settings.models_dir)
+    return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Models load when it starts (lifespan), not here.
+
+    Args:
+        settings: defaults to :func:`get_settings` (the ``FCN_*`` environment).
+    """
+    settings = settings or get_settings()
+    admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
+    service = ServiceState(settings, admission, Metrics(admission))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.models = await asyncio.to_thread(load_models, settings)
+        admission.start()
+        logger.info(
+            "serving %s (default %s): %d slot(s) x %d ORT thread(s), queue %d",
+            ", ".join(service.models.models),
+            service.models.default,
+            settings.max_concurrency,
+            settings.threads_per_inference,
+            settings.max_queue,
+        )
+        try:
+            yield
+        finally:
+            admission.stop()
+
+    app = FastAPI(
+        title="fcnseg",
+        version=__version__,
+        summary="Semantic segmentation: POST an image, get its mask.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    errors.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    for module in (health, models, segment, metrics):
+        app.include_router(module.router)
+    web_dir = settings.web_dir or WEB_DIR
+    if web_dir.is_dir():  # the page ships with the package; a bare API is fine without it
+        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    else:
+        logger.warning("no web page folder at %s: serving the API only", web_dir)
+    return app

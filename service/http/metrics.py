@@ -1,0 +1,100 @@
+"""Prometheus metrics of one app, in its own ``CollectorRegistry`` (many apps, no clashes).
+
+Requests are counted by route *template* (``/v1/segment``, never the raw path, so an attacker
+cannot blow up the label set), method and status; rejections by reason (the error code).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.http.admission import Admission
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The instruments; ``registry`` is what ``/metrics`` renders."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fcn_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "fcn_http_request_duration_seconds",
+            "Time from request start to the end of the response",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "fcn_inference_duration_seconds",
+            "Model time per image (normalise, pad, run, crop, argmax)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejections = Counter(
+            "fcn_rejections", "Requests refused, by reason (the error code)", ["reason"], registry=r
+        )
+        in_flight = Gauge("fcn_inferences_in_flight", "Inference slots in use", registry=r)
+        in_flight.set_function(lambda: admission.active)
+        queued = Gauge("fcn_requests_queued", "Requests waiting for a slot", registry=r)
+        queued.set_function(lambda: admission.queued)
+        accepted = Gauge(
+            "fcn_requests_accepted",
+            "Segment requests accepted and not yet answered (receiving, queued or running)",
+            registry=r,
+        )
+        accepted.set_function(lambda: admission.accepted_count)
+        slots = Gauge("fcn_inference_slots", "Configured inference slots", registry=r)
+        slots.set(admission.slots)
+        draining = Gauge("fcn_draining", "1 after SIGTERM while requests finish", registry=r)
+        draining.set_function(lambda: float(admission.draining))
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template, ``static`` for the web page, ``unmatched`` otherwise."""
+    route = scope.get("route")
+    if isinstance(route, Mount):
+        return "static"
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: status, latency and rejection counting for every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_label(scope)
+            m = self.metrics
+            m.requests.labels(route, scope["method"], str(status)).inc()
+            m.latency.labels(route).observe(time.perf_counter() - start)
+            code = (scope.get("state") or {}).get("error_code")
+            if status >= 400 and code:
+                m.rejections.labels(code).inc()

@@ -1,0 +1,70 @@
+"""The models one app serves: loaded engines by name, with what ``/v1/models`` reports."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from service.engine import Engine, EngineConfig
+from service.models import DEFAULT_MODEL_NAME, ModelSource, file_sha256
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One served model: its name, engine and file checksum."""
+
+    name: str
+    engine: Engine
+    sha256: str
+
+    def describe(self, default: bool) -> dict:
+        """The ``/v1/models`` entry."""
+        meta = self.engine.metadata
+        return {
+            "name": self.name,
+            "arch": meta.arch,
+            "classes": list(meta.classes),
+            "palette": [list(c) for c in meta.palette],
+            "in_channels": meta.in_channels,
+            "size_multiple": meta.size_multiple,
+            "sha256": self.sha256,
+            "provider": self.engine.providers[0],
+            "default": default,
+        }
+
+
+class ModelRegistry:
+    """Loaded models by name. A requested name is only ever a key here, never a path."""
+
+    def __init__(self, models: Iterable[LoadedModel], default: str | None = None) -> None:
+        self.models = {m.name: m for m in models}
+        if not self.models:
+            raise ValueError("no models to serve")
+        if default is None:
+            default = DEFAULT_MODEL_NAME if DEFAULT_MODEL_NAME in self.models else None
+            default = default or next(iter(self.models))
+        if default not in self.models:
+            raise ValueError(
+                f"default model {default!r} is not among the loaded ones: {', '.join(self.models)}"
+            )
+        self.default = default
+
+    @classmethod
+    def load(
+        cls, sources: Iterable[ModelSource], config: EngineConfig, default: str | None = None
+    ) -> ModelRegistry:
+        """Load every source (raises the engine's ModelLoadError/MetadataError on a bad one)."""
+        loaded = [
+            LoadedModel(s.name, Engine.load(s.path, config), file_sha256(s.path)) for s in sources
+        ]
+        return cls(loaded, default)
+
+    def get(self, name: str | None) -> LoadedModel | None:
+        """The model called ``name`` (the default when None), or None when unknown."""
+        return self.models.get(self.default if name is None else name)
+
+    def describe(self) -> list[dict]:
+        return [m.describe(m.name == self.default) for m in self.models.values()]

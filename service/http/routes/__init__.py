@@ -1,0 +1,1 @@
+"""One router per concern; ``service.http.app`` assembles them."""

@@ -1,0 +1,136 @@
+"""``POST /v1/segment``: one image in, its mask out (exactly the input's size).
+
+Order of checks, cheapest first, so a refused request costs almost nothing: API key, query,
+model name, admission (busy/draining -> 503 before the body is read), body cap while streaming,
+then decode (pixel limits from the header) -> predict -> encode on an inference thread through
+:mod:`service.pipeline`, the path the batch runner uses too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from service import pipeline
+from service.errors import ImageError, ModelError
+from service.http.admission import Rejected
+from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
+from service.http.registry import LoadedModel, ModelRegistry
+from service.http.state import get_service, loaded_models, require_api_key
+from service.http.upload import FIELD, read_image
+from service.masks import ENCODERS
+
+router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
+
+OutputFormat = Enum("OutputFormat", {name: name for name in ENCODERS}, type=str)
+
+_RESPONSES = {
+    200: {
+        "description": "the mask (PNG) or, with format=json, its summary",
+        "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    },
+    **error_responses(
+        {
+            400: "corrupt image or malformed body",
+            401: "missing or wrong API key",
+            404: "unknown model",
+            413: "body or image too large",
+            415: "not an image / unsupported format or content type",
+            422: "no image in the request, or a bad parameter",
+            503: "busy or shutting down; see Retry-After",
+        }
+    ),
+}
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FIELD],
+                "properties": {FIELD: {"type": "string", "format": "binary"}},
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    body: bytes
+    width: int
+    height: int
+    decode_ms: float
+    infer_ms: float
+    encode_ms: float
+
+
+def run_segmentation(loaded: LoadedModel, data: bytes, fmt: str, alpha: float) -> Result:
+    """Decode, predict and encode one image (runs on an inference thread)."""
+    engine = loaded.engine
+    seg = pipeline.segment(engine, data)
+    info = {
+        "model": loaded.name,
+        "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
+    }
+    start = time.perf_counter()
+    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info)
+    encode_ms = (time.perf_counter() - start) * 1000.0
+    return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms)
+
+
+@router.post(
+    "/v1/segment",
+    summary="Segment one image",
+    description="Send the image as multipart field `image` or as the raw body with "
+    "`Content-Type: image/*`. The default answer is a single-channel PNG of class indices "
+    "with exactly the input's width and height (after EXIF orientation).",
+    response_class=Response,
+    responses=_RESPONSES,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+)
+async def segment(
+    request: Request,
+    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    format: Annotated[OutputFormat, Query(description="index, color, overlay or json")] = (
+        OutputFormat.index
+    ),
+    model: Annotated[str | None, Query(max_length=64, description="a loaded model's name")] = None,
+    alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay colour weight")] = 0.5,
+) -> Response:
+    service = get_service(request)
+    settings = service.settings
+    loaded = models.get(model)
+    if loaded is None:
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"no model named {model!r}; loaded models: {', '.join(models.models)}",
+        )
+    try:
+        with service.admission.accepted():
+            data = await read_image(request, settings.max_body_bytes)
+            result = await service.admission.run(
+                run_segmentation, loaded, data, format.value, alpha
+            )
+    except Rejected as rejected:
+        raise unavailable(rejected, settings.retry_after_s) from None
+    except (ImageError, ModelError) as exc:
+        raise from_engine_error(exc) from None
+    service.metrics.inference.labels(loaded.name).observe(result.infer_ms / 1000.0)
+    headers = {
+        "X-Model": loaded.name,
+        "X-Inference-Ms": f"{result.infer_ms:.2f}",
+        "X-Decode-Ms": f"{result.decode_ms:.2f}",
+        "X-Encode-Ms": f"{result.encode_ms:.2f}",
+        "X-Image-Size": f"{result.width}x{result.height}",
+    }
+    return Response(result.body, media_type=ENCODERS[format.value].media_type, headers=headers)

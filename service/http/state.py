@@ -1,0 +1,63 @@
+"""What the routes share: settings, admission control, metrics and the loaded models."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.http.admission import Admission
+from service.http.errors import ApiError
+from service.http.metrics import Metrics
+from service.http.registry import ModelRegistry
+from service.http.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    """One per app, at ``app.state.service``; ``models`` is set by the lifespan."""
+
+    settings: Settings
+    admission: Admission
+    metrics: Metrics
+    models: ModelRegistry | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.models is not None and not self.admission.draining
+
+
+def get_service(request: Request) -> ServiceState:
+    """Dependency: the app's :class:`ServiceState`."""
+    return request.app.state.service
+
+
+def loaded_models(request: Request) -> ModelRegistry:
+    """Dependency: the loaded models (503 before the lifespan loaded them)."""
+    models = get_service(request).models
+    if models is None:
+        raise ApiError(503, "not_ready", "models are still loading", {"Retry-After": "1"})
+    return models
+
+
+def require_api_key(request: Request) -> None:
+    """Dependency: with ``FCN_API_KEY`` set, require it as a Bearer token or ``X-API-Key``.
+
+    Raises:
+        ApiError: 401 when the key is missing or wrong.
+    """
+    expected = get_service(request).settings.api_key
+    if expected is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not given and scheme.lower() == "bearer":
+        given = token.strip()
+    if not given or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+            {"WWW-Authenticate": "Bearer"},
+        )

@@ -10,8 +10,9 @@ Public API (used by the training loop, evaluation and the prediction grid)::
                         collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index))
     val_files = list_pairs(cfg, split="val")                # [Pair(image=Path, mask=Path), ...]
 
-* ``DataConfig``: where the data is and how to read it (layout, split, mask values, classes,
-  normalisation, augmentation). ``to_dict()`` / ``from_dict()`` round-trip through JSON.
+* ``DataConfig`` (``training.config``, no torch): where the data is and how to read it
+  (layout, split, mask values, classes, normalisation, augmentation). ``to_dict()`` /
+  ``from_dict()`` round-trip through JSON.
 * ``build_datasets(cfg, split)`` -> ``(train_ds | None, eval_ds, DatasetInfo)``. ``split`` is
   ``"trainval"`` (train with augmentation + val), or ``"train"``, ``"val"``, ``"all"`` (then
   the first item is ``None`` and the second is that subset, not augmented).
@@ -21,11 +22,12 @@ Public API (used by the training loop, evaluation and the prediction grid)::
 * ``DatasetInfo``: ``num_classes, classes, palette, in_channels, mean, std, ignore_index,
   mask_values, layout`` - what the checkpoint config and ONNX metadata need.
 
-To evaluate a trained model, rebuild the ``DataConfig`` from its checkpoint config (or pass
-its ``mean``, ``std``, ``in_channels``, ``classes`` and ``mask_values``) so the data is read
-exactly as in training.
+To evaluate a trained model, rebuild the ``DataConfig`` from its checkpoint's
+``config["data"]`` (which holds what was inferred: ``mean``, ``std``, ``in_channels``,
+``classes``, ``mask_values``) so the data is read exactly as in training.
 
-Layouts and defaults: see ``training/layouts.py``. Decoding: ``training/decoding.py``.
+Layouts and defaults: see ``training/data/layouts.py``. Decoding: ``training/data/decoding.py``.
+Loaders for the training loop: ``training/loop/sampling.py``.
 Small datasets (under ``cache_mb``) are decoded once, up front, and kept in memory as
 ``uint8``/``uint16`` arrays; DataLoader workers share them copy-on-write.
 """

@@ -5,7 +5,7 @@ epoch: ``train_one_epoch`` -> ``evaluate`` -> rank 0 writes ``metrics.csv``, ``l
 ``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
 the epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
 holds model, optimizer, scaler, schedule/budget, epoch, step and RNG states, and the data
-order and augmentation depend only on ``(seed, epoch)`` (training/sampling.py).
+order and augmentation depend only on ``(seed, epoch)`` (training/loop/sampling.py).
 """
 
 from __future__ import annotations

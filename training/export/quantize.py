@@ -205,7 +205,7 @@ def quantize_int8(
     """Quantize an exported FP32 model to static INT8 (QDQ) and check it against FP32.
 
     Args:
-        fp32_path: a model written by :func:`training.export.export_model`.
+        fp32_path: a model written by :func:`training.export.onnx.export_model`.
         out: the INT8 ``.onnx`` to write (replaced atomically, only after the check).
         images: calibration image files (see :func:`calibration_images`).
         method: ``minmax``, ``percentile`` or ``entropy``.

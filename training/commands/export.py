@@ -134,13 +134,15 @@ def _verify(args: argparse.Namespace, fp32: Path, int8: Path | None) -> None:
     """Measure each faster path against fp32 and record it in the models' metadata."""
     from training.verify import candidate_paths, check_precisions, record_checks
 
+    # Only files this run wrote are changed: an --onnx input stays as it was.
+    written = ([fp32] if args.checkpoint is not None else []) + ([int8] if int8 else [])
     root = args.verify_data or args.calibration_data
     if root is None and args.checkpoint is not None:
         from training.checkpoint import load_checkpoint
 
         saved = load_checkpoint(args.checkpoint)["config"].get("data") or {}
         root = Path(saved["root"]) if saved.get("root") else None
-    if not candidate_paths(int8):
+    if not candidate_paths(int8) or not written:
         print("precision checks: nothing to check here (no INT8 file, no openvino bf16)")
         return
     if root is None or not root.is_dir():
@@ -149,8 +151,15 @@ def _verify(args: argparse.Namespace, fp32: Path, int8: Path | None) -> None:
             "--precision auto will serve ONNX Runtime fp32"
         )
         return
-    checks = check_precisions(fp32, int8, root=str(root), checkpoint=args.checkpoint)
-    record_checks(checks, fp32, *([int8] if int8 is not None else []))
+    try:
+        checks = check_precisions(fp32, int8, root=str(root), checkpoint=args.checkpoint)
+    except ValueError as exc:
+        if args.verify_data is not None:
+            raise
+        # An image folder, or data the model was not trained on: nothing to verify against.
+        print(f"precision checks skipped: {root} is not a labelled dataset for this model ({exc})")
+        return
+    record_checks(checks, *written)
     ref = checks["reference"]["miou"]
     print(
         f"precision checks on {checks['images']} {checks['split']} images of {root} "

@@ -40,12 +40,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fcn
 from service.engine import Engine, EngineConfig
-from training.export import export_model
-from training.quantize import calibration_images, quantize_int8
+from training.export.onnx import export_model
+from training.export.quantize import calibration_images, quantize_int8
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = Path("/work/shared/data/isbi2012_em_membrane")
+ISBI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em_membrane"
 MODELS = {"unet": ({"encoder": "resnet34"}, 2), "fcn8s": ({}, 21)}  # options, classes
 SIZES = {256: 6, 512: 5, 1024: 2}  # side -> interleaved repetitions after a warm-up
 SWEEP = {256: 5, 512: 3, 1024: 2, 2048: 1, 4096: 1}  # side -> repetitions
@@ -115,9 +115,10 @@ def prepare(name: str, work: Path, images: list[Path], log: Callable[[str], None
         for p in model.parameters():
             if p.ndim > 1 and not p.any():
                 p.normal_(0, 0.01)
-    config = {"model": {"arch": name, "num_classes": classes, "in_channels": 3,
-                        "options": options},
-              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # fmt: skip
+    config = {
+        "model": {"arch": name, "num_classes": classes, "in_channels": 3, "options": options},
+        "data": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
     fp32 = export_model(model, config, work / f"{name}.onnx", parity_sizes=((97, 130),)).path
     log(f"{name}: exported {fp32.stat().st_size / 1e6:.0f} MB")
     int8 = quantize_int8(fp32, work / f"{name}.int8.onnx", images, check_images=1).path
@@ -287,7 +288,7 @@ def main() -> None:
         work = Path(tmp)
         src = ISBI if ISBI.is_dir() else None
         if src is None:
-            from training.demo import write_demo
+            from training.data.demo import write_demo
 
             src = write_demo(work / "demo", count=12, size=512, seed=0)
         images = calibration_images(src, limit=8)

@@ -30,8 +30,8 @@ import numpy as np
 from service.engine import Engine, EngineConfig
 from training.checkpoint import load_checkpoint
 from training.evaluate import evaluate_onnx
-from training.export import export_checkpoint
-from training.quantize import calibration_images, quantize_int8
+from training.export.onnx import export_checkpoint
+from training.export.quantize import calibration_images, quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = [(m, head) for m in ("minmax", "percentile", "entropy") for head in (False, True)]

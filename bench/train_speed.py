@@ -3,7 +3,7 @@
 Both train U-Net/ResNet-18 (no pretrained weights) on the ISBI 2012 EM training split with
 the same batch and crop. The plain loop is the reference: images decoded once into numpy,
 random crops + flips in numpy, AdamW 1e-3, cross-entropy, float32, nothing else. ``fcn train``
-runs through ``training.train.train`` with its default options (data pipeline, ce+dice loss,
+runs through ``training.loop.train.train`` with its default options (data pipeline, ce+dice loss,
 schedule, channels_last, bfloat16 autocast where the CPU has it natively); a third row runs
 it with ``bf16=False`` to show what the float32 path alone does. Each ``fcn train`` rate is
 the training-phase throughput it reports for its second epoch (the first one warms up;
@@ -33,13 +33,12 @@ import segmentation_models_pytorch as smp
 import torch
 from PIL import Image
 
-from training.config import TrainConfig
-from training.data import DataConfig, list_pairs
-from training.engine import cpu_has_native_bf16
-from training.train import train
-from training.transforms import AugmentConfig
+from training.config import AugmentConfig, DataConfig, TrainConfig
+from training.data.datasets import list_pairs
+from training.loop.epoch import cpu_has_native_bf16
+from training.loop.train import train
 
-DATA = Path("/work/shared/data/isbi2012_em_membrane")
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em_membrane"
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 
 

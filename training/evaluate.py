@@ -25,15 +25,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from training.checkpoint import load_checkpoint, load_model
-from training.data import DataConfig, build_datasets, pad_collate
-from training.distributed import from_env, resolve_device
-from training.engine import evaluate
-from training.metrics import ConfusionMatrix, Metrics
+from training.checkpoint import load_checkpoint, model_from_state
+from training.config import DataConfig, OptionError
+from training.data.datasets import build_datasets, pad_collate
+from training.loop.distributed import from_env, resolve_device
+from training.loop.epoch import evaluate
+from training.loop.metrics import ConfusionMatrix, Metrics
 
 logger = logging.getLogger(__name__)
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "all", "train")
+# The DataConfig fields an exported model's metadata describes.
+_DESCRIBED_DATA = ("classes", "in_channels", "ignore_index", "palette", "mask_values")
 
 
 @dataclass
@@ -67,11 +70,10 @@ def data_config(saved: dict[str, Any] | None, root: str | None, **overrides: Any
     values = dict(saved or {})
     values.pop("augment", None)  # evaluation never augments
     known = {f.name for f in fields(DataConfig)}
-    values = {k: v for k, v in values.items() if k in known}
     if root is not None:
         values["root"] = str(root)
     if not values.get("root"):
-        raise ValueError("no dataset: give --data DIR")
+        raise OptionError("no dataset given or saved", options=("data",))
     for key, value in overrides.items():
         if key not in known:
             raise ValueError(f"unknown data option {key!r}; valid ones: {sorted(known)}")
@@ -112,14 +114,16 @@ def evaluate_checkpoint(
     _check_split(split)
     start = time.perf_counter()
     device_ = resolve_device(device, from_env())
-    saved = load_checkpoint(checkpoint)["config"]
+    state = load_checkpoint(checkpoint, map_location=device_)
+    saved = state["config"]
     cfg = data_config(saved.get("data"), root, **data_overrides)
     _, dataset, info = build_datasets(cfg, split=split)
-    model, _ = load_model(checkpoint, device=device_)
+    model = model_from_state(state, device_)
     if info.num_classes != saved["model"]["num_classes"]:
-        raise ValueError(
+        raise OptionError(
             f"the data has {info.num_classes} classes but {checkpoint} predicts "
-            f"{saved['model']['num_classes']}; check --mask-values/--classes"
+            f"{saved['model']['num_classes']}",
+            options=("mask_values", "classes"),
         )
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers,
@@ -204,14 +208,12 @@ def onnx_dataset(
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint)["config"].get("data")
     else:
-        saved = {
-            "classes": list(meta.classes), "in_channels": meta.in_channels,
-            "ignore_index": 255 if meta.ignore_index is None else meta.ignore_index,
-            "palette": [list(c) for c in meta.palette],
-            # training/export.py stores the raw mask values (e.g. 0/255) beside the contract's
-            # keys; without them such masks would read as class 0 and ignore_index.
-            "mask_values": _metadata_value(engine, "mask_values"),
-        }  # fmt: skip
+        # The model's own description of its data; mask_values (e.g. 0/255) keep encoded
+        # masks from reading as class 0 and ignore_index.
+        described = meta.to_dict()
+        saved = {key: described[key] for key in _DESCRIBED_DATA}
+        if saved["ignore_index"] is None:
+            saved["ignore_index"] = 255
     cfg = data_config(saved, root, **data_overrides)
     _, dataset, info = build_datasets(cfg, split=split)
     if info.num_classes != meta.num_classes or info.in_channels != meta.in_channels:
@@ -220,12 +222,6 @@ def onnx_dataset(
             f"{model_path} expects {meta.num_classes} and {meta.in_channels}"
         )
     return dataset, info, cfg
-
-
-def _metadata_value(engine: Any, key: str) -> Any:
-    """An optional JSON-encoded ``metadata_props`` entry of the engine's model, or None."""
-    raw = engine.metadata_props.get(key)
-    return None if raw is None else json.loads(raw)
 
 
 def _check_split(split: str) -> None:

@@ -9,7 +9,6 @@ fall back to today's path (ONNX Runtime fp32) without an error.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ from service.backends import (
     openvino_available,
 )
 from service.errors import ModelLoadError
+from service.metadata import PRECISION_CHECKS_KEY, ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 MAX_MIOU_DROP = 0.5  # mIoU points (0-100 scale) a faster path may lose to be picked by auto
-CHECKS_KEY = "precision_checks"
+CHECKS_KEY = PRECISION_CHECKS_KEY
 # Fastest first, as measured by bench/backends_bench.py on a 2-core AMX CPU (README).
 AUTO_ORDER: tuple[tuple[str, str], ...] = (
     ("openvino", "int8"),
@@ -46,22 +46,20 @@ class Choice:
     reason: str
 
 
-def parse_checks(props: Mapping[str, str]) -> dict[str, Any]:
-    """The ``precision_checks`` metadata entry (``{}`` when absent or unreadable).
+def parse_checks(metadata: ModelMetadata | Mapping[str, str]) -> dict[str, Any]:
+    """The ``precision_checks`` metadata entry (``{}`` when absent).
 
     Layout: ``{"reference": {"backend": "ort", "precision": "fp32", "miou": ...},
     "results": {"openvino/bf16": {"miou": ..., "miou_delta": ..., "argmax_agreement": ...},
     ...}, "int8_file": "model.int8.onnx", "images": N, "data": "..."}``; mIoU in points.
     """
-    raw = props.get(CHECKS_KEY)
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        logger.warning("metadata %r is not JSON; ignoring it", CHECKS_KEY)
-        return {}
-    return value if isinstance(value, dict) else {}
+    return _metadata(metadata).precision_checks
+
+
+def _metadata(metadata: ModelMetadata | Mapping[str, str]) -> ModelMetadata:
+    if isinstance(metadata, ModelMetadata):
+        return metadata
+    return ModelMetadata.from_props(metadata)
 
 
 def verified(checks: Mapping[str, Any], backend: str, precision: str) -> bool:
@@ -71,9 +69,9 @@ def verified(checks: Mapping[str, Any], backend: str, precision: str) -> bool:
     return isinstance(delta, int | float) and -delta <= MAX_MIOU_DROP
 
 
-def int8_path(path: Path, props: Mapping[str, str], checks: Mapping[str, Any]) -> Path:
+def int8_path(path: Path, metadata: ModelMetadata, checks: Mapping[str, Any]) -> Path:
     """Where the INT8 file of an fp32 model is: as recorded, else ``<stem>.int8.onnx``."""
-    if "quantization" in props:
+    if metadata.quantized:
         return path
     name = checks.get("int8_file") or f"{path.name.removesuffix('.onnx')}.int8.onnx"
     return path.parent / Path(str(name)).name
@@ -89,7 +87,7 @@ def _uses_gpu(providers: Sequence[str] | None) -> bool:
 
 def resolve(
     path: str | Path,
-    props: Mapping[str, str],
+    props: ModelMetadata | Mapping[str, str],
     *,
     backend: str,
     precision: str,
@@ -99,7 +97,7 @@ def resolve(
 
     Args:
         path: the model file the user gave (fp32, or an INT8 file itself).
-        props: its raw ``metadata_props``.
+        props: its metadata (parsed, or the raw ``metadata_props``).
         backend: ``auto``, ``ort`` or ``openvino``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
         providers: ``EngineConfig.providers`` (a GPU provider keeps ``auto`` on ORT fp32).
@@ -107,15 +105,17 @@ def resolve(
     Raises:
         ValueError: an unknown name, or an explicit request this model/CPU cannot honour
             (bf16 on ORT or without native bf16, fp32/bf16 of an INT8 file).
+        MetadataError: the metadata is missing or invalid.
         ModelLoadError: the openvino backend is named but not installed, or ``int8`` is named
             and there is no INT8 file.
     """
     check_backend(backend)
     check_precision(precision)
     path = Path(path)
-    checks = parse_checks(props)
-    is_int8 = "quantization" in props
-    q_path = int8_path(path, props, checks)
+    metadata = _metadata(props)
+    checks = metadata.precision_checks
+    is_int8 = metadata.quantized
+    q_path = int8_path(path, metadata, checks)
     if backend == "openvino" and not openvino_available():
         raise ModelLoadError(
             "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import DataConfig, build_datasets, list_pairs, pad_collate
-from training.layouts import Pair, split_pairs
-from training.transforms import AugmentConfig
+from training.config import AugmentConfig, DataConfig, OptionError
+from training.data.datasets import build_datasets, list_pairs, pad_collate
+from training.data.layouts import Pair, split_pairs
 
 
 def config(root: Path, **options) -> DataConfig:
@@ -43,8 +43,9 @@ def test_undeclared_mask_value_names_file_and_values(make_folder_dataset) -> Non
 
 def test_index_masks_checked_against_num_classes(make_folder_dataset) -> None:
     root = make_folder_dataset(values=(0, 1, 2, 5))
-    with pytest.raises(ValueError, match=r"masks/i00\.png.*\[5\].*--mask-values"):
+    with pytest.raises(OptionError, match=r"masks/i00\.png.*\[5\].*mask_values") as info:
         build_datasets(config(root, classes=["a", "b", "c"]))
+    assert "mask_values" in info.value.options  # the CLI names its flag
 
 
 def test_num_classes_inferred_from_index_masks(make_folder_dataset) -> None:
@@ -55,8 +56,9 @@ def test_num_classes_inferred_from_index_masks(make_folder_dataset) -> None:
 
 def test_binary_masks_without_mask_values_is_an_error_with_a_hint(make_folder_dataset) -> None:
     root = make_folder_dataset(values=(0, 255))
-    with pytest.raises(ValueError, match="--mask-values 0,255"):
+    with pytest.raises(OptionError, match="mask_values 0,255") as info:
         build_datasets(config(root))
+    assert info.value.options == ("mask_values", "classes", "num_classes")
 
 
 def test_size_mismatch_names_the_pair(make_folder_dataset, write_image) -> None:

@@ -9,17 +9,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tests.training.tiny_runs import (
-    single_thread,  # noqa: F401 - a fixture
-    tiny_config,
-)
+from tests.training.tiny_runs import tiny_config
 from training import optim
-from training.data import build_datasets
-from training.distributed import DistInfo
-from training.engine import autocast, cpu_has_native_bf16, evaluate, train_one_epoch, use_cpu_bf16
-from training.metrics import ConfusionMatrix
-from training.optim import StepBudget, get_lr
-from training.sampling import EpochSampler, SeededItems, build_loaders
+from training.data.datasets import build_datasets
+from training.loop.distributed import DistInfo
+from training.loop.epoch import (
+    autocast,
+    cpu_has_native_bf16,
+    evaluate,
+    train_one_epoch,
+    use_cpu_bf16,
+)
+from training.loop.metrics import ConfusionMatrix
+from training.loop.optim import StepBudget, get_lr
+from training.loop.sampling import EpochSampler, SeededItems, build_loaders
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,20 @@ import torch
 import fcn
 from fcn.cli import main
 from service.engine import Engine
-from training.data import DataConfig, list_pairs
-from training.export import export_model, read_metadata
-from training.quantize import QuantizeError, calibration_images, head_nodes, quantize_int8
+from training.config import DataConfig
+from training.data.datasets import list_pairs
+from training.export.onnx import export_model, read_metadata
+from training.export.quantize import QuantizeError, calibration_images, head_nodes, quantize_int8
 
 CONFIG = {
-    "model": {"arch": "unet", "num_classes": 5, "in_channels": 3,
-              "options": {"encoder": "resnet18"}},
-    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "ignore_index": 255,
-}  # fmt: skip
+    "model": {
+        "arch": "unet",
+        "num_classes": 5,
+        "in_channels": 3,
+        "options": {"encoder": "resnet18"},
+    },
+    "data": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "ignore_index": 255},
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +55,11 @@ def test_int8_is_qdq_keeps_metadata_and_agrees_with_fp32(int8_model, fp32_model:
     assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in scales)
 
     fp32_meta, int8_meta = read_metadata(fp32_model), read_metadata(int8_model.path)
-    assert {k: v for k, v in int8_meta.items() if k != "quantization"} == fp32_meta
-    assert int8_meta["quantization"]["format"] == "QDQ"
-    assert int8_meta["quantization"]["fp32_agreement"] == pytest.approx(int8_model.agreement)
+    quantization = int8_meta.extra["quantization"]
+    others = {k: v for k, v in int8_meta.extra.items() if k != "quantization"}
+    assert dataclasses.replace(int8_meta, extra=others) == fp32_meta
+    assert quantization["format"] == "QDQ"
+    assert quantization["fp32_agreement"] == pytest.approx(int8_model.agreement)
 
     # Served predictions agree with FP32 on most pixels, also on images it was not tuned on.
     fp32, int8 = Engine.load(fp32_model), Engine.load(int8_model.path)
@@ -98,7 +106,7 @@ def test_cli_quantizes_an_exported_model(fp32_model: Path, demo_root: Path, tmp_
             "--calibration-method", "percentile", "--fp32-head"]  # fmt: skip
     assert main(args) == 0
     assert "static INT8, QDQ, percentile calibration on 4 images" in capsys.readouterr().out
-    quant = read_metadata(out)["quantization"]
+    quant = read_metadata(out).extra["quantization"]
     assert quant["method"] == "percentile" and quant["fp32_nodes"] == 1
 
 

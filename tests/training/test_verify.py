@@ -10,11 +10,11 @@ import torch
 import fcn
 from fcn.cli import main
 from service.backends import cpu_has_bf16, openvino_available
-from service.backends.select import CHECKS_KEY, verified
+from service.backends.select import verified
 from service.engine import Engine, EngineConfig
-from training.export import export_model, read_metadata
-from training.quantize import calibration_images, quantize_int8
-from training.verify import check_precisions, record_checks
+from training.export.onnx import export_model, read_metadata
+from training.export.quantize import calibration_images, quantize_int8
+from training.export.verify import check_precisions, record_checks
 
 CONFIG = {
     "model": {
@@ -23,10 +23,12 @@ CONFIG = {
         "in_channels": 3,
         "options": {"encoder": "resnet18"},
     },
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "ignore_index": 255,
-    "classes": ["background", "ellipse", "rectangle", "triangle", "star"],
+    "data": {
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "ignore_index": 255,
+        "classes": ["background", "ellipse", "rectangle", "triangle", "star"],
+    },
 }
 
 
@@ -57,8 +59,8 @@ def test_checks_measure_every_available_path_and_auto_reads_them(
         assert result["miou_delta"] == pytest.approx(result["miou"] - ref, abs=1e-3)
 
     record_checks(checks, fp32, int8)
-    assert read_metadata(fp32)[CHECKS_KEY] == checks
-    assert read_metadata(int8)["quantization"]["format"] == "QDQ"  # other keys kept
+    assert read_metadata(fp32).precision_checks == checks
+    assert read_metadata(int8).extra["quantization"]["format"] == "QDQ"  # other keys kept
     engine = Engine.load(fp32, EngineConfig(backend="ort"))
     assert engine.precision == ("int8" if verified(checks, "ort", "int8") else "fp32")
     assert engine.metadata.num_classes == 5
@@ -86,5 +88,5 @@ def test_export_cli_records_checks_in_the_files_it_wrote(
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "precision checks on" in printed and "ort/int8: mIoU" in printed
-    assert read_metadata(out)[CHECKS_KEY]["int8_file"] == "q.onnx"
+    assert read_metadata(out).precision_checks["int8_file"] == "q.onnx"
     assert read_metadata(fp32) == before  # an --onnx input is not rewritten

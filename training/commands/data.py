@@ -1,6 +1,6 @@
 """``fcn data``: generate the demo dataset (``demo``) or check a dataset before training (``check``).
 
-Imports nothing heavy at module level; the work happens in ``training.demo`` / ``training.data``.
+Imports nothing heavy at module level; the work happens in ``training.data.demo`` / ``training.data.datasets``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from training.demo import write_demo
+    from training.data.demo import write_demo
 
     out = write_demo(args.out, count=args.count, size=args.size, seed=args.seed)
     _echo(f"wrote {args.count} images of {args.size}x{args.size} to {out}")
@@ -58,7 +58,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from training.data import DataConfig, build_datasets, list_pairs
+    from training.config import DataConfig
+    from training.data.datasets import build_datasets, list_pairs
 
     cfg = DataConfig(
         root=str(args.data), layout=args.layout, val_fraction=args.val_fraction, seed=args.seed,

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_checkpoint, evaluate_onnx, write_json
-    from training.metrics import format_table
+    from training.loop.metrics import format_table
 
     if args.checkpoint is None and args.model is None:
         raise ValueError("give --checkpoint RUN/best.pt or --model MODEL.onnx")

@@ -1,7 +1,7 @@
 """``fcn export``: checkpoint -> ONNX (metadata inside, parity-checked), optionally INT8 too.
 
-Imports nothing heavy at module level; the work happens in ``training.export`` and
-``training.quantize``.
+Imports nothing heavy at module level; the work happens in ``training.export.onnx`` and
+``training.export.quantize``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.calibration_data is not None and not args.calibration_data.is_dir():
         raise ValueError(f"--calibration-data {args.calibration_data} is not a folder")
 
-    from training.export import OPSET, PARITY_SIZES, export_checkpoint
+    from training.export.onnx import OPSET, PARITY_SIZES, export_checkpoint
 
     fp32, int8 = args.onnx, None
     if args.checkpoint is not None:
@@ -103,16 +103,18 @@ def run_export(args: argparse.Namespace) -> int:
             parity_sizes=None if args.skip_parity else PARITY_SIZES,
         )  # fmt: skip
         fp32 = result.path
-        print(f"wrote {result.path} ({result.metadata['arch']}, "
-              f"{result.metadata['num_classes']} classes, opset {result.metadata['opset']}) "
-              f"in {result.seconds:.1f}s")  # fmt: skip
+        meta = result.metadata
+        print(
+            f"wrote {result.path} ({meta.arch}, {meta.num_classes} classes, "
+            f"opset {meta.extra['opset']}) in {result.seconds:.1f}s"
+        )
         if result.parity is not None:
             worst = max(result.parity.max_abs_diff)
             sizes = ", ".join(f"{h}x{w}" for h, w in result.parity.sizes)
             print(f"parity with torch at {sizes}: max |logit diff| {worst:.2e}, argmax "
                   f"agreement {min(result.parity.argmax_agreement):.4%}")  # fmt: skip
     if args.quantize:
-        from training.quantize import calibration_images, quantize_int8
+        from training.export.quantize import calibration_images, quantize_int8
 
         split = _split_options(args)
         images = calibration_images(args.calibration_data, limit=args.calibration_limit, **split)
@@ -132,7 +134,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace, fp32: Path, int8: Path | None) -> None:
     """Measure each faster path against fp32 and record it in the models' metadata."""
-    from training.verify import candidate_paths, check_precisions, record_checks
+    from training.export.verify import candidate_paths, check_precisions, record_checks
 
     # Only files this run wrote are changed: an --onnx input stays as it was.
     written = ([fp32] if args.checkpoint is not None else []) + ([int8] if int8 else [])

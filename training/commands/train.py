@@ -1,7 +1,7 @@
 """``fcn train``: train a segmentation model on a folder, split or VOC dataset.
 
 Imports nothing heavy at module level (``fcn --help`` stays instant); the loop lives in
-``training.train``. Every option maps onto ``training.config.TrainConfig`` (or its
+``training.loop.train``. Every option maps onto ``training.config.TrainConfig`` (or its
 ``DataConfig``); options left out keep that dataclass's default, so the defaults live in one
 place. Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m fcn train ...``.
 """
@@ -220,9 +220,7 @@ def given(args: argparse.Namespace, keys: Any) -> dict[str, Any]:
 def build_config(args: argparse.Namespace) -> Any:
     """``TrainConfig`` from the parsed arguments (only given options override defaults)."""
     from fcn.registry import model_options
-    from training.config import TrainConfig
-    from training.data import DataConfig
-    from training.transforms import AugmentConfig
+    from training.config import AugmentConfig, DataConfig, TrainConfig
 
     if args.data is None:
         raise ValueError("--data DIR is required (unless --resume RUN/last.pt)")
@@ -249,8 +247,8 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.metrics import format_table
-    from training.train import resume_config, train
+    from training.loop.metrics import format_table
+    from training.loop.train import resume_config, train
 
     if args.resume is not None:
         overrides = given(args, _RUNTIME_KEYS)

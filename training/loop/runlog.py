@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from training.data import DatasetInfo
-from training.engine import EpochStats
-from training.metrics import Metrics
+from training.data.datasets import DatasetInfo
+from training.loop.epoch import EpochStats
+from training.loop.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def write_plots(
     A plotting failure (a broken matplotlib, a full disk) is logged, not raised: losing a
     picture must not kill a long run.
     """
-    from training.visualize import plot_curves, prediction_grid
+    from training.loop.visualize import plot_curves, prediction_grid
 
     try:
         plot_curves(csv_path, out / "curves.png")

@@ -4,7 +4,7 @@ Public API::
 
     result = export_checkpoint("runs/isbi/best.pt", "model.onnx")   # -> ExportResult
     result = export_model(model, config, "model.onnx")               # a model already in memory
-    metadata = read_metadata("model.onnx")                           # JSON-decoded metadata_props
+    metadata = read_metadata("model.onnx")                           # service.metadata.ModelMetadata
 
 What is exported is the graph from :func:`fcn.padding.unwrap`: for smp models the inner network
 (the serving engine pads to ``size_multiple`` itself), for FCN-32s/16s/8s the whole model.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import json
 import logging
 import math
 import os
@@ -38,11 +37,14 @@ import torch
 from torch import nn
 
 from fcn.padding import unwrap
+from service.errors import MetadataError
+from service.metadata import ModelMetadata
+from training.config import OptionError
+from training.data.layouts import class_palette
 
 logger = logging.getLogger(__name__)
 
 OPSET = 18  # pinned: the serving side's onnxruntime must implement this opset
-METADATA_VERSION = 1  # bump when the meaning of a metadata key changes
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes on purpose: none is a multiple of 32, so the engine's padding is exercised.
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((1, 1), (97, 130), (333, 517))
@@ -52,7 +54,7 @@ _PROTO_LIMIT = 2**31 - 64 * 2**20
 Exporter = Literal["dynamo", "legacy"]
 
 
-class ExportError(ValueError):
+class ExportError(OptionError):
     """The model could not be exported, or the exported file is not what torch computes."""
 
 
@@ -72,97 +74,98 @@ class ParityReport:
     max_abs_diff: list[float] = field(default_factory=list)
     argmax_agreement: list[float] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sizes": [list(s) for s in self.sizes],
-            "max_abs_diff": self.max_abs_diff,
-            "argmax_agreement": self.argmax_agreement,
-        }
-
 
 @dataclass
 class ExportResult:
     """What :func:`export_model` wrote."""
 
     path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     parity: ParityReport | None
     seconds: float
 
 
 def model_metadata(
     config: Mapping[str, Any], *, size_multiple: int, extra: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The metadata an exported model carries, from a checkpoint's training config.
+) -> ModelMetadata:
+    """The description an exported model carries, from a checkpoint's training config.
 
     Args:
-        config: the checkpoint's ``config`` (docs/contracts.md): ``model`` plus ``classes``,
-            ``palette``, ``mean``, ``std``, ``ignore_index`` at the top level.
+        config: the checkpoint's ``config`` (docs/contracts.md): ``model`` (arch, num_classes,
+            in_channels, options) and ``data`` (classes, palette, mean, std, ignore_index,
+            mask_values as the data was read).
         size_multiple: the multiple the engine must pad H and W to.
-        extra: further keys (training metric, provenance); they may not shadow required ones.
+        extra: further keys (training metric, provenance); they may not shadow described ones.
 
     Returns:
-        Plain values (not yet JSON-encoded), keyed as in ``metadata_props``.
+        The validated :class:`service.metadata.ModelMetadata`.
 
     Raises:
         ExportError: a required entry is missing or inconsistent with the model.
     """
     model_cfg = config.get("model") or {}
+    data = config.get("data") or {}
     missing = [k for k in ("arch", "num_classes") if k not in model_cfg]
-    missing += [k for k in ("mean", "std") if k not in config]
+    missing += [k for k in ("mean", "std") if data.get(k) is None]
     if missing:
         raise ExportError(
             f"training config lacks {missing}; expected the checkpoint layout of "
-            "docs/contracts.md (config['model'] with arch/num_classes, config['mean'/'std'])"
+            "docs/contracts.md (config['model'] with arch/num_classes, config['data'] with "
+            "mean/std)"
         )
     num_classes = int(model_cfg["num_classes"])
     in_channels = int(model_cfg.get("in_channels", 3))
-    classes = list(config.get("classes") or [f"class_{i}" for i in range(num_classes)])
-    palette = config.get("palette")
-    if palette is None:
-        from training.layouts import class_palette
-
-        palette = class_palette(num_classes)
-    meta: dict[str, Any] = {
-        "arch": str(model_cfg["arch"]),
-        "options": dict(model_cfg.get("options") or {}),
-        "classes": [str(c) for c in classes],
-        "palette": [[int(v) for v in colour] for colour in palette],
-        "in_channels": in_channels,
-        "mean": [float(v) for v in config["mean"]],
-        "std": [float(v) for v in config["std"]],
-        "size_multiple": int(size_multiple),
-        "ignore_index": config.get("ignore_index"),
-        "version": METADATA_VERSION,
-        "num_classes": num_classes,
-    }
-    for key, length in (("classes", num_classes), ("palette", num_classes)):
-        if len(meta[key]) != length:
-            raise ExportError(f"config has {len(meta[key])} {key} for {num_classes} classes")
-    for key in ("mean", "std"):
-        if len(meta[key]) != in_channels:
-            raise ExportError(
-                f"config {key} has {len(meta[key])} values for {in_channels} channels"
-            )
-    clash = sorted(set(extra or {}) & set(meta))
-    if clash:
-        raise ExportError(f"extra metadata may not replace required keys {clash}")
-    meta.update(extra or {})
+    classes = list(data.get("classes") or [f"class_{i}" for i in range(num_classes)])
+    palette = data.get("palette") or class_palette(num_classes)
+    mean, std = [float(v) for v in data["mean"]], [float(v) for v in data["std"]]
+    for key, values, length in (
+        ("classes", classes, num_classes),
+        ("palette", palette, num_classes),
+    ):
+        if len(values) != length:
+            raise ExportError(f"config has {len(values)} {key} for {num_classes} classes")
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != in_channels:
+            raise ExportError(f"config {key} has {len(values)} values for {in_channels} channels")
+    mask_values = data.get("mask_values")
+    meta = ModelMetadata(
+        arch=str(model_cfg["arch"]),
+        classes=tuple(str(c) for c in classes),
+        palette=tuple((int(r), int(g), int(b)) for r, g, b in palette),
+        in_channels=in_channels,
+        mean=tuple(mean),
+        std=tuple(std),
+        size_multiple=int(size_multiple),
+        ignore_index=data.get("ignore_index"),
+        num_classes=num_classes,
+        options=dict(model_cfg.get("options") or {}),
+        mask_values=None if mask_values is None else tuple(int(v) for v in mask_values),
+        extra=dict(extra or {}),
+    )
+    try:
+        # What the service will read back: validate with its own reader now.
+        ModelMetadata.from_props(meta.to_props())
+    except MetadataError as exc:
+        raise ExportError(f"cannot describe the model: {exc}") from exc
     return meta
 
 
-def write_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
-    """Replace ``proto.metadata_props`` with ``metadata``, each value JSON-encoded."""
+def write_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    """Replace ``proto.metadata_props`` with ``metadata.to_props()``."""
     del proto.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in metadata.to_props().items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
+        entry.key, entry.value = key, value
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON-decoded ``metadata_props`` of an ONNX file (weights are not loaded)."""
+def read_metadata(path: str | os.PathLike) -> ModelMetadata:
+    """The parsed ``metadata_props`` of an ONNX file (weights are not loaded).
+
+    Raises:
+        service.errors.MetadataError: a key is missing or invalid.
+    """
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: json.loads(p.value) for p in proto.metadata_props}
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
 
 
 @contextlib.contextmanager
@@ -213,9 +216,10 @@ def trace_to_onnx(
         raise
     except Exception as exc:  # the exporters raise many unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        other = "legacy" if exporter == "dynamo" else "dynamo"
         raise ExportError(
-            f"torch.onnx.export ({exporter}) failed: {first}. Try the other exporter "
-            f"(--exporter {'legacy' if exporter == 'dynamo' else 'dynamo'})"
+            f"torch.onnx.export ({exporter}) failed: {first}. Try the other exporter ({other!r})",
+            options=("exporter",),
         ) from exc
 
 
@@ -325,7 +329,7 @@ def export_model(
     # Work in a temporary folder beside ``out`` so the final move is an atomic rename.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         raw, staged = Path(tmp) / "raw.onnx", Path(tmp) / out.name
-        trace_to_onnx(graph, raw, in_channels=metadata["in_channels"], size_multiple=multiple,
+        trace_to_onnx(graph, raw, in_channels=metadata.in_channels, size_multiple=multiple,
                       opset=opset, exporter=exporter)  # fmt: skip
         proto = onnx.load(str(raw))
         write_metadata(proto, metadata)
@@ -343,7 +347,7 @@ def export_model(
             if item.name != raw.name and not item.name.startswith("raw.onnx"):
                 os.replace(item, out.parent / item.name)
     seconds = time.perf_counter() - start
-    logger.info("exported %s (%s, %s exporter, opset %d) in %.1fs", out, metadata["arch"],
+    logger.info("exported %s (%s, %s exporter, opset %d) in %.1fs", out, metadata.arch,
                 exporter, opset, seconds)  # fmt: skip
     return ExportResult(out, metadata, parity, seconds)
 
@@ -353,22 +357,17 @@ def export_checkpoint(
 ) -> ExportResult:
     """Load a checkpoint (docs/contracts.md) and :func:`export_model` it.
 
-    The checkpoint's best metric, epoch and mask values are recorded as ``best_metric``,
-    ``epoch`` and ``mask_values``.
+    The checkpoint's best metric and epoch are recorded as ``best_metric`` and ``epoch``.
 
     Raises:
         FileNotFoundError: no checkpoint at ``checkpoint``.
         ValueError: not a checkpoint of this project; ExportError as in export_model.
     """
-    from training.checkpoint import build_model_from_config, load_checkpoint
+    from training.checkpoint import load_checkpoint, model_from_state
 
     state = load_checkpoint(checkpoint)
-    model = build_model_from_config(state["config"]["model"])
-    model.load_state_dict(state["model"])
+    model = model_from_state(state)
     extra: dict[str, Any] = {"source": Path(checkpoint).name}
-    if state["config"].get("mask_values") is not None:
-        # Lets evaluation tools read the dataset's raw mask values from the model alone.
-        extra["mask_values"] = state["config"]["mask_values"]
     for key in ("best_metric", "epoch"):
         value = state.get(key)
         if isinstance(value, int | float) and math.isfinite(value):

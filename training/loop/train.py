@@ -24,22 +24,24 @@ import torch
 from torch import nn
 
 import fcn
-from training import distributed
 from training.checkpoint import (
+    checkpoint_config,
     copy_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    train_config,
 )
-from training.config import TrainConfig, checkpoint_config
-from training.data import DatasetInfo, build_datasets
-from training.engine import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
-from training.losses import build_loss
-from training.metrics import Metrics
-from training.optim import StepBudget, build_optimizer
-from training.runlog import MetricsLog, write_plots
-from training.sampling import build_loaders
+from training.config import TrainConfig
+from training.data.datasets import DatasetInfo, build_datasets
+from training.loop import distributed
+from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
+from training.loop.losses import build_loss
+from training.loop.metrics import Metrics
+from training.loop.optim import StepBudget, build_optimizer
+from training.loop.runlog import MetricsLog, write_plots
+from training.loop.sampling import build_loaders
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +72,10 @@ def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     Only runtime options should be overridden (``out``, ``device``, ``workers``, ``epochs``,
     ``max_minutes``); anything else makes the continuation differ from the original run.
     """
-    saved = load_checkpoint(path)["config"].get("train")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path} holds no training options ('config.train'); cannot resume")
-    cfg = TrainConfig.from_dict(saved)
+    try:
+        cfg = train_config(load_checkpoint(path)["config"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; cannot resume") from exc
     for key, value in overrides.items():
         if not hasattr(cfg, key):
             raise ValueError(f"unknown training option {key!r}")

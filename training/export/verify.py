@@ -13,6 +13,7 @@ with native bf16, ``openvino/bf16``. The reference is ``ort/fp32``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -27,8 +28,8 @@ import torch
 from service.backends import cpu_has_bf16, openvino_available
 from service.backends.select import CHECKS_KEY
 from service.engine import Engine, EngineConfig
-from training.export import read_metadata, save_onnx, write_metadata
-from training.metrics import ConfusionMatrix
+from training.export.onnx import read_metadata, save_onnx, write_metadata
+from training.loop.metrics import ConfusionMatrix
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ def check_precisions(
 def record_checks(checks: dict[str, Any], *model_paths: str | os.PathLike) -> None:
     """Write ``checks`` into each model's metadata (key ``precision_checks``), atomically."""
     for path in map(Path, model_paths):
-        metadata = {**read_metadata(path), CHECKS_KEY: checks}
+        metadata = read_metadata(path)
+        metadata = dataclasses.replace(metadata, extra={**metadata.extra, CHECKS_KEY: checks})
         proto = onnx.load(str(path))
         write_metadata(proto, metadata)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:

@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from training.config import OptionError
+
 logger = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("background", "ellipse", "rectangle", "triangle", "star")
@@ -125,7 +127,9 @@ def write_demo(out: Path | str, *, count: int = 64, size: int = 256, seed: int =
     images_dir, masks_dir = out / "images", out / "masks"
     for folder in (images_dir, masks_dir):
         if folder.is_dir() and any(folder.iterdir()):
-            raise ValueError(f"{folder} is not empty; choose a new --out folder")
+            raise OptionError(
+                f"{folder} is not empty; choose a new output folder", options=("out",)
+            )
         folder.mkdir(parents=True, exist_ok=True)
     palette = [c for colour in PALETTE for c in colour]
     width = max(4, len(str(count - 1)))

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from training.decoding import (
+from service.imaging import pixel_scale
+from training.config import DataConfig, OptionError
+from training.data.decoding import (
     MaskMapper,
     mode_channels,
     present_values,
@@ -51,64 +53,13 @@ from training.decoding import (
     read_image,
     read_mask,
 )
-from training.layouts import Found, Pair, class_palette, find_layout
-from training.transforms import (
-    AugmentConfig,
-    EvalTransform,
-    TrainTransform,
-    default_mean_std,
-    pixel_scale,
-)
+from training.data.layouts import Found, Pair, class_palette, find_layout
+from training.data.transforms import EvalTransform, TrainTransform, default_mean_std
 
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("trainval", "train", "val", "all")
 _THREADS = 4  # PIL releases the GIL while decoding
-
-
-def check_known_fields(cls: type, data: dict[str, Any], what: str) -> None:
-    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} options {unknown}; valid ones: {sorted(known)}")
-
-
-@dataclass
-class DataConfig:
-    """How to find, read and augment a dataset (every field is JSON-serialisable)."""
-
-    root: str
-    layout: str = "auto"  # auto | folder | split | voc
-    val_fraction: float = 0.2  # folder layout only
-    seed: int = 0  # the train/val split and the augmentation streams
-    mask_values: list[int] | None = None  # raw mask value of class i; None: masks hold indices
-    ignore_index: int = 255
-    classes: list[str] | None = None
-    num_classes: int | None = None  # when neither classes nor mask_values say it
-    palette: list[list[int]] | None = None
-    in_channels: int | None = None  # None: from the first image
-    mean: list[float] | None = None  # None: ImageNet-based defaults (or computed)
-    std: list[float] | None = None
-    compute_stats: bool = False  # mean/std from the training images
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    cache_mb: int = 2048  # decode up front and keep in memory when the data fits
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["root"] = str(self.root)
-        data["augment"]["scale_range"] = list(self.augment.scale_range)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        check_known_fields(cls, data, "data")
-        data = dict(data)
-        if isinstance(data.get("augment"), dict):
-            augment = dict(data["augment"])
-            augment["scale_range"] = tuple(augment.get("scale_range", (0.5, 2.0)))
-            data["augment"] = AugmentConfig(**augment)
-        return cls(**data)
 
 
 @dataclass
@@ -124,9 +75,6 @@ class DatasetInfo:
     ignore_index: int
     mask_values: list[int] | None = None
     layout: str = "folder"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class SegmentationDataset(Dataset):
@@ -259,11 +207,12 @@ def _resolve_classes(
             )
         values = sorted(seen - {cfg.ignore_index})
         if len(values) < 2 or values != list(range(len(values))):
-            raise ValueError(
+            raise OptionError(
                 f"masks hold the values {sorted(seen)[:12]} (ignore_index {cfg.ignore_index}), not "
-                f"class indices 0..K-1 of 2+ classes. Declare them: --mask-values "
+                f"class indices 0..K-1 of 2+ classes. Declare them: mask_values "
                 f"{','.join(map(str, sorted(seen)[:12]))} maps them to classes 0..N-1 "
-                "(or give --classes / --num-classes if they are indices)"
+                "(or give classes / num_classes if they are indices)",
+                options=("mask_values", "classes", "num_classes"),
             )
         count = len(values)
         logger.info("masks hold class indices 0..%d: %d classes", count - 1, count)

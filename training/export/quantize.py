@@ -14,6 +14,7 @@ FP32 model's metadata plus a ``quantization`` entry.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -35,7 +36,12 @@ from onnxruntime.quantization import (
 )
 
 from service.engine import Engine, EngineConfig, pad_to_multiple
-from training.export import read_metadata, save_onnx, write_metadata
+from service.imaging import IMAGE_EXTENSIONS
+from service.metadata import ModelMetadata
+from training.config import DataConfig, OptionError
+from training.data.datasets import list_pairs
+from training.data.layouts import detect_layout
+from training.export.onnx import read_metadata, save_onnx, write_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +50,10 @@ CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 _CPU = EngineConfig(providers=("CPUExecutionProvider",))
 
 
-class QuantizeError(ValueError):
+class QuantizeError(OptionError):
     """Quantization could not run (bad calibration data) or its result is unusable."""
 
 
@@ -57,7 +62,7 @@ class QuantizeResult:
     """What :func:`quantize_int8` wrote and how close it stays to the FP32 model."""
 
     path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     agreement: float  # fraction of calibration pixels whose INT8 argmax equals FP32's
     seconds: float
 
@@ -68,7 +73,7 @@ def calibration_images(
 ) -> list[Path]:  # fmt: skip
     """The images to calibrate on.
 
-    A dataset folder (``images/`` and ``masks/``, or any layout ``training.data`` knows) gives
+    A dataset folder (``images/`` and ``masks/``, or any layout ``training.data.datasets`` knows) gives
     the images of its ``split`` with the training split rule, so validation images never leak
     into calibration; any other folder gives every image file in it, sorted.
 
@@ -79,16 +84,14 @@ def calibration_images(
     if not root.is_dir():
         raise QuantizeError(f"calibration data {root} is not a folder of images")
     paths: list[Path] = []
-    if (root / "masks").is_dir() or (root / "VOCdevkit").is_dir() or (root / "train").is_dir():
-        from training.data import DataConfig, list_pairs
-
+    if detect_layout(root) is not None:
         cfg = DataConfig(root=str(root), layout=layout, val_fraction=val_fraction, seed=seed)
         paths = [pair.image for pair in list_pairs(cfg, split)]
     else:
-        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise QuantizeError(
-            f"no images in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files, or a "
+            f"no images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, or a "
             "dataset with images/ and masks/)"
         )
     return paths[:limit] if limit else paths
@@ -249,7 +252,7 @@ def quantize_int8(
                       "per_channel": per_channel, "method": method,
                       "calibration_images": len(paths), "calibration_size": size,
                       "fp32_nodes": len(exclude)}  # fmt: skip
-        write_metadata(int8_proto, {**metadata, "quantization": quant_info})
+        write_metadata(int8_proto, _with_quantization(metadata, quant_info))
         save_onnx(int8_proto, staged)
         del int8_proto
         agreement = _agreement(fp32, Engine.load(staged, _CPU), reader, check_images)
@@ -257,14 +260,21 @@ def quantize_int8(
         if agreement < min_agreement:
             raise QuantizeError(
                 f"INT8 model agrees with FP32 on only {agreement:.2%} of calibration pixels "
-                f"(required {min_agreement:.0%}); try --calibration-method percentile/entropy "
-                "or keep the head in FP32"
+                f"(required {min_agreement:.0%}); try the percentile or entropy calibration "
+                "method, or keep the classifier head in FP32",
+                options=("calibration_method",),
             )
         final = onnx.load(str(staged))
-        write_metadata(final, {**metadata, "quantization": quant_info})
+        metadata = _with_quantization(metadata, quant_info)
+        write_metadata(final, metadata)
         save_onnx(final, staged)
         os.replace(staged, out)
     seconds = time.perf_counter() - start
     logger.info("wrote %s in %.1fs (argmax agrees with FP32 on %.3f%% of pixels)", out,
                 seconds, 100 * agreement)  # fmt: skip
-    return QuantizeResult(out, {**metadata, "quantization": quant_info}, agreement, seconds)
+    return QuantizeResult(out, metadata, agreement, seconds)
+
+
+def _with_quantization(metadata: ModelMetadata, quant_info: dict[str, Any]) -> ModelMetadata:
+    """The FP32 model's description plus a ``quantization`` entry."""
+    return dataclasses.replace(metadata, extra={**metadata.extra, "quantization": quant_info})

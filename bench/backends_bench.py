@@ -206,7 +206,12 @@ def main() -> None:
                         **accuracy(setup, key),
                     }
                 )
-            log(f"{name}: 512^2 timed")
+            for r in rows[-len(times) :]:
+                log(
+                    f"{name} 512^2 {r['path']} ({r['served']}): {r['median_ms']:.0f} ms, "
+                    f"{r['speedup']:.2f}x, mIoU {r.get('miou', float('nan')):.2f} "
+                    f"({r.get('miou_delta', float('nan')):+.2f})"
+                )
             if name == "unet-r34" and args.big:
                 pixels = np.random.default_rng(1).integers(
                     0, 256, (args.big, args.big, channels), dtype=np.uint8

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(8, ge=0, description="requests waiting for a slot; more get 503")
     queue_timeout_s: float = Field(30.0, gt=0, description="longest wait for a slot before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="longest wait for a request's headers before 408 (slowloris)"
+    )
+    body_timeout_s: float = Field(
+        15.0, gt=0, description="longest pause while a request body streams in before 408"
+    )
     shutdown_grace_s: float = Field(
         30.0, gt=0, description="after SIGTERM, longest wait for in-flight requests"
     )

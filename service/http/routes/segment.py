@@ -41,6 +41,7 @@ _RESPONSES = {
             400: "corrupt image or malformed body",
             401: "missing or wrong API key",
             404: "unknown model",
+            408: "the request body stalled (FCN_BODY_TIMEOUT_S)",
             413: "body or image too large",
             415: "not an image / unsupported format or content type",
             422: "no image in the request, or a bad parameter",
@@ -117,7 +118,7 @@ async def segment(
         )
     try:
         with service.admission.accepted():
-            data = await read_image(request, settings.max_body_bytes)
+            data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
             result = await service.admission.run(
                 run_segmentation, loaded, data, format.value, alpha
             )

@@ -87,8 +87,12 @@ def load_backend(name: str, path: Path, precision: str, config: object) -> Backe
     """Load ``path`` with backend ``name`` (``ort``/``openvino``) at a concrete precision.
 
     Raises:
-        ModelLoadError: the file is missing or the runtime rejects it (or is not installed).
+        ModelLoadError: the file is missing or the runtime rejects it (or is not installed),
+            or its external data lies outside its folder.
     """
+    from service.backends.external_data import check_external_data
+
+    check_external_data(path)  # before any runtime touches the file
     if name == "ort":
         from service.backends.ort import OrtBackend
 

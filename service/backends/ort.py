@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service.backends.external_data import check_external_data
 from service.errors import ModelLoadError
 
 
@@ -28,6 +29,7 @@ def create_session(path: str | os.PathLike, config: Any) -> ort.InferenceSession
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
+    check_external_data(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = config.inter_op_threads

@@ -49,6 +49,15 @@ _RESPONSES = {
         }
     ),
 }
+# What the decoder accepts (service.imaging.ALLOWED_FORMATS); the bytes decide, not the header.
+IMAGE_MEDIA_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/bmp",
+    "image/tiff",
+    "image/gif",
+)
 _REQUEST_BODY = {
     "required": True,
     "content": {
@@ -57,7 +66,8 @@ _REQUEST_BODY = {
                 "type": "object",
                 "required": [FIELD],
                 "properties": {FIELD: {"type": "string", "format": "binary"}},
-            }
+            },
+            "encoding": {FIELD: {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
         },
         "image/*": {"schema": {"type": "string", "format": "binary"}},
     },

@@ -61,6 +61,10 @@ class EngineConfig:
         precision: ``auto`` (the fastest path whose recorded mIoU drop is <= 0.5 point),
             ``fp32``, ``bf16`` (openvino, CPUs with native bf16) or ``int8`` (the exported
             INT8 file).
+        memory_arena: ONNX Runtime's CPU memory arena and memory-pattern planning. Off by
+            default: with both on, every new input shape can grow the arena (which never gives
+            memory back), so a service fed images of many sizes creeps up in RSS; off, each run
+            allocates what it needs and frees it (bench/reliability_bench.py measures both).
     """
 
     providers: tuple[str, ...] | None = None
@@ -73,6 +77,7 @@ class EngineConfig:
     tile_threshold: int = 1024 * 1024
     backend: str = "auto"
     precision: str = "auto"
+    memory_arena: bool = False
 
     def __post_init__(self) -> None:
         check_backend(self.backend)

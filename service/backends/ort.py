@@ -33,6 +33,10 @@ def create_session(path: str | os.PathLike, config: Any) -> ort.InferenceSession
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = config.inter_op_threads
+    # Arena + memory patterns grow per input shape and never shrink (EngineConfig.memory_arena).
+    arena = bool(getattr(config, "memory_arena", False))
+    options.enable_cpu_mem_arena = arena
+    options.enable_mem_pattern = arena
     providers = list(config.providers) if config.providers else default_providers()
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -40,6 +40,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         tile_threshold=settings.tile_threshold,
         backend=settings.backend,
         precision=settings.precision,
+        memory_arena=settings.memory_arena,
     )
 
 

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
         0, ge=0, description="ONNX Runtime threads per inference (0: cores / slots)"
     )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
+    memory_arena: bool = Field(
+        False, description="ONNX Runtime CPU arena + memory patterns (grow with input shapes)"
+    )
     tile_size: int = Field(512, ge=1, description="sliding-window side for large images")
     tile_overlap: int = Field(128, ge=0, description="overlap between windows")
     tile_threshold: int = Field(1024 * 1024, ge=1, description="tile images above this many pixels")

@@ -13,6 +13,8 @@ that disconnects mid-inference cannot free a slot that is still computing.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,6 +23,18 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+# Inference threads run this much nicer than the event loop (Linux: niceness is per thread),
+# so refusals, probes and uploads are answered at once even when every core computes.
+INFERENCE_NICENESS = 5
+
+
+def _yield_to_event_loop() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
 
 
 class Rejected(Exception):
@@ -78,7 +92,9 @@ class Admission:
     def start(self) -> None:
         """Create the thread pool (called from the app's lifespan)."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="fcn-infer")
+            self._executor = ThreadPoolExecutor(
+                self.slots, thread_name_prefix="fcn-infer", initializer=_yield_to_event_loop
+            )
 
     def stop(self) -> None:
         """Drop the thread pool without waiting for threads still running (exit must not hang)."""

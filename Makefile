@@ -1,4 +1,4 @@
-# Two commands a new user needs: `make run` (the main job) and `make test` (the tests).
+# Two commands a new user needs: `make run` (the main job: the HTTP service) and `make test`.
 # Both create and use the virtual environment in $(VENV) themselves.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +7,7 @@ FCN := $(VENV)/bin/fcn
 STAMP := $(VENV)/.installed
 DEMO ?= demo
 
-.PHONY: install run default-model test test-all lint format clean
+.PHONY: install run demo default-model test test-all lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the project's own generated data: a dataset of shapes, two minutes of
-# training, export to ONNX (with the parity check), and coloured masks for every image.
+# The main job: the HTTP service on the bundled default model, in the foreground (Ctrl-C stops
+# it). A generated demo image gives the curl line something to segment.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: $(STAMP)
+	@$(FCN) data demo --out $(DEMO)/sample --count 1 --size 256 > /dev/null
+	@echo ""
+	@echo "  fcnseg is starting at http://$(HOST):$(PORT)/  (web page; API docs at /docs)"
+	@echo "  segment an image (class-index PNG of the same size):"
+	@echo "    curl -F image=@$(DEMO)/sample/images/0000.png -o mask.png http://$(HOST):$(PORT)/v1/segment"
+	@echo "  coloured: add ?format=color, summary: ?format=json.  Stop with Ctrl-C."
+	@echo ""
+	$(FCN) serve --host $(HOST) --port $(PORT)
+
+# The whole pipeline on the project's own generated data: a dataset of shapes, two minutes of
+# training, export to ONNX (with the parity check), and coloured masks for every image.
+demo: $(STAMP)
 	$(FCN) data demo --out $(DEMO)/data --count 64 --size 192
 	$(FCN) train --data $(DEMO)/data --arch unet --encoder resnet18 --max-minutes 2 --out $(DEMO)/run
 	$(FCN) export --checkpoint $(DEMO)/run/best.pt --out $(DEMO)/model.onnx

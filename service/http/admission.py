@@ -13,13 +13,28 @@ that disconnects mid-inference cannot free a slot that is still computing.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+# Inference threads run this much nicer than the event loop (Linux: niceness is per thread),
+# so refusals, probes and uploads are answered at once even when every core computes.
+INFERENCE_NICENESS = 5
+
+
+def _yield_to_event_loop() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
 
 
 class Rejected(Exception):
@@ -50,6 +65,7 @@ class Admission:
         self.draining = False
         self.drain_started: float | None = None
         self._active = 0
+        self._accepted = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -64,13 +80,21 @@ class Admission:
         return len(self._waiters)
 
     @property
+    def accepted_count(self) -> int:
+        """Requests accepted and not yet answered (receiving, queued or running)."""
+        return self._accepted
+
+    @property
     def idle(self) -> bool:
-        return self._active == 0 and not self._waiters
+        """No request accepted (reading its body, queued or running) and no thread busy."""
+        return self._active == 0 and self._accepted == 0 and not self._waiters
 
     def start(self) -> None:
         """Create the thread pool (called from the app's lifespan)."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.slots, thread_name_prefix="fcn-infer")
+            self._executor = ThreadPoolExecutor(
+                self.slots, thread_name_prefix="fcn-infer", initializer=_yield_to_event_loop
+            )
 
     def stop(self) -> None:
         """Drop the thread pool without waiting for threads still running (exit must not hang)."""
@@ -84,6 +108,20 @@ class Admission:
             self.draining = True
             self.drain_started = time.monotonic()
 
+    @contextmanager
+    def accepted(self) -> Iterator[None]:
+        """Accept a request (see :meth:`check`) for the block's duration.
+
+        An accepted request is in flight: draining waits for it even while its body is still
+        arriving, and it is not refused for draining later.
+        """
+        self.check()
+        self._accepted += 1
+        try:
+            yield
+        finally:
+            self._accepted -= 1
+
     def check(self) -> None:
         """Refuse at once, before the body is read, when no place could be had now.
 
@@ -92,6 +130,9 @@ class Admission:
         """
         if self.draining:
             raise Rejected("draining", "the service is shutting down; retry on another instance")
+        self._check_capacity()
+
+    def _check_capacity(self) -> None:
         if self._active >= self.slots and len(self._waiters) >= self.max_queue:
             raise Rejected(
                 "queue_full",
@@ -103,7 +144,7 @@ class Admission:
         """Wait for a slot, then run ``func(*args)`` on the pool and return its result.
 
         Raises:
-            Rejected: draining, queue full, or no slot within ``queue_timeout_s``.
+            Rejected: queue full, or no slot within ``queue_timeout_s``.
         """
         await self._acquire()
         loop = asyncio.get_running_loop()
@@ -119,7 +160,7 @@ class Admission:
         return await asyncio.shield(asyncio.wrap_future(future))
 
     async def _acquire(self) -> None:
-        self.check()
+        self._check_capacity()
         if self._active < self.slots and not self._waiters:
             self._active += 1
             return

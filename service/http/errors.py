@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
@@ -47,6 +48,22 @@ STATUS_CODES: dict[int, str] = {
     422: "validation_error",
     503: "unavailable",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (documented in the OpenAPI schema)."""
+
+    error: ErrorDetail
+
+
+def error_responses(described: Mapping[int, str]) -> dict[int, dict]:
+    """OpenAPI ``responses`` entries with the error body for each status."""
+    return {status: {"model": ErrorBody, "description": text} for status, text in described.items()}
 
 
 class ApiError(Exception):

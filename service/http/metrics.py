@@ -47,6 +47,12 @@ class Metrics:
         in_flight.set_function(lambda: admission.active)
         queued = Gauge("fcn_requests_queued", "Requests waiting for a slot", registry=r)
         queued.set_function(lambda: admission.queued)
+        accepted = Gauge(
+            "fcn_requests_accepted",
+            "Segment requests accepted and not yet answered (receiving, queued or running)",
+            registry=r,
+        )
+        accepted.set_function(lambda: admission.accepted_count)
         slots = Gauge("fcn_inference_slots", "Configured inference slots", registry=r)
         slots.set(admission.slots)
         draining = Gauge("fcn_draining", "1 after SIGTERM while requests finish", registry=r)

@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.http.admission import Admission
+from service.http.protocol import guarded_h11
 from service.http.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def serve(app: FastAPI, settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=_CLOSE_TIMEOUT_S,
+        http=guarded_h11(settings.header_timeout_s),  # h11 + a deadline for headers
         # the app's own lifespan loads models; a failure there must stop the process
         lifespan="on",
     )

@@ -23,6 +23,14 @@ DEVICES: dict[str, tuple[str, ...] | None] = {
 }
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Everything ``fcn serve`` can be told, each also an ``FCN_<NAME>`` variable."""
 
@@ -48,6 +56,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(8, ge=0, description="requests waiting for a slot; more get 503")
     queue_timeout_s: float = Field(30.0, gt=0, description="longest wait for a slot before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="longest wait for a request's headers before 408 (slowloris)"
+    )
+    body_timeout_s: float = Field(
+        15.0, gt=0, description="longest pause while a request body streams in before 408"
+    )
     shutdown_grace_s: float = Field(
         30.0, gt=0, description="after SIGTERM, longest wait for in-flight requests"
     )
@@ -55,10 +69,19 @@ class Settings(BaseSettings):
         0.0, ge=0, description="after SIGTERM, keep answering 503/not-ready at least this long"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="execution provider")
+    backend: Literal["auto", "ort", "openvino"] = Field(
+        "auto", description="inference runtime: ONNX Runtime (ort) or OpenVINO"
+    )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="auto: the fastest path the export verified (see README)"
+    )
     intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime threads per inference (0: cores / slots)"
     )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
+    memory_arena: bool = Field(
+        False, description="ONNX Runtime CPU arena + memory patterns (grow with input shapes)"
+    )
     tile_size: int = Field(512, ge=1, description="sliding-window side for large images")
     tile_overlap: int = Field(128, ge=0, description="overlap between windows")
     tile_threshold: int = Field(1024 * 1024, ge=1, description="tile images above this many pixels")
@@ -93,7 +116,7 @@ class Settings(BaseSettings):
         """ONNX Runtime intra-op threads: as set, or the cores shared out among the slots."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.max_concurrency)
+        return max(1, usable_cores() // self.max_concurrency)
 
 
 @lru_cache

@@ -6,6 +6,7 @@ off at the cap just like one that declares its size (which is refused before rea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 from starlette.datastructures import UploadFile
@@ -46,29 +47,50 @@ def check_declared_length(request: Request, max_bytes: int) -> None:
         raise too_large(max_bytes)
 
 
-async def _capped(request: Request, max_bytes: int) -> AsyncGenerator[bytes, None]:
+def timed_out(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        "body_timeout",
+        f"the request body stopped arriving for {seconds:g} s; send it again",
+        {"Connection": "close"},  # the rest of the body will not be read: free the connection
+    )
+
+
+async def _capped(
+    request: Request, max_bytes: int, pause_s: float | None = None
+) -> AsyncGenerator[bytes, None]:
     received = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), pause_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise timed_out(pause_s or 0.0) from None
         received += len(chunk)
         if received > max_bytes:
             raise too_large(max_bytes)
         yield chunk
 
 
-async def read_image(request: Request, max_bytes: int) -> bytes:
+async def read_image(request: Request, max_bytes: int, pause_s: float | None = None) -> bytes:
     """Read the request's image bytes, never holding more than ``max_bytes`` of body.
+
+    Args:
+        pause_s: the longest wait for the next piece of the body (None: no limit).
 
     Raises:
         ApiError: 413 body over the cap, 415 neither multipart nor an image body,
-            422 no image in the request, 400 malformed multipart.
+            422 no image in the request, 400 malformed multipart, 408 body stalled.
     """
     check_declared_length(request, max_bytes)
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        return await _read_multipart(request, max_bytes)
+        return await _read_multipart(request, max_bytes, pause_s)
     if media.startswith("image/") or media in RAW_MEDIA_TYPES:
-        body = b"".join([chunk async for chunk in _capped(request, max_bytes)])
+        body = b"".join([chunk async for chunk in _capped(request, max_bytes, pause_s)])
         if not body:
             raise ApiError(422, "missing_image", f"the request body is empty; {HOW_TO_SEND}")
         return body
@@ -78,9 +100,9 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
     raise ApiError(415, "unsupported_media_type", f"got {what}; {HOW_TO_SEND}")
 
 
-async def _read_multipart(request: Request, max_bytes: int) -> bytes:
+async def _read_multipart(request: Request, max_bytes: int, pause_s: float | None) -> bytes:
     parser = MultiPartParser(
-        request.headers, _capped(request, max_bytes), max_files=1, max_fields=8
+        request.headers, _capped(request, max_bytes, pause_s), max_files=1, max_fields=8
     )
     try:
         form = await parser.parse()

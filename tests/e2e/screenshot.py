@@ -21,7 +21,7 @@ from tests.e2e.server import fcn_serve
 
 
 def demo_image(path: Path, size: int = 320) -> Path:
-    from training.demo import render_sample
+    from training.data.demo import render_sample
 
     image, _ = render_sample(3, size=size, seed=7)
     Image.fromarray(image).save(path)

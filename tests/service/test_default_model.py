@@ -34,8 +34,8 @@ def test_bundled_file_is_small_and_found_by_the_model_resolver() -> None:
 
 
 def test_metadata_describes_the_demo_classes(engine: Engine) -> None:
-    pytest.importorskip("cv2", reason="training.demo needs OpenCV")
-    from training.demo import CLASSES, PALETTE
+    pytest.importorskip("cv2", reason="training.data.demo needs OpenCV")
+    from training.data.demo import CLASSES, PALETTE
 
     meta = engine.metadata
     assert meta.classes == CLASSES
@@ -44,8 +44,8 @@ def test_metadata_describes_the_demo_classes(engine: Engine) -> None:
 
 
 def test_scores_miou_above_0_9_on_unseen_demo_images(engine: Engine) -> None:
-    pytest.importorskip("cv2", reason="training.demo needs OpenCV")
-    from training.demo import CLASSES, render_sample
+    pytest.importorskip("cv2", reason="training.data.demo needs OpenCV")
+    from training.data.demo import CLASSES, render_sample
 
     k = len(CLASSES)
     confusion = np.zeros((k, k), np.int64)

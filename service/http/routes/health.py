@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.http.errors import ApiError
+from service.http.errors import ApiError, error_responses
+from service.http.schemas import Health, Ready
 from service.http.state import get_service
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers (no model work, never queued)")
+@router.get(
+    "/healthz",
+    summary="Liveness: the process answers (no model work, never queued)",
+    response_model=None,
+    responses={200: {"model": Health, "description": "the process answers"}},
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -18,7 +24,11 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: models loaded and not shutting down",
-    responses={503: {"description": "loading or draining"}},
+    response_model=None,
+    responses={
+        200: {"model": Ready, "description": "models loaded, not draining"},
+        **error_responses({503: "loading or draining"}),
+    },
 )
 async def readyz(request: Request) -> dict:
     service = get_service(request)

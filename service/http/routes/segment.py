@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from service import pipeline
 from service.errors import ImageError, ModelError
 from service.http.admission import Rejected
-from service.http.errors import ApiError, from_engine_error, unavailable
+from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
 from service.http.registry import LoadedModel, ModelRegistry
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
@@ -28,20 +28,36 @@ router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
 OutputFormat = Enum("OutputFormat", {name: name for name in ENCODERS}, type=str)
 
-_ERROR = {"content": {"application/json": {"example": {"error": {"code": "", "message": ""}}}}}
 _RESPONSES = {
     200: {
-        "description": "the mask (PNG) or its JSON summary",
-        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "the mask (PNG) or, with format=json, its summary",
+        "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
     },
-    400: {"description": "corrupt image or malformed body", **_ERROR},
-    401: {"description": "missing or wrong API key", **_ERROR},
-    404: {"description": "unknown model", **_ERROR},
-    413: {"description": "body or image too large", **_ERROR},
-    415: {"description": "not an image / unsupported format", **_ERROR},
-    422: {"description": "no image in the request, or a bad parameter", **_ERROR},
-    503: {"description": "busy or shutting down; see Retry-After", **_ERROR},
+    **error_responses(
+        {
+            400: "corrupt image or malformed body",
+            401: "missing or wrong API key",
+            404: "unknown model",
+            408: "the request body stalled (FCN_BODY_TIMEOUT_S)",
+            413: "body or image too large",
+            415: "not an image / unsupported format or content type",
+            422: "no image in the request, or a bad parameter",
+            503: "busy or shutting down; see Retry-After",
+        }
+    ),
 }
+# What the decoder accepts (service.imaging.ALLOWED_FORMATS); the bytes decide, not the header.
+IMAGE_MEDIA_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/webp",
+    "image/bmp",
+    "image/tiff",
+    "image/gif",
+)
 _REQUEST_BODY = {
     "required": True,
     "content": {
@@ -50,7 +66,8 @@ _REQUEST_BODY = {
                 "type": "object",
                 "required": [FIELD],
                 "properties": {FIELD: {"type": "string", "format": "binary"}},
-            }
+            },
+            "encoding": {FIELD: {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
         },
         "image/*": {"schema": {"type": "string", "format": "binary"}},
     },
@@ -110,9 +127,11 @@ async def segment(
             f"no model named {model!r}; loaded models: {', '.join(models.models)}",
         )
     try:
-        service.admission.check()
-        data = await read_image(request, settings.max_body_bytes)
-        result = await service.admission.run(run_segmentation, loaded, data, format.value, alpha)
+        with service.admission.accepted():
+            data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
+            result = await service.admission.run(
+                run_segmentation, loaded, data, format.value, alpha
+            )
     except Rejected as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
     except (ImageError, ModelError) as exc:
@@ -120,6 +139,8 @@ async def segment(
     service.metrics.inference.labels(loaded.name).observe(result.infer_ms / 1000.0)
     headers = {
         "X-Model": loaded.name,
+        "X-Backend": loaded.engine.backend,
+        "X-Precision": loaded.engine.precision,
         "X-Inference-Ms": f"{result.infer_ms:.2f}",
         "X-Decode-Ms": f"{result.decode_ms:.2f}",
         "X-Encode-Ms": f"{result.encode_ms:.2f}",

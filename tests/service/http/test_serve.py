@@ -89,3 +89,35 @@ def test_errors_over_the_wire(server) -> None:
     assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_image"
     unknown = httpx.post(f"{server.url}/v1/segment?model=x", files={"image": ("a", b"1")})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_model"
+
+
+def test_settings_from_the_environment_reach_the_running_service(
+    serve, conv_model, grey_model, tmp_path
+) -> None:
+    server = serve(
+        [],
+        env={
+            "FCN_MODELS": f"first={conv_model},second={grey_model}",
+            "FCN_DEFAULT_MODEL": "second",
+            "FCN_API_KEY": "env-key",
+            "FCN_MAX_BODY_BYTES": "5000",
+            "FCN_ACCESS_LOG": "false",
+        },
+    )
+    headers = {"x-api-key": "env-key"}
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401
+    models = httpx.get(f"{server.url}/v1/models", headers=headers).json()["models"]
+    assert [(m["name"], m["default"]) for m in models] == [("first", False), ("second", True)]
+    big = httpx.post(
+        f"{server.url}/v1/segment",
+        content=image_bytes(100, 100),
+        headers={**headers, "content-type": "image/png"},
+    )
+    assert big.status_code == 413
+    small = httpx.post(
+        f"{server.url}/v1/segment",
+        content=image_bytes(8, 8),
+        headers={**headers, "content-type": "image/png"},
+    )
+    assert small.status_code == 200 and small.headers["x-model"] == "second"
+    assert "GET /v1/models" not in server.output()  # FCN_ACCESS_LOG=false

@@ -1,0 +1,74 @@
+"""Fuzz the API from its own OpenAPI schema with schemathesis against a real ``fcn serve``.
+
+Every operation, a bounded number of generated requests (fixed seed, so a failure replays),
+every check schemathesis has: no 5xx, statuses, content types, headers and bodies conforming
+to the schema, schema-invalid input rejected. One check is left out on purpose:
+``positive_data_acceptance`` expects every schema-valid request to succeed, but an image is a
+``binary`` string to OpenAPI — whether its bytes decode (415/400 otherwise) cannot be written in
+the schema.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.service.http.conftest import start_server
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+def fuzz(url: str, examples: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            str(SCHEMATHESIS),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--max-examples",
+            str(examples),
+            "--seed",
+            "20240610",
+            "--request-timeout",
+            "10",
+            "--max-response-time",
+            "2",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+
+
+@pytest.fixture
+def server(conv_model, tmp_path):
+    if not SCHEMATHESIS.exists():
+        pytest.skip("schemathesis is not installed (pip install 'fcnseg[dev]')")
+    server = start_server(["--model", f"conv={conv_model}", "--no-access-log"], tmp_path)
+    yield server
+    assert server.stop() == 0, server.output()
+
+
+def check(done: subprocess.CompletedProcess, server) -> None:
+    report = done.stdout[-6000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    assert "4 selected / 4 total" in done.stdout, report  # segment, models, healthz, readyz
+    assert " passed" in done.stdout and "failed" not in done.stdout.split("SUMMARY")[-1], report
+    assert "Traceback" not in server.output()
+
+
+def test_schemathesis_finds_nothing(server, tmp_path) -> None:
+    check(fuzz(server.url, 100, tmp_path), server)
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_nothing_in_many_more_examples(server, tmp_path) -> None:
+    check(fuzz(server.url, 1000, tmp_path), server)

@@ -40,12 +40,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fcn
 from service.engine import Engine, EngineConfig
-from training.export import export_model
-from training.quantize import calibration_images, quantize_int8
+from training.export.onnx import export_model
+from training.export.quantize import calibration_images, quantize_int8
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = Path("/work/shared/data/isbi2012_em_membrane")
+ISBI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em_membrane"
 MODELS = {"unet": ({"encoder": "resnet34"}, 2), "fcn8s": ({}, 21)}  # options, classes
 SIZES = {256: 6, 512: 5, 1024: 2}  # side -> interleaved repetitions after a warm-up
 SWEEP = {256: 5, 512: 3, 1024: 2, 2048: 1, 4096: 1}  # side -> repetitions
@@ -115,16 +115,21 @@ def prepare(name: str, work: Path, images: list[Path], log: Callable[[str], None
         for p in model.parameters():
             if p.ndim > 1 and not p.any():
                 p.normal_(0, 0.01)
-    config = {"model": {"arch": name, "num_classes": classes, "in_channels": 3,
-                        "options": options},
-              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # fmt: skip
+    config = {
+        "model": {"arch": name, "num_classes": classes, "in_channels": 3, "options": options},
+        "data": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
     fp32 = export_model(model, config, work / f"{name}.onnx", parity_sizes=((97, 130),)).path
     log(f"{name}: exported {fp32.stat().st_size / 1e6:.0f} MB")
     int8 = quantize_int8(fp32, work / f"{name}.int8.onnx", images, check_images=1).path
     log(f"{name}: quantized {int8.stat().st_size / 1e6:.0f} MB")
     config = EngineConfig(intra_op_threads=THREADS, inter_op_threads=1)
-    return {"model": model, "fp32": Engine.load(fp32, config), "int8": Engine.load(int8, config),
-            "paths": {"fp32": str(fp32), "int8": str(int8)}}  # fmt: skip
+    return {
+        "model": model,
+        "fp32": Engine.load(fp32, config),
+        "int8": Engine.load(int8, config),
+        "paths": {"fp32": str(fp32), "int8": str(int8)},
+    }
 
 
 def bench_model(name: str, setup: dict, sizes: dict[int, int], peak: float) -> list[dict]:
@@ -139,16 +144,30 @@ def bench_model(name: str, setup: dict, sizes: dict[int, int], peak: float) -> l
             with torch.inference_mode():
                 return model(x)
 
-        times, cpu = interleaved({"torch eager": eager, "ORT FP32": lambda xn=xn: fp32.run_normalised(xn),
-                             "ORT INT8": lambda xn=xn: int8.run_normalised(xn)}, reps)  # fmt: skip
+        times, cpu = interleaved(
+            {
+                "torch eager": eager,
+                "ORT FP32": lambda xn=xn: fp32.run_normalised(xn),
+                "ORT INT8": lambda xn=xn: int8.run_normalised(xn),
+            },
+            reps,
+        )
         for contender, samples in times.items():
             median = statistics.median(samples)
-            rows.append({
-                "model": name, "size": side, "contender": contender, "gflop": flops / 1e9,
-                "median_ms": 1e3 * median, "min_ms": 1e3 * min(samples),
-                "samples_ms": [round(1e3 * s, 1) for s in samples], "cpu_per_wall": cpu[contender],
-                "gflops_per_s": flops / median / 1e9, "fraction_of_peak": flops / median / 1e9 / peak,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "size": side,
+                    "contender": contender,
+                    "gflop": flops / 1e9,
+                    "median_ms": 1e3 * median,
+                    "min_ms": 1e3 * min(samples),
+                    "samples_ms": [round(1e3 * s, 1) for s in samples],
+                    "cpu_per_wall": cpu[contender],
+                    "gflops_per_s": flops / median / 1e9,
+                    "fraction_of_peak": flops / median / 1e9 / peak,
+                }
+            )
     return rows
 
 
@@ -164,9 +183,15 @@ def latency_sweep(engines: dict[str, Engine], sweep: dict[int, int]) -> list[dic
                 start = time.perf_counter()
                 engine.predict(pixels)
                 times.append(time.perf_counter() - start)
-            rows.append({"engine": label, "side": side, "megapixels": side * side / 1e6,
-                         "tiled": engine.uses_tiling(side, side),
-                         "median_s": statistics.median(times)})  # fmt: skip
+            rows.append(
+                {
+                    "engine": label,
+                    "side": side,
+                    "megapixels": side * side / 1e6,
+                    "tiled": engine.uses_tiling(side, side),
+                    "median_s": statistics.median(times),
+                }
+            )
     return rows
 
 
@@ -186,15 +211,23 @@ def peak_rss(model: str, work: Path, side: int) -> dict:
     """Segment a ``side`` x ``side`` PNG in a fresh process; its peak resident memory."""
     from PIL import Image
 
-    texture = np.asarray(Image.open(ISBI / "images" / "0.png").convert("RGB")) if ISBI.is_dir() \
-        else np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)  # fmt: skip
+    texture = (
+        np.asarray(Image.open(ISBI / "images" / "0.png").convert("RGB"))
+        if ISBI.is_dir()
+        else np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    )
     reps = -(-side // texture.shape[0])
     image = np.tile(texture, (reps, reps, 1))[:side, :side]
     path = work / f"big_{side}.png"
     Image.fromarray(image).save(path, compress_level=1)
     del image
-    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, model, str(path)], check=True,
-                         capture_output=True, text=True, cwd=ROOT).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, model, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
     h, w, seconds, maxrss_kb, hwm_kb = (
         int(out[0]),
         int(out[1]),
@@ -204,8 +237,14 @@ def peak_rss(model: str, work: Path, side: int) -> dict:
     )
     # VmHWM is the child's own peak. Its ru_maxrss can include the parent's resident size at
     # fork time (Linux carries the high-water mark over until exec), so it is kept as a note.
-    return {"side": side, "mask_shape": [h, w], "seconds": seconds, "model": Path(model).name,
-            "vmhwm_mb": hwm_kb / 1024, "ru_maxrss_mb": maxrss_kb / 1024}  # fmt: skip
+    return {
+        "side": side,
+        "mask_shape": [h, w],
+        "seconds": seconds,
+        "model": Path(model).name,
+        "vmhwm_mb": hwm_kb / 1024,
+        "ru_maxrss_mb": maxrss_kb / 1024,
+    }
 
 
 def plot(sweep: list[dict], path: Path) -> None:
@@ -218,8 +257,13 @@ def plot(sweep: list[dict], path: Path) -> None:
     for label in dict.fromkeys(r["engine"] for r in sweep):
         pts = [r for r in sweep if r["engine"] == label]
         ax.plot([p["megapixels"] for p in pts], [p["median_s"] for p in pts], "o-", label=label)
-    ax.set(xscale="log", yscale="log", xlabel="image size (megapixels)", ylabel="latency (s)",
-           title="Engine.predict, U-Net resnet34, 2 threads (tiled > 1 MP)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="image size (megapixels)",
+        ylabel="latency (s)",
+        title="Engine.predict, U-Net resnet34, 2 threads (tiled > 1 MP)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -228,22 +272,36 @@ def plot(sweep: list[dict], path: Path) -> None:
 
 
 def print_table(rows: list[dict], peak: float) -> None:
-    print(f"\n{'model':6} {'size':>5} {'contender':12} {'GFLOP':>7} {'median ms':>10} "
-          f"{'GFLOP/s':>8} {'% peak':>7} {'vs eager':>9} {'cpu/wall':>8}")  # fmt: skip
+    print(
+        f"\n{'model':6} {'size':>5} {'contender':12} {'GFLOP':>7} {'median ms':>10} "
+        f"{'GFLOP/s':>8} {'% peak':>7} {'vs eager':>9} {'cpu/wall':>8}"
+    )
     for r in rows:
-        eager = next(e for e in rows if e["model"] == r["model"] and e["size"] == r["size"]
-                     and e["contender"] == "torch eager")  # fmt: skip
-        print(f"{r['model']:6} {r['size']:5d} {r['contender']:12} {r['gflop']:7.1f} "
-              f"{r['median_ms']:10.1f} {r['gflops_per_s']:8.1f} {100 * r['fraction_of_peak']:6.0f}% "
-              f"{eager['median_ms'] / r['median_ms']:8.2f}x {r['cpu_per_wall']:8.2f}")  # fmt: skip
-    print(f"fp32 matmul peak (2 threads): {peak:.0f} GFLOP/s; cpu/wall near {THREADS} = "
-          "undisturbed, lower = other processes shared the cores")  # fmt: skip
+        eager = next(
+            e
+            for e in rows
+            if e["model"] == r["model"]
+            and e["size"] == r["size"]
+            and e["contender"] == "torch eager"
+        )
+        print(
+            f"{r['model']:6} {r['size']:5d} {r['contender']:12} {r['gflop']:7.1f} "
+            f"{r['median_ms']:10.1f} {r['gflops_per_s']:8.1f} {100 * r['fraction_of_peak']:6.0f}% "
+            f"{eager['median_ms'] / r['median_ms']:8.2f}x {r['cpu_per_wall']:8.2f}"
+        )
+    print(
+        f"fp32 matmul peak (2 threads): {peak:.0f} GFLOP/s; cpu/wall near {THREADS} = "
+        "undisturbed, lower = other processes shared the cores"
+    )
 
 
 def check_targets(rows: list[dict], rss: dict | None) -> dict[str, dict]:
     def ms(model: str, contender: str) -> float:
-        return next(r["median_ms"] for r in rows if r["model"] == model and r["size"] == 512
-                    and r["contender"] == contender)  # fmt: skip
+        return next(
+            r["median_ms"]
+            for r in rows
+            if r["model"] == model and r["size"] == 512 and r["contender"] == contender
+        )
 
     targets = {}
     for model in MODELS:
@@ -254,8 +312,11 @@ def check_targets(rows: list[dict], rss: dict | None) -> dict[str, dict]:
         }
         ratio = ms(model, "ORT FP32") / ms(model, "ORT INT8")
         targets[f"{model} ORT INT8 >= 2x ORT FP32 @512"] = {"value": ratio, "met": ratio >= 2.0}
-    frac = next(r["fraction_of_peak"] for r in rows if r["model"] == "unet" and r["size"] == 512
-                and r["contender"] == "ORT FP32")  # fmt: skip
+    frac = next(
+        r["fraction_of_peak"]
+        for r in rows
+        if r["model"] == "unet" and r["size"] == 512 and r["contender"] == "ORT FP32"
+    )
     targets["unet ORT FP32 >= 75% of matmul peak @512"] = {"value": frac, "met": frac >= 0.75}
     if rss is not None:
         gb = rss["vmhwm_mb"] / 1024
@@ -287,7 +348,7 @@ def main() -> None:
         work = Path(tmp)
         src = ISBI if ISBI.is_dir() else None
         if src is None:
-            from training.demo import write_demo
+            from training.data.demo import write_demo
 
             src = write_demo(work / "demo", count=12, size=512, seed=0)
         images = calibration_images(src, limit=8)
@@ -314,12 +375,21 @@ def main() -> None:
     for label, t in targets.items():
         print(f"{'MET ' if t['met'] else 'MISS'} {label}: {t['value']:.2f}")
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": THREADS,
-                    "torch": torch.__version__, "onnxruntime": ort.__version__,
-                    "loadavg_at_end": os.getloadavg()},
-        "matmul_gflops": peak, "latency": rows, "sweep": sweep, "rss": rss, "targets": targets,
-        "quick": args.quick, "seconds": time.perf_counter() - began,
-    }  # fmt: skip
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": THREADS,
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "matmul_gflops": peak,
+        "latency": rows,
+        "sweep": sweep,
+        "rss": rss,
+        "targets": targets,
+        "quick": args.quick,
+        "seconds": time.perf_counter() - began,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(sweep, args.plot)

@@ -1,7 +1,7 @@
 """HTTP serving speed: in-process pipeline vs ``fcn serve`` vs a plain torch FastAPI endpoint.
 
 One run on one machine, the same network (U-Net resnet18, 3 -> 4 classes, random weights saved
-as a checkpoint with ``training.checkpoint`` and exported with ``training.export``), the same
+as a checkpoint with ``training.checkpoint`` and exported with ``training.export.onnx``), the same
 512x512 JPEG, answered with a class-index PNG, at client concurrency 1, 2, 4 and 8:
 
 1. ``inprocess`` — ``service.pipeline`` decode + predict + encode in ``c`` threads sharing one
@@ -51,7 +51,7 @@ import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig
 from training.checkpoint import save_checkpoint
-from training.export import export_checkpoint
+from training.export.onnx import export_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 2, 4, 8)
@@ -62,11 +62,13 @@ CONFIG = {
         "in_channels": 3,
         "options": {"encoder": "resnet18"},
     },
-    "classes": ["background", "circle", "square", "triangle"],
-    "palette": [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]],
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "ignore_index": 255,
+    "data": {
+        "classes": ["background", "circle", "square", "triangle"],
+        "palette": [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]],
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "ignore_index": 255,
+    },
 }
 
 

@@ -30,8 +30,8 @@ import numpy as np
 from service.engine import Engine, EngineConfig
 from training.checkpoint import load_checkpoint
 from training.evaluate import evaluate_onnx
-from training.export import export_checkpoint
-from training.quantize import calibration_images, quantize_int8
+from training.export.onnx import export_checkpoint
+from training.export.quantize import calibration_images, quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = [(m, head) for m in ("minmax", "percentile", "entropy") for head in (False, True)]
@@ -83,18 +83,34 @@ def main() -> None:
             q = quantize_int8(fp32, out, images, method=method, exclude_head=head)
             score = miou(out)
             ms = latency({"fp32": fp32, "int8": out}, 512, args.reps)
-            rows.append({
-                "method": method, "fp32_head": head, "miou": score,
-                "miou_drop_points": 100 * (base - score), "fp32_agreement": q.agreement,
-                "fp32_ms": ms["fp32"], "int8_ms": ms["int8"], "speedup": ms["fp32"] / ms["int8"],
-                "quantize_s": q.seconds,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "method": method,
+                    "fp32_head": head,
+                    "miou": score,
+                    "miou_drop_points": 100 * (base - score),
+                    "fp32_agreement": q.agreement,
+                    "fp32_ms": ms["fp32"],
+                    "int8_ms": ms["int8"],
+                    "speedup": ms["fp32"] / ms["int8"],
+                    "quantize_s": q.seconds,
+                }
+            )
             r = rows[-1]
-            print(f"{method:10} head {'FP32' if head else 'INT8'}: mIoU {100 * score:.2f} "
-                  f"(drop {r['miou_drop_points']:+.2f} points), {r['int8_ms']:.0f} ms vs "
-                  f"{r['fp32_ms']:.0f} ms FP32 = {r['speedup']:.2f}x", flush=True)  # fmt: skip
-    result = {"checkpoint": str(args.checkpoint), "data": root, "split": split,
-              "calibration_images": len(images), "fp32_miou": base, "recipes": rows}  # fmt: skip
+            print(
+                f"{method:10} head {'FP32' if head else 'INT8'}: mIoU {100 * score:.2f} "
+                f"(drop {r['miou_drop_points']:+.2f} points), {r['int8_ms']:.0f} ms vs "
+                f"{r['fp32_ms']:.0f} ms FP32 = {r['speedup']:.2f}x",
+                flush=True,
+            )
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "data": root,
+        "split": split,
+        "calibration_images": len(images),
+        "fp32_miou": base,
+        "recipes": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -18,8 +18,8 @@ from PIL import Image
 from training.checkpoint import load_model
 
 model, config = load_model(os.environ["FCN_BENCH_CHECKPOINT"])
-mean = torch.tensor(config["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-std = torch.tensor(config["std"], dtype=torch.float32).view(1, -1, 1, 1)
+mean = torch.tensor(config["data"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+std = torch.tensor(config["data"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
 app = FastAPI()
 
 

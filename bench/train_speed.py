@@ -3,7 +3,7 @@
 Both train U-Net/ResNet-18 (no pretrained weights) on the ISBI 2012 EM training split with
 the same batch and crop. The plain loop is the reference: images decoded once into numpy,
 random crops + flips in numpy, AdamW 1e-3, cross-entropy, float32, nothing else. ``fcn train``
-runs through ``training.train.train`` with its default options (data pipeline, ce+dice loss,
+runs through ``training.loop.train.train`` with its default options (data pipeline, ce+dice loss,
 schedule, channels_last, bfloat16 autocast where the CPU has it natively); a third row runs
 it with ``bf16=False`` to show what the float32 path alone does. Each ``fcn train`` rate is
 the training-phase throughput it reports for its second epoch (the first one warms up;
@@ -33,18 +33,24 @@ import segmentation_models_pytorch as smp
 import torch
 from PIL import Image
 
-from training.config import TrainConfig
-from training.data import DataConfig, list_pairs
-from training.engine import cpu_has_native_bf16
-from training.train import train
-from training.transforms import AugmentConfig
+from training.config import AugmentConfig, DataConfig, TrainConfig
+from training.data.datasets import list_pairs
+from training.loop.epoch import cpu_has_native_bf16
+from training.loop.train import train
 
-DATA = Path("/work/shared/data/isbi2012_em_membrane")
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em_membrane"
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 
 
-def plain_loop(images: list[np.ndarray], masks: list[np.ndarray], steps: int, warmup: int,
-               batch: int, crop: int, seed: int) -> float:  # fmt: skip
+def plain_loop(
+    images: list[np.ndarray],
+    masks: list[np.ndarray],
+    steps: int,
+    warmup: int,
+    batch: int,
+    crop: int,
+    seed: int,
+) -> float:
     """The reference loop; returns images/s over ``steps`` after ``warmup`` steps."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -81,12 +87,20 @@ def fcn_train(steps: int, batch: int, crop: int, seed: int, bf16: bool | None = 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
             data=DataConfig(
-                root=str(DATA), mask_values=[0, 255], val_fraction=0.2, seed=seed,
+                root=str(DATA),
+                mask_values=[0, 255],
+                val_fraction=0.2,
+                seed=seed,
                 augment=AugmentConfig(crop_size=crop),
             ),
-            out=out, epochs=2, epoch_size=steps * batch, batch_size=batch, seed=seed,
-            plots=False, bf16=bf16,
-        )  # fmt: skip
+            out=out,
+            epochs=2,
+            epoch_size=steps * batch,
+            batch_size=batch,
+            seed=seed,
+            plots=False,
+            bf16=bf16,
+        )
         result = train(cfg)
     return float(result.history[-1]["images_per_s"])
 
@@ -126,8 +140,10 @@ def main() -> None:
     for name in names:
         values = " ".join(f"{v:.2f}" for v in rates[name])
         print(f"{name:<12} {means[name]:9.2f} {means[name] / plain_mean:8.2f}x   {values}")
-    print(f"fcn train (defaults) / plain: {ratio:.3f} (claim: >= 0.95) -> "
-          f"{'PASS' if ratio >= 0.95 else 'FAIL'}")  # fmt: skip
+    print(
+        f"fcn train (defaults) / plain: {ratio:.3f} (claim: >= 0.95) -> "
+        f"{'PASS' if ratio >= 0.95 else 'FAIL'}"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -148,7 +164,7 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             indent=2,
-        )  # fmt: skip
+        )
         + "\n"
     )
     print(f"wrote {RESULTS}")

@@ -28,7 +28,7 @@ EXTRA_FOR_MODULE = {
     "albumentations": "train",
     "onnx": "train",
     "onnxscript": "train",
-    "tqdm": "train",
+    "tqdm": "serve",
     "matplotlib": "train",
     "onnxruntime": "serve",
     "numpy": "serve",
@@ -38,6 +38,7 @@ EXTRA_FOR_MODULE = {
     "multipart": "serve",
     "pydantic_settings": "serve",
     "prometheus_client": "serve",
+    "ray": "ray",
 }
 
 
@@ -68,6 +69,31 @@ def missing_extra_message(command: str, error: ModuleNotFoundError) -> str | Non
     )
 
 
+def flag_hint(parser: argparse.ArgumentParser, command: str, error: BaseException) -> str:
+    """`` (see --a, --b)`` for an error that names options, spelled as ``command``'s flags.
+
+    Library errors name the options at fault by their Python names in an ``options``
+    attribute (``mask_values``); the command line knows them as flags (``--mask-values``).
+    Empty when the error names no option this command has.
+    """
+    options = getattr(error, "options", ()) or ()
+    flags: dict[str, str] = {}
+
+    def collect(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    collect(child)
+            elif action.option_strings:
+                flags.setdefault(action.dest, max(action.option_strings, key=len))
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            collect(action.choices[command])
+    named = [flags[o] for o in options if o in flags]
+    return f" (see {', '.join(named)})" if named else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # written for users; a traceback would only bury them.
         if debug:
             raise
-        print(f"fcn {args.command}: error: {exc}", file=sys.stderr)
+        # Library messages speak of the problem; the command line adds its own flags.
+        hint = flag_hint(parser, args.command, exc)
+        print(f"fcn {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
 
 

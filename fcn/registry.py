@@ -18,7 +18,7 @@ ModelBuilder = Callable[..., nn.Module]
 
 _MODELS: dict[str, ModelBuilder] = {}
 # Modules whose import registers the built-in models (kept lazy to avoid import cycles).
-_BUILTIN_MODULES = ("fcn.vgg", "fcn.unet")
+_BUILTIN_MODULES = ("fcn.vgg", "fcn.smp")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchvision.models import VGG
+from torchvision.models import VGG, vgg16
 from torchvision.models.vgg import cfgs, make_layers
 
 from fcn.heads import BilinearUpsample, score_layer
@@ -43,12 +43,11 @@ def _linear_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int) -> nn
             f"cannot reshape a Linear with {in_features} inputs into a {kernel_size}x{kernel_size}"
             f" convolution over {in_channels} channels (expected {expected} inputs)"
         )
-    conv = nn.Conv2d(in_channels, out_features, kernel_size)
-    with torch.no_grad():
-        conv.weight.copy_(
-            linear.weight.reshape(out_features, in_channels, kernel_size, kernel_size)
-        )
-        conv.bias.copy_(linear.bias)
+    # Built on the meta device: no random init of a 100M-weight fc6 that is replaced anyway.
+    conv = nn.Conv2d(in_channels, out_features, kernel_size, device="meta")
+    weight = linear.weight.detach().reshape(out_features, in_channels, kernel_size, kernel_size)
+    conv.weight = nn.Parameter(weight.clone())
+    conv.bias = nn.Parameter(linear.bias.detach().clone())
     return conv
 
 
@@ -168,65 +167,112 @@ class FCN(nn.Module):
     def load_vgg16(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy a torchvision VGG16 state dict into the trunk (features, fc6, fc7).
 
-        The first convolution is adapted to this model's input channels; fc8 (the 1000 ImageNet
+        fc6 and fc7 become convolutions through :func:`convolutionalize`; the first
+        convolution is adapted to this model's input channels; fc8 (the 1000 ImageNet
         classes) is not used: the score layers are new.
 
         Raises:
             ValueError: a tensor is missing or has the wrong shape (names it, with both shapes).
         """
-        own = self.state_dict()
-        mapped: dict[str, torch.Tensor] = {}
-        for key, target in own.items():
-            if key.startswith("features."):
-                source_key = key
-            elif key.startswith(("fc6.", "fc7.")):
-                source_key = key.replace("fc6.", "classifier.0.").replace("fc7.", "classifier.3.")
-            else:
-                continue
-            if source_key not in state_dict:
-                raise ValueError(
-                    f"VGG16 weights have no {source_key!r}; expected a torchvision VGG16 state dict"
-                )
-            value = state_dict[source_key]
-            if key == "features.0.weight":
-                if value.ndim != 4 or value.shape[0] != target.shape[0]:
-                    raise ValueError(
-                        f"VGG16 weight {source_key!r} has shape {tuple(value.shape)}, "
-                        f"expected (64, C, 3, 3)"
-                    )
-                value = adapt_input_channels(value, target.shape[1])
-            if value.numel() != target.numel():
-                raise ValueError(
-                    f"VGG16 weight {source_key!r} has shape {tuple(value.shape)}, expected "
-                    f"{tuple(target.shape)} (as {key!r}); is this a VGG16 state dict?"
-                )
-            mapped[key] = value.reshape(target.shape)
+        trunk = convolutionalize(_vgg16_from_state_dict(state_dict))
+        first = trunk.features[0].weight
+        with torch.no_grad():
+            trunk.features[0].weight = nn.Parameter(
+                adapt_input_channels(first, self.features[0].in_channels)
+            )
+        mapped = {f"features.{k}": v for k, v in trunk.features.state_dict().items()}
+        for name in ("fc6", "fc7"):
+            mapped.update({f"{name}.{k}": v for k, v in getattr(trunk, name).state_dict().items()})
         self.load_state_dict(mapped, strict=False)
 
 
-def _register_fcn(variant: Variant, doc: str) -> None:
-    def builder(
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        weights: WeightsArg = None,
-        freeze_upsampling: bool = False,
-        dropout: float = 0.5,
-    ) -> FCN:
-        model = FCN(num_classes, variant, in_channels, freeze_upsampling, dropout)
-        state_dict = resolve_vgg16_weights(weights)
-        if state_dict is not None:
-            model.load_vgg16(state_dict)
-        return model
+def _vgg16_from_state_dict(state_dict: dict[str, torch.Tensor]) -> VGG:
+    """A torchvision VGG16 holding ``state_dict`` (the first convolution may have any number of
+    input channels; fc8 may be absent: it stays on the meta device, unused).
 
-    builder.__name__ = f"fcn{variant}"
-    builder.__doc__ = (
-        f'{doc} ``weights``: None, ``"imagenet"`` (torchvision\'s VGG16) or the path of a '
-        "torchvision-format VGG16 state dict."
-    )
-    register_model(builder.__name__)(builder)
+    Raises:
+        ValueError: a tensor is missing or has the wrong shape (names it, with both shapes).
+    """
+    with torch.device("meta"):  # no random init: every used weight is replaced
+        vgg = vgg16(weights=None)
+    first = state_dict.get("features.0.weight")
+    if first is not None and first.ndim == 4 and first.shape[0] == 64 and first.shape[1] != 3:
+        vgg.features[0] = nn.Conv2d(first.shape[1], 64, kernel_size=3, padding=1, device="meta")
+    used = {}
+    for key, target in vgg.state_dict().items():
+        if key.startswith("classifier.6."):
+            if key in state_dict:
+                used[key] = state_dict[key]
+            continue
+        if key not in state_dict:
+            raise ValueError(
+                f"VGG16 weights have no {key!r}; expected a torchvision VGG16 state dict"
+            )
+        value = state_dict[key]
+        if value.shape != target.shape:
+            expected = "(64, C, 3, 3)" if key == "features.0.weight" else tuple(target.shape)
+            raise ValueError(
+                f"VGG16 weight {key!r} has shape {tuple(value.shape)}, expected {expected}; "
+                "is this a VGG16 state dict?"
+            )
+        used[key] = value
+    vgg.load_state_dict(used, strict=False, assign=True)
+    return vgg
 
 
-_register_fcn("32s", "FCN-32s: one 32x upsampling of the fc7 scores.")
-_register_fcn("16s", "FCN-16s: fused with a skip from pool4.")
-_register_fcn("8s", "FCN-8s: fused with skips from pool4 and pool3.")
+def _fcn(
+    variant: Variant,
+    num_classes: int,
+    in_channels: int,
+    weights: WeightsArg,
+    freeze_upsampling: bool,
+    dropout: float,
+) -> FCN:
+    model = FCN(num_classes, variant, in_channels, freeze_upsampling, dropout)
+    state_dict = resolve_vgg16_weights(weights)
+    if state_dict is not None:
+        model.load_vgg16(state_dict)
+    return model
+
+
+# ``weights``: None, ``"imagenet"`` (torchvision's VGG16) or the path of a torchvision-format
+# VGG16 state dict; see fcn.weights.
+
+
+@register_model("fcn32s")
+def fcn32s(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    weights: WeightsArg = None,
+    freeze_upsampling: bool = False,
+    dropout: float = 0.5,
+) -> FCN:
+    """FCN-32s: one 32x upsampling of the fc7 scores."""
+    return _fcn("32s", num_classes, in_channels, weights, freeze_upsampling, dropout)
+
+
+@register_model("fcn16s")
+def fcn16s(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    weights: WeightsArg = None,
+    freeze_upsampling: bool = False,
+    dropout: float = 0.5,
+) -> FCN:
+    """FCN-16s: fused with a skip from pool4."""
+    return _fcn("16s", num_classes, in_channels, weights, freeze_upsampling, dropout)
+
+
+@register_model("fcn8s")
+def fcn8s(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    weights: WeightsArg = None,
+    freeze_upsampling: bool = False,
+    dropout: float = 0.5,
+) -> FCN:
+    """FCN-8s: fused with skips from pool4 and pool3."""
+    return _fcn("8s", num_classes, in_channels, weights, freeze_upsampling, dropout)

@@ -1,152 +1,299 @@
-"""Segment files and folders into an output folder (the engine behind ``fcn predict``).
+"""Segment a list of images into an output folder, pipelined (the engine behind ``fcn predict``).
 
-Output names are the input's stem plus a suffix per format (``cat.jpg`` -> ``cat_mask.png``,
-``cat_color.png``, ``cat_overlay.png``, ``cat.json``); inputs found inside a folder keep their
-sub-folder under the output folder. One bad file never stops the batch: its result carries
-the reason and the caller decides how to report it.
+Three stages per image, the ones of :mod:`service.pipeline`: decode, infer, encode + write.
+Decoding and encoding/writing run in worker threads while ONNX Runtime runs on the calling
+thread (Pillow, zlib and ONNX Runtime all release the GIL), and each stage holds at most
+``BatchOptions.queue_size`` images, so memory stays flat however many images there are.
+
+Results come back in input order through ``on_result``, one :class:`ItemResult` per image: a
+bad file never stops the batch, its result carries the reason. Outputs are written atomically
+(:mod:`service.writer`), and ``skip_existing`` resumes a killed run.
+
+:func:`process_item` is the same three stages in sequence for one image: what the Ray runner's
+actors call, so both engines write the same bytes under the same names.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from service import pipeline
 from service.engine import Engine
 from service.errors import ImageError, ModelError
-from service.imaging import IMAGE_EXTENSIONS
 from service.masks import get_encoder
+from service.scan import BatchItem, Rejected
+from service.writer import all_exist, atomic_write, output_paths
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One input: where it is, and its output stem relative to the output folder."""
-
-    source: Path
-    stem: Path
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
 @dataclass
 class ItemResult:
-    """What happened to one input: ``error`` is None on success."""
+    """What happened to one input.
+
+    Attributes:
+        item: the input.
+        status: ``ok``, ``failed`` or ``skipped`` (outputs already there, or not followed).
+        outputs: files written.
+        error: why it failed or was skipped; None on success.
+        width, height: image size after EXIF orientation (None when not decoded).
+        milliseconds: decode + infer + encode + write time of this image (not queue waits).
+        fractions: fraction of the pixels in each class, in class order.
+    """
 
     item: BatchItem
+    status: str = OK
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
-    size: tuple[int, int] | None = None
-    seconds: float = 0.0
+    width: int | None = None
+    height: int | None = None
+    milliseconds: float = 0.0
+    fractions: list[float] | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.status == OK
 
 
-def collect_inputs(
-    paths: Iterable[str | Path], *, recursive: bool = False
-) -> tuple[list[BatchItem], list[ItemResult]]:
-    """Expand files and folders into batch items.
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch.
 
-    Args:
-        paths: files (always used) and folders (scanned for image extensions).
-        recursive: also scan sub-folders, keeping their relative path in the output.
-
-    Returns:
-        ``(items, failures)``: failures are inputs that do not exist or collide on output name.
+    Attributes:
+        formats: output format names from :data:`service.masks.ENCODERS`.
+        alpha: overlay colour weight in ``[0, 1]``.
+        skip_existing: leave an image alone when all its outputs exist (resume).
+        workers: decode threads, and as many encode/write threads.
+        queue_size: images in flight per stage (decoded, waiting to be written).
     """
-    items: list[BatchItem] = []
-    failures: list[ItemResult] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(
-                p
-                for p in path.glob(pattern)
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+
+    formats: tuple[str, ...] = ("index",)
+    alpha: float = 0.5
+    skip_existing: bool = False
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    queue_size: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.formats:
+            raise ValueError("at least one output format is needed")
+        for fmt in self.formats:
+            get_encoder(fmt)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.workers < 1 or self.queue_size < 1:
+            raise ValueError(
+                f"workers and queue_size must be >= 1, got {self.workers} and {self.queue_size}"
             )
-            items.extend(BatchItem(p, p.relative_to(path).with_suffix("")) for p in found)
-        elif path.is_file():
-            items.append(BatchItem(path, Path(path.stem)))
-        else:
-            failures.append(ItemResult(BatchItem(path, Path(path.stem)), error="no such file"))
-    seen: dict[Path, Path] = {}
-    unique: list[BatchItem] = []
-    for item in items:
-        if item.stem in seen:
-            reason = f"output name {item.stem} already used by {seen[item.stem]}"
-            failures.append(ItemResult(item, error=reason))
-            continue
-        seen[item.stem] = item.source
-        unique.append(item)
-    return unique, failures
 
 
-def output_paths(item: BatchItem, out_dir: Path, formats: Sequence[str]) -> dict[str, Path]:
-    """The file each requested format is written to."""
-    base = out_dir / item.stem
-    return {fmt: base.with_name(base.name + get_encoder(fmt).suffix) for fmt in formats}
+@dataclass
+class BatchCounts:
+    """How many images ended in each status."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def add(self, status: str) -> None:
+        setattr(self, status, getattr(self, status) + 1)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for the user, from an exception raised while processing an image."""
+    if isinstance(exc, ImageError | ModelError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, MemoryError):
+        return "out of memory; the image is too large for this machine"
+    logger.debug("unexpected failure", exc_info=exc)
+    return f"internal error ({type(exc).__name__}: {exc})"
+
+
+def class_fractions(mask: np.ndarray, num_classes: int) -> list[float]:
+    """Fraction of ``mask``'s pixels in each class ``0..num_classes-1``."""
+    counts = np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+    return [float(c) / mask.size for c in counts]
+
+
+# --- the three stages -------------------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    pixels: np.ndarray | None  # None: skipped, outputs already there
+    decode_ms: float
+
+
+def _decode(engine: Engine, item: BatchItem, targets: list[Path], skip: bool) -> _Decoded:
+    if skip and all_exist(targets):
+        return _Decoded(None, 0.0)
+    pixels, ms = pipeline.decode(engine, item.source)
+    return _Decoded(pixels, ms)
+
+
+def _write(
+    engine: Engine,
+    result: ItemResult,
+    segmentation: pipeline.Segmentation,
+    targets: dict[str, Path],
+    alpha: float,
+) -> ItemResult:
+    """Encode every format, write it atomically, and fill in ``result``."""
+    start = time.perf_counter()
+    try:
+        info = {"source": str(result.item.source), "arch": engine.metadata.arch}
+        for fmt, target in targets.items():
+            atomic_write(target, pipeline.encode(engine, segmentation, fmt, alpha=alpha, info=info))
+            result.outputs.append(target)
+        result.fractions = class_fractions(segmentation.mask, engine.metadata.num_classes)
+    except Exception as exc:
+        result.status, result.error = FAILED, describe_error(exc)
+    encode_ms = (time.perf_counter() - start) * 1000.0
+    result.milliseconds = segmentation.decode_ms + segmentation.infer_ms + encode_ms
+    return result
+
+
+def _infer(engine: Engine, result: ItemResult, decoded: _Decoded) -> pipeline.Segmentation | None:
+    """Run the model; on failure mark ``result`` and return None."""
+    try:
+        segmentation = pipeline.infer(engine, decoded.pixels, decoded.decode_ms)
+    except Exception as exc:
+        result.status, result.error = FAILED, describe_error(exc)
+        result.milliseconds = decoded.decode_ms
+        return None
+    result.height, result.width = segmentation.height, segmentation.width
+    return segmentation
 
 
 def process_item(
-    engine: Engine, item: BatchItem, out_dir: Path, formats: Sequence[str], alpha: float = 0.5
+    engine: Engine, item: BatchItem, out_dir: str | os.PathLike, options: BatchOptions
 ) -> ItemResult:
-    """Decode, segment and write one input; any failure is captured in the result."""
+    """Decode, segment and write one image in sequence; any failure is captured."""
+    targets = output_paths(item, Path(out_dir), options.formats)
     result = ItemResult(item)
-    start = time.perf_counter()
     try:
-        segmentation = pipeline.segment(engine, item.source)
-        result.size = (segmentation.height, segmentation.width)
-        info = {"source": str(item.source), "arch": engine.metadata.arch}
-        for fmt, target in output_paths(item, out_dir, formats).items():
-            data = pipeline.encode(engine, segmentation, fmt, alpha=alpha, info=info)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            result.outputs.append(target)
-    except (ImageError, ModelError) as exc:
-        result.error = str(exc)
-    except OSError as exc:
-        result.error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    except MemoryError:
-        result.error = "out of memory; the image is too large for this machine"
-    except Exception as exc:  # a batch must finish; the traceback goes to the debug log
-        logger.debug("unexpected failure on %s", item.source, exc_info=True)
-        result.error = f"internal error ({type(exc).__name__}: {exc})"
-    result.seconds = time.perf_counter() - start
-    return result
+        decoded = _decode(engine, item, list(targets.values()), options.skip_existing)
+    except Exception as exc:
+        result.status, result.error = FAILED, describe_error(exc)
+        return result
+    if decoded.pixels is None:
+        result.status, result.error = SKIPPED, "outputs already exist"
+        return result
+    segmentation = _infer(engine, result, decoded)
+    if segmentation is None:
+        return result
+    return _write(engine, result, segmentation, targets, options.alpha)
+
+
+# --- the pipelined runner ---------------------------------------------------------------------
 
 
 def run_batch(
     engine: Engine,
-    items: Sequence[BatchItem],
-    out_dir: str | Path,
-    formats: Sequence[str] = ("index",),
+    items: Iterable[BatchItem],
+    out_dir: str | os.PathLike,
+    options: BatchOptions | None = None,
     *,
-    alpha: float = 0.5,
     on_result: Callable[[ItemResult], None] | None = None,
-) -> list[ItemResult]:
-    """Process every item in order, calling ``on_result`` after each one.
+) -> BatchCounts:
+    """Process every item; ``on_result`` is called on this thread, in input order.
 
-    Raises:
-        ValueError: an unknown format name.
+    Returns:
+        How many images succeeded, failed and were skipped.
     """
-    for fmt in formats:
-        get_encoder(fmt)
+    options = options or BatchOptions()
     out_dir = Path(out_dir)
-    results = []
-    for item in items:
-        result = process_item(engine, item, out_dir, formats, alpha)
-        if result.ok:
-            logger.debug(
-                "%s -> %d outputs in %.2fs", item.source, len(result.outputs), result.seconds
-            )
-        results.append(result)
+    counts = BatchCounts()
+
+    def emit(result: ItemResult) -> None:
+        counts.add(result.status)
         if on_result is not None:
             on_result(result)
-    return results
+
+    decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-decode")
+    writers = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-write")
+    decoding: deque[tuple[BatchItem, dict[str, Path], Future[_Decoded]]] = deque()
+    writing: deque[Future[ItemResult]] = deque()
+    pending = iter(items)
+
+    def refill() -> None:
+        while len(decoding) < options.queue_size:
+            item = next(pending, None)
+            if item is None:
+                return
+            targets = output_paths(item, out_dir, options.formats)
+            future = decoders.submit(
+                _decode, engine, item, list(targets.values()), options.skip_existing
+            )
+            decoding.append((item, targets, future))
+
+    def drain(limit: int) -> None:
+        # Oldest first keeps the results in input order; waiting on it bounds the queue.
+        while writing and (len(writing) > limit or writing[0].done()):
+            emit(writing.popleft().result())
+
+    try:
+        refill()
+        while decoding:
+            item, targets, future = decoding.popleft()
+            refill()
+            result = ItemResult(item)
+            try:
+                decoded = future.result()
+            except Exception as exc:
+                result.status, result.error = FAILED, describe_error(exc)
+                writing.append(_done(result))
+                drain(options.queue_size)
+                continue
+            if decoded.pixels is None:
+                result.status, result.error = SKIPPED, "outputs already exist"
+                writing.append(_done(result))
+            else:
+                segmentation = _infer(engine, result, decoded)
+                del decoded
+                if segmentation is None:
+                    writing.append(_done(result))
+                else:
+                    writing.append(
+                        writers.submit(_write, engine, result, segmentation, targets, options.alpha)
+                    )
+            drain(options.queue_size)
+        drain(0)
+    finally:
+        for future in writing:
+            future.cancel()
+        for _, _, future in decoding:
+            future.cancel()
+        decoders.shutdown(wait=True)
+        writers.shutdown(wait=True)
+    return counts
+
+
+def _done(result: ItemResult) -> Future[ItemResult]:
+    future: Future[ItemResult] = Future()
+    future.set_result(result)
+    return future
+
+
+def rejected_results(rejected: Sequence[Rejected]) -> list[ItemResult]:
+    """Result rows for the inputs a scan rejected (missing, collision, outside symlink)."""
+    return [
+        ItemResult(
+            BatchItem(r.source, Path(r.source.stem)),
+            status=FAILED if r.failed else SKIPPED,
+            error=r.reason,
+        )
+        for r in rejected
+    ]

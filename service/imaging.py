@@ -107,7 +107,7 @@ def _as_stream(source: Source) -> tuple[BinaryIO, bool]:
     if isinstance(source, bytes | bytearray | memoryview):
         return io.BytesIO(bytes(source)), True
     if isinstance(source, str | os.PathLike):
-        return open(source, "rb"), True  # noqa: SIM115 - closed by the caller
+        return open(source, "rb"), True  # closed by the caller
     return source, False
 
 

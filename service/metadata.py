@@ -1,7 +1,10 @@
 """The model description stored in an ONNX file's ``metadata_props`` (docs/contracts.md).
 
-Each value is JSON-encoded. :func:`parse_metadata` checks every key the service relies on and
-raises :class:`service.errors.MetadataError` naming the first missing or invalid one.
+:class:`ModelMetadata` is the one definition of that description: export builds one and writes
+it with :meth:`ModelMetadata.to_props`, and every reader (the engine, evaluation, quantization,
+the tests) parses it with :meth:`ModelMetadata.from_props`, which checks every key the service
+relies on and raises :class:`service.errors.MetadataError` naming the first missing or invalid
+one. Each value is JSON-encoded. Torch-free: the serving side imports it.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import MetadataError
@@ -26,13 +29,32 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "version",
     "num_classes",
 )
+# Optional keys with a meaning of their own: the builder options (provenance) and the raw
+# mask value of each class (lets evaluation read a dataset's encoded masks from the model alone).
+OPTIONAL_KEYS: tuple[str, ...] = ("options", "mask_values")
+# The format version export writes; bump when the meaning of a key changes.
+METADATA_VERSION = 1
 # Metadata format versions this engine understands.
-SUPPORTED_VERSIONS: frozenset[int] = frozenset({1})
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({METADATA_VERSION})
+
+
+# extra key written by ``fcn export``: each faster path's measured agreement with fp32.
+PRECISION_CHECKS_KEY = "precision_checks"
+
+
+def encode_props(values: Mapping[str, Any]) -> dict[str, str]:
+    """Plain values -> ``metadata_props`` strings (each value JSON-encoded)."""
+    return {key: json.dumps(value) for key, value in values.items()}
 
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """Everything the service needs to know about a model, read from the ONNX file."""
+    """Everything the service needs to know about a model, as stored in the ONNX file.
+
+    ``extra`` holds every other key (provenance such as ``exporter``, ``opset``,
+    ``best_metric``, ``epoch``, ``source``, ``quantization``), JSON-decoded, so a file read and
+    written again keeps it.
+    """
 
     arch: str
     classes: tuple[str, ...]
@@ -42,12 +64,15 @@ class ModelMetadata:
     std: tuple[float, ...]
     size_multiple: int
     ignore_index: int | None
-    version: int
     num_classes: int
+    version: int = METADATA_VERSION
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    mask_values: tuple[int, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict with the same keys as ``metadata_props``."""
-        return {
+        """A JSON-able dict with the same keys as ``metadata_props`` (``extra`` included)."""
+        values: dict[str, Any] = {
             "arch": self.arch,
             "classes": list(self.classes),
             "palette": [list(c) for c in self.palette],
@@ -58,7 +83,34 @@ class ModelMetadata:
             "ignore_index": self.ignore_index,
             "version": self.version,
             "num_classes": self.num_classes,
+            "options": dict(self.options),
+            "mask_values": None if self.mask_values is None else list(self.mask_values),
         }
+        clash = sorted(set(self.extra) & set(values))
+        if clash:
+            raise MetadataError(clash[0], f"extra metadata may not replace required keys {clash}")
+        return {**values, **self.extra}
+
+    @property
+    def precision_checks(self) -> dict[str, Any]:
+        """What ``fcn export`` measured for each faster path (``{}`` if nothing; see
+        :func:`service.backends.select.parse_checks`): what ``precision="auto"`` may serve."""
+        value = self.extra.get(PRECISION_CHECKS_KEY)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    @property
+    def quantized(self) -> bool:
+        """Whether this file is an INT8 (quantized) model (it has a ``quantization`` entry)."""
+        return "quantization" in self.extra
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` to write: every key, each value JSON-encoded."""
+        return encode_props(self.to_dict())
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str]) -> ModelMetadata:
+        """Decode and validate ``metadata_props`` (see :func:`parse_metadata`)."""
+        return parse_metadata(props)
 
 
 def _int(key: str, value: Any, minimum: int) -> int:
@@ -90,12 +142,11 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     Raises:
         MetadataError: a key is missing, is not JSON, or has the wrong type, length or range.
     """
+    # The one reader of the description (ModelMetadata.from_props calls it).
     values: dict[str, Any] = {}
     for key in REQUIRED_KEYS:
         if key not in props:
-            raise MetadataError(
-                key, "missing; re-export the model with training/export.py to embed it"
-            )
+            raise MetadataError(key, "missing; re-export the model to embed it")
         try:
             values[key] = json.loads(props[key])
         except (TypeError, ValueError) as exc:
@@ -142,6 +193,7 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     ignore_index = values["ignore_index"]
     if ignore_index is not None:
         ignore_index = _int("ignore_index", ignore_index, 0)
+    options, mask_values, extra = _optional(props, num_classes)
     return ModelMetadata(
         arch=arch,
         classes=tuple(classes),
@@ -153,4 +205,41 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
         ignore_index=ignore_index,
         version=version,
         num_classes=num_classes,
+        options=options,
+        mask_values=mask_values,
+        extra=extra,
     )
+
+
+def _optional(
+    props: Mapping[str, str], num_classes: int
+) -> tuple[dict[str, Any], tuple[int, ...] | None, dict[str, Any]]:
+    """``options``, ``mask_values`` and every other non-required key, decoded."""
+    extra: dict[str, Any] = {}
+    for key, raw in props.items():
+        if key in REQUIRED_KEYS:
+            continue
+        try:
+            extra[key] = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            if key in OPTIONAL_KEYS:
+                raise MetadataError(key, f"value is not valid JSON: {raw!r}") from exc
+            extra[key] = raw  # a foreign key: kept as written
+    options = extra.pop("options", None) or {}
+    if not isinstance(options, dict):
+        raise MetadataError("options", f"expected a JSON object, got {options!r}")
+    mask_values = extra.pop("mask_values", None)
+    if mask_values is not None:
+        if (
+            not isinstance(mask_values, list)
+            or len(mask_values) != num_classes
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in mask_values)
+            or not all(0 <= v <= 65535 for v in mask_values)
+            or len(set(mask_values)) != len(mask_values)
+        ):
+            raise MetadataError(
+                "mask_values",
+                f"expected {num_classes} distinct integers in 0..65535, got {mask_values!r}",
+            )
+        mask_values = tuple(mask_values)
+    return options, mask_values, extra

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 import fcn
+from training.config import TrainConfig
+from training.data.datasets import DatasetInfo
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -72,11 +74,16 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(cached)],
+        "numpy": [
+            name,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }  # fmt: skip
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -112,21 +119,72 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def build_model_from_config(model_config: dict[str, Any]) -> nn.Module:
-    """Rebuild a network from ``config["model"]`` (arch, num_classes, in_channels, options).
+def checkpoint_config(cfg: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
+    """The checkpoint's ``config`` (docs/contracts.md); each thing is stored once.
+
+    * ``model``: what :func:`fcn.build_model` needs (arch, num_classes, in_channels, options);
+    * ``data``: the ``DataConfig`` as the data was read: an absolute root, and what was
+      inferred filled in (classes, palette, mask values, channels, mean/std), so a later
+      evaluation or export (from any folder) reads the data and describes the model the
+      same way;
+    * ``train``: every other training option (``TrainConfig.to_dict()`` without ``data``);
+      :func:`train_config` joins it with ``data`` again for ``--resume``.
+    """
+    data = cfg.data.to_dict()
+    data.update(
+        root=str(Path(cfg.data.root).resolve()),
+        mask_values=info.mask_values,
+        classes=list(info.classes),
+        in_channels=info.in_channels,
+        mean=list(info.mean),
+        std=list(info.std),
+        palette=[list(c) for c in info.palette],
+        num_classes=info.num_classes,
+    )
+    train = cfg.to_dict()
+    del train["data"]
+    return {
+        "model": {
+            "arch": cfg.arch,
+            "num_classes": info.num_classes,
+            "in_channels": info.in_channels,
+            "options": dict(cfg.model_options),
+        },
+        "data": data,
+        "train": train,
+    }
+
+
+def train_config(config: dict[str, Any]) -> TrainConfig:
+    """The ``TrainConfig`` a checkpoint's ``config`` was written from.
+
+    Raises:
+        ValueError: the config holds no training options, or unknown ones.
+    """
+    train = config.get("train")
+    if not isinstance(train, dict) or not isinstance(config.get("data"), dict):
+        raise ValueError("no training options ('config.train' and 'config.data')")
+    return TrainConfig.from_dict({**train, "data": config["data"]})
+
+
+def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The network of a loaded checkpoint, weights in place, in eval mode on ``device``.
 
     Pretrained-weight options are dropped: the checkpoint's state dict replaces them anyway,
     and rebuilding must never try to download anything.
     """
+    model_config = state["config"]["model"]
     options = {
         k: v for k, v in dict(model_config.get("options", {})).items() if k not in _WEIGHT_OPTIONS
     }
-    return fcn.build_model(
+    model = fcn.build_model(
         model_config["arch"],
         num_classes=int(model_config["num_classes"]),
         in_channels=int(model_config.get("in_channels", 3)),
         **options,
     )
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
 
 
 _WEIGHT_OPTIONS = {"weights", "encoder_weights"}
@@ -137,7 +195,4 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint and return ``(model in eval mode, full training config)``."""
     state = load_checkpoint(path, map_location=device)
-    config = state["config"]
-    model = build_model_from_config(config["model"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
+    return model_from_state(state, device), state["config"]

@@ -1,9 +1,11 @@
-"""The training configuration: one dataclass holding every option of ``fcn train``.
+"""The training configuration: the dataclasses holding every option of ``fcn train``.
 
-``TrainConfig`` is what the CLI fills in and what the loop reads; ``checkpoint_config`` turns
-it (plus what the data said: classes, palette, normalisation) into the JSON-serialisable
-``config`` dict stored in every checkpoint (docs/contracts.md), and ``TrainConfig.from_dict``
-reads it back for ``--resume``.
+``TrainConfig`` (with its ``DataConfig`` and ``AugmentConfig``) is what the CLI fills in and
+what the loop reads; ``training.checkpoint.checkpoint_config`` stores it in every checkpoint
+(docs/contracts.md) and ``TrainConfig.from_dict`` reads it back for ``--resume``.
+
+This module imports neither torch nor numpy, so the ``fcn`` command reads its choices and
+defaults from here without loading the training stack.
 
 The defaults are the project's tuned settings (measured on ISBI 2012 EM, 2 CPU cores; see
 bench/ and the README): AdamW with a short warmup and cosine decay to zero within the budget,
@@ -13,19 +15,112 @@ cross-entropy + Dice, 256-pixel crops, batch 8.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-
-from training.data import DataConfig, DatasetInfo, check_known_fields
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("cosine", "poly", "constant")
 LOSSES: tuple[str, ...] = ("ce", "ce+dice")
+LAYOUTS: tuple[str, ...] = ("auto", "folder", "split", "voc")
+# The encoder smp architectures get when none is given (the registry's own default is
+# resnet34; resnet18 is the project's tuned default).
+DEFAULT_ENCODER = "resnet18"
+# The epoch limit when neither epochs nor max_minutes is given.
+DEFAULT_EPOCHS = 50
 
 # Per-optimizer defaults used when lr / weight_decay are not given.
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.01}
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-4, "sgd": 1e-4}
+
+
+class OptionError(ValueError):
+    """A problem the caller fixes by changing the named options.
+
+    The message speaks of the problem (and of option names as the Python API spells them);
+    ``options`` lists those names so that a front end can point at its own spelling: the
+    ``fcn`` command appends its flags (``mask_values`` -> ``--mask-values``).
+    """
+
+    def __init__(self, message: str, *, options: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.options = tuple(options)
+
+
+def check_known_fields(cls: type, data: dict[str, Any], what: str) -> None:
+    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} options {unknown}; valid ones: {sorted(known)}")
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default value of dataclass field ``name`` (for help texts)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.default_factory() if callable(f.default_factory) else f.default
+    raise KeyError(name)
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation options (probabilities are per sample)."""
+
+    crop_size: int = 256
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    brightness: float = 0.2  # +- fraction of the maximum pixel value
+    contrast: float = 0.2  # +- fraction
+    saturation: float = 0.0  # RGB only
+    hue: float = 0.0  # RGB only, fraction of the hue circle
+    color_p: float = 0.5  # probability of the colour jitter
+
+    def __post_init__(self) -> None:
+        low, high = self.scale_range
+        if self.crop_size < 1 or not 0 < low <= high:
+            raise ValueError(
+                f"need crop_size >= 1 and 0 < scale_range[0] <= scale_range[1], got "
+                f"crop_size={self.crop_size}, scale_range={self.scale_range}"
+            )
+        self.scale_range = (float(low), float(high))
+
+
+@dataclass
+class DataConfig:
+    """How to find, read and augment a dataset (every field is JSON-serialisable)."""
+
+    root: str
+    layout: str = "auto"  # one of LAYOUTS
+    val_fraction: float = 0.2  # folder layout only
+    seed: int = 0  # the train/val split and the augmentation streams
+    mask_values: list[int] | None = None  # raw mask value of class i; None: masks hold indices
+    ignore_index: int = 255
+    classes: list[str] | None = None
+    num_classes: int | None = None  # when neither classes nor mask_values say it
+    palette: list[list[int]] | None = None
+    in_channels: int | None = None  # None: from the first image
+    mean: list[float] | None = None  # None: ImageNet-based defaults (or computed)
+    std: list[float] | None = None
+    compute_stats: bool = False  # mean/std from the training images
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_mb: int = 2048  # decode up front and keep in memory when the data fits
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["root"] = str(self.root)
+        data["augment"]["scale_range"] = list(self.augment.scale_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        check_known_fields(cls, data, "data")
+        data = dict(data)
+        if isinstance(data.get("augment"), dict):
+            augment = dict(data["augment"])
+            augment["scale_range"] = tuple(augment.get("scale_range", (0.5, 2.0)))
+            data["augment"] = AugmentConfig(**augment)
+        return cls(**data)
 
 
 def parse_warmup(text: str | int) -> tuple[int, str]:
@@ -49,7 +144,7 @@ class TrainConfig:
     out: str = "runs/train"
     # Model: fcn.build_model(arch, num_classes=<from data>, in_channels=<from data>, **options)
     arch: str = "unet"
-    model_options: dict[str, Any] = field(default_factory=lambda: {"encoder": "resnet18"})
+    model_options: dict[str, Any] = field(default_factory=lambda: {"encoder": DEFAULT_ENCODER})
     # Budget: epochs, minutes or both (whichever ends first). Neither: 50 epochs.
     epochs: int | None = None
     max_minutes: float | None = None
@@ -107,9 +202,9 @@ class TrainConfig:
 
     @property
     def budget_epochs(self) -> int | None:
-        """The epoch limit; 50 when neither epochs nor minutes are given."""
+        """The epoch limit; DEFAULT_EPOCHS when neither epochs nor minutes are given."""
         if self.epochs is None and self.max_minutes is None:
-            return 50
+            return DEFAULT_EPOCHS
         return self.epochs
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,40 +219,3 @@ class TrainConfig:
         values = dict(data)
         values["data"] = DataConfig.from_dict(values["data"])
         return cls(**values)
-
-
-def checkpoint_config(cfg: TrainConfig, info: DatasetInfo) -> dict[str, Any]:
-    """The checkpoint's ``config``: model, what the data said, data options, training options.
-
-    The top-level keys follow docs/contracts.md (``model``, ``classes``, ``palette``, ``mean``,
-    ``std``, ``ignore_index``); ``data`` is the resolved ``DataConfig`` (so evaluation can
-    rebuild the same split) and ``train`` is ``TrainConfig.to_dict()`` (so ``--resume`` can
-    continue with the same options).
-    """
-    data = cfg.data.to_dict()
-    # An absolute root and what was inferred, so a later evaluation (from any folder) reads
-    # the data the same way.
-    root = str(Path(cfg.data.root).resolve())
-    train = cfg.to_dict()
-    train["data"]["root"] = root
-    data.update(
-        root=root,
-        mask_values=info.mask_values, classes=info.classes, in_channels=info.in_channels,
-        mean=info.mean, std=info.std, palette=info.palette, num_classes=info.num_classes,
-    )  # fmt: skip
-    return {
-        "model": {
-            "arch": cfg.arch,
-            "num_classes": info.num_classes,
-            "in_channels": info.in_channels,
-            "options": dict(cfg.model_options),
-        },
-        "classes": list(info.classes),
-        "palette": [list(c) for c in info.palette],
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "ignore_index": info.ignore_index,
-        "mask_values": info.mask_values,
-        "data": data,
-        "train": train,
-    }

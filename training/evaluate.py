@@ -25,15 +25,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from training.checkpoint import load_checkpoint, load_model
-from training.data import DataConfig, build_datasets, pad_collate
-from training.distributed import from_env, resolve_device
-from training.engine import evaluate
-from training.metrics import ConfusionMatrix, Metrics
+from training.checkpoint import load_checkpoint, model_from_state
+from training.config import DataConfig, OptionError
+from training.data.datasets import build_datasets, pad_collate
+from training.loop.distributed import from_env, resolve_device
+from training.loop.epoch import evaluate
+from training.loop.metrics import ConfusionMatrix, Metrics
 
 logger = logging.getLogger(__name__)
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "all", "train")
+# The DataConfig fields an exported model's metadata describes.
+_DESCRIBED_DATA = ("classes", "in_channels", "ignore_index", "palette", "mask_values")
 
 
 @dataclass
@@ -46,14 +49,19 @@ class EvalReport:
     split: str
     images: int
     seconds: float
+    served_by: str | None = None  # ONNX models: backend and precision, e.g. "openvino bf16"
 
     def to_dict(self) -> dict[str, Any]:
         """``{"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice", ...}``."""
         return {
             **self.metrics.to_dict(),
-            "model": self.model, "data": self.data, "split": self.split,
-            "images": self.images, "seconds": round(self.seconds, 3),
-        }  # fmt: skip
+            "model": self.model,
+            "data": self.data,
+            "split": self.split,
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            **({"served_by": self.served_by} if self.served_by else {}),
+        }
 
 
 def data_config(saved: dict[str, Any] | None, root: str | None, **overrides: Any) -> DataConfig:
@@ -65,11 +73,10 @@ def data_config(saved: dict[str, Any] | None, root: str | None, **overrides: Any
     values = dict(saved or {})
     values.pop("augment", None)  # evaluation never augments
     known = {f.name for f in fields(DataConfig)}
-    values = {k: v for k, v in values.items() if k in known}
     if root is not None:
         values["root"] = str(root)
     if not values.get("root"):
-        raise ValueError("no dataset: give --data DIR")
+        raise OptionError("no dataset given or saved", options=("data",))
     for key, value in overrides.items():
         if key not in known:
             raise ValueError(f"unknown data option {key!r}; valid ones: {sorted(known)}")
@@ -110,19 +117,23 @@ def evaluate_checkpoint(
     _check_split(split)
     start = time.perf_counter()
     device_ = resolve_device(device, from_env())
-    saved = load_checkpoint(checkpoint)["config"]
+    state = load_checkpoint(checkpoint, map_location=device_)
+    saved = state["config"]
     cfg = data_config(saved.get("data"), root, **data_overrides)
     _, dataset, info = build_datasets(cfg, split=split)
-    model, _ = load_model(checkpoint, device=device_)
+    model = model_from_state(state, device_)
     if info.num_classes != saved["model"]["num_classes"]:
-        raise ValueError(
+        raise OptionError(
             f"the data has {info.num_classes} classes but {checkpoint} predicts "
-            f"{saved['model']['num_classes']}; check --mask-values/--classes"
+            f"{saved['model']['num_classes']}",
+            options=("mask_values", "classes"),
         )
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers,
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
         collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index),
-    )  # fmt: skip
+    )
     result = evaluate(model, loader, info.num_classes, device=device_)
     metrics = result.matrix.compute(info.classes)
     return EvalReport(
@@ -136,6 +147,8 @@ def evaluate_onnx(
     root: str | None = None,
     split: str = "val",
     checkpoint: str | os.PathLike | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
     **data_overrides: Any,
 ) -> EvalReport:
     """Evaluate an exported ONNX model through the serving engine.
@@ -146,35 +159,21 @@ def evaluate_onnx(
         split: ``val``, ``all`` or ``train``.
         checkpoint: optional training checkpoint supplying the data options (split, mask
             values), so an export is evaluated on exactly its training validation set.
+        backend: the engine's backend (``auto``, ``ort``, ``openvino``).
+        precision: the engine's precision (``auto``, ``fp32``, ``bf16``, ``int8``).
         **data_overrides: ``DataConfig`` fields to change.
 
     Returns:
-        ``EvalReport``.
+        ``EvalReport``; ``model`` names the backend and precision that served.
     """
-    from service.engine import Engine
+    from service.engine import Engine, EngineConfig
 
     _check_split(split)
     start = time.perf_counter()
-    engine = Engine.load(model_path)
-    meta = engine.metadata
-    if checkpoint is not None:
-        saved = load_checkpoint(checkpoint)["config"].get("data")
-    else:
-        saved = {
-            "classes": list(meta.classes), "in_channels": meta.in_channels,
-            "ignore_index": 255 if meta.ignore_index is None else meta.ignore_index,
-            "palette": [list(c) for c in meta.palette],
-            # training/export.py stores the raw mask values (e.g. 0/255) beside the contract's
-            # keys; without them such masks would read as class 0 and ignore_index.
-            "mask_values": _metadata_value(engine, "mask_values"),
-        }  # fmt: skip
-    cfg = data_config(saved, root, **data_overrides)
-    _, dataset, info = build_datasets(cfg, split=split)
-    if info.num_classes != meta.num_classes or info.in_channels != meta.in_channels:
-        raise ValueError(
-            f"the data has {info.num_classes} classes and {info.in_channels} channel(s) but "
-            f"{model_path} expects {meta.num_classes} and {meta.in_channels}"
-        )
+    engine = Engine.load(model_path, EngineConfig(backend=backend, precision=precision))
+    dataset, info, cfg = onnx_dataset(
+        engine, model_path, root=root, split=split, checkpoint=checkpoint, **data_overrides
+    )
     matrix = ConfusionMatrix(info.num_classes)
     for index in range(len(dataset)):
         image, mask = dataset.load(index)  # raw decoded pixels: the engine normalises
@@ -184,15 +183,50 @@ def evaluate_onnx(
             torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
         )
     metrics = matrix.compute(info.classes)
-    return EvalReport(
-        metrics, str(model_path), cfg.root, split, len(dataset), time.perf_counter() - start
-    )
+    seconds = time.perf_counter() - start
+    report = EvalReport(metrics, str(model_path), cfg.root, split, len(dataset), seconds)
+    report.served_by = f"{engine.backend} {engine.precision}"
+    return report
 
 
-def _metadata_value(engine: Any, key: str) -> Any:
-    """An optional JSON-encoded ``metadata_props`` entry of the engine's model, or None."""
-    raw = engine.session.get_modelmeta().custom_metadata_map.get(key)
-    return None if raw is None else json.loads(raw)
+def onnx_dataset(
+    engine: Any,
+    model_path: str | os.PathLike,
+    *,
+    root: str | None = None,
+    split: str = "val",
+    checkpoint: str | os.PathLike | None = None,
+    **data_overrides: Any,
+) -> tuple[Any, Any, DataConfig]:
+    """The ``split`` images and masks an exported model is evaluated on.
+
+    Data options come from ``checkpoint`` when given, else from the model's metadata.
+
+    Returns:
+        ``(dataset, info, cfg)``; ``dataset.load(i)`` gives raw pixels and the class mask.
+
+    Raises:
+        ValueError: the data's classes or channels do not match the model.
+    """
+    _check_split(split)
+    meta = engine.metadata
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint)["config"].get("data")
+    else:
+        # The model's own description of its data; mask_values (e.g. 0/255) keep encoded
+        # masks from reading as class 0 and ignore_index.
+        described = meta.to_dict()
+        saved = {key: described[key] for key in _DESCRIBED_DATA}
+        if saved["ignore_index"] is None:
+            saved["ignore_index"] = 255
+    cfg = data_config(saved, root, **data_overrides)
+    _, dataset, info = build_datasets(cfg, split=split)
+    if info.num_classes != meta.num_classes or info.in_channels != meta.in_channels:
+        raise ValueError(
+            f"the data has {info.num_classes} classes and {info.in_channels} channel(s) but "
+            f"{model_path} expects {meta.num_classes} and {meta.in_channels}"
+        )
+    return dataset, info, cfg
 
 
 def _check_split(split: str) -> None:

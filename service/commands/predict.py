@@ -1,9 +1,14 @@
-"""``fcn predict MODEL.onnx INPUT [INPUT ...] --out DIR``: segment files and folders."""
+"""``fcn predict MODEL INPUT [INPUT ...] --out DIR``: segment files and folders.
+
+Exit status: 0 when every input succeeded (or was skipped), 1 when any input failed, 2 on
+usage errors (bad options, a model that does not load, no images found).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 DEVICES = {
     "auto": None,
@@ -21,15 +26,23 @@ def _formats(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``fcn`` parser."""
     p = subparsers.add_parser(
         "predict",
         help="segment image files or folders with an ONNX model",
-        description="Segment image files or folders with an exported ONNX model. Bad files are "
-        "reported and skipped; the exit code is 1 if any input failed.",
+        description="Segment image files or folders with an exported ONNX model. Folders are "
+        "scanned recursively and mirrored under --out. Bad files are reported and skipped; the "
+        "exit code is 0 when all inputs succeeded, 1 if any failed, 2 on usage errors.",
     )
-    p.add_argument("model", help="the .onnx model (exported with its metadata)")
+    p.add_argument("model", help="an .onnx model file, NAME=PATH, or 'default' (the bundled one)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     p.add_argument(
@@ -42,11 +55,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output format: index (class-index PNG), color, overlay, json; repeat or "
         "comma-separate for several (default: index)",
     )
-    p.add_argument("--recursive", "-r", action="store_true", help="scan sub-folders too")
+    p.add_argument(
+        "--recursive",
+        "-r",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scan sub-folders too (default: yes; --no-recursive for the top level only)",
+    )
+    p.add_argument(
+        "--glob",
+        dest="globs",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only files whose name or path inside the folder matches (e.g. '*.png', "
+        "'day1/*'); repeatable",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave images whose outputs all exist (resume an interrupted run)",
+    )
+    p.add_argument("--summary", metavar="FILE", help="write one row per input to FILE.csv/.json")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight (0.5)")
     p.add_argument("--device", choices=tuple(DEVICES), default="auto", help="execution provider")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT default)")
     p.add_argument("--inter-threads", type=int, default=0, help="inter-op threads (0: default)")
+    p.add_argument(
+        "--workers", type=_positive, default=None, help="decode and encode threads (each)"
+    )
+    p.add_argument("--queue-size", type=_positive, default=4, help="images in flight per stage")
     p.add_argument("--tile-size", type=int, default=None, help="sliding-window side (512)")
     p.add_argument("--tile-overlap", type=int, default=None, help="window overlap (128)")
     p.add_argument(
@@ -54,13 +97,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-pixels", type=int, default=None, help="reject larger images")
     p.add_argument("--max-side", type=int, default=None, help="reject longer sides")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default), ort or openvino (pip install 'fcnseg[openvino]')",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (default: the fastest path the export verified), fp32, bf16 or int8",
+    )
+    ray = p.add_argument_group("Ray (pip install 'fcnseg[ray]')")
+    ray.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run here (local) or as a Ray Data job (ray)",
+    )
+    ray.add_argument(
+        "--address", default=None, help="Ray cluster address (default: start a local Ray)"
+    )
+    ray.add_argument(
+        "--actors", type=_positive, default=None, help="Ray actors, one model session each"
+    )
     p.set_defaults(func=run)
 
 
+def _hint(flag: str, exc: Exception) -> ValueError:
+    return ValueError(f"{flag}: {exc}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Load the model, process every input, print one line per input; 1 if any failed."""
-    from service.batch import ItemResult, collect_inputs, run_batch
+    """Load the model, process every input, report failures and a final count."""
+    from service.batch import BatchOptions, ItemResult
     from service.engine import Engine, EngineConfig
+    from service.models import parse_spec
+    from service.scan import scan_inputs
 
     overrides = {
         "tile_size": args.tile_size,
@@ -73,28 +145,107 @@ def run(args: argparse.Namespace) -> int:
         providers=DEVICES[args.device],
         intra_op_threads=args.threads,
         inter_op_threads=args.inter_threads,
+        backend=args.backend,
+        precision=args.precision,
         **{k: v for k, v in overrides.items() if v is not None},
     )
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
-    formats = list(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
-    engine = Engine.load(args.model, config)
-    items, failures = collect_inputs(args.inputs, recursive=args.recursive)
-    for failure in failures:
-        print(f"FAILED {failure.item.source}: {failure.error}", file=sys.stderr)
-    if not items and not failures:
-        print("fcn predict: no images found in the given inputs", file=sys.stderr)
-        return 1
+    formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
+    try:
+        options = BatchOptions(
+            formats=formats,
+            alpha=args.alpha,
+            skip_existing=args.skip_existing,
+            queue_size=args.queue_size,
+            **({"workers": args.workers} if args.workers else {}),
+        )
+    except ValueError as exc:
+        raise _hint("--alpha", exc) from None
+    source = parse_spec(args.model)
+    engine = Engine.load(source.path, config)
+    writer = None
+    if args.summary:
+        from service.summary import SummaryWriter
+
+        try:
+            writer = SummaryWriter(args.summary, engine.metadata.classes)
+        except ValueError as exc:
+            raise _hint("--summary", exc) from None
+
+    scan = scan_inputs(args.inputs, recursive=args.recursive, globs=args.globs, exclude=[args.out])
+    if not scan.items and not scan.rejected:
+        where = "matching --glob " if args.globs else ""
+        print(f"fcn predict: error: no images {where}found in the given inputs", file=sys.stderr)
+        if writer is not None:
+            writer.close()
+        return 2
+
+    bar = _progress_bar(len(scan.items), args.progress)
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stderr)  # above the bar, which stays at the bottom
+        else:
+            print(line, file=sys.stderr)
+
+    failed = skipped = 0
+    for rejected in scan.rejected:
+        failed += rejected.failed
+        skipped += not rejected.failed
+        say(f"{'FAILED' if rejected.failed else 'skipped'} {rejected.source}: {rejected.reason}")
 
     def report(result: ItemResult) -> None:
-        if result.ok:
-            height, width = result.size
-            print(f"ok     {result.item.source} ({width}x{height}, {result.seconds:.2f}s)")
-        else:
-            print(f"FAILED {result.item.source}: {result.error}", file=sys.stderr)
+        if result.status == "failed":
+            say(f"FAILED {result.item.source}: {result.error}")
+        if writer is not None:
+            writer.write(result)
+        if bar is not None:
+            bar.update(1)
 
-    results = run_batch(engine, items, args.out, formats, alpha=args.alpha, on_result=report)
-    succeeded = sum(r.ok for r in results)
-    failed = len(failures) + len(results) - succeeded
-    print(f"{succeeded} ok, {failed} failed; outputs in {args.out}")
+    if writer is not None:
+        from service.batch import rejected_results
+
+        for row in rejected_results(scan.rejected):
+            writer.write(row)
+    start = time.perf_counter()
+    try:
+        if args.engine == "ray":
+            from service.ray_batch import run_ray
+
+            counts = run_ray(
+                source.path,
+                config,
+                scan.items,
+                args.out,
+                options,
+                address=args.address,
+                actors=args.actors,
+                on_result=report,
+            )
+        else:
+            from service.batch import run_batch
+
+            counts = run_batch(engine, scan.items, args.out, options, on_result=report)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - start
+    failed += counts.failed
+    skipped += counts.skipped
+    done = counts.ok + counts.failed
+    rate = f", {done / seconds:.1f} images/s" if done and seconds > 0 else ""
+    print(
+        f"{counts.ok} ok, {failed} failed, {skipped} skipped in {seconds:.1f}s{rate}; "
+        f"outputs in {args.out}"
+    )
     return 1 if failed else 0
+
+
+def _progress_bar(total: int, force: bool):
+    """A tqdm bar on stderr (images/s, ETA) when stderr is a terminal or ``force``; else None."""
+    if not (force or sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

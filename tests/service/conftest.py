@@ -14,31 +14,31 @@ Kinds:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from service.metadata import ModelMetadata, encode_props
+
 OPSET = 17
 
 
 def default_metadata(in_channels: int, num_classes: int, size_multiple: int) -> dict[str, Any]:
-    """Metadata values (not yet JSON-encoded) for a test model."""
+    """Metadata values (not yet JSON-encoded) for a test model: ``ModelMetadata.to_dict()``."""
     rng = np.random.default_rng(num_classes)
-    return {
-        "arch": "test",
-        "classes": [f"class{i}" for i in range(num_classes)],
-        "palette": rng.integers(0, 256, size=(num_classes, 3)).tolist(),
-        "in_channels": in_channels,
-        "mean": [0.0] * in_channels,
-        "std": [1.0] * in_channels,
-        "size_multiple": size_multiple,
-        "ignore_index": 255,
-        "version": 1,
-        "num_classes": num_classes,
-    }
+    return ModelMetadata(
+        arch="test",
+        classes=tuple(f"class{i}" for i in range(num_classes)),
+        palette=tuple(tuple(c) for c in rng.integers(0, 256, size=(num_classes, 3)).tolist()),
+        in_channels=in_channels,
+        mean=(0.0,) * in_channels,
+        std=(1.0,) * in_channels,
+        size_multiple=size_multiple,
+        ignore_index=255,
+        num_classes=num_classes,
+    ).to_dict()
 
 
 def _conv(name: str, x: str, w: np.ndarray, inits: list, **attrs: Any) -> Any:
@@ -131,7 +131,7 @@ def make_onnx_model(
     model.ir_version = 8  # old enough for any onnxruntime the serve extra allows
     values = default_metadata(in_channels, num_classes, size_multiple)
     values.update(metadata or {})
-    props = {key: json.dumps(value) for key, value in values.items() if key not in drop_keys}
+    props = encode_props({key: value for key, value in values.items() if key not in drop_keys})
     props.update(raw_metadata or {})
     helper.set_model_props(model, props)
     onnx.checker.check_model(model)

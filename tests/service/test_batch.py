@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.batch import collect_inputs
+from service.scan import scan_inputs
 
 
 @pytest.fixture
@@ -49,8 +49,11 @@ def test_all_good_files_exit_zero_and_non_recursive_skips_sub_folders(
 ) -> None:
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
-    assert main(["predict", str(conv_model), str(folder), "--out", str(out), "-f", "color"]) == 0
+    argv = ["predict", str(conv_model), str(folder), "--out", str(out), "-f", "color"]
+    assert main([*argv, "--no-recursive"]) == 0
     assert (out / "a_color.png").is_file() and not (out / "sub").exists()
+    assert main(argv) == 0  # recursive by default
+    assert (out / "sub" / "b_color.png").is_file()
     capsys.readouterr()
 
 
@@ -80,10 +83,10 @@ def test_bad_format_is_a_usage_error(conv_model: Path, folder: Path, tmp_path: P
 
 def test_output_name_collisions_are_reported(folder: Path) -> None:
     Image.new("RGB", (2, 2)).save(folder / "a.bmp")
-    items, failures = collect_inputs([folder], recursive=True)
-    stems = [item.stem for item in items]
+    scan = scan_inputs([folder], recursive=True)
+    stems = [item.stem for item in scan.items]
     assert len(stems) == len(set(stems)) == 3  # a.bmp (first sorted), broken.png, sub/b.jpg
-    assert len(failures) == 1 and "already used" in failures[0].error
+    assert len(scan.rejected) == 1 and "already used" in scan.rejected[0].reason
 
 
 def test_tiling_options_reach_the_engine(conv_model: Path, folder: Path, tmp_path: Path, capsys):
@@ -99,3 +102,72 @@ def test_tiling_options_reach_the_engine(conv_model: Path, folder: Path, tmp_pat
     assert 0.8 < (tiled == plain).mean() < 1.0
     assert main([*argv, "--tile-size", "8", "--tile-overlap", "4"]) == 2  # overlap >= size / 2
     assert "tile_overlap" in capsys.readouterr().err
+
+
+def test_summary_csv_and_json_have_one_row_per_input(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["predict", str(conv_model), str(folder), str(tmp_path / "gone.png")]
+    for name in ("s.csv", "s.json"):
+        summary = tmp_path / name
+        code = main([*argv, "--out", str(tmp_path / "out"), "--summary", str(summary)])
+        assert code == 1
+        if name.endswith(".csv"):
+            import csv
+
+            rows = list(csv.DictReader(summary.open()))
+        else:
+            rows = json.loads(summary.read_text())
+        by_name = {Path(r["path"]).name: r for r in rows}
+        assert set(by_name) == {"a.png", "b.jpg", "broken.png", "gone.png"}
+        good = by_name["a.png"]
+        assert (int(good["width"]), int(good["height"]), good["status"]) == (30, 20, "ok")
+        assert float(good["milliseconds"]) > 0 and not good["error"]
+        fractions = [float(good[f"fraction_class{i}"]) for i in range(4)]
+        mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png"))
+        assert fractions == pytest.approx([(mask == i).mean() for i in range(4)])
+        assert by_name["broken.png"]["status"] == "failed"
+        assert "corrupt" in by_name["broken.png"]["error"]
+        assert by_name["gone.png"]["status"] == "failed"
+    capsys.readouterr()
+
+
+def test_one_line_per_failure_no_bar_off_a_terminal_unless_asked(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["predict", str(conv_model), str(folder), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("FAILED") == 1 and "img/s" not in captured.err
+    assert captured.out.strip().splitlines()[-1].startswith("2 ok, 1 failed, 0 skipped")
+    assert main([*argv, "--progress"]) == 1
+    captured = capsys.readouterr()
+    assert "3/3" in captured.err and "img/s" in captured.err
+    assert captured.err.count("FAILED") == 1
+
+
+def test_usage_errors_exit_two_with_the_flag_named(
+    conv_model: Path, folder: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["predict", str(conv_model), str(folder), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--summary", str(tmp_path / "s.txt")]) == 2
+    assert "--summary: summary file must end in .csv or .json" in capsys.readouterr().err
+    assert main([*argv, "--alpha", "2"]) == 2
+    assert "--alpha: alpha must be in [0, 1]" in capsys.readouterr().err
+    assert main([*argv, "--glob", "*.gif"]) == 2
+    assert "no images matching --glob found" in capsys.readouterr().err
+
+
+def test_library_errors_do_not_mention_flags(tmp_path: Path) -> None:
+    from service.batch import BatchOptions
+    from service.summary import SummaryWriter
+
+    for make in (
+        lambda: SummaryWriter(tmp_path / "s.txt", ["a"]),
+        lambda: BatchOptions(alpha=3.0),
+        lambda: BatchOptions(formats=("tiff",)),
+        lambda: BatchOptions(workers=0),
+    ):
+        with pytest.raises(ValueError) as info:
+            make()
+        assert "--" not in str(info.value)

@@ -76,15 +76,17 @@ def test_pad_rule_reflect_when_smaller_else_edge() -> None:
     assert (padded[0] == padded[0, :, :1]).all()
 
 
-def test_pad_rule_matches_torch_padcrop_rule() -> None:
+@pytest.mark.parametrize(
+    ("height", "width", "multiple"),
+    # (5, 2, 4): H pad 3 < 5 reflects while W pad 2 >= 2 repeats the edge.
+    [(5, 2, 4), (1, 1, 32), (31, 33, 32), (64, 17, 32), (3, 9, 4), (7, 7, 1)],
+)
+def test_pad_rule_is_the_models_padcrop_rule(height: int, width: int, multiple: int) -> None:
     torch = pytest.importorskip("torch")
-    f = torch.nn.functional
-    x = rng.normal(size=(2, 3, 5, 2)).astype(np.float32)
-    multiple = 4
-    # The contract's rule in torch: H pad 3 < 5 -> reflect; W pad 2 >= 2 -> replicate.
-    t = f.pad(torch.from_numpy(x), (0, 0, 0, 3), mode="reflect")
-    t = f.pad(t, (0, 2, 0, 0), mode="replicate")
-    np.testing.assert_array_equal(pad_to_multiple(x, multiple), t.numpy())
+    padding = pytest.importorskip("fcn.padding")
+    x = rng.normal(size=(2, 3, height, width)).astype(np.float32)
+    expected = padding.pad_to_multiple(torch.from_numpy(x), multiple).numpy()
+    np.testing.assert_array_equal(pad_to_multiple(x, multiple), expected)
 
 
 def test_run_normalised_is_pad_run_crop(strided: Engine) -> None:
@@ -105,9 +107,12 @@ def test_wrong_size_multiple_in_metadata_is_reported(make_model) -> None:
 
 def test_normalisation_uses_metadata_mean_std(make_model) -> None:
     path = make_model(
-        "identity_norm", kind="identity", in_channels=3, num_classes=3,
+        "identity_norm",
+        kind="identity",
+        in_channels=3,
+        num_classes=3,
         metadata={"mean": [0.5, 0.0, 0.25], "std": [0.5, 2.0, 0.25]},
-    )  # fmt: skip
+    )
     engine = Engine.load(path)
     pixels = np.array([[[255, 51, 0]]], dtype=np.uint8)
     logits = engine.logits(pixels)

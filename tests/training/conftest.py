@@ -1,18 +1,23 @@
-"""Data fixtures for the training tests: tiny folder datasets, a fake VOC tree, the demo set."""
+"""Fixtures for the training tests: tiny folder datasets, a fake VOC tree, the demo set, the
+real ISBI data, one tiny training run per session, and single-threaded torch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from training.demo import write_demo
-from training.layouts import VOC_CLASSES, class_palette
+from training.data.demo import write_demo
+from training.data.layouts import VOC_CLASSES, class_palette
 
-ISBI_ROOT = Path("/work/shared/data/isbi2012_em_membrane")
+# Real data lives beside the repository (``<repo root>/../shared/data``), on every machine
+# and in CI alike.
+DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+ISBI_ROOT = DATA_ROOT / "isbi2012_em_membrane"
 
 
 def save_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -98,3 +103,35 @@ def isbi_root() -> Path:
 def write_image() -> Callable[..., Path]:
     """``write_image(path, array, mode=None)``: save an array as an image file."""
     return save_image
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Torch on one thread (``pytestmark = pytest.mark.usefixtures("single_thread")``).
+
+    On a shared 2-core machine two OpenMP threads competing with another process spin and
+    run 5-20x slower, while these tiny models gain nothing from a second thread.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> tuple[Path, Any]:
+    """``tiny_config`` trained once per test session: ``(run folder, TrainResult)``."""
+    import torch
+
+    from tests.training.tiny_runs import tiny_config
+    from training.loop.train import train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # session-scoped: runs before a test's ``single_thread``
+    try:
+        return out, train(tiny_config(demo_root, out))
+    finally:
+        torch.set_num_threads(threads)

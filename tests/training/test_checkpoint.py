@@ -9,10 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.tiny_runs import (
-    single_thread,  # noqa: F401 - a fixture
-    trained_run,
-)
 from training.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
@@ -20,19 +16,29 @@ from training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    train_config,
 )
-from training.config import TrainConfig
 
-KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best_metric",
-        "config", "metrics"}  # fmt: skip
+KEYS = {
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "step",
+    "rng",
+    "best_metric",
+    "config",
+    "metrics",
+}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, demo_root):
-    return trained_run(tmp_path_factory, demo_root)[0]
+def run(trained_run):
+    return trained_run[0]
 
 
 def test_checkpoint_loads_with_weights_only_and_has_every_part(run) -> None:
@@ -47,15 +53,19 @@ def test_checkpoint_loads_with_weights_only_and_has_every_part(run) -> None:
 def test_config_follows_the_contract_and_holds_every_option(run, demo_root) -> None:
     config = load_checkpoint(run / "best.pt")["config"]
     assert config["model"] == {
-        "arch": "linknet", "num_classes": 5, "in_channels": 3,
+        "arch": "linknet",
+        "num_classes": 5,
+        "in_channels": 3,
         "options": {"encoder": "mobilenet_v2"},
-    }  # fmt: skip
-    assert config["classes"] == ["background", "ellipse", "rectangle", "triangle", "star"]
-    assert len(config["palette"]) == 5 and len(config["mean"]) == len(config["std"]) == 3
-    assert config["ignore_index"] == 255
-    assert config["data"]["root"] == str(demo_root) and config["data"]["augment"]["crop_size"] == 48
+    }
+    data = config["data"]  # the data description, stored once
+    assert data["classes"] == ["background", "ellipse", "rectangle", "triangle", "star"]
+    assert len(data["palette"]) == 5 and len(data["mean"]) == len(data["std"]) == 3
+    assert data["ignore_index"] == 255
+    assert data["root"] == str(demo_root) and data["augment"]["crop_size"] == 48
+    assert set(config) == {"model", "data", "train"} and "data" not in config["train"]
     json.dumps(config)  # JSON-serialisable
-    cfg = TrainConfig.from_dict(config["train"])  # every training option round-trips
+    cfg = train_config(config)  # every training option round-trips
     assert (cfg.epochs, cfg.batch_size, cfg.loss, cfg.optimizer) == (2, 4, "ce+dice", "adamw")
 
 

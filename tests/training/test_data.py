@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import DataConfig, build_datasets, list_pairs, pad_collate
-from training.layouts import Pair, split_pairs
-from training.transforms import AugmentConfig
+from training.config import AugmentConfig, DataConfig, OptionError
+from training.data.datasets import build_datasets, list_pairs, pad_collate
+from training.data.layouts import Pair, split_pairs
 
 
 def config(root: Path, **options) -> DataConfig:
@@ -43,8 +43,9 @@ def test_undeclared_mask_value_names_file_and_values(make_folder_dataset) -> Non
 
 def test_index_masks_checked_against_num_classes(make_folder_dataset) -> None:
     root = make_folder_dataset(values=(0, 1, 2, 5))
-    with pytest.raises(ValueError, match=r"masks/i00\.png.*\[5\].*--mask-values"):
+    with pytest.raises(OptionError, match=r"masks/i00\.png.*\[5\].*mask_values") as info:
         build_datasets(config(root, classes=["a", "b", "c"]))
+    assert "mask_values" in info.value.options  # the CLI names its flag
 
 
 def test_num_classes_inferred_from_index_masks(make_folder_dataset) -> None:
@@ -55,8 +56,9 @@ def test_num_classes_inferred_from_index_masks(make_folder_dataset) -> None:
 
 def test_binary_masks_without_mask_values_is_an_error_with_a_hint(make_folder_dataset) -> None:
     root = make_folder_dataset(values=(0, 255))
-    with pytest.raises(ValueError, match="--mask-values 0,255"):
+    with pytest.raises(OptionError, match="mask_values 0,255") as info:
         build_datasets(config(root))
+    assert info.value.options == ("mask_values", "classes", "num_classes")
 
 
 def test_size_mismatch_names_the_pair(make_folder_dataset, write_image) -> None:
@@ -203,13 +205,24 @@ def test_real_isbi_membranes(isbi_root) -> None:
 
 
 def test_loader_workers_get_different_augmentations(make_folder_dataset) -> None:
-    from torch.utils.data import DataLoader, Subset
+    from training.loop.distributed import DistInfo
+    from training.loop.sampling import build_loaders
 
-    cfg = config(make_folder_dataset(n=3, size=(64, 64)), mask_values=[0, 255], val_fraction=0.0)
-    train_ds, _, _ = build_datasets(cfg)
-    loader = DataLoader(Subset(train_ds, [0] * 4), batch_size=1, num_workers=2)
+    cfg = config(make_folder_dataset(n=1, size=(64, 64)), mask_values=[0, 255], val_fraction=0.0)
+    train_ds, val_ds, info = build_datasets(cfg)
+    loader, _ = build_loaders(
+        train_ds,
+        val_ds,
+        batch_size=1,
+        epoch_size=4,
+        workers=2,
+        seed=0,
+        ignore_index=info.ignore_index,
+        info=DistInfo(),
+    )
     crops = [image for image, _ in loader]
-    # Forked workers start from one random state; without reseeding items 0 and 1 would match.
+    # One image four times over two forked workers (which start from one random state): the
+    # training loader gives each draw its own augmentation seed, so the crops differ.
     assert not torch.equal(crops[0], crops[1])
 
 

@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 
 from fcn.cli import main
-from training.data import DataConfig, build_datasets
-from training.demo import CLASSES, PALETTE, render_sample, write_demo
+from training.config import DataConfig
+from training.data.datasets import build_datasets
+from training.data.demo import CLASSES, PALETTE, render_sample, write_demo
 
 
 def test_render_is_deterministic_and_seeded() -> None:

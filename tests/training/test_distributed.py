@@ -9,19 +9,25 @@ import sys
 
 import torch
 
+from tests.training.tiny_runs import TINY_MODEL_ARGS
 from training.evaluate import evaluate_checkpoint
 
 
 def test_two_process_training_metrics_equal_single_process(demo_root, tmp_path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = "-m torch.distributed.run --standalone --nproc-per-node 2 -m fcn train".split()
+    options = "--epochs 1 --epoch-size 8 --batch-size 2 --crop-size 48 --device cpu --no-plots"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "fcn", "train", "--data", str(demo_root), "--arch", "linknet",
-        "--encoder", "mobilenet_v2", "--epochs", "1", "--epoch-size", "8",
-        "--batch-size", "2", "--crop-size", "48", "--device", "cpu", "--no-plots",
-        "--out", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        *launcher,
+        "--data",
+        str(demo_root),
+        *TINY_MODEL_ARGS,
+        *options.split(),
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("best mIoU") == 1  # rank 0 prints, rank 1 does not

@@ -9,19 +9,34 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tests.training.tiny_runs import (
-    single_thread,  # noqa: F401 - a fixture
-    tiny_config,
+from tests.training.tiny_runs import tiny_config
+from training.data.datasets import build_datasets
+from training.loop import optim
+from training.loop.distributed import DistInfo
+from training.loop.epoch import (
+    autocast,
+    cpu_has_native_bf16,
+    evaluate,
+    train_one_epoch,
+    use_cpu_bf16,
 )
-from training import optim
-from training.data import build_datasets
-from training.distributed import DistInfo
-from training.engine import autocast, cpu_has_native_bf16, evaluate, train_one_epoch, use_cpu_bf16
-from training.metrics import ConfusionMatrix
-from training.optim import StepBudget, get_lr
-from training.sampling import EpochSampler, SeededItems, build_loaders
+from training.loop.metrics import ConfusionMatrix
+from training.loop.optim import StepBudget, get_lr
+from training.loop.sampling import EpochSampler, SeededItems, build_loaders
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def budget_for(cfg, **kwargs) -> StepBudget:
+    """The budget ``cfg`` gives (as the training loop builds it)."""
+    return StepBudget(
+        base_lr=cfg.base_lr,
+        schedule=cfg.schedule,
+        warmup=cfg.warmup,
+        epochs=cfg.budget_epochs,
+        max_minutes=cfg.max_minutes,
+        **kwargs,
+    )
 
 
 def test_get_lr_warmup_then_cosine_or_poly_to_zero() -> None:
@@ -38,7 +53,7 @@ def test_get_lr_warmup_then_cosine_or_poly_to_zero() -> None:
 
 def test_epoch_budget_and_warmup_units(tmp_path) -> None:
     cfg = tiny_config(tmp_path, tmp_path, epochs=3, warmup="2e")
-    budget = StepBudget(cfg, steps_per_epoch=20)
+    budget = budget_for(cfg, steps_per_epoch=20)
     assert budget.total == 60 and budget.warmup == 40
     # A warmup longer than a quarter of the run is shortened to that quarter.
     assert budget.lr(14) == pytest.approx(cfg.base_lr)
@@ -51,7 +66,7 @@ def test_time_budget_estimates_total_steps_so_decay_ends_at_the_deadline(
     clock = [0.0]
     monkeypatch.setattr(optim.time, "perf_counter", lambda: clock[0])
     cfg = tiny_config(tmp_path, tmp_path, epochs=None, max_minutes=1.0, warmup="5")
-    budget = StepBudget(cfg, steps_per_epoch=1000, refresh=10)
+    budget = budget_for(cfg, steps_per_epoch=1000, refresh=10)
     budget.reserve = 4.0  # kept for the final evaluation
     clock[0] = 3.0  # start-up before the first step
     step = 0
@@ -102,9 +117,15 @@ def test_loaders_give_identical_batches_with_and_without_workers(demo_root, tmp_
     batches = []
     for workers in (0, 2):
         loader, _ = build_loaders(
-            train_ds, val_ds, batch_size=4, epoch_size=8, workers=workers, seed=0,
-            ignore_index=255, info=DistInfo(),
-        )  # fmt: skip
+            train_ds,
+            val_ds,
+            batch_size=4,
+            epoch_size=8,
+            workers=workers,
+            seed=0,
+            ignore_index=255,
+            info=DistInfo(),
+        )
         loader.sampler.set_epoch(1)
         batches.append([images for images, _ in loader])
     assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
@@ -125,19 +146,32 @@ def test_train_one_epoch_sets_lr_per_step_and_stops_on_budget(demo_root, tmp_pat
     cfg = tiny_config(demo_root, tmp_path, epochs=1, epoch_size=16, warmup="0")
     train_ds, val_ds, _ = build_datasets(cfg.data)
     loader, _ = build_loaders(
-        train_ds, val_ds, batch_size=4, epoch_size=16, workers=0, seed=0, ignore_index=255,
+        train_ds,
+        val_ds,
+        batch_size=4,
+        epoch_size=16,
+        workers=0,
+        seed=0,
+        ignore_index=255,
         info=DistInfo(),
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = PixelNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    budget = StepBudget(cfg, steps_per_epoch=len(loader))
+    budget = budget_for(cfg, steps_per_epoch=len(loader))
     budget.set_total(3)  # stop after 3 of the 4 steps
     stats, step = train_one_epoch(
-        model, loader, nn.CrossEntropyLoss(ignore_index=255), optimizer, scaler, budget, 0,
-        device=torch.device("cpu"), grad_clip=1.0,
-    )  # fmt: skip
+        model,
+        loader,
+        nn.CrossEntropyLoss(ignore_index=255),
+        optimizer,
+        scaler,
+        budget,
+        0,
+        device=torch.device("cpu"),
+        grad_clip=1.0,
+    )
     assert (step, stats.steps, stats.images) == (3, 3, 12)
     assert math.isfinite(stats.loss) and stats.images_per_s > 0
     assert optimizer.param_groups[0]["lr"] == pytest.approx(budget.lr(2))

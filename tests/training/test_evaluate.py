@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,25 +10,33 @@ import torch
 
 from fcn.cli import main
 from fcn.padding import unwrap
-from tests.training.tiny_runs import (
-    single_thread,  # noqa: F401 - a fixture
-    trained_run,
-)
 from training.checkpoint import load_model
-from training.data import DataConfig, build_datasets
+from training.config import DataConfig
+from training.data.datasets import build_datasets
 from training.evaluate import evaluate_checkpoint, evaluate_onnx
-from training.metrics import ConfusionMatrix
+from training.export.onnx import model_metadata, write_metadata
+from training.loop.metrics import ConfusionMatrix
 
-JSON_KEYS = {"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice",
-             "per_class_dice", "per_class_accuracy", "classes", "confusion_matrix", "images"}  # fmt: skip
+JSON_KEYS = {
+    "miou",
+    "per_class_iou",
+    "pixel_accuracy",
+    "mean_accuracy",
+    "dice",
+    "per_class_dice",
+    "per_class_accuracy",
+    "classes",
+    "confusion_matrix",
+    "images",
+}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def best(tmp_path_factory, demo_root):
-    return trained_run(tmp_path_factory, demo_root)[0] / "best.pt"
+def best(trained_run):
+    return trained_run[0] / "best.pt"
 
 
 def direct_matrix(checkpoint, split: str = "val") -> ConfusionMatrix:
@@ -72,25 +81,26 @@ def test_split_all_and_data_overrides(best) -> None:
         evaluate_checkpoint(best, mask_values=[0, 255])
 
 
-def export_onnx(checkpoint, path, **extra) -> None:
-    """A minimal export with the contract's metadata (training/export.py does the real one)."""
+def export_onnx(checkpoint, path, **changes) -> None:
+    """A minimal export (legacy tracer, no parity check; training/export/onnx.py does the real
+    one) with the description the real export writes, ``changes`` replacing its fields."""
     import onnx
 
     model, config = load_model(checkpoint)
     graph, multiple = unwrap(model)
     torch.onnx.export(
-        graph, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"],
-        output_names=["logits"], opset_version=17, dynamo=False,
+        graph,
+        (torch.zeros(1, 3, 64, 64),),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
         dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
-    )  # fmt: skip
+    )
     proto = onnx.load(str(path))
-    meta = {
-        "arch": config["model"]["arch"], "classes": config["classes"], "palette": config["palette"],
-        "in_channels": 3, "mean": config["mean"], "std": config["std"],
-        "size_multiple": multiple, "ignore_index": 255, "version": 1, "num_classes": 5,
-    }  # fmt: skip
-    for key, value in {**meta, **extra}.items():
-        proto.metadata_props.add(key=key, value=json.dumps(value))
+    meta = dataclasses.replace(model_metadata(config, size_multiple=multiple), **changes)
+    write_metadata(proto, meta)
     onnx.save(proto, str(path))
 
 
@@ -119,6 +129,6 @@ def test_evaluate_needs_a_model(capsys) -> None:
 @pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")
 def test_onnx_mask_values_from_the_metadata_are_used(best, tmp_path, demo_root) -> None:
     path = tmp_path / "model.onnx"
-    export_onnx(best, path, mask_values=[0, 1, 2, 3, 9])  # as training/export.py stores them
+    export_onnx(best, path, mask_values=(0, 1, 2, 3, 9))
     with pytest.raises(ValueError, match=r"undeclared values \[4\]"):  # 4 is no class now
         evaluate_onnx(path, root=str(demo_root))

@@ -16,7 +16,7 @@ from fcn.cli import main
 from service.engine import Engine
 from service.metadata import REQUIRED_KEYS, parse_metadata
 from training.checkpoint import save_checkpoint
-from training.export import (
+from training.export.onnx import (
     OPSET,
     ExportError,
     ParityError,
@@ -26,22 +26,35 @@ from training.export import (
 )
 
 UNET_CONFIG = {
-    "model": {"arch": "unet", "num_classes": 2, "in_channels": 1,
-              "options": {"encoder": "resnet18"}},
-    "classes": ["membrane", "interior"],
-    "palette": [[0, 0, 0], [255, 255, 255]],
-    "mean": [0.449], "std": [0.226], "ignore_index": 255, "mask_values": [0, 255],
-    "data": {"layout": "folder", "val_fraction": 0.2, "seed": 0},
-}  # fmt: skip
+    "model": {
+        "arch": "unet",
+        "num_classes": 2,
+        "in_channels": 1,
+        "options": {"encoder": "resnet18"},
+    },
+    "data": {
+        "layout": "folder",
+        "val_fraction": 0.2,
+        "seed": 0,
+        "classes": ["membrane", "interior"],
+        "palette": [[0, 0, 0], [255, 255, 255]],
+        "mean": [0.449],
+        "std": [0.226],
+        "ignore_index": 255,
+        "mask_values": [0, 255],
+    },
+}
 
 
 def build(config: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     model_cfg = config["model"]
     model = fcn.build_model(
-        model_cfg["arch"], num_classes=model_cfg["num_classes"],
-        in_channels=model_cfg["in_channels"], **model_cfg.get("options", {}),
-    )  # fmt: skip
+        model_cfg["arch"],
+        num_classes=model_cfg["num_classes"],
+        in_channels=model_cfg["in_channels"],
+        **model_cfg.get("options", {}),
+    )
     # FCN score layers start at zero (the paper's init): give them weights so parity means
     # something.
     with torch.no_grad():
@@ -73,13 +86,13 @@ def check_round_trip(path: Path, model: torch.nn.Module, config: dict, multiple:
     assert dims[1] == config["model"]["in_channels"]
 
     meta = read_metadata(path)
-    assert set(REQUIRED_KEYS) <= set(meta)
+    assert set(REQUIRED_KEYS) <= {p.key for p in proto.metadata_props}
     parsed = parse_metadata({p.key: p.value for p in proto.metadata_props})  # service's reader
     assert parsed.size_multiple == multiple
-    assert parsed.classes == tuple(config["classes"])
-    assert list(parsed.mean) == pytest.approx(config["mean"])
-    assert meta["arch"] == config["model"]["arch"] and meta["version"] == 1
-    assert meta["options"] == config["model"].get("options", {})
+    assert parsed.classes == tuple(config["data"]["classes"])
+    assert list(parsed.mean) == pytest.approx(config["data"]["mean"])
+    assert meta.arch == config["model"]["arch"] and meta.version == 1
+    assert meta.options == config["model"].get("options", {})
 
     engine = Engine.load(path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -116,9 +129,15 @@ def test_fcn8s_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", fcn.list_models())
 def test_every_registered_model_exports(arch: str, tmp_path: Path) -> None:
     options = {} if arch.startswith("fcn") else {"encoder": "resnet18"}
-    config = {**UNET_CONFIG, "model": {"arch": arch, "num_classes": 3, "in_channels": 1,
-                                       "options": options}, "classes": ["a", "b", "c"],
-              "palette": [[0, 0, 0], [1, 1, 1], [2, 2, 2]]}  # fmt: skip
+    config = {
+        "model": {"arch": arch, "num_classes": 3, "in_channels": 1, "options": options},
+        "data": {
+            **UNET_CONFIG["data"],
+            "classes": ["a", "b", "c"],
+            "mask_values": None,
+            "palette": [[0, 0, 0], [1, 1, 1], [2, 2, 2]],
+        },
+    }
     model = build(config)
     out = tmp_path / f"{arch}.onnx"
     result = export_model(model, config, out)
@@ -129,10 +148,13 @@ def test_legacy_exporter_round_trip(tmp_path: Path) -> None:
     config = {**UNET_CONFIG, "model": {**UNET_CONFIG["model"], "arch": "linknet"}}
     model = build(config)
     result = export_model(
-        model, config, tmp_path / "legacy.onnx", exporter="legacy",
+        model,
+        config,
+        tmp_path / "legacy.onnx",
+        exporter="legacy",
         parity_sizes=((1, 1), (13, 21), (40, 9)),
-    )  # fmt: skip
-    assert read_metadata(result.path)["exporter"] == "legacy"
+    )
+    assert read_metadata(result.path).extra["exporter"] == "legacy"
     check_round_trip(result.path, model, config, multiple=32)
 
 
@@ -153,16 +175,20 @@ def test_parity_failure_raises_and_leaves_nothing(tmp_path: Path, monkeypatch) -
 
 def test_metadata_validation() -> None:
     meta = model_metadata(UNET_CONFIG, size_multiple=32, extra={"best_metric": 0.8})
-    assert meta["best_metric"] == 0.8 and meta["ignore_index"] == 255
-    bare = {"model": {"arch": "unet", "num_classes": 3, "in_channels": 3},
-            "mean": [0.5] * 3, "std": [0.2] * 3}  # fmt: skip
+    assert meta.extra["best_metric"] == 0.8 and meta.ignore_index == 255
+    bare = {
+        "model": {"arch": "unet", "num_classes": 3, "in_channels": 3},
+        "data": {"mean": [0.5] * 3, "std": [0.2] * 3},
+    }
     defaults = model_metadata(bare, size_multiple=1)
-    assert defaults["classes"] == ["class_0", "class_1", "class_2"]
-    assert len(defaults["palette"]) == 3
+    assert defaults.classes == ("class_0", "class_1", "class_2")
+    assert len(defaults.palette) == 3
     with pytest.raises(ExportError, match="mean"):
         model_metadata({"model": UNET_CONFIG["model"]}, size_multiple=1)
     with pytest.raises(ExportError, match="3 values for 1 channels"):
-        model_metadata({**UNET_CONFIG, "std": [0.1] * 3}, size_multiple=1)
+        model_metadata(
+            {**UNET_CONFIG, "data": {**UNET_CONFIG["data"], "std": [0.1] * 3}}, size_multiple=1
+        )
     with pytest.raises(ExportError, match="required keys"):
         model_metadata(UNET_CONFIG, size_multiple=1, extra={"arch": "other"})
 
@@ -171,9 +197,16 @@ def test_metadata_validation() -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build(UNET_CONFIG)
     state = {
-        "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {},
-        "epoch": 7, "step": 70, "rng": {}, "best_metric": 0.75, "config": UNET_CONFIG,
-    }  # fmt: skip
+        "model": model.state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "scaler": {},
+        "epoch": 7,
+        "step": 70,
+        "rng": {},
+        "best_metric": 0.75,
+        "config": UNET_CONFIG,
+    }
     return save_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", state)
 
 
@@ -189,10 +222,14 @@ def test_cli_export_end_to_end(checkpoint: Path, tmp_path: Path, capsys) -> None
     assert props["source"] == "best.pt" and props["mask_values"] == [0, 255]
 
 
-def test_cli_parity_failure_exits_nonzero(checkpoint: Path, tmp_path: Path, monkeypatch,
-                                          capsys) -> None:  # fmt: skip
-    monkeypatch.setattr(Engine, "run_normalised", lambda self, batch: np.zeros(
-        (batch.shape[0], 2, *batch.shape[2:]), np.float32))  # fmt: skip
+def test_cli_parity_failure_exits_nonzero(
+    checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(
+        Engine,
+        "run_normalised",
+        lambda self, batch: np.zeros((batch.shape[0], 2, *batch.shape[2:]), np.float32),
+    )
     out = tmp_path / "model.onnx"
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--exporter", "legacy"]
     assert main(["export", *args]) == 2
@@ -205,13 +242,16 @@ def test_cli_parity_failure_exits_nonzero(checkpoint: Path, tmp_path: Path, monk
     [
         (["--checkpoint", "missing/best.pt"], "checkpoint not found"),
         (["--checkpoint", "{ckpt}", "--quantize", "int8"], "needs --calibration-data"),
-        (["--checkpoint", "{ckpt}", "--quantize", "int8", "--calibration-data", "nowhere"],
-         "is not a folder"),
+        (
+            ["--checkpoint", "{ckpt}", "--quantize", "int8", "--calibration-data", "nowhere"],
+            "is not a folder",
+        ),
         (["--onnx", "m.onnx"], "only makes sense with --quantize"),
     ],
-)  # fmt: skip
-def test_cli_errors(args: list[str], message: str, checkpoint: Path, tmp_path: Path,
-                    capsys, monkeypatch) -> None:  # fmt: skip
+)
+def test_cli_errors(
+    args: list[str], message: str, checkpoint: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     args = [a.replace("{ckpt}", str(checkpoint)) for a in args]
     assert main(["export", *args]) == 2

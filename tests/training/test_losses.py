@@ -6,7 +6,7 @@ import pytest
 import torch
 from segmentation_models_pytorch.losses import DiceLoss
 
-from training.losses import build_loss
+from training.loop.losses import build_loss
 
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from training.metrics import ConfusionMatrix, format_table, metrics_from_matrix
+from training.loop.metrics import ConfusionMatrix, format_table, metrics_from_matrix
 
 # 3 classes; the last pixel's ground truth is the ignore index 255.
 TARGET = torch.tensor([0, 0, 1, 1, 2, 255])

@@ -8,12 +8,8 @@ import csv
 import pytest
 import torch
 
-from tests.training.tiny_runs import (
-    single_thread,  # noqa: F401 - a fixture
-    tiny_config,
-    trained_run,
-)
-from training.train import resume_config, train
+from tests.training.tiny_runs import tiny_config
+from training.loop.train import resume_config, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -48,10 +44,8 @@ def test_resumed_run_matches_uninterrupted_run(demo_root, tmp_path) -> None:
         assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-5)
 
 
-def test_resume_keeps_saved_options_and_rejects_unknown_overrides(
-    tmp_path_factory, demo_root
-) -> None:
-    run, _ = trained_run(tmp_path_factory, demo_root)
+def test_resume_keeps_saved_options_and_rejects_unknown_overrides(trained_run) -> None:
+    run, _ = trained_run
     cfg = resume_config(run / "last.pt", epochs=3, workers=0)
     assert (cfg.epochs, cfg.lr, cfg.data.augment.crop_size, cfg.arch) == (3, 3e-3, 48, "linknet")
     with pytest.raises(ValueError, match="unknown training option"):

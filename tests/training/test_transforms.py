@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.transforms import (
+from training.data.transforms import (
     AugmentConfig,
     EvalTransform,
     Normalize,

@@ -1,6 +1,6 @@
 """``fcn data``: generate the demo dataset (``demo``) or check a dataset before training (``check``).
 
-Imports nothing heavy at module level; the work happens in ``training.demo`` / ``training.data``.
+Imports nothing heavy at module level; the work happens in ``training.data.demo`` / ``training.data.datasets``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from training.commands.train import int_list, str_list
+from training.config import LAYOUTS, DataConfig, default_of
 
 
 def _echo(line: str) -> None:
@@ -37,18 +38,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="read every image and mask the way training will, and summarise the dataset",
     )
     check.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder")
-    check.add_argument("--layout", default="auto", choices=("auto", "folder", "split", "voc"))
-    check.add_argument("--val-fraction", type=float, default=0.2)
-    check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--mask-values", type=int_list, metavar="V0,V1,...",
-                       help="raw mask value of each class, e.g. 0,255 for binary masks")  # fmt: skip
-    check.add_argument("--ignore-index", type=int, default=255)
+    check.add_argument("--layout", default=default_of(DataConfig, "layout"), choices=LAYOUTS)
+    check.add_argument("--val-fraction", type=float, default=default_of(DataConfig, "val_fraction"))
+    check.add_argument("--seed", type=int, default=default_of(DataConfig, "seed"))
+    check.add_argument(
+        "--mask-values",
+        type=int_list,
+        metavar="V0,V1,...",
+        help="raw mask value of each class, e.g. 0,255 for binary masks",
+    )
+    check.add_argument("--ignore-index", type=int, default=default_of(DataConfig, "ignore_index"))
     check.add_argument("--classes", type=str_list, metavar="NAME,NAME,...")
     check.set_defaults(func=run_check)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from training.demo import write_demo
+    from training.data.demo import write_demo
 
     out = write_demo(args.out, count=args.count, size=args.size, seed=args.seed)
     _echo(f"wrote {args.count} images of {args.size}x{args.size} to {out}")
@@ -58,12 +63,17 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from training.data import DataConfig, build_datasets, list_pairs
+    from training.data.datasets import build_datasets, list_pairs
 
     cfg = DataConfig(
-        root=str(args.data), layout=args.layout, val_fraction=args.val_fraction, seed=args.seed,
-        mask_values=args.mask_values, ignore_index=args.ignore_index, classes=args.classes,
-    )  # fmt: skip
+        root=str(args.data),
+        layout=args.layout,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        mask_values=args.mask_values,
+        ignore_index=args.ignore_index,
+        classes=args.classes,
+    )
     _, dataset, info = build_datasets(cfg, split="all")
     counts = np.zeros(info.num_classes + 1, dtype=np.int64)  # last slot: ignored pixels
     for index in range(len(dataset)):

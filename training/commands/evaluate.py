@@ -8,12 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.commands.train import add_data_arguments
-
-_DATA_KEYS = (
-    "layout", "val_fraction", "mask_values", "ignore_index", "classes", "num_classes",
-    "in_channels", "seed",
-)  # fmt: skip
+from training.commands.train import DATA_KEYS, add_data_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serving engine) on the validation split of a dataset (--split all: every image). "
         "Data options default to the checkpoint's training options.",
     )
-    source = parser.add_argument_group("model (one of, or both: --model evaluated with the "
-                                       "checkpoint's data options)")  # fmt: skip
+    source = parser.add_argument_group(
+        "model (one of, or both: --model evaluated with the checkpoint's data options)"
+    )
     source.add_argument(
         "--checkpoint", type=Path, metavar="RUN/best.pt", help="training checkpoint"
     )
@@ -38,29 +34,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the metrics")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")
-    parser.add_argument("--batch-size", type=int, default=4,
-                        help="images per forward pass (default 4)")  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="images per forward pass (default 4)"
+    )
+    parser.add_argument(
+        "--backend", default="auto", help="--model: auto (default), ort or openvino"
+    )
+    parser.add_argument(
+        "--precision", default="auto", help="--model: auto (default), fp32, bf16 or int8"
+    )
     parser.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_checkpoint, evaluate_onnx, write_json
-    from training.metrics import format_table
+    from training.loop.metrics import format_table
 
     if args.checkpoint is None and args.model is None:
         raise ValueError("give --checkpoint RUN/best.pt or --model MODEL.onnx")
-    overrides = {k: getattr(args, k) for k in _DATA_KEYS}
+    overrides = {k: getattr(args, k) for k in DATA_KEYS}
     root = str(args.data) if args.data is not None else None
     if args.model is not None:
         report = evaluate_onnx(
-            args.model, root=root, split=args.split, checkpoint=args.checkpoint, **overrides
+            args.model,
+            root=root,
+            split=args.split,
+            checkpoint=args.checkpoint,
+            backend=args.backend,
+            precision=args.precision,
+            **overrides,
         )
     else:
         report = evaluate_checkpoint(
-            args.checkpoint, root=root, split=args.split, device=args.device,
-            batch_size=args.batch_size, **overrides,
-        )  # fmt: skip
-    print(f"{report.model} on {report.data} ({report.split}: {report.images} images)")
+            args.checkpoint,
+            root=root,
+            split=args.split,
+            device=args.device,
+            batch_size=args.batch_size,
+            **overrides,
+        )
+    served = f" [{report.served_by}]" if report.served_by else ""
+    print(f"{report.model}{served} on {report.data} ({report.split}: {report.images} images)")
     print(format_table(report.metrics))
     if args.json is not None:
         print(f"wrote {write_json(report, args.json)}")

@@ -1,9 +1,10 @@
 """``fcn train``: train a segmentation model on a folder, split or VOC dataset.
 
 Imports nothing heavy at module level (``fcn --help`` stays instant); the loop lives in
-``training.train``. Every option maps onto ``training.config.TrainConfig`` (or its
-``DataConfig``); options left out keep that dataclass's default, so the defaults live in one
-place. Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m fcn train ...``.
+``training.loop.train``. Every option maps onto ``training.config.TrainConfig`` (or its
+``DataConfig``/``AugmentConfig``); options left out keep that dataclass's default, and the
+choices and the defaults shown in the help come from there too (the config module imports no
+torch), so they live in one place. Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m fcn train ...``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,33 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from training.config import (
+    DEFAULT_ENCODER,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_WEIGHT_DECAY,
+    LAYOUTS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    AugmentConfig,
+    DataConfig,
+    TrainConfig,
+    default_of,
+)
+
+
+def _data_default(name: str) -> Any:
+    return default_of(DataConfig, name)
+
+
+def _train_default(name: str) -> Any:
+    return default_of(TrainConfig, name)
+
+
+def _augment_default(name: str) -> Any:
+    return default_of(AugmentConfig, name)
 
 
 def _number_list(text: str, convert: type, what: str) -> list:
@@ -60,13 +88,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) 
         help="dataset folder (images/ + masks/, train/ + val/, or a VOC tree)",
     )
     group.add_argument(
-        "--layout", choices=("auto", "folder", "split", "voc"), help="dataset layout (default auto)"
+        "--layout", choices=LAYOUTS, help=f"dataset layout (default {_data_default('layout')})"
     )
     group.add_argument(
         "--val-fraction",
         type=float,
         metavar="F",
-        help="held-out fraction for the folder layout (default 0.2)",
+        help=f"held-out fraction for the folder layout (default {_data_default('val_fraction')})",
     )
     group.add_argument(
         "--mask-values",
@@ -78,7 +106,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) 
         "--ignore-index",
         type=int,
         metavar="N",
-        help="mask value excluded from loss and metrics (default 255)",
+        help=f"mask value excluded from loss and metrics (default {_data_default('ignore_index')})",
     )
     group.add_argument("--classes", type=str_list, metavar="NAME,...", help="class names")
     group.add_argument(
@@ -87,8 +115,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) 
         metavar="K",
         help="number of classes when masks hold indices 0..K-1",
     )
-    group.add_argument("--in-channels", type=int, choices=(1, 3, 4),
-                       help="image channels (default: those of the data)")  # fmt: skip
+    group.add_argument(
+        "--in-channels",
+        type=int,
+        choices=(1, 3, 4),
+        help="image channels (default: those of the data)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,19 +135,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser, data_required=False)
     data = parser.add_argument_group("augmentation")
     data.add_argument(
-        "--crop-size", type=int, metavar="PX", help="training crop side (default 256)"
+        "--crop-size",
+        type=int,
+        metavar="PX",
+        help=f"training crop side (default {_augment_default('crop_size')})",
     )
     data.add_argument(
         "--scale-range",
         type=float_list,
         metavar="LO,HI",
-        help="random zoom range (default 0.5,2.0)",
+        help="random zoom range (default {},{})".format(*_augment_default("scale_range")),
     )
     data.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
     data.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
     model = parser.add_argument_group("model")
-    model.add_argument("--arch", help="model name from `fcn.list_models()` (default unet)")
-    model.add_argument("--encoder", help="smp encoder for unet & co. (default resnet18)")
+    model.add_argument(
+        "--arch", help=f"model name from `fcn.list_models()` (default {_train_default('arch')})"
+    )
+    model.add_argument("--encoder", help=f"smp encoder for unet & co. (default {DEFAULT_ENCODER})")
     model.add_argument(
         "--encoder-weights",
         metavar="NAME|PATH",
@@ -131,7 +168,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="any other model option (repeatable)",
     )
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, help="epoch budget (default 50 without --max-minutes)")
+    opt.add_argument(
+        "--epochs", type=int, help=f"epoch budget (default {DEFAULT_EPOCHS} without --max-minutes)"
+    )
     opt.add_argument(
         "--max-minutes",
         type=float,
@@ -142,19 +181,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--epoch-size",
         type=int,
         metavar="N",
-        help="at least N training images per epoch; small sets repeat (default 256)",
+        help="at least N training images per epoch; small sets repeat "
+        f"(default {_train_default('epoch_size')})",
     )
-    opt.add_argument("--batch-size", type=int, help="images per step and device (default 8)")
-    opt.add_argument("--optimizer", choices=("adamw", "sgd"), help="default adamw")
-    opt.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 adamw, 0.01 sgd)")
-    opt.add_argument("--weight-decay", type=float, help="default 1e-4")
-    opt.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    opt.add_argument("--schedule", choices=("cosine", "poly", "constant"), help="default cosine")
     opt.add_argument(
-        "--warmup", metavar="N|Ne", help="warmup steps, or epochs with 'e' (default 30)"
+        "--batch-size",
+        type=int,
+        help=f"images per step and device (default {_train_default('batch_size')})",
+    )
+    opt.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help=f"default {_train_default('optimizer')}"
+    )
+    opt.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default "
+        + ", ".join(f"{v:g} {k}" for k, v in DEFAULT_LR.items())
+        + ")",
+    )
+    opt.add_argument(
+        "--weight-decay",
+        type=float,
+        help="default " + ", ".join(f"{v:g} {k}" for k, v in DEFAULT_WEIGHT_DECAY.items()),
+    )
+    opt.add_argument(
+        "--momentum", type=float, help=f"SGD momentum (default {_train_default('momentum')})"
+    )
+    opt.add_argument("--schedule", choices=SCHEDULES, help=f"default {_train_default('schedule')}")
+    opt.add_argument(
+        "--warmup",
+        metavar="N|Ne",
+        help=f"warmup steps, or epochs with 'e' (default {_train_default('warmup')})",
     )
     opt.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
-    opt.add_argument("--loss", choices=("ce", "ce+dice"), help="default ce+dice")
+    opt.add_argument("--loss", choices=LOSSES, help=f"default {_train_default('loss')}")
     opt.add_argument(
         "--class-weights",
         type=float_list,
@@ -181,7 +241,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--epochs and --max-minutes may change)",
     )
     run.add_argument("--seed", type=int, help="seed for split, init, order, augmentation")
-    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    run.add_argument(
+        "--device", help=f"auto, cpu, cuda or cuda:N (default {_train_default('device')})"
+    )
     run.add_argument(
         "--workers",
         type=int,
@@ -193,22 +255,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="NHWC memory format (default on)",
     )
-    run.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
-                     help="write curves.png and predictions.png each epoch (default on)")  # fmt: skip
+    run.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write curves.png and predictions.png each epoch (default on)",
+    )
     parser.set_defaults(func=run_train)
 
 
-_DATA_KEYS = {
-    "layout": "layout", "val_fraction": "val_fraction", "mask_values": "mask_values",
-    "ignore_index": "ignore_index", "classes": "classes", "num_classes": "num_classes",
-    "in_channels": "in_channels", "seed": "seed",
-}  # fmt: skip
+# The command-line options that are DataConfig fields of the same name (train and evaluate).
+DATA_KEYS = (
+    "layout",
+    "val_fraction",
+    "mask_values",
+    "ignore_index",
+    "classes",
+    "num_classes",
+    "in_channels",
+    "seed",
+)
 _AUGMENT_KEYS = ("crop_size", "scale_range", "hflip", "vflip")
 _TRAIN_KEYS = (
-    "arch", "epochs", "max_minutes", "epoch_size", "batch_size", "optimizer", "lr",
-    "weight_decay", "momentum", "schedule", "warmup", "grad_clip", "loss", "class_weights",
-    "amp", "bf16", "device", "workers", "seed", "channels_last", "plots",
-)  # fmt: skip
+    "arch",
+    "epochs",
+    "max_minutes",
+    "epoch_size",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "schedule",
+    "warmup",
+    "grad_clip",
+    "loss",
+    "class_weights",
+    "amp",
+    "bf16",
+    "device",
+    "workers",
+    "seed",
+    "channels_last",
+    "plots",
+)
 _RUNTIME_KEYS = ("device", "workers", "epochs", "max_minutes", "plots")
 
 
@@ -220,9 +310,6 @@ def given(args: argparse.Namespace, keys: Any) -> dict[str, Any]:
 def build_config(args: argparse.Namespace) -> Any:
     """``TrainConfig`` from the parsed arguments (only given options override defaults)."""
     from fcn.registry import model_options
-    from training.config import TrainConfig
-    from training.data import DataConfig
-    from training.transforms import AugmentConfig
 
     if args.data is None:
         raise ValueError("--data DIR is required (unless --resume RUN/last.pt)")
@@ -234,23 +321,23 @@ def build_config(args: argparse.Namespace) -> Any:
     data = DataConfig(
         root=str(args.data),
         augment=AugmentConfig(**augment),
-        **{v: getattr(args, k) for k, v in _DATA_KEYS.items() if getattr(args, k) is not None},
+        **given(args, DATA_KEYS),
     )
     options = dict(args.model_option)
     for key in ("encoder", "encoder_weights", "weights"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     train = given(args, _TRAIN_KEYS)
-    arch = train.get("arch", "unet")
+    arch = train.get("arch", _train_default("arch"))
     if "encoder" not in options and "encoder" in model_options(arch):
-        options["encoder"] = "resnet18"  # the project's default encoder for smp models
+        options["encoder"] = DEFAULT_ENCODER
     out = args.out or Path("runs") / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     return TrainConfig(data=data, out=str(out), model_options=options, **train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.metrics import format_table
-    from training.train import resume_config, train
+    from training.loop.metrics import format_table
+    from training.loop.train import resume_config, train
 
     if args.resume is not None:
         overrides = given(args, _RUNTIME_KEYS)

@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.distributed import broadcast_int
-from training.metrics import ConfusionMatrix
-from training.optim import StepBudget
+from training.loop.distributed import broadcast_int
+from training.loop.metrics import ConfusionMatrix
+from training.loop.optim import StepBudget
 
 logger = logging.getLogger(__name__)
 

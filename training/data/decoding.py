@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from service.imaging import open_image, to_array
+from training.config import OptionError
 
 # Training files are trusted and may be large scans: only refuse absurd sizes.
 _MAX_SIDE = 1 << 16
@@ -124,8 +125,11 @@ class MaskMapper:
         values = present_values(raw)
         bad = values[~self._valid[values]]
         if bad.size:
-            raise ValueError(
-                f"mask {path} contains undeclared values {bad[:12].tolist()}: " + self._hint()
+            raise OptionError(
+                f"mask {path} contains undeclared values {bad[:12].tolist()}: " + self._hint(),
+                options=("mask_values",)
+                if self.mask_values is not None
+                else ("mask_values", "num_classes"),
             )
         if self._identity and raw.dtype == np.uint8:
             return raw
@@ -135,10 +139,10 @@ class MaskMapper:
         if self.mask_values is not None:
             return (
                 f"declared mask_values are {self.mask_values} and ignore_index is "
-                f"{self.ignore_index}; list every value that occurs (--mask-values)"
+                f"{self.ignore_index}; list every value that occurs in mask_values"
             )
         return (
             f"class indices must be < num_classes ({self.num_classes}) or equal ignore_index "
             f"({self.ignore_index}); for encoded masks declare the values, e.g. "
-            "--mask-values 0,255 for binary masks"
+            "mask_values 0,255 for binary masks"
         )

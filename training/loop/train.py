@@ -5,7 +5,7 @@ epoch: ``train_one_epoch`` -> ``evaluate`` -> rank 0 writes ``metrics.csv``, ``l
 ``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
 the epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
 holds model, optimizer, scaler, schedule/budget, epoch, step and RNG states, and the data
-order and augmentation depend only on ``(seed, epoch)`` (training/sampling.py).
+order and augmentation depend only on ``(seed, epoch)`` (training/loop/sampling.py).
 """
 
 from __future__ import annotations
@@ -24,22 +24,24 @@ import torch
 from torch import nn
 
 import fcn
-from training import distributed
 from training.checkpoint import (
+    checkpoint_config,
     copy_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    train_config,
 )
-from training.config import TrainConfig, checkpoint_config
-from training.data import DatasetInfo, build_datasets
-from training.engine import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
-from training.losses import build_loss
-from training.metrics import Metrics
-from training.optim import StepBudget, build_optimizer
-from training.runlog import MetricsLog, write_plots
-from training.sampling import build_loaders
+from training.config import TrainConfig
+from training.data.datasets import DatasetInfo, build_datasets
+from training.loop import distributed
+from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
+from training.loop.losses import build_loss
+from training.loop.metrics import Metrics
+from training.loop.optim import StepBudget, build_optimizer
+from training.loop.runlog import MetricsLog, write_plots
+from training.loop.sampling import build_loaders
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +72,10 @@ def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     Only runtime options should be overridden (``out``, ``device``, ``workers``, ``epochs``,
     ``max_minutes``); anything else makes the continuation differ from the original run.
     """
-    saved = load_checkpoint(path)["config"].get("train")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path} holds no training options ('config.train'); cannot resume")
-    cfg = TrainConfig.from_dict(saved)
+    try:
+        cfg = train_config(load_checkpoint(path)["config"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; cannot resume") from exc
     for key, value in overrides.items():
         if not hasattr(cfg, key):
             raise ValueError(f"unknown training option {key!r}")
@@ -159,11 +161,24 @@ def _train(
         class_weights=cfg.class_weights,
     ).to(device)
     train_loader, val_loader = build_loaders(
-        train_ds, val_ds, batch_size=cfg.batch_size, epoch_size=cfg.epoch_size,
-        workers=_workers(cfg.workers, info, device), seed=cfg.seed,
-        ignore_index=data_info.ignore_index, info=info, pin_memory=device.type == "cuda",
-    )  # fmt: skip
-    budget = StepBudget(cfg, len(train_loader))
+        train_ds,
+        val_ds,
+        batch_size=cfg.batch_size,
+        epoch_size=cfg.epoch_size,
+        workers=_workers(cfg.workers, info, device),
+        seed=cfg.seed,
+        ignore_index=data_info.ignore_index,
+        info=info,
+        pin_memory=device.type == "cuda",
+    )
+    budget = StepBudget(
+        base_lr=cfg.base_lr,
+        schedule=cfg.schedule,
+        warmup=cfg.warmup,
+        epochs=cfg.budget_epochs,
+        max_minutes=cfg.max_minutes,
+        steps_per_epoch=len(train_loader),
+    )
     bf16 = use_cpu_bf16(cfg.bf16, device)
     epoch, step, best = 0, 0, -math.inf
     if resume is not None:
@@ -187,9 +202,17 @@ def _train(
         logger.info(
             "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
             "budget %s -> %s",
-            cfg.arch, cfg.model_options, device, " (bfloat16 autocast)" if bf16 else "", len(train_ds), len(val_ds), len(train_loader),
-            len(train_loader) * cfg.batch_size * info.world_size, _budget_text(cfg), out,
-        )  # fmt: skip
+            cfg.arch,
+            cfg.model_options,
+            device,
+            " (bfloat16 autocast)" if bf16 else "",
+            len(train_ds),
+            len(val_ds),
+            len(train_loader),
+            len(train_loader) * cfg.batch_size * info.world_size,
+            _budget_text(cfg),
+            out,
+        )
     max_epochs = cfg.budget_epochs or 10**9
     history: list[dict[str, Any]] = []
     metrics: Metrics | None = None
@@ -198,11 +221,21 @@ def _train(
     while epoch < max_epochs and not budget.done(step):
         train_loader.sampler.set_epoch(epoch)
         stats, step = train_one_epoch(
-            net, train_loader, loss_fn, optimizer, scaler, budget, step,
-            device=device, amp=cfg.amp, bf16=bf16, grad_clip=cfg.grad_clip,
-            channels_last=cfg.channels_last, progress=info.is_main,
+            net,
+            train_loader,
+            loss_fn,
+            optimizer,
+            scaler,
+            budget,
+            step,
+            device=device,
+            amp=cfg.amp,
+            bf16=bf16,
+            grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last,
+            progress=info.is_main,
             description=f"epoch {epoch + 1}",
-        )  # fmt: skip
+        )
         epoch += 1
         images += stats.images * info.world_size
         train_seconds += stats.seconds
@@ -212,20 +245,31 @@ def _train(
         if len(val_ds):
             distributed.broadcast_buffers(model)
             result = evaluate(
-                model, val_loader, data_info.num_classes, device=device, amp=cfg.amp,
-                channels_last=cfg.channels_last, keep=keep,
-            )  # fmt: skip
+                model,
+                val_loader,
+                data_info.num_classes,
+                device=device,
+                amp=cfg.amp,
+                channels_last=cfg.channels_last,
+                keep=keep,
+            )
             metrics, samples = result.matrix.compute(data_info.classes), result.samples
         improved = metrics is None or _score(metrics) > best
         if metrics is not None and improved:
             best = _score(metrics)
         if info.is_main:
             state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": budget.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch, "step": step, "rng": rng_state(), "best_metric": best,
-                "metrics": metrics.to_dict() if metrics is not None else None, "config": config,
-            }  # fmt: skip
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": budget.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "rng": rng_state(),
+                "best_metric": best,
+                "metrics": metrics.to_dict() if metrics is not None else None,
+                "config": config,
+            }
             save_checkpoint(out / "last.pt", state)
             if improved:
                 copy_checkpoint(out / "last.pt", out / "best.pt")
@@ -246,8 +290,12 @@ def _train(
     if info.is_main:
         logger.info(
             "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), best mIoU %.4f",
-            epoch, step, elapsed / 60, throughput, best,
-        )  # fmt: skip
+            epoch,
+            step,
+            elapsed / 60,
+            throughput,
+            best,
+        )
     return TrainResult(out, epoch, step, best, metrics, throughput, elapsed, history)
 
 
@@ -274,5 +322,11 @@ def _log_epoch(
         val = f", val mIoU {metrics.miou:.4f} ({per_class})"
     logger.info(
         "epoch %d: step %d, loss %.4f, lr %.2e, %.2f images/s%s, %.1f min",
-        epoch, step, stats.loss, stats.lr, stats.images_per_s, val, elapsed / 60,
-    )  # fmt: skip
+        epoch,
+        step,
+        stats.loss,
+        stats.lr,
+        stats.images_per_s,
+        val,
+        elapsed / 60,
+    )

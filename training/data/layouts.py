@@ -1,6 +1,6 @@
 """Find image/mask pairs on disk and split them into train and validation sets.
 
-Three layouts (see ``training/data.py`` for the public API):
+Three layouts (see ``training/data/datasets.py`` for the public API):
 
 * ``folder``: ``ROOT/images/*`` + ``ROOT/masks/*`` matched by file stem, split by a seeded
   validation fraction;
@@ -21,16 +21,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from service.imaging import IMAGE_EXTENSIONS
+from training.config import LAYOUTS
+
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-LAYOUTS: tuple[str, ...] = ("auto", "folder", "split", "voc")
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 class Pair(NamedTuple):
@@ -119,7 +138,7 @@ def match_pairs(images_dir: Path, masks_dir: Path) -> list[Pair]:
     if problems:
         raise ValueError("; ".join(problems) + ". Masks must have the same file stem as images.")
     if not images:
-        exts = " ".join(IMAGE_EXTENSIONS)
+        exts = " ".join(sorted(IMAGE_EXTENSIONS))
         raise ValueError(f"no images ({exts}) found in {images_dir}")
     return [Pair(images[s], masks[s]) for s in sorted(images)]
 
@@ -178,6 +197,19 @@ def _voc_list(voc: Path, name: str) -> list[Pair]:
     return pairs
 
 
+def detect_layout(root: Path) -> str | None:
+    """The layout of the dataset under ``root`` (``voc``, ``split`` or ``folder``), or None
+    when ``root`` holds none of them."""
+    root = Path(root)
+    if _voc_dir(root) is not None:
+        return "voc"
+    if (root / "train" / "images").is_dir():
+        return "split"
+    if (root / "images").is_dir():
+        return "folder"
+    return None
+
+
 def find_layout(root: Path, layout: str, val_fraction: float, seed: int) -> Found:
     """Locate the dataset under ``root`` and return its train/val pairs and declared defaults.
 
@@ -190,13 +222,8 @@ def find_layout(root: Path, layout: str, val_fraction: float, seed: int) -> Foun
     if not root.is_dir():
         raise ValueError(f"dataset folder {root} does not exist")
     if layout == "auto":
-        if _voc_dir(root) is not None:
-            layout = "voc"
-        elif (root / "train" / "images").is_dir():
-            layout = "split"
-        elif (root / "images").is_dir():
-            layout = "folder"
-        else:
+        layout = detect_layout(root)
+        if layout is None:
             raise ValueError(
                 f"no dataset found in {root}: expected images/ + masks/, train/ and val/ each "
                 "with images/ + masks/, or a Pascal VOC tree (JPEGImages, SegmentationClass)"

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from training.data import DatasetInfo
-from training.engine import EpochStats
-from training.metrics import Metrics
+from training.data.datasets import DatasetInfo
+from training.loop.epoch import EpochStats
+from training.loop.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,16 @@ class MetricsLog:
     def __init__(self, path: Path, classes: Sequence[str]) -> None:
         self.path = Path(path)
         self.columns = [
-            "epoch", "step", "lr", "train_loss",
-            *(f"val_{k}" for k in SUMMARY), *(f"val_iou_{c}" for c in classes),
-            "images_per_s", "epoch_s", "elapsed_s",
-        ]  # fmt: skip
+            "epoch",
+            "step",
+            "lr",
+            "train_loss",
+            *(f"val_{k}" for k in SUMMARY),
+            *(f"val_iou_{c}" for c in classes),
+            "images_per_s",
+            "epoch_s",
+            "elapsed_s",
+        ]
 
     def start(self, keep_epochs: int = 0) -> None:
         """Write the header; on resume keep the rows of the first ``keep_epochs`` epochs."""
@@ -96,14 +102,17 @@ def write_plots(
     A plotting failure (a broken matplotlib, a full disk) is logged, not raised: losing a
     picture must not kill a long run.
     """
-    from training.visualize import plot_curves, prediction_grid
+    from training.loop.visualize import plot_curves, prediction_grid
 
     try:
         plot_curves(csv_path, out / "curves.png")
         if samples:
             prediction_grid(
-                samples, out / "predictions.png", palette=info.palette, mean=info.mean,
+                samples,
+                out / "predictions.png",
+                palette=info.palette,
+                mean=info.mean,
                 std=info.std,
-            )  # fmt: skip
-    except Exception:  # noqa: BLE001 - see docstring
+            )
+    except Exception:  # see the docstring: a lost picture must not end the run
         logger.exception("could not write the plots in %s", out)

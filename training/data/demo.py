@@ -22,12 +22,18 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from training.config import OptionError
+
 logger = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("background", "ellipse", "rectangle", "triangle", "star")
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (230, 60, 60), (60, 180, 75), (40, 110, 230), (245, 200, 30),
-)  # fmt: skip
+    (0, 0, 0),
+    (230, 60, 60),
+    (60, 180, 75),
+    (40, 110, 230),
+    (245, 200, 30),
+)
 _HUES = (None, 0.0, 0.33, 0.6, 0.14)  # hue centre per class, as a fraction of the circle
 _HUE_JITTER = 0.08
 
@@ -125,7 +131,9 @@ def write_demo(out: Path | str, *, count: int = 64, size: int = 256, seed: int =
     images_dir, masks_dir = out / "images", out / "masks"
     for folder in (images_dir, masks_dir):
         if folder.is_dir() and any(folder.iterdir()):
-            raise ValueError(f"{folder} is not empty; choose a new --out folder")
+            raise OptionError(
+                f"{folder} is not empty; choose a new output folder", options=("out",)
+            )
         folder.mkdir(parents=True, exist_ok=True)
     palette = [c for colour in PALETTE for c in colour]
     width = max(4, len(str(count - 1)))

@@ -76,8 +76,12 @@ def setup(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
         logger.info(
             "rank %d/%d (local %d) on %s, backend %s",
-            info.rank, info.world_size, info.local_rank, device, backend,
-        )  # fmt: skip
+            info.rank,
+            info.world_size,
+            info.local_rank,
+            device,
+            backend,
+        )
     return info, device
 
 

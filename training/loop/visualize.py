@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from service.masks import colorize
+
 
 def _replace(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` then rename over ``path`` (readers never see half a PNG)."""
@@ -67,11 +69,10 @@ def plot_curves(csv_path: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out
 
 
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """``(H, W)`` class indices -> ``(H, W, 3)`` uint8; indices outside the palette are grey."""
-    lut = np.full((max(256, len(palette) + 1), 3), 128, dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[np.clip(mask, 0, len(lut) - 1)]
+def _colorize(indices: torch.Tensor, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class indices (int64, ignore index included) in the serving side's colours."""
+    mask = np.clip(indices.numpy(), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    return colorize(mask, palette)
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -96,7 +97,7 @@ def prediction_grid(
     Args:
         samples: ``(normalised image (C, H, W), mask (H, W), prediction (H, W))`` tensors.
         out: the PNG to write.
-        palette: RGB colour per class (ignored pixels show grey).
+        palette: RGB colour per class (ignored pixels, past the palette, show black).
         mean, std: the normalisation to undo for display.
         max_side: tiles are downscaled to at most this size.
 
@@ -109,8 +110,8 @@ def prediction_grid(
     for image, mask, prediction in samples:
         tiles = [
             denormalize(image, mean, std),
-            colorize(mask.numpy(), palette),
-            colorize(prediction.numpy(), palette),
+            _colorize(mask, palette),
+            _colorize(prediction, palette),
         ]
         height, width = tiles[0].shape[:2]
         scale = min(1.0, max_side / max(height, width))

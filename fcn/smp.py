@@ -1,4 +1,5 @@
-"""U-Net and friends from segmentation-models-pytorch, any smp encoder by name.
+"""The segmentation-models-pytorch architectures: U-Net, U-Net++, FPN, LinkNet, MA-Net,
+DeepLabV3+, with any smp encoder by name.
 
 smp networks need H and W divisible by their encoder's output stride; the builders wrap them
 in :class:`fcn.padding.PadCrop` so they accept any size. ``encoder_weights`` defaults to
@@ -18,16 +19,6 @@ from torch import nn
 from fcn.padding import PadCrop
 from fcn.registry import register_model
 from fcn.weights import adapt_input_channels, download_guard, load_state_dict_file
-
-# Registry name -> smp architecture name (``smp.create_model(arch=...)``).
-SMP_ARCHITECTURES = {
-    "unet": "unet",
-    "unetplusplus": "unetplusplus",
-    "fpn": "fpn",
-    "linknet": "linknet",
-    "manet": "manet",
-    "deeplabv3plus": "deeplabv3plus",
-}
 
 
 def _load_encoder_file(encoder: nn.Module, path: str | os.PathLike, in_channels: int) -> None:
@@ -58,7 +49,6 @@ def _load_encoder_file(encoder: nn.Module, path: str | os.PathLike, in_channels:
 
 def build_smp(
     arch: str,
-    *,
     num_classes: int,
     in_channels: int,
     encoder: str,
@@ -102,28 +92,80 @@ def build_smp(
     return PadCrop(net, multiple)
 
 
-def _make_builder(name: str, arch: str) -> None:
-    def builder(
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        encoder: str = "resnet34",
-        encoder_weights: str | None = None,
-    ) -> PadCrop:
-        return build_smp(
-            arch,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            encoder=encoder,
-            encoder_weights=encoder_weights,
-        )
-
-    builder.__name__ = name
-    builder.__doc__ = f"smp {arch} (any encoder; default resnet34, no pretrained weights)."
-    register_model(name)(builder)
+# Each builder: smp's architecture of that name, any smp encoder (default resnet34), no
+# pretrained weights unless ``encoder_weights`` asks for them.
 
 
-for _name, _arch in SMP_ARCHITECTURES.items():
-    _make_builder(_name, _arch)
+@register_model("unet")
+def unet(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+) -> PadCrop:
+    """smp ``unet`` wrapped in PadCrop (any input size)."""
+    return build_smp("unet", num_classes, in_channels, encoder, encoder_weights)
 
-__all__ = ["SMP_ARCHITECTURES", "build_smp"]
+
+@register_model("unetplusplus")
+def unetplusplus(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+) -> PadCrop:
+    """smp ``unetplusplus`` wrapped in PadCrop (any input size)."""
+    return build_smp("unetplusplus", num_classes, in_channels, encoder, encoder_weights)
+
+
+@register_model("fpn")
+def fpn(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+) -> PadCrop:
+    """smp ``fpn`` wrapped in PadCrop (any input size)."""
+    return build_smp("fpn", num_classes, in_channels, encoder, encoder_weights)
+
+
+@register_model("linknet")
+def linknet(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+) -> PadCrop:
+    """smp ``linknet`` wrapped in PadCrop (any input size)."""
+    return build_smp("linknet", num_classes, in_channels, encoder, encoder_weights)
+
+
+@register_model("manet")
+def manet(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+) -> PadCrop:
+    """smp ``manet`` wrapped in PadCrop (any input size)."""
+    return build_smp("manet", num_classes, in_channels, encoder, encoder_weights)
+
+
+@register_model("deeplabv3plus")
+def deeplabv3plus(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    encoder: str = "resnet34",
+    encoder_weights: str | None = None,
+) -> PadCrop:
+    """smp ``deeplabv3plus`` wrapped in PadCrop (any input size)."""
+    return build_smp("deeplabv3plus", num_classes, in_channels, encoder, encoder_weights)
+
+
+__all__ = ["build_smp", "deeplabv3plus", "fpn", "linknet", "manet", "unet", "unetplusplus"]

@@ -14,6 +14,7 @@ FP32 model's metadata plus a ``quantization`` entry.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -35,7 +36,12 @@ from onnxruntime.quantization import (
 )
 
 from service.engine import Engine, EngineConfig, pad_to_multiple
-from training.export import read_metadata, save_onnx, write_metadata
+from service.imaging import IMAGE_EXTENSIONS
+from service.metadata import ModelMetadata
+from training.config import DataConfig, OptionError
+from training.data.datasets import list_pairs
+from training.data.layouts import detect_layout
+from training.export.onnx import read_metadata, save_onnx, write_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +50,10 @@ CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 _CPU = EngineConfig(providers=("CPUExecutionProvider",))
 
 
-class QuantizeError(ValueError):
+class QuantizeError(OptionError):
     """Quantization could not run (bad calibration data) or its result is unusable."""
 
 
@@ -57,18 +62,23 @@ class QuantizeResult:
     """What :func:`quantize_int8` wrote and how close it stays to the FP32 model."""
 
     path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     agreement: float  # fraction of calibration pixels whose INT8 argmax equals FP32's
     seconds: float
 
 
 def calibration_images(
-    directory: str | os.PathLike, *, split: str = "train", layout: str = "auto",
-    val_fraction: float = 0.2, seed: int = 0, limit: int | None = None,
-) -> list[Path]:  # fmt: skip
+    directory: str | os.PathLike,
+    *,
+    split: str = "train",
+    layout: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+) -> list[Path]:
     """The images to calibrate on.
 
-    A dataset folder (``images/`` and ``masks/``, or any layout ``training.data`` knows) gives
+    A dataset folder (``images/`` and ``masks/``, or any layout ``training.data.datasets`` knows) gives
     the images of its ``split`` with the training split rule, so validation images never leak
     into calibration; any other folder gives every image file in it, sorted.
 
@@ -79,16 +89,14 @@ def calibration_images(
     if not root.is_dir():
         raise QuantizeError(f"calibration data {root} is not a folder of images")
     paths: list[Path] = []
-    if (root / "masks").is_dir() or (root / "VOCdevkit").is_dir() or (root / "train").is_dir():
-        from training.data import DataConfig, list_pairs
-
+    if detect_layout(root) is not None:
         cfg = DataConfig(root=str(root), layout=layout, val_fraction=val_fraction, seed=seed)
         paths = [pair.image for pair in list_pairs(cfg, split)]
     else:
-        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise QuantizeError(
-            f"no images in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files, or a "
+            f"no images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, or a "
             "dataset with images/ and masks/)"
         )
     return paths[:limit] if limit else paths
@@ -182,15 +190,22 @@ def _pre_process(source: Path, target: Path) -> None:
 
 
 def quantize_int8(
-    fp32_path: str | os.PathLike, out: str | os.PathLike, images: Iterable[Path], *,
-    method: str = "minmax", size: int | None = None, per_channel: bool = True,
-    exclude_head: bool = False, exclude_op_types: Sequence[str] = (),
-    min_agreement: float = 0.9, check_images: int = 4,
-) -> QuantizeResult:  # fmt: skip
+    fp32_path: str | os.PathLike,
+    out: str | os.PathLike,
+    images: Iterable[Path],
+    *,
+    method: str = "minmax",
+    size: int | None = None,
+    per_channel: bool = True,
+    exclude_head: bool = False,
+    exclude_op_types: Sequence[str] = (),
+    min_agreement: float = 0.9,
+    check_images: int = 4,
+) -> QuantizeResult:
     """Quantize an exported FP32 model to static INT8 (QDQ) and check it against FP32.
 
     Args:
-        fp32_path: a model written by :func:`training.export.export_model`.
+        fp32_path: a model written by :func:`training.export.onnx.export_model`.
         out: the INT8 ``.onnx`` to write (replaced atomically, only after the check).
         images: calibration image files (see :func:`calibration_images`).
         method: ``minmax``, ``percentile`` or ``entropy``.
@@ -210,8 +225,9 @@ def quantize_int8(
         service.errors.ModelError: ``fp32_path`` is not a loadable exported model.
     """
     if method not in CALIBRATION_METHODS:
-        raise QuantizeError(f"unknown calibration method {method!r}; use one of "
-                            f"{', '.join(CALIBRATION_METHODS)}")  # fmt: skip
+        raise QuantizeError(
+            f"unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_METHODS)}"
+        )
     paths = list(images)
     if not paths:
         raise QuantizeError("no calibration images given")
@@ -228,28 +244,44 @@ def quantize_int8(
         exclude = head_nodes(proto) if exclude_head else []
         exclude += [n.name for n in proto.graph.node if n.op_type in set(exclude_op_types)]
         del proto
-        logger.info("calibrating on %d images (%s, %s), keeping %d nodes in FP32", len(paths),
-                    method, f"{size}px crops" if size else "natural size", len(exclude))  # fmt: skip
+        logger.info(
+            "calibrating on %d images (%s, %s), keeping %d nodes in FP32",
+            len(paths),
+            method,
+            f"{size}px crops" if size else "natural size",
+            len(exclude),
+        )
         quiet = _DropRootInfo()
         logging.getLogger().addFilter(quiet)
         try:
             quantize_static(
-                str(pre), str(staged), reader,
-                quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CALIBRATION_METHODS[method], nodes_to_exclude=exclude,
+                str(pre),
+                str(staged),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CALIBRATION_METHODS[method],
+                nodes_to_exclude=exclude,
                 # One image per statistics pass: histogram methods otherwise keep every
                 # intermediate activation of every image in memory at once.
                 extra_options={"CalibStridedMinMax": 1},
-            )  # fmt: skip
+            )
         finally:
             logging.getLogger().removeFilter(quiet)
         int8_proto = onnx.load(str(staged))
-        quant_info = {"format": "QDQ", "activations": "uint8", "weights": "int8",
-                      "per_channel": per_channel, "method": method,
-                      "calibration_images": len(paths), "calibration_size": size,
-                      "fp32_nodes": len(exclude)}  # fmt: skip
-        write_metadata(int8_proto, {**metadata, "quantization": quant_info})
+        quant_info = {
+            "format": "QDQ",
+            "activations": "uint8",
+            "weights": "int8",
+            "per_channel": per_channel,
+            "method": method,
+            "calibration_images": len(paths),
+            "calibration_size": size,
+            "fp32_nodes": len(exclude),
+        }
+        write_metadata(int8_proto, _with_quantization(metadata, quant_info))
         save_onnx(int8_proto, staged)
         del int8_proto
         agreement = _agreement(fp32, Engine.load(staged, _CPU), reader, check_images)
@@ -257,14 +289,25 @@ def quantize_int8(
         if agreement < min_agreement:
             raise QuantizeError(
                 f"INT8 model agrees with FP32 on only {agreement:.2%} of calibration pixels "
-                f"(required {min_agreement:.0%}); try --calibration-method percentile/entropy "
-                "or keep the head in FP32"
+                f"(required {min_agreement:.0%}); try the percentile or entropy calibration "
+                "method, or keep the classifier head in FP32",
+                options=("calibration_method",),
             )
         final = onnx.load(str(staged))
-        write_metadata(final, {**metadata, "quantization": quant_info})
+        metadata = _with_quantization(metadata, quant_info)
+        write_metadata(final, metadata)
         save_onnx(final, staged)
         os.replace(staged, out)
     seconds = time.perf_counter() - start
-    logger.info("wrote %s in %.1fs (argmax agrees with FP32 on %.3f%% of pixels)", out,
-                seconds, 100 * agreement)  # fmt: skip
-    return QuantizeResult(out, {**metadata, "quantization": quant_info}, agreement, seconds)
+    logger.info(
+        "wrote %s in %.1fs (argmax agrees with FP32 on %.3f%% of pixels)",
+        out,
+        seconds,
+        100 * agreement,
+    )
+    return QuantizeResult(out, metadata, agreement, seconds)
+
+
+def _with_quantization(metadata: ModelMetadata, quant_info: dict[str, Any]) -> ModelMetadata:
+    """The FP32 model's description plus a ``quantization`` entry."""
+    return dataclasses.replace(metadata, extra={**metadata.extra, "quantization": quant_info})

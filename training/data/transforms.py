@@ -13,39 +13,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
+from service.imaging import pixel_scale
+from training.config import AugmentConfig
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class AugmentConfig:
-    """Training augmentation options (probabilities are per sample)."""
-
-    crop_size: int = 256
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    hflip: float = 0.5
-    vflip: float = 0.0
-    brightness: float = 0.2  # +- fraction of the maximum pixel value
-    contrast: float = 0.2  # +- fraction
-    saturation: float = 0.0  # RGB only
-    hue: float = 0.0  # RGB only, fraction of the hue circle
-    color_p: float = 0.5  # probability of the colour jitter
-
-    def __post_init__(self) -> None:
-        low, high = self.scale_range
-        if self.crop_size < 1 or not 0 < low <= high:
-            raise ValueError(
-                f"need crop_size >= 1 and 0 < scale_range[0] <= scale_range[1], got "
-                f"crop_size={self.crop_size}, scale_range={self.scale_range}"
-            )
-        self.scale_range = (float(low), float(high))
 
 
 def default_mean_std(in_channels: int) -> tuple[list[float], list[float]]:
@@ -57,15 +35,6 @@ def default_mean_std(in_channels: int) -> tuple[list[float], list[float]]:
     if in_channels == 4:
         return [*IMAGENET_MEAN, 0.5], [*IMAGENET_STD, 0.25]
     raise ValueError(f"in_channels must be 1, 3 or 4, got {in_channels}")
-
-
-def pixel_scale(image: np.ndarray) -> float:
-    """The factor taking ``image`` values to ``[0, 1]`` (docs/contracts.md)."""
-    if image.dtype == np.uint8:
-        return 1.0 / 255.0
-    if image.dtype == np.uint16:
-        return 1.0 / 65535.0
-    return 1.0
 
 
 class Normalize:
@@ -131,9 +100,13 @@ class RandomScaleCrop(A.DualTransform):
         channels = array.shape[2] if array.ndim == 3 else 0
         value = (fill,) * max(channels, 1)
         out = cv2.warpAffine(
-            array, matrix, (self.size, self.size), flags=flags,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=value,
-        )  # fmt: skip
+            array,
+            matrix,
+            (self.size, self.size),
+            flags=flags,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=value,
+        )
         return out.reshape(self.size, self.size, channels) if channels else out
 
     def apply(self, img: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
@@ -184,7 +157,7 @@ class TrainTransform:
                     saturation=augment.saturation,
                     hue=augment.hue,
                     p=augment.color_p,
-                )  # fmt: skip
+                )
             )
         self.rgb_colour = A.Compose(rgb_colour)
         self.normalize = Normalize(mean, std)
@@ -192,7 +165,7 @@ class TrainTransform:
             self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
-        """Give this copy its own random stream (each DataLoader worker calls it once)."""
+        """Give this copy its own random stream (training/loop/sampling.py: once per item)."""
         for index, compose in enumerate((self.geometric, self.colour, self.rgb_colour)):
             compose.set_random_seed(random.Random(f"{seed}:{index}").getrandbits(32))
 
@@ -214,9 +187,6 @@ class EvalTransform:
 
     def __init__(self, *, mean: Sequence[float], std: Sequence[float]) -> None:
         self.normalize = Normalize(mean, std)
-
-    def reseed(self, seed: int) -> None:
-        """Nothing random here; present so datasets can treat both pipelines alike."""
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.normalize(image), mask

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from training.data import SegmentationDataset, pad_collate
-from training.distributed import DistInfo
+from training.data.datasets import SegmentationDataset, pad_collate
+from training.loop.distributed import DistInfo
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

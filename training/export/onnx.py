@@ -4,7 +4,7 @@ Public API::
 
     result = export_checkpoint("runs/isbi/best.pt", "model.onnx")   # -> ExportResult
     result = export_model(model, config, "model.onnx")               # a model already in memory
-    metadata = read_metadata("model.onnx")                           # JSON-decoded metadata_props
+    metadata = read_metadata("model.onnx")                           # service.metadata.ModelMetadata
 
 What is exported is the graph from :func:`fcn.padding.unwrap`: for smp models the inner network
 (the serving engine pads to ``size_multiple`` itself), for FCN-32s/16s/8s the whole model.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import json
 import logging
 import math
 import os
@@ -38,11 +37,14 @@ import torch
 from torch import nn
 
 from fcn.padding import unwrap
+from service.errors import MetadataError
+from service.metadata import ModelMetadata
+from training.config import OptionError
+from training.data.layouts import class_palette
 
 logger = logging.getLogger(__name__)
 
 OPSET = 18  # pinned: the serving side's onnxruntime must implement this opset
-METADATA_VERSION = 1  # bump when the meaning of a metadata key changes
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes on purpose: none is a multiple of 32, so the engine's padding is exercised.
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((1, 1), (97, 130), (333, 517))
@@ -52,7 +54,7 @@ _PROTO_LIMIT = 2**31 - 64 * 2**20
 Exporter = Literal["dynamo", "legacy"]
 
 
-class ExportError(ValueError):
+class ExportError(OptionError):
     """The model could not be exported, or the exported file is not what torch computes."""
 
 
@@ -72,97 +74,98 @@ class ParityReport:
     max_abs_diff: list[float] = field(default_factory=list)
     argmax_agreement: list[float] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sizes": [list(s) for s in self.sizes],
-            "max_abs_diff": self.max_abs_diff,
-            "argmax_agreement": self.argmax_agreement,
-        }
-
 
 @dataclass
 class ExportResult:
     """What :func:`export_model` wrote."""
 
     path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     parity: ParityReport | None
     seconds: float
 
 
 def model_metadata(
     config: Mapping[str, Any], *, size_multiple: int, extra: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The metadata an exported model carries, from a checkpoint's training config.
+) -> ModelMetadata:
+    """The description an exported model carries, from a checkpoint's training config.
 
     Args:
-        config: the checkpoint's ``config`` (docs/contracts.md): ``model`` plus ``classes``,
-            ``palette``, ``mean``, ``std``, ``ignore_index`` at the top level.
+        config: the checkpoint's ``config`` (docs/contracts.md): ``model`` (arch, num_classes,
+            in_channels, options) and ``data`` (classes, palette, mean, std, ignore_index,
+            mask_values as the data was read).
         size_multiple: the multiple the engine must pad H and W to.
-        extra: further keys (training metric, provenance); they may not shadow required ones.
+        extra: further keys (training metric, provenance); they may not shadow described ones.
 
     Returns:
-        Plain values (not yet JSON-encoded), keyed as in ``metadata_props``.
+        The validated :class:`service.metadata.ModelMetadata`.
 
     Raises:
         ExportError: a required entry is missing or inconsistent with the model.
     """
     model_cfg = config.get("model") or {}
+    data = config.get("data") or {}
     missing = [k for k in ("arch", "num_classes") if k not in model_cfg]
-    missing += [k for k in ("mean", "std") if k not in config]
+    missing += [k for k in ("mean", "std") if data.get(k) is None]
     if missing:
         raise ExportError(
             f"training config lacks {missing}; expected the checkpoint layout of "
-            "docs/contracts.md (config['model'] with arch/num_classes, config['mean'/'std'])"
+            "docs/contracts.md (config['model'] with arch/num_classes, config['data'] with "
+            "mean/std)"
         )
     num_classes = int(model_cfg["num_classes"])
     in_channels = int(model_cfg.get("in_channels", 3))
-    classes = list(config.get("classes") or [f"class_{i}" for i in range(num_classes)])
-    palette = config.get("palette")
-    if palette is None:
-        from training.layouts import class_palette
-
-        palette = class_palette(num_classes)
-    meta: dict[str, Any] = {
-        "arch": str(model_cfg["arch"]),
-        "options": dict(model_cfg.get("options") or {}),
-        "classes": [str(c) for c in classes],
-        "palette": [[int(v) for v in colour] for colour in palette],
-        "in_channels": in_channels,
-        "mean": [float(v) for v in config["mean"]],
-        "std": [float(v) for v in config["std"]],
-        "size_multiple": int(size_multiple),
-        "ignore_index": config.get("ignore_index"),
-        "version": METADATA_VERSION,
-        "num_classes": num_classes,
-    }
-    for key, length in (("classes", num_classes), ("palette", num_classes)):
-        if len(meta[key]) != length:
-            raise ExportError(f"config has {len(meta[key])} {key} for {num_classes} classes")
-    for key in ("mean", "std"):
-        if len(meta[key]) != in_channels:
-            raise ExportError(
-                f"config {key} has {len(meta[key])} values for {in_channels} channels"
-            )
-    clash = sorted(set(extra or {}) & set(meta))
-    if clash:
-        raise ExportError(f"extra metadata may not replace required keys {clash}")
-    meta.update(extra or {})
+    classes = list(data.get("classes") or [f"class_{i}" for i in range(num_classes)])
+    palette = data.get("palette") or class_palette(num_classes)
+    mean, std = [float(v) for v in data["mean"]], [float(v) for v in data["std"]]
+    for key, values, length in (
+        ("classes", classes, num_classes),
+        ("palette", palette, num_classes),
+    ):
+        if len(values) != length:
+            raise ExportError(f"config has {len(values)} {key} for {num_classes} classes")
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != in_channels:
+            raise ExportError(f"config {key} has {len(values)} values for {in_channels} channels")
+    mask_values = data.get("mask_values")
+    meta = ModelMetadata(
+        arch=str(model_cfg["arch"]),
+        classes=tuple(str(c) for c in classes),
+        palette=tuple((int(r), int(g), int(b)) for r, g, b in palette),
+        in_channels=in_channels,
+        mean=tuple(mean),
+        std=tuple(std),
+        size_multiple=int(size_multiple),
+        ignore_index=data.get("ignore_index"),
+        num_classes=num_classes,
+        options=dict(model_cfg.get("options") or {}),
+        mask_values=None if mask_values is None else tuple(int(v) for v in mask_values),
+        extra=dict(extra or {}),
+    )
+    try:
+        # What the service will read back: validate with its own reader now.
+        ModelMetadata.from_props(meta.to_props())
+    except MetadataError as exc:
+        raise ExportError(f"cannot describe the model: {exc}") from exc
     return meta
 
 
-def write_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
-    """Replace ``proto.metadata_props`` with ``metadata``, each value JSON-encoded."""
+def write_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    """Replace ``proto.metadata_props`` with ``metadata.to_props()``."""
     del proto.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in metadata.to_props().items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
+        entry.key, entry.value = key, value
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON-decoded ``metadata_props`` of an ONNX file (weights are not loaded)."""
+def read_metadata(path: str | os.PathLike) -> ModelMetadata:
+    """The parsed ``metadata_props`` of an ONNX file (weights are not loaded).
+
+    Raises:
+        service.errors.MetadataError: a key is missing or invalid.
+    """
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: json.loads(p.value) for p in proto.metadata_props}
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
 
 
 @contextlib.contextmanager
@@ -183,9 +186,14 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def trace_to_onnx(
-    graph: nn.Module, path: Path, *, in_channels: int, size_multiple: int, opset: int,
+    graph: nn.Module,
+    path: Path,
+    *,
+    in_channels: int,
+    size_multiple: int,
+    opset: int,
     exporter: Exporter,
-) -> None:  # fmt: skip
+) -> None:
     """Export ``graph`` with dynamic N, H, W to ``path`` (the exporter's raw output).
 
     Raises:
@@ -198,24 +206,42 @@ def trace_to_onnx(
     try:
         with torch.no_grad(), _quiet_exporter():
             if exporter == "dynamo":
-                dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"),
-                        3: torch.export.Dim("width")}  # fmt: skip
-                torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=True,
-                                  dynamic_shapes=(dims,), optimize=True, **common)  # fmt: skip
+                dims = {
+                    0: torch.export.Dim("batch"),
+                    2: torch.export.Dim("height"),
+                    3: torch.export.Dim("width"),
+                }
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    external_data=True,
+                    dynamic_shapes=(dims,),
+                    optimize=True,
+                    **common,
+                )
             elif exporter == "legacy":
                 axes = {0: "batch", 2: "height", 3: "width"}
-                torch.onnx.export(graph, (example,), str(path), dynamo=False,
-                                  dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-                                  do_constant_folding=True, **common)  # fmt: skip
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                    do_constant_folding=True,
+                    **common,
+                )
             else:
                 raise ExportError(f"exporter must be 'dynamo' or 'legacy', got {exporter!r}")
     except ExportError:
         raise
     except Exception as exc:  # the exporters raise many unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        other = "legacy" if exporter == "dynamo" else "dynamo"
         raise ExportError(
-            f"torch.onnx.export ({exporter}) failed: {first}. Try the other exporter "
-            f"(--exporter {'legacy' if exporter == 'dynamo' else 'dynamo'})"
+            f"torch.onnx.export ({exporter}) failed: {first}. Try the other exporter ({other!r})",
+            options=("exporter",),
         ) from exc
 
 
@@ -223,15 +249,25 @@ def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
     """Save as one file; weights go to ``<name>.data`` only above protobuf's 2 GiB limit."""
     weights = sum(len(t.raw_data) for t in proto.graph.initializer)
     external = weights > _PROTO_LIMIT
-    onnx.save(proto, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-              location=f"{path.name}.data" if external else None)  # fmt: skip
+    onnx.save(
+        proto,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data" if external else None,
+    )
 
 
 def check_parity(
-    model: nn.Module, onnx_path: str | os.PathLike, *,
-    sizes: Sequence[tuple[int, int]] = PARITY_SIZES, atol: float = 1e-3, rtol: float = 1e-5,
-    min_agreement: float = 0.999, seed: int = 0,
-) -> ParityReport:  # fmt: skip
+    model: nn.Module,
+    onnx_path: str | os.PathLike,
+    *,
+    sizes: Sequence[tuple[int, int]] = PARITY_SIZES,
+    atol: float = 1e-3,
+    rtol: float = 1e-5,
+    min_agreement: float = 0.999,
+    seed: int = 0,
+) -> ParityReport:
     """Compare torch ``model(x)`` with the serving engine's pad/run/crop on random inputs.
 
     Args:
@@ -268,8 +304,9 @@ def check_parity(
         report.sizes.append((height, width))
         report.max_abs_diff.append(diff)
         report.argmax_agreement.append(agree)
-        logger.info("parity %dx%d: max |diff| %.2e, argmax agreement %.5f", height, width,
-                    diff, agree)  # fmt: skip
+        logger.info(
+            "parity %dx%d: max |diff| %.2e, argmax agreement %.5f", height, width, diff, agree
+        )
         if not (diff <= allowed and agree >= min_agreement):
             raise ParityError(
                 f"exported model disagrees with torch at {height}x{width}: max |logit diff| "
@@ -282,11 +319,18 @@ def check_parity(
 
 
 def export_model(
-    model: nn.Module, config: Mapping[str, Any], out: str | os.PathLike, *,
-    opset: int = OPSET, exporter: Exporter = "dynamo",
-    parity_sizes: Sequence[tuple[int, int]] | None = PARITY_SIZES, atol: float = 1e-3,
-    rtol: float = 1e-5, min_agreement: float = 0.999, extra_metadata: Mapping[str, Any] | None = None,
-) -> ExportResult:  # fmt: skip
+    model: nn.Module,
+    config: Mapping[str, Any],
+    out: str | os.PathLike,
+    *,
+    opset: int = OPSET,
+    exporter: Exporter = "dynamo",
+    parity_sizes: Sequence[tuple[int, int]] | None = PARITY_SIZES,
+    atol: float = 1e-3,
+    rtol: float = 1e-5,
+    min_agreement: float = 0.999,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> ExportResult:
     """Export ``model`` to ``out`` with metadata, check it, and only then move it into place.
 
     Args:
@@ -320,13 +364,20 @@ def export_model(
         "torch_version": torch.__version__.split("+")[0],
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    metadata = model_metadata(config, size_multiple=multiple,
-                              extra={**provenance, **dict(extra_metadata or {})})  # fmt: skip
+    metadata = model_metadata(
+        config, size_multiple=multiple, extra={**provenance, **dict(extra_metadata or {})}
+    )
     # Work in a temporary folder beside ``out`` so the final move is an atomic rename.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         raw, staged = Path(tmp) / "raw.onnx", Path(tmp) / out.name
-        trace_to_onnx(graph, raw, in_channels=metadata["in_channels"], size_multiple=multiple,
-                      opset=opset, exporter=exporter)  # fmt: skip
+        trace_to_onnx(
+            graph,
+            raw,
+            in_channels=metadata.in_channels,
+            size_multiple=multiple,
+            opset=opset,
+            exporter=exporter,
+        )
         proto = onnx.load(str(raw))
         write_metadata(proto, metadata)
         save_onnx(proto, staged)
@@ -337,14 +388,21 @@ def export_model(
             raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
         parity = None
         if parity_sizes:
-            parity = check_parity(model, staged, sizes=parity_sizes, atol=atol, rtol=rtol,
-                                  min_agreement=min_agreement)  # fmt: skip
+            parity = check_parity(
+                model, staged, sizes=parity_sizes, atol=atol, rtol=rtol, min_agreement=min_agreement
+            )
         for item in Path(tmp).iterdir():
             if item.name != raw.name and not item.name.startswith("raw.onnx"):
                 os.replace(item, out.parent / item.name)
     seconds = time.perf_counter() - start
-    logger.info("exported %s (%s, %s exporter, opset %d) in %.1fs", out, metadata["arch"],
-                exporter, opset, seconds)  # fmt: skip
+    logger.info(
+        "exported %s (%s, %s exporter, opset %d) in %.1fs",
+        out,
+        metadata.arch,
+        exporter,
+        opset,
+        seconds,
+    )
     return ExportResult(out, metadata, parity, seconds)
 
 
@@ -353,22 +411,17 @@ def export_checkpoint(
 ) -> ExportResult:
     """Load a checkpoint (docs/contracts.md) and :func:`export_model` it.
 
-    The checkpoint's best metric, epoch and mask values are recorded as ``best_metric``,
-    ``epoch`` and ``mask_values``.
+    The checkpoint's best metric and epoch are recorded as ``best_metric`` and ``epoch``.
 
     Raises:
         FileNotFoundError: no checkpoint at ``checkpoint``.
         ValueError: not a checkpoint of this project; ExportError as in export_model.
     """
-    from training.checkpoint import build_model_from_config, load_checkpoint
+    from training.checkpoint import load_checkpoint, model_from_state
 
     state = load_checkpoint(checkpoint)
-    model = build_model_from_config(state["config"]["model"])
-    model.load_state_dict(state["model"])
+    model = model_from_state(state)
     extra: dict[str, Any] = {"source": Path(checkpoint).name}
-    if state["config"].get("mask_values") is not None:
-        # Lets evaluation tools read the dataset's raw mask values from the model alone.
-        extra["mask_values"] = state["config"]["mask_values"]
     for key in ("best_metric", "epoch"):
         value = state.get(key)
         if isinstance(value, int | float) and math.isfinite(value):

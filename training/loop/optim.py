@@ -59,19 +59,33 @@ class StepBudget:
     """How many optimizer steps the run gets, and the learning rate of each.
 
     Args:
-        cfg: the training options (schedule, warmup, epochs, max_minutes).
+        base_lr: the peak learning rate.
+        schedule: ``cosine``, ``poly`` or ``constant`` (see :func:`get_lr`).
+        warmup: steps (``"30"``) or epochs (``"2e"``).
+        epochs: the epoch limit, or None (then ``max_minutes`` limits the run).
+        max_minutes: the time limit, or None.
         steps_per_epoch: optimizer steps in one epoch.
         refresh: re-estimate a time budget every this many steps.
     """
 
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, refresh: int = 10) -> None:
-        self.cfg = cfg
+    def __init__(
+        self,
+        *,
+        base_lr: float,
+        schedule: str,
+        warmup: str,
+        epochs: int | None,
+        max_minutes: float | None,
+        steps_per_epoch: int,
+        refresh: int = 10,
+    ) -> None:
+        self.base_lr = base_lr
+        self.schedule = schedule
         self.steps_per_epoch = steps_per_epoch
         self.refresh = refresh
-        epochs = cfg.budget_epochs
         self.epoch_steps = epochs * steps_per_epoch if epochs is not None else None
-        self.seconds = cfg.max_minutes * 60.0 if cfg.max_minutes is not None else None
-        count, unit = parse_warmup(cfg.warmup)
+        self.seconds = max_minutes * 60.0 if max_minutes is not None else None
+        count, unit = parse_warmup(warmup)
         self.warmup = count * steps_per_epoch if unit == "epochs" else count
         # Until measured, a time budget assumes it has the epoch budget (or plenty of steps).
         self.total = self.epoch_steps if self.epoch_steps is not None else 10**9
@@ -88,8 +102,8 @@ class StepBudget:
     def lr(self, step: int) -> float:
         return get_lr(
             step,
-            base_lr=self.cfg.base_lr,
-            schedule=self.cfg.schedule,
+            base_lr=self.base_lr,
+            schedule=self.schedule,
             # A short run must not spend itself warming up: at most a quarter of it.
             warmup=min(self.warmup, self.total // 4),
             total=self.total,
@@ -135,7 +149,7 @@ class StepBudget:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "schedule": self.cfg.schedule,
+            "schedule": self.schedule,
             "warmup": self.warmup,
             "total": self.total,
             "elapsed": self.elapsed(),

@@ -10,8 +10,9 @@ Public API (used by the training loop, evaluation and the prediction grid)::
                         collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index))
     val_files = list_pairs(cfg, split="val")                # [Pair(image=Path, mask=Path), ...]
 
-* ``DataConfig``: where the data is and how to read it (layout, split, mask values, classes,
-  normalisation, augmentation). ``to_dict()`` / ``from_dict()`` round-trip through JSON.
+* ``DataConfig`` (``training.config``, no torch): where the data is and how to read it
+  (layout, split, mask values, classes, normalisation, augmentation). ``to_dict()`` /
+  ``from_dict()`` round-trip through JSON.
 * ``build_datasets(cfg, split)`` -> ``(train_ds | None, eval_ds, DatasetInfo)``. ``split`` is
   ``"trainval"`` (train with augmentation + val), or ``"train"``, ``"val"``, ``"all"`` (then
   the first item is ``None`` and the second is that subset, not augmented).
@@ -21,11 +22,12 @@ Public API (used by the training loop, evaluation and the prediction grid)::
 * ``DatasetInfo``: ``num_classes, classes, palette, in_channels, mean, std, ignore_index,
   mask_values, layout`` - what the checkpoint config and ONNX metadata need.
 
-To evaluate a trained model, rebuild the ``DataConfig`` from its checkpoint config (or pass
-its ``mean``, ``std``, ``in_channels``, ``classes`` and ``mask_values``) so the data is read
-exactly as in training.
+To evaluate a trained model, rebuild the ``DataConfig`` from its checkpoint's
+``config["data"]`` (which holds what was inferred: ``mean``, ``std``, ``in_channels``,
+``classes``, ``mask_values``) so the data is read exactly as in training.
 
-Layouts and defaults: see ``training/layouts.py``. Decoding: ``training/decoding.py``.
+Layouts and defaults: see ``training/data/layouts.py``. Decoding: ``training/data/decoding.py``.
+Loaders for the training loop: ``training/loop/sampling.py``.
 Small datasets (under ``cache_mb``) are decoded once, up front, and kept in memory as
 ``uint8``/``uint16`` arrays; DataLoader workers share them copy-on-write.
 """
@@ -35,15 +37,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
-from training.decoding import (
+from service.imaging import pixel_scale
+from training.config import DataConfig, OptionError
+from training.data.decoding import (
     MaskMapper,
     mode_channels,
     present_values,
@@ -51,64 +55,13 @@ from training.decoding import (
     read_image,
     read_mask,
 )
-from training.layouts import Found, Pair, class_palette, find_layout
-from training.transforms import (
-    AugmentConfig,
-    EvalTransform,
-    TrainTransform,
-    default_mean_std,
-    pixel_scale,
-)
+from training.data.layouts import Found, Pair, class_palette, find_layout
+from training.data.transforms import EvalTransform, TrainTransform, default_mean_std
 
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("trainval", "train", "val", "all")
 _THREADS = 4  # PIL releases the GIL while decoding
-
-
-def check_known_fields(cls: type, data: dict[str, Any], what: str) -> None:
-    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} options {unknown}; valid ones: {sorted(known)}")
-
-
-@dataclass
-class DataConfig:
-    """How to find, read and augment a dataset (every field is JSON-serialisable)."""
-
-    root: str
-    layout: str = "auto"  # auto | folder | split | voc
-    val_fraction: float = 0.2  # folder layout only
-    seed: int = 0  # the train/val split and the augmentation streams
-    mask_values: list[int] | None = None  # raw mask value of class i; None: masks hold indices
-    ignore_index: int = 255
-    classes: list[str] | None = None
-    num_classes: int | None = None  # when neither classes nor mask_values say it
-    palette: list[list[int]] | None = None
-    in_channels: int | None = None  # None: from the first image
-    mean: list[float] | None = None  # None: ImageNet-based defaults (or computed)
-    std: list[float] | None = None
-    compute_stats: bool = False  # mean/std from the training images
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    cache_mb: int = 2048  # decode up front and keep in memory when the data fits
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["root"] = str(self.root)
-        data["augment"]["scale_range"] = list(self.augment.scale_range)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        check_known_fields(cls, data, "data")
-        data = dict(data)
-        if isinstance(data.get("augment"), dict):
-            augment = dict(data["augment"])
-            augment["scale_range"] = tuple(augment.get("scale_range", (0.5, 2.0)))
-            data["augment"] = AugmentConfig(**augment)
-        return cls(**data)
 
 
 @dataclass
@@ -124,9 +77,6 @@ class DatasetInfo:
     ignore_index: int
     mask_values: list[int] | None = None
     layout: str = "folder"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class SegmentationDataset(Dataset):
@@ -146,7 +96,6 @@ class SegmentationDataset(Dataset):
         self.mapper = mapper
         self.transform = transform
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
-        self._worker_seed: int | None = None
         if cache and self.pairs:
             with ThreadPoolExecutor(_THREADS) as pool:
                 self._cache = list(pool.map(self._decode, self.pairs))
@@ -171,11 +120,6 @@ class SegmentationDataset(Dataset):
         return self._decode(self.pairs[index])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        worker = get_worker_info()
-        if worker is not None and worker.seed != self._worker_seed:
-            # Forked workers inherit one random state; torch gives each a fresh seed per epoch.
-            self._worker_seed = worker.seed
-            self.transform.reseed(worker.seed)
         image, mask = self.transform(*self.load(index))
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
 
@@ -259,11 +203,12 @@ def _resolve_classes(
             )
         values = sorted(seen - {cfg.ignore_index})
         if len(values) < 2 or values != list(range(len(values))):
-            raise ValueError(
+            raise OptionError(
                 f"masks hold the values {sorted(seen)[:12]} (ignore_index {cfg.ignore_index}), not "
-                f"class indices 0..K-1 of 2+ classes. Declare them: --mask-values "
+                f"class indices 0..K-1 of 2+ classes. Declare them: mask_values "
                 f"{','.join(map(str, sorted(seen)[:12]))} maps them to classes 0..N-1 "
-                "(or give --classes / --num-classes if they are indices)"
+                "(or give classes / num_classes if they are indices)",
+                options=("mask_values", "classes", "num_classes"),
             )
         count = len(values)
         logger.info("masks hold class indices 0..%d: %d classes", count - 1, count)
@@ -362,13 +307,24 @@ def build_datasets(
         eval_ds.transform = evaluate
         train_ds = None
     info = DatasetInfo(
-        num_classes=len(classes), classes=classes, palette=[list(map(int, c)) for c in palette],
-        in_channels=in_channels, mean=list(mean), std=list(std), ignore_index=cfg.ignore_index,
-        mask_values=mask_values, layout=found.layout,
-    )  # fmt: skip
+        num_classes=len(classes),
+        classes=classes,
+        palette=[list(map(int, c)) for c in palette],
+        in_channels=in_channels,
+        mean=list(mean),
+        std=list(std),
+        ignore_index=cfg.ignore_index,
+        mask_values=mask_values,
+        layout=found.layout,
+    )
     logger.info(
         "%s (%s): %d train / %d val pairs, %d classes, %d channel(s)%s",
-        cfg.root, found.layout, len(found.train), len(found.val), info.num_classes, in_channels,
+        cfg.root,
+        found.layout,
+        len(found.train),
+        len(found.val),
+        info.num_classes,
+        in_channels,
         f", {nbytes / 2**20:.1f} MB cached in memory" if cache else "",
-    )  # fmt: skip
+    )
     return train_ds, eval_ds, info

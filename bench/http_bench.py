@@ -171,9 +171,15 @@ def http_caller(url: str, jpeg: bytes) -> Callable[[], None]:
     return call
 
 
-def inprocess_caller(onnx_path: Path, jpeg: bytes, slots: int, threads: int):
+def inprocess_caller(onnx_path: Path, jpeg: bytes, slots: int, threads: int, args):
     """The pipeline on a FIFO pool of ``slots`` threads (like the server's admission)."""
-    engine = Engine.load(onnx_path, EngineConfig(intra_op_threads=threads, inter_op_threads=1))
+    config = EngineConfig(
+        intra_op_threads=threads,
+        inter_op_threads=1,
+        backend=args.backend,
+        precision=args.precision,
+    )
+    engine = Engine.load(onnx_path, config)
     pool = ThreadPoolExecutor(slots)
 
     def work() -> None:
@@ -224,6 +230,8 @@ def main() -> int:
         default="2x1,1x2",
         help="fcn serve SLOTSxTHREADS settings to measure (the in-process loop uses the same)",
     )
+    parser.add_argument("--backend", default="ort", help="fcn serve --backend (ort)")
+    parser.add_argument("--precision", default="fp32", help="fcn serve --precision (fp32)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "http_bench.json"))
     args = parser.parse_args()
     configs = [parse_config(c) for c in args.configs.split(",")]
@@ -240,7 +248,9 @@ def main() -> int:
     try:
         for slots, threads in configs:
             tag = f"{slots}x{threads}"
-            callers[f"inprocess {tag}"], pool = inprocess_caller(onnx_path, jpeg, slots, threads)
+            callers[f"inprocess {tag}"], pool = inprocess_caller(
+                onnx_path, jpeg, slots, threads, args
+            )
             pools.append(pool)
             port = free_port()
             command = [
@@ -261,6 +271,10 @@ def main() -> int:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                "--backend",
+                args.backend,
+                "--precision",
+                args.precision,
             ]
             processes.append(start(command, port, env, work / f"serve-{tag}.log"))
             callers[f"fcn-serve {tag}"] = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
@@ -330,6 +344,8 @@ def main() -> int:
             "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(),
         },
+        "backend": args.backend,
+        "precision": args.precision,
         "requests_per_level": block * args.rounds,
         "rounds": args.rounds,
         "results": {name: {str(c): r for c, r in lv.items()} for name, lv in results.items()},

@@ -96,14 +96,23 @@ def make_jpeg(side: int = 512) -> bytes:
     return buffer.getvalue()
 
 
-def summarise(latencies: list[float], wall: float) -> dict:
-    ms = sorted(1000 * t for t in latencies)
+def summarise(blocks: list[tuple[list[float], float]]) -> dict:
+    """Latency percentiles over every request; throughput per block and over all blocks.
+
+    ``throughput_rps`` is the median over the blocks: other users of a shared machine disturb
+    a block now and then, and the median ignores the odd disturbed block (for every contender
+    alike); ``throughput_pooled_rps`` is all requests over all block time.
+    """
+    ms = sorted(1000 * t for latencies, _ in blocks for t in latencies)
+    per_block = [len(latencies) / wall for latencies, wall in blocks]
     return {
         "requests": len(ms),
         "p50_ms": round(statistics.median(ms), 2),
         "p90_ms": round(float(np.percentile(ms, 90)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "throughput_rps": round(len(ms) / wall, 3),
+        "throughput_rps": round(statistics.median(per_block), 3),
+        "throughput_pooled_rps": round(len(ms) / sum(wall for _, wall in blocks), 3),
+        "block_throughputs_rps": [round(x, 3) for x in per_block],
     }
 
 
@@ -295,7 +304,8 @@ def main() -> int:
         callers["torch-endpoint"] = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
 
         # Contenders take turns in blocks, so machine noise lands on all of them alike.
-        raw = {name: {c: ([], 0.0) for c in CONCURRENCY} for name in callers}
+        raw: dict[str, dict[int, list]] = {name: {c: [] for c in CONCURRENCY} for name in callers}
+        load: dict[int, list[float]] = {}
         block = max(1, args.requests // args.rounds)
         names = list(callers)
         for c in CONCURRENCY:
@@ -305,8 +315,8 @@ def main() -> int:
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     latencies, wall = timed_block(callers[name], c, block)
-                    seen, total = raw[name][c]
-                    raw[name][c] = (seen + latencies, total + wall)
+                    raw[name][c].append((latencies, wall))
+            load[c] = [round(x, 2) for x in os.getloadavg()]
     finally:
         for process in processes:
             stop(process)
@@ -314,8 +324,7 @@ def main() -> int:
             pool.shutdown()
 
     results = {
-        name: {c: summarise(lat, wall) for c, (lat, wall) in levels.items()}
-        for name, levels in raw.items()
+        name: {c: summarise(blocks) for c, blocks in levels.items()} for name, levels in raw.items()
     }
     targets = {
         f"{s}x{t}": targets_for(
@@ -347,6 +356,7 @@ def main() -> int:
         "backend": args.backend,
         "precision": args.precision,
         "requests_per_level": block * args.rounds,
+        "load_average_after_level": {str(c): v for c, v in load.items()},
         "rounds": args.rounds,
         "results": {name: {str(c): r for c, r in lv.items()} for name, lv in results.items()},
         "targets": targets,

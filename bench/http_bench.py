@@ -5,16 +5,18 @@ as a checkpoint with ``training.checkpoint`` and exported with ``training.export
 512x512 JPEG, answered with a class-index PNG, at client concurrency 1, 2, 4 and 8:
 
 1. ``inprocess`` — ``service.pipeline`` decode + predict + encode in ``c`` threads sharing one
-   engine configured like the server, at most ``slots`` at once (the limit: no HTTP at all);
+   engine configured like the server, on a FIFO pool of ``slots`` threads (the limit: no HTTP);
 2. ``fcn-serve`` — ``fcn serve`` in a uvicorn subprocess, multipart uploads from ``c`` client
    threads with keep-alive connections;
 3. ``torch-endpoint`` — bench/torch_endpoint.py (FastAPI + torch eager, what a user would
    otherwise write) in a uvicorn subprocess, the same requests.
 
 Both of the first two run for each ``--configs`` entry ``SLOTSxTHREADS`` (inference slots x
-ONNX Runtime intra-op threads; default ``2x1,1x2`` on a 2-core machine). Each level: a warm-up,
-then ``--requests`` timed requests; latency is measured by the client,
-throughput is requests / wall time. Run it alone (the machine is shared)::
+ONNX Runtime intra-op threads; default ``2x1,1x2`` on a 2-core machine). All servers run for the
+whole benchmark; at each concurrency level every contender gets a warm-up, then the contenders
+take turns in ``--rounds`` blocks of ``--requests / --rounds`` timed requests each (so machine
+noise lands on all of them alike). Latency is measured by the client, throughput is requests /
+wall time of the blocks. Run it alone (the machine is shared)::
 
     flock /tmp/fcn-heavy.lock .venv/bin/python bench/http_bench.py
 
@@ -94,34 +96,42 @@ def make_jpeg(side: int = 512) -> bytes:
     return buffer.getvalue()
 
 
-def summarise(latencies: list[float], wall: float) -> dict:
-    ms = sorted(1000 * t for t in latencies)
+def summarise(blocks: list[tuple[list[float], float]]) -> dict:
+    """Latency percentiles over every request; throughput per block and over all blocks.
+
+    ``throughput_rps`` is the median over the blocks: other users of a shared machine disturb
+    a block now and then, and the median ignores the odd disturbed block (for every contender
+    alike); ``throughput_pooled_rps`` is all requests over all block time.
+    """
+    ms = sorted(1000 * t for latencies, _ in blocks for t in latencies)
+    per_block = [len(latencies) / wall for latencies, wall in blocks]
     return {
         "requests": len(ms),
         "p50_ms": round(statistics.median(ms), 2),
         "p90_ms": round(float(np.percentile(ms, 90)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "throughput_rps": round(len(ms) / wall, 3),
+        "throughput_rps": round(statistics.median(per_block), 3),
+        "throughput_pooled_rps": round(len(ms) / sum(wall for _, wall in blocks), 3),
+        "block_throughputs_rps": [round(x, 3) for x in per_block],
     }
 
 
-def drive(call: Callable[[], None], concurrency: int, requests: int, warmup: int) -> dict:
-    """Run ``call`` ``requests`` times from ``concurrency`` threads; latency per call."""
+def timed_block(call: Callable[[], None], concurrency: int, requests: int) -> tuple[list, float]:
+    """``requests`` calls from ``concurrency`` threads: (latency per call, wall time)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def timed(_: int) -> None:
+        start = time.perf_counter()
+        call()
+        with lock:
+            latencies.append(time.perf_counter() - start)
+
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda _: call(), range(max(warmup, concurrency))))
-        latencies: list[float] = []
-        lock = threading.Lock()
-
-        def timed(_: int) -> None:
-            start = time.perf_counter()
-            call()
-            with lock:
-                latencies.append(time.perf_counter() - start)
-
         start = time.perf_counter()
         list(pool.map(timed, range(requests)))
         wall = time.perf_counter() - start
-    return summarise(latencies, wall)
+    return latencies, wall
 
 
 def free_port() -> int:
@@ -131,6 +141,7 @@ def free_port() -> int:
 
 
 def start(command: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a server and wait for its /healthz."""
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     deadline = time.monotonic() + 120
@@ -146,7 +157,16 @@ def start(command: list[str], port: int, env: dict[str, str], log: Path) -> subp
     raise RuntimeError(f"{command[:4]} did not start:\n{log.read_text()}")
 
 
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def http_caller(url: str, jpeg: bytes) -> Callable[[], None]:
+    """One keep-alive client per calling thread, multipart upload like ``curl -F``."""
     local = threading.local()
 
     def call() -> None:
@@ -160,38 +180,28 @@ def http_caller(url: str, jpeg: bytes) -> Callable[[], None]:
     return call
 
 
-def bench_server(
-    name: str, command: list[str], port: int, env: dict, work: Path, jpeg: bytes, args
-) -> dict:
-    process = start(command, port, env, work / f"{name}.log")
-    try:
-        call = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
-        return {c: drive(call, c, args.requests, args.warmup) for c in CONCURRENCY}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def inprocess_caller(onnx_path: Path, jpeg: bytes, slots: int, threads: int, args):
+    """The pipeline on a FIFO pool of ``slots`` threads (like the server's admission)."""
+    config = EngineConfig(
+        intra_op_threads=threads,
+        inter_op_threads=1,
+        backend=args.backend,
+        precision=args.precision,
+    )
+    engine = Engine.load(onnx_path, config)
+    pool = ThreadPoolExecutor(slots)
+
+    def work() -> None:
+        seg = pipeline.segment(engine, jpeg)
+        pipeline.encode(engine, seg, "index")
+
+    return lambda: pool.submit(work).result(), pool
 
 
 def parse_config(text: str) -> tuple[int, int]:
     """``"2x1"`` -> (2 slots, 1 ONNX Runtime thread each)."""
     slots, _, threads = text.partition("x")
     return int(slots), int(threads)
-
-
-def bench_inprocess(onnx_path: Path, jpeg: bytes, slots: int, threads: int, args) -> dict:
-    """The pipeline in threads, at most ``slots`` at once (like the server's admission)."""
-    engine = Engine.load(onnx_path, EngineConfig(intra_op_threads=threads, inter_op_threads=1))
-    gate = threading.Semaphore(slots)
-
-    def call() -> None:
-        with gate:
-            seg = pipeline.segment(engine, jpeg)
-            pipeline.encode(engine, seg, "index")
-
-    return {c: drive(call, c, args.requests, args.warmup) for c in CONCURRENCY}
 
 
 def targets_for(inp: dict, srv: dict, tch: dict) -> dict:
@@ -222,12 +232,15 @@ def targets_for(inp: dict, srv: dict, tch: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=32, help="timed requests per level")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved blocks per level")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument(
         "--configs",
         default="2x1,1x2",
         help="fcn serve SLOTSxTHREADS settings to measure (the in-process loop uses the same)",
     )
+    parser.add_argument("--backend", default="ort", help="fcn serve --backend (ort)")
+    parser.add_argument("--precision", default="fp32", help="fcn serve --precision (fp32)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "http_bench.json"))
     args = parser.parse_args()
     configs = [parse_config(c) for c in args.configs.split(",")]
@@ -237,55 +250,82 @@ def main() -> int:
     jpeg = make_jpeg()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FCN_")}
     env["PYTHONPATH"] = str(ROOT)
-    results: dict[str, dict] = {}
 
-    for slots, threads in configs:
-        tag = f"{slots}x{threads}"
-        print(f"in-process {tag} ...", flush=True)
-        results[f"inprocess {tag}"] = bench_inprocess(onnx_path, jpeg, slots, threads, args)
+    callers: dict[str, Callable[[], None]] = {}
+    processes: list[subprocess.Popen] = []
+    pools: list[ThreadPoolExecutor] = []
+    try:
+        for slots, threads in configs:
+            tag = f"{slots}x{threads}"
+            callers[f"inprocess {tag}"], pool = inprocess_caller(
+                onnx_path, jpeg, slots, threads, args
+            )
+            pools.append(pool)
+            port = free_port()
+            command = [
+                sys.executable,
+                "-m",
+                "fcn.cli",
+                "serve",
+                "--model",
+                f"bench={onnx_path}",
+                "--port",
+                str(port),
+                "--max-concurrency",
+                str(slots),
+                "--intra-op-threads",
+                str(threads),
+                "--max-queue",
+                "64",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--backend",
+                args.backend,
+                "--precision",
+                args.precision,
+            ]
+            processes.append(start(command, port, env, work / f"serve-{tag}.log"))
+            callers[f"fcn-serve {tag}"] = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
         port = free_port()
-        print(f"fcn serve {tag} ...", flush=True)
-        serve_cmd = [
+        command = [
             sys.executable,
             "-m",
-            "fcn.cli",
-            "serve",
-            "--model",
-            f"bench={onnx_path}",
+            "uvicorn",
+            "bench.torch_endpoint:app",
             "--port",
             str(port),
-            "--max-concurrency",
-            str(slots),
-            "--intra-op-threads",
-            str(threads),
-            "--max-queue",
-            "64",
             "--no-access-log",
             "--log-level",
             "warning",
         ]
-        results[f"fcn-serve {tag}"] = bench_server(
-            f"fcn-serve-{tag}", serve_cmd, port, env, work, jpeg, args
-        )
+        torch_env = {**env, "FCN_BENCH_CHECKPOINT": str(checkpoint)}
+        processes.append(start(command, port, torch_env, work / "torch.log"))
+        callers["torch-endpoint"] = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
 
-    port = free_port()
-    print("torch endpoint ...", flush=True)
-    torch_cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.torch_endpoint:app",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    torch_env = {**env, "FCN_BENCH_CHECKPOINT": str(checkpoint)}
-    results["torch-endpoint"] = bench_server(
-        "torch-endpoint", torch_cmd, port, torch_env, work, jpeg, args
-    )
+        # Contenders take turns in blocks, so machine noise lands on all of them alike.
+        raw: dict[str, dict[int, list]] = {name: {c: [] for c in CONCURRENCY} for name in callers}
+        load: dict[int, list[float]] = {}
+        block = max(1, args.requests // args.rounds)
+        names = list(callers)
+        for c in CONCURRENCY:
+            print(f"concurrency {c} ...", flush=True)
+            for name in names:
+                timed_block(callers[name], c, max(args.warmup, c))
+            for r in range(args.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    latencies, wall = timed_block(callers[name], c, block)
+                    raw[name][c].append((latencies, wall))
+            load[c] = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        for process in processes:
+            stop(process)
+        for pool in pools:
+            pool.shutdown()
 
+    results = {
+        name: {c: summarise(blocks) for c, blocks in levels.items()} for name, levels in raw.items()
+    }
     targets = {
         f"{s}x{t}": targets_for(
             results[f"inprocess {s}x{t}"], results[f"fcn-serve {s}x{t}"], results["torch-endpoint"]
@@ -313,7 +353,11 @@ def main() -> int:
             "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(),
         },
-        "requests_per_level": args.requests,
+        "backend": args.backend,
+        "precision": args.precision,
+        "requests_per_level": block * args.rounds,
+        "load_average_after_level": {str(c): v for c, v in load.items()},
+        "rounds": args.rounds,
         "results": {name: {str(c): r for c, r in lv.items()} for name, lv in results.items()},
         "targets": targets,
     }

@@ -1,7 +1,7 @@
 """Batch throughput: ``fcn predict`` against the limit, the old loop and a hand-written loop.
 
 One run, on a generated folder of 512x512 JPEGs (default 200), for two models — the bundled
-default model (``service/assets/default.onnx``; a LinkNet/MobileNetV2 stand-in with random
+default model (``service/assets/default.onnx``; a U-Net/MobileNetV2 stand-in with random
 weights when this checkout lacks it) and a U-Net-ResNet34 with random weights exported by
 ``training.export`` — images/s of:
 
@@ -50,7 +50,7 @@ from training.export import export_model
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-STAND_IN = ("linknet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
+STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
 
 
 def log(message: str) -> None:

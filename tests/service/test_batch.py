@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,19 @@ def test_library_errors_do_not_mention_flags(tmp_path: Path) -> None:
         with pytest.raises(ValueError) as info:
             make()
         assert "--" not in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is a Linux feature")
+def test_worker_threads_run_at_a_lower_priority_than_the_model() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.batch import _lower_priority
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    main_nice = nice()
+    with ThreadPoolExecutor(1, initializer=_lower_priority, initargs=(5,)) as pool:
+        assert pool.submit(nice).result() == min(19, main_nice + 5)
+    assert nice() == main_nice  # only the worker thread changed

@@ -19,6 +19,10 @@ from fcn.padding import PadCrop
 from fcn.registry import register_model
 from fcn.weights import adapt_input_channels, download_guard, load_state_dict_file
 
+# smp's prefix for its timm-universal encoders: ``tu-<timm model name>`` (e.g.
+# ``tu-mobilenetv3_small_100``), built by timm with ``features_only=True``.
+TIMM_PREFIX = "tu-"
+
 # Registry name -> smp architecture name (``smp.create_model(arch=...)``).
 SMP_ARCHITECTURES = {
     "unet": "unet",
@@ -56,6 +60,33 @@ def _load_encoder_file(encoder: nn.Module, path: str | os.PathLike, in_channels:
     encoder.load_state_dict(state)
 
 
+def _check_encoder(encoder: str) -> None:
+    """Accept smp's own encoder names and ``tu-<timm model>`` (smp's timm-universal encoders).
+
+    Raises:
+        ValueError: neither, with similar names.
+    """
+    if encoder.startswith(TIMM_PREFIX):
+        import timm
+
+        name = encoder.removeprefix(TIMM_PREFIX)
+        if name and timm.is_model(name):
+            return
+        close = timm.list_models(f"*{name[:6]}*")[:10] if name else []
+        raise ValueError(
+            f"unknown timm model {name!r} in encoder {encoder!r}; similar timm names: {close} "
+            "(all: timm.list_models())"
+        )
+    valid = smp.encoders.get_encoder_names()
+    if encoder not in valid:
+        close = [n for n in valid if n.startswith(encoder[:4])][:10]
+        raise ValueError(
+            f"unknown smp encoder {encoder!r}; similar names: {close or valid[:10]} "
+            f"(all: segmentation_models_pytorch.encoders.get_encoder_names(), or "
+            f"{TIMM_PREFIX}<any timm model with features_only>)"
+        )
+
+
 def build_smp(
     arch: str,
     *,
@@ -70,13 +101,7 @@ def build_smp(
         ValueError: unknown encoder, or weights that do not fit.
         fcn.weights.WeightsUnavailableError: ``"imagenet"`` weights could not be downloaded.
     """
-    valid = smp.encoders.get_encoder_names()
-    if encoder not in valid:
-        close = [n for n in valid if n.startswith(encoder[:4])][:10]
-        raise ValueError(
-            f"unknown smp encoder {encoder!r}; similar names: {close or valid[:10]} "
-            f"(all: segmentation_models_pytorch.encoders.get_encoder_names())"
-        )
+    _check_encoder(encoder)
     is_file = encoder_weights is not None and Path(encoder_weights).suffix in {".pt", ".pth"}
     download = None if (encoder_weights is None or is_file) else encoder_weights
     # Only a real download is guarded: any other failure must surface as itself.
@@ -126,4 +151,4 @@ def _make_builder(name: str, arch: str) -> None:
 for _name, _arch in SMP_ARCHITECTURES.items():
     _make_builder(_name, _arch)
 
-__all__ = ["SMP_ARCHITECTURES", "build_smp"]
+__all__ = ["SMP_ARCHITECTURES", "TIMM_PREFIX", "build_smp"]

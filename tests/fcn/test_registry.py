@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import fcn
 from fcn.registry import model_options
@@ -42,3 +43,19 @@ def test_smp_encoder_by_name():
 def test_register_model_refuses_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         fcn.register_model("unet")(lambda **kw: None)
+
+
+def test_timm_universal_encoder_by_name():
+    # smp's "tu-" encoders (any timm backbone): the bundled default model uses one.
+    model = fcn.build_model("linknet", num_classes=3, encoder="tu-mobilenetv3_small_100")
+    assert type(model.net.encoder).__name__ == "TimmUniversalEncoder"
+    assert sum(p.numel() for p in model.parameters()) < 2e6
+    out = model.eval()(torch.zeros(1, 3, 37, 50))
+    assert out.shape == (1, 3, 37, 50)
+
+
+def test_unknown_timm_encoder_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown timm model 'mobilenetv9'.*similar timm names"):
+        fcn.build_model("unet", num_classes=2, encoder="tu-mobilenetv9")
+    with pytest.raises(ValueError, match="unknown timm model ''"):
+        fcn.build_model("unet", num_classes=2, encoder="tu-")

@@ -179,7 +179,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_export_end_to_end(checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli" / "model.onnx"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    extra = ["--metadata", "recipe=make default-model", "--metadata", "data_seed=0"]
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), *extra]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "parity with torch at 1x1, 97x130, 333x517" in printed
     props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
@@ -187,6 +188,8 @@ def test_cli_export_end_to_end(checkpoint: Path, tmp_path: Path, capsys) -> None
     # Facts from the checkpoint travel too.
     assert props["best_metric"] == 0.75 and props["epoch"] == 7
     assert props["source"] == "best.pt" and props["mask_values"] == [0, 255]
+    # --metadata entries: text stays text, JSON values are parsed.
+    assert props["recipe"] == "make default-model" and props["data_seed"] == 0
 
 
 def test_cli_parity_failure_exits_nonzero(checkpoint: Path, tmp_path: Path, monkeypatch,
@@ -208,6 +211,7 @@ def test_cli_parity_failure_exits_nonzero(checkpoint: Path, tmp_path: Path, monk
         (["--checkpoint", "{ckpt}", "--quantize", "int8", "--calibration-data", "nowhere"],
          "is not a folder"),
         (["--onnx", "m.onnx"], "only makes sense with --quantize"),
+        (["--checkpoint", "{ckpt}", "--metadata", "arch=x"], "may not replace required keys"),
     ],
 )  # fmt: skip
 def test_cli_errors(args: list[str], message: str, checkpoint: Path, tmp_path: Path,

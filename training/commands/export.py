@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.commands.train import key_value
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fcn export``."""
@@ -32,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the pinned one)")
     parser.add_argument("--skip-parity", action="store_true",
                         help="do not compare with torch (not recommended)")  # fmt: skip
+    parser.add_argument("--metadata", type=key_value, action="append", default=[],
+                        metavar="KEY=VALUE", help="an extra metadata entry, e.g. how the model "
+                        "was made (repeatable; VALUE read as JSON when it parses)")  # fmt: skip
 
     quant = parser.add_argument_group("INT8 quantization")
     quant.add_argument("--quantize", choices=("int8",), help="also write a static INT8 model")
@@ -88,6 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
         result = export_checkpoint(
             args.checkpoint, out, opset=args.opset or OPSET, exporter=args.exporter,
             parity_sizes=None if args.skip_parity else PARITY_SIZES,
+            extra_metadata=dict(args.metadata),
         )  # fmt: skip
         fp32 = result.path
         print(f"wrote {result.path} ({result.metadata['arch']}, "

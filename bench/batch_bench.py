@@ -177,7 +177,9 @@ def torch_loop(net: torch.nn.Module, paths: list[Path], out: Path) -> float:
 
 def bench_model(name: str, model: Path, folder: Path, paths: list[Path], work: Path) -> dict:
     engine = Engine.load(model)
-    row: dict = {"model": name, "arch": engine.metadata.arch, "file": str(model)}
+    options = json.loads(engine.session.get_modelmeta().custom_metadata_map.get("options", "{}"))
+    row: dict = {"model": name, "arch": engine.metadata.arch, "options": options}
+    row["file"], row["megabytes"] = str(model), model.stat().st_size / 1e6
     log(f"{name}: bare loop")
     row["bare"] = bare_loop(model, paths)
     log(f"{name}: fcn predict")

@@ -1,7 +1,7 @@
 """Batch throughput: ``fcn predict`` against the limit, the old loop and a hand-written loop.
 
 One run, on a generated folder of 512x512 JPEGs (default 200), for two models — the bundled
-default model (``service/assets/default.onnx``; a LinkNet/MobileNetV2 stand-in with random
+default model (``service/assets/default.onnx``; a U-Net/MobileNetV2 stand-in with random
 weights when this checkout lacks it) and a U-Net-ResNet34 with random weights exported by
 ``training.export.onnx`` — images/s of:
 
@@ -50,7 +50,7 @@ from training.export.onnx import export_model
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-STAND_IN = ("linknet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
+STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
 
 
 def log(message: str) -> None:
@@ -108,24 +108,36 @@ def bare_loop(model: Path, paths: list[Path]) -> float:
     return len(arrays) / (time.perf_counter() - start)
 
 
+# Runs ``fcn predict`` in a fresh interpreter and reports its own peak RSS: VmHWM belongs to
+# the process's memory map. (ru_maxrss from wait4 does not: Linux carries the parent's peak
+# over the fork/exec, so a child of this big benchmark process would report the parent's.)
+_CHILD = """
+import sys
+from fcn.cli import main
+code = main(sys.argv[1:])
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(f"VmHWM {hwm}", flush=True)
+sys.exit(code)
+"""
+
+
 def fcn_predict(model: Path, folder: Path, out: Path) -> dict:
-    """Run the real command; its images/s line, wall time and peak RSS (os.wait4)."""
+    """Run the real command; its images/s line, wall time and peak RSS (VmHWM)."""
     shutil.rmtree(out, ignore_errors=True)
-    argv = [sys.executable, "-m", "fcn", "predict", str(model), str(folder), "--out", str(out)]
+    argv = [sys.executable, "-c", _CHILD, "predict", str(model), str(folder), "--out", str(out)]
     start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stdout = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     wall = time.perf_counter() - start
-    if status != 0:
-        raise RuntimeError(f"fcn predict failed ({status}): {stdout}")
-    match = re.search(r"(\d+) ok.*?([\d.]+) images/s", stdout)
+    if done.returncode != 0:
+        raise RuntimeError(f"fcn predict failed ({done.returncode}): {done.stdout}")
+    match = re.search(r"(\d+) ok.*?([\d.]+) images/s", done.stdout)
+    hwm = re.search(r"VmHWM (\d+)", done.stdout)
     return {
         "images": int(match.group(1)),
         "images_per_s": float(match.group(2)),
         "wall_s": wall,
         "wall_images_per_s": int(match.group(1)) / wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": int(hwm.group(1)) / 1024,
     }
 
 
@@ -163,7 +175,9 @@ def torch_loop(net: torch.nn.Module, paths: list[Path], out: Path) -> float:
 
 def bench_model(name: str, model: Path, folder: Path, paths: list[Path], work: Path) -> dict:
     engine = Engine.load(model)
-    row: dict = {"model": name, "arch": engine.metadata.arch, "file": str(model)}
+    options = json.loads(engine.session.get_modelmeta().custom_metadata_map.get("options", "{}"))
+    row: dict = {"model": name, "arch": engine.metadata.arch, "options": options}
+    row["file"], row["megabytes"] = str(model), model.stat().st_size / 1e6
     log(f"{name}: bare loop")
     row["bare"] = bare_loop(model, paths)
     log(f"{name}: fcn predict")

@@ -234,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
     failed += counts.failed
     skipped += counts.skipped
     done = counts.ok + counts.failed
-    rate = f", {done / seconds:.1f} images/s" if done and seconds > 0 else ""
+    rate = f", {done / seconds:.2f} images/s" if done and seconds > 0 else ""
     print(
-        f"{counts.ok} ok, {failed} failed, {skipped} skipped in {seconds:.1f}s{rate}; "
+        f"{counts.ok} ok, {failed} failed, {skipped} skipped in {seconds:.2f}s{rate}; "
         f"outputs in {args.out}"
     )
     return 1 if failed else 0

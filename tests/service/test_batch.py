@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,55 @@ def test_library_errors_do_not_mention_flags(tmp_path: Path) -> None:
         with pytest.raises(ValueError) as info:
             make()
         assert "--" not in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is a Linux feature")
+def test_worker_threads_run_at_a_lower_priority_than_the_model() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.batch import _lower_priority
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    main_nice = nice()
+    with ThreadPoolExecutor(1, initializer=_lower_priority, initargs=(5,)) as pool:
+        assert pool.submit(nice).result() == min(19, main_nice + 5)
+    assert nice() == main_nice  # only the worker thread changed
+
+
+def test_images_in_flight_stay_bounded(conv_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """Decoded images alive at any time stay under the queue bounds, whatever the count."""
+    import threading
+    import weakref
+
+    from service import batch
+    from service.engine import Engine
+    from service.scan import BatchItem
+
+    source = tmp_path / "x.png"
+    Image.new("RGB", (16, 12), (9, 99, 199)).save(source)
+    items = [BatchItem(source, Path(f"img{i:03d}")) for i in range(60)]
+    alive, peak, lock = set(), [0], threading.Lock()
+    real_decode = batch.pipeline.decode
+
+    def counting_decode(engine, src):
+        pixels, ms = real_decode(engine, src)
+        key = id(pixels)
+        with lock:
+            alive.add(key)
+            peak[0] = max(peak[0], len(alive))
+        weakref.finalize(pixels, alive.discard, key)
+        return pixels, ms
+
+    monkeypatch.setattr(batch.pipeline, "decode", counting_decode)
+    options = batch.BatchOptions(workers=2, queue_size=3, worker_nice=0)
+    seen = []
+    counts = batch.run_batch(
+        Engine.load(conv_model), items, tmp_path / "out", options, on_result=seen.append
+    )
+    assert counts.ok == 60
+    assert [r.item.stem.name for r in seen] == [f"img{i:03d}" for i in range(60)]  # in order
+    # Decoding (3) + the one being inferred + written or waiting to be reported (3 + 1).
+    assert 2 <= peak[0] <= 8

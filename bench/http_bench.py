@@ -231,8 +231,8 @@ def targets_for(inp: dict, srv: dict, tch: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=32, help="timed requests per level")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved blocks per level")
+    parser.add_argument("--requests", type=int, default=48, help="timed requests per level")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved blocks per level")
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument(
         "--configs",

@@ -1,9 +1,10 @@
 """Segment a list of images into an output folder, pipelined (the engine behind ``fcn predict``).
 
-Three stages per image, the ones of :mod:`service.pipeline`: decode, infer, encode + write.
-Decoding and encoding/writing run in worker threads while ONNX Runtime runs on the calling
-thread (Pillow, zlib and ONNX Runtime all release the GIL), and each stage holds at most
-``BatchOptions.queue_size`` images, so memory stays flat however many images there are.
+Three stages per image, the ones of :mod:`service.pipeline`: decode, infer, encode + write,
+each on its own thread pool (Pillow, zlib and ONNX Runtime all release the GIL): decoding and
+encoding/writing overlap with ONNX Runtime, which runs ``infer_threads`` images at once on one
+shared session. At most ``2 * queue_size + infer_threads`` images are in flight, so memory
+stays flat however many images there are.
 
 Results come back in input order through ``on_result``, one :class:`ItemResult` per image: a
 bad file never stops the batch, its result carries the reason. Outputs are written atomically
@@ -76,6 +77,9 @@ class BatchOptions:
         alpha: overlay colour weight in ``[0, 1]``.
         skip_existing: leave an image alone when all its outputs exist (resume).
         workers: decode threads, and as many encode/write threads.
+        infer_threads: images in ONNX Runtime at once, sharing the session. Two streams with
+            half the intra-op threads each keep the cores busy while the other stream
+            normalises, takes the argmax or waits for its image (see the batch benchmark).
         queue_size: images in flight per stage (decoded, waiting to be written).
         worker_nice: added to the nice value of the decode/encode threads (Linux: per
             thread), so they take the CPU ONNX Runtime leaves idle instead of preempting its
@@ -87,6 +91,7 @@ class BatchOptions:
     skip_existing: bool = False
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     queue_size: int = 4
+    infer_threads: int = 1
     worker_nice: int = 10
 
     def __post_init__(self) -> None:
@@ -98,10 +103,9 @@ class BatchOptions:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"worker_nice must be in [0, 19], got {self.worker_nice}")
-        if self.workers < 1 or self.queue_size < 1:
-            raise ValueError(
-                f"workers and queue_size must be >= 1, got {self.workers} and {self.queue_size}"
-            )
+        for name in ("workers", "queue_size", "infer_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -222,6 +226,35 @@ def _lower_priority(increment: int) -> None:
         logger.debug("cannot lower the priority of %s", threading.current_thread().name)
 
 
+def _infer_job(
+    engine: Engine, item: BatchItem, decoding: Future[_Decoded]
+) -> tuple[ItemResult, pipeline.Segmentation | None]:
+    """Wait for the image's decode, then run the model (an inference thread)."""
+    result = ItemResult(item)
+    try:
+        decoded = decoding.result()
+    except Exception as exc:
+        result.status, result.error = FAILED, describe_error(exc)
+        return result, None
+    if decoded.pixels is None:
+        result.status, result.error = SKIPPED, "outputs already exist"
+        return result, None
+    return result, _infer(engine, result, decoded)
+
+
+def _write_job(
+    engine: Engine,
+    inferring: Future[tuple[ItemResult, pipeline.Segmentation | None]],
+    targets: dict[str, Path],
+    alpha: float,
+) -> ItemResult:
+    """Wait for the image's inference, then encode and write it (a writer thread)."""
+    result, segmentation = inferring.result()
+    if segmentation is None:
+        return result
+    return _write(engine, result, segmentation, targets, alpha)
+
+
 def run_batch(
     engine: Engine,
     items: Iterable[BatchItem],
@@ -232,82 +265,45 @@ def run_batch(
 ) -> BatchCounts:
     """Process every item; ``on_result`` is called on this thread, in input order.
 
+    Each image is a chain of three tasks — decode, infer, write — on three thread pools whose
+    tasks only wait on the stage before, in submission order, so the chains cannot deadlock.
+    At most ``2 * queue_size + infer_threads`` images are in flight at once.
+
     Returns:
         How many images succeeded, failed and were skipped.
     """
     options = options or BatchOptions()
     out_dir = Path(out_dir)
     counts = BatchCounts()
+    window = 2 * options.queue_size + options.infer_threads
+    niced = {"initializer": _lower_priority, "initargs": (options.worker_nice,)}
+    decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-decode", **niced)
+    inferers = ThreadPoolExecutor(options.infer_threads, thread_name_prefix="fcn-infer")
+    writers = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-write", **niced)
+    in_flight: deque[Future[ItemResult]] = deque()
 
-    def emit(result: ItemResult) -> None:
+    def emit_oldest() -> None:
+        result = in_flight.popleft().result()
         counts.add(result.status)
         if on_result is not None:
             on_result(result)
 
-    pool = {"initializer": _lower_priority, "initargs": (options.worker_nice,)}
-    decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-decode", **pool)
-    writers = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-write", **pool)
-    decoding: deque[tuple[BatchItem, dict[str, Path], Future[_Decoded]]] = deque()
-    writing: deque[Future[ItemResult]] = deque()
-    pending = iter(items)
-
-    def refill() -> None:
-        while len(decoding) < options.queue_size:
-            item = next(pending, None)
-            if item is None:
-                return
+    try:
+        for item in items:
+            while len(in_flight) >= window or (in_flight and in_flight[0].done()):
+                emit_oldest()  # oldest first: results in input order, memory bounded
             targets = output_paths(item, out_dir, options.formats)
-            future = decoders.submit(
+            decoding = decoders.submit(
                 _decode, engine, item, list(targets.values()), options.skip_existing
             )
-            decoding.append((item, targets, future))
-
-    def drain(limit: int) -> None:
-        # Oldest first keeps the results in input order; waiting on it bounds the queue.
-        while writing and (len(writing) > limit or writing[0].done()):
-            emit(writing.popleft().result())
-
-    try:
-        refill()
-        while decoding:
-            item, targets, future = decoding.popleft()
-            refill()
-            result = ItemResult(item)
-            try:
-                decoded = future.result()
-            except Exception as exc:
-                result.status, result.error = FAILED, describe_error(exc)
-                writing.append(_done(result))
-                drain(options.queue_size)
-                continue
-            if decoded.pixels is None:
-                result.status, result.error = SKIPPED, "outputs already exist"
-                writing.append(_done(result))
-            else:
-                segmentation = _infer(engine, result, decoded)
-                del decoded
-                if segmentation is None:
-                    writing.append(_done(result))
-                else:
-                    writing.append(
-                        writers.submit(_write, engine, result, segmentation, targets, options.alpha)
-                    )
-            drain(options.queue_size)
-        drain(0)
+            inferring = inferers.submit(_infer_job, engine, item, decoding)
+            in_flight.append(writers.submit(_write_job, engine, inferring, targets, options.alpha))
+        while in_flight:
+            emit_oldest()
     finally:
-        for future in writing:
-            future.cancel()
-        for _, _, future in decoding:
-            future.cancel()
-        decoders.shutdown(wait=True)
-        writers.shutdown(wait=True)
+        for pool in (decoders, inferers, writers):
+            pool.shutdown(wait=True, cancel_futures=True)
     return counts
-
-
-def _done(result: ItemResult) -> Future[ItemResult]:
-    future: Future[ItemResult] = Future()
-    future.set_result(result)
-    return future
 
 
 def rejected_results(rejected: Sequence[Rejected]) -> list[ItemResult]:

@@ -7,6 +7,7 @@ usage errors (bad options, a model that does not load, no images found).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -84,12 +85,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight (0.5)")
     p.add_argument("--device", choices=tuple(DEVICES), default="auto", help="execution provider")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads per stream (0: cores / streams)"
+    )
     p.add_argument("--inter-threads", type=int, default=0, help="inter-op threads (0: default)")
     p.add_argument(
         "--workers", type=_positive, default=None, help="decode and encode threads (each)"
     )
     p.add_argument("--queue-size", type=_positive, default=4, help="images in flight per stage")
+    p.add_argument(
+        "--infer-threads",
+        type=_positive,
+        default=2,
+        help="images in ONNX Runtime at once (2); with --threads 0 each gets cores / N threads",
+    )
     p.add_argument("--tile-size", type=int, default=None, help="sliding-window side (512)")
     p.add_argument("--tile-overlap", type=int, default=None, help="window overlap (128)")
     p.add_argument(
@@ -141,9 +150,12 @@ def run(args: argparse.Namespace) -> int:
         "max_pixels": args.max_pixels,
         "max_side": args.max_side,
     }
+    threads = args.threads
+    if threads == 0 and args.engine == "local":  # split the cores between the streams
+        threads = max(1, (os.cpu_count() or 1) // args.infer_threads)
     config = EngineConfig(
         providers=DEVICES[args.device],
-        intra_op_threads=args.threads,
+        intra_op_threads=threads,
         inter_op_threads=args.inter_threads,
         backend=args.backend,
         precision=args.precision,
@@ -156,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             skip_existing=args.skip_existing,
             queue_size=args.queue_size,
+            infer_threads=args.infer_threads,
             **({"workers": args.workers} if args.workers else {}),
         )
     except ValueError as exc:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount, Route
+from starlette.types import Scope
 
 from fcn import __version__
 from service.engine import EngineConfig
@@ -50,6 +52,23 @@ def load_models(settings: Settings) -> ModelRegistry:
     return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
 
 
+class PageMount(Mount):
+    """The static page at ``/``, stepping aside for the API's own paths.
+
+    A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
+    server (404) instead of the route that only takes POST (405).
+    """
+
+    def __init__(self, path: str, app: StaticFiles, api_paths: frozenset[str], name: str):
+        super().__init__(path, app=app, name=name)
+        self.api_paths = api_paths
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path") in self.api_paths:
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Models load when it starts (lifespan), not here.
 
@@ -86,11 +105,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
-    for module in (health, models, segment, metrics):
-        app.include_router(module.router)
+    routers = [module.router for module in (health, models, segment, metrics)]
+    for router in routers:
+        app.include_router(router)
     web_dir = settings.web_dir or WEB_DIR
     if web_dir.is_dir():  # the page ships with the package; a bare API is fine without it
-        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+        own = [route for router in routers for route in router.routes]
+        api_paths = frozenset(r.path for r in [*app.routes, *own] if isinstance(r, Route))
+        page = PageMount("/", StaticFiles(directory=web_dir, html=True), api_paths, name="web")
+        app.router.routes.append(page)
     else:
         logger.warning("no web page folder at %s: serving the API only", web_dir)
     return app

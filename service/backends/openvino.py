@@ -16,6 +16,7 @@ import numpy as np
 
 from service.errors import ModelLoadError
 
+SHAPE_CACHE_CAPACITY = 16
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
 
 
@@ -64,7 +65,15 @@ class OpenVinoBackend:
         self.output_shape = [_dim(d) for d in output.get_partial_shape()]
         framework = model.get_rt_info()["framework"] if model.has_rt_info(["framework"]) else {}
         self.metadata_props = {key: value.astype(str) for key, value in dict(framework).items()}
-        properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        properties: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            # The CPU plugin keeps compiled kernels for every input shape it has seen (5000 by
+            # default): a service seeing many image sizes grew 228 -> 597 MB over 160 sizes.
+            # Keeping the last 16 shapes holds it flat (204 -> 253 MB) and still keeps
+            # alternating sizes cheap (0 re-compiles on every change of shape).
+            "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE_CAPACITY,
+        }
         if _HINTS[precision] is not None:
             properties["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
         if config.intra_op_threads > 0:

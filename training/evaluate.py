@@ -31,6 +31,7 @@ from training.data.datasets import build_datasets, pad_collate
 from training.loop.distributed import from_env, resolve_device
 from training.loop.epoch import evaluate
 from training.loop.metrics import ConfusionMatrix, Metrics
+from training.loop.sampling import worker_context
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def evaluate_checkpoint(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
+        multiprocessing_context=worker_context(workers),
         collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index),
     )
     result = evaluate(model, loader, info.num_classes, device=device_)

@@ -29,7 +29,8 @@ To evaluate a trained model, rebuild the ``DataConfig`` from its checkpoint's
 Layouts and defaults: see ``training/data/layouts.py``. Decoding: ``training/data/decoding.py``.
 Loaders for the training loop: ``training/loop/sampling.py``.
 Small datasets (under ``cache_mb``) are decoded once, up front, and kept in memory as
-``uint8``/``uint16`` arrays; DataLoader workers share them copy-on-write.
+``uint8``/``uint16`` arrays; each DataLoader worker holds a copy (workers start from a
+forkserver: see ``training.loop.sampling.worker_context``).
 """
 
 from __future__ import annotations

@@ -96,6 +96,18 @@ class SeededItems(Dataset):
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
 
 
+def worker_context(workers: int) -> str | None:
+    """DataLoader worker start method: ``forkserver`` whenever there are workers.
+
+    Workers start from a clean server process, not a fork of this one. A process that has
+    already run OpenVINO (export's precision checks load it in-process on bf16 CPUs) crashed
+    with SIGSEGV when the DataLoader forked it; fork is unsafe once native thread pools exist.
+    The price: each worker gets its own copy of the dataset instead of sharing it
+    copy-on-write.
+    """
+    return "forkserver" if workers > 0 else None
+
+
 def build_loaders(
     train_ds: SegmentationDataset,
     val_ds: SegmentationDataset,
@@ -116,6 +128,7 @@ def build_loaders(
         "pin_memory": pin_memory,
         "persistent_workers": workers > 0,
         "collate_fn": collate,
+        "multiprocessing_context": worker_context(workers),
     }
     sampler = EpochSampler(
         len(train_ds), epoch_size=epoch_size, batch_size=batch_size, seed=seed, info=info

@@ -1,4 +1,9 @@
-"""ONNX Runtime inference: session, metadata, normalise, pad/run/crop, tiling, argmax.
+"""Inference: metadata, normalise, pad/run/crop, tiling, argmax over a backend.
+
+The model itself runs in a backend (:mod:`service.backends`: ONNX Runtime by default, or
+OpenVINO) at a precision (fp32, bf16, int8) picked by :func:`service.backends.select.resolve`
+from ``EngineConfig.backend``/``precision`` and the accuracy checks recorded at export; all
+the pixel handling below is shared by every backend.
 
 The engine accepts any image size and returns a mask of exactly that size. Inputs are padded
 bottom/right to the model's ``size_multiple`` with the rule of docs/contracts.md (per axis:
@@ -25,7 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.errors import MetadataError, ModelError, ModelLoadError
+from service.backends import Backend, check_backend, check_precision, load_backend
+from service.backends.onnx_props import read_metadata_props
+from service.backends.ort import OrtBackend, create_session, default_providers  # noqa: F401
+from service.backends.select import Choice, resolve
+from service.errors import MetadataError, ModelError
 from service.imaging import Source, decode_image, pixel_scale
 from service.metadata import ModelMetadata, parse_metadata
 from service.tiling import blended_strips
@@ -47,6 +56,11 @@ class EngineConfig:
         tile_size: sliding-window side, rounded up to the model's ``size_multiple``.
         tile_overlap: minimum overlap between neighbouring windows.
         tile_threshold: images with more pixels than this are tiled.
+        backend: ``auto`` (the fastest verified path; ONNX Runtime when nothing faster is
+            verified, on GPUs, or without openvino), ``ort`` or ``openvino``.
+        precision: ``auto`` (the fastest path whose recorded mIoU drop is <= 0.5 point),
+            ``fp32``, ``bf16`` (openvino, CPUs with native bf16) or ``int8`` (the exported
+            INT8 file).
     """
 
     providers: tuple[str, ...] | None = None
@@ -57,8 +71,12 @@ class EngineConfig:
     tile_size: int = 512
     tile_overlap: int = 128
     tile_threshold: int = 1024 * 1024
+    backend: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        check_backend(self.backend)
+        check_precision(self.precision)
         for name in ("intra_op_threads", "inter_op_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = ONNX Runtime default)")
@@ -70,32 +88,6 @@ class EngineConfig:
                 f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} "
                 f"for tile_size {self.tile_size}"
             )
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build offers it, CPU always as the fallback."""
-    available = ort.get_available_providers()
-    preferred = [p for p in ("CUDAExecutionProvider",) if p in available]
-    return [*preferred, "CPUExecutionProvider"]
-
-
-def create_session(path: str | os.PathLike, config: EngineConfig) -> ort.InferenceSession:
-    """Build an ONNX Runtime session with the configured providers and thread counts.
-
-    Raises:
-        ModelLoadError: the file is missing or ONNX Runtime rejects it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.intra_op_threads
-    options.inter_op_num_threads = config.inter_op_threads
-    providers = list(config.providers) if config.providers else default_providers()
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-        raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
@@ -119,28 +111,34 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
 
 
 class Engine:
-    """A loaded model: metadata plus a session, turning pixels into masks.
+    """A loaded model: metadata plus a backend, turning pixels into masks.
 
     Args:
-        session: an ONNX Runtime session of a model exported per docs/contracts.md.
+        backend: a loaded :class:`service.backends.Backend`, or an ONNX Runtime session (run
+            with the ``ort`` backend) of a model exported per docs/contracts.md.
         config: engine settings; defaults when omitted.
+        choice: how ``backend`` was picked (set by :meth:`load`).
 
     Raises:
         MetadataError: a metadata key is missing/invalid or contradicts the graph.
     """
 
-    def __init__(self, session: ort.InferenceSession, config: EngineConfig | None = None):
-        self.session = session
+    def __init__(
+        self,
+        backend: Backend | ort.InferenceSession,
+        config: EngineConfig | None = None,
+        choice: Choice | None = None,
+    ):
         self.config = config or EngineConfig()
-        self.metadata: ModelMetadata = parse_metadata(session.get_modelmeta().custom_metadata_map)
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise ModelError(f"expected one input and a logits output, got {len(inputs)} inputs")
-        self.input_name = inputs[0].name
-        output = next((o for o in outputs if o.name == "logits"), outputs[0])
-        self.output_name = output.name
-        _check_static_dim(inputs[0].shape, self.metadata.in_channels, "in_channels")
-        _check_static_dim(output.shape, self.metadata.num_classes, "num_classes")
+        if isinstance(backend, ort.InferenceSession):
+            props = backend.get_modelmeta().custom_metadata_map
+            backend = OrtBackend(backend, "int8" if "quantization" in props else "fp32", config)
+        self.runner: Backend = backend
+        self.choice = choice
+        self.metadata: ModelMetadata = parse_metadata(backend.metadata_props)
+        self.input_name = backend.input_name
+        _check_static_dim(backend.input_shape, self.metadata.in_channels, "in_channels")
+        _check_static_dim(backend.output_shape, self.metadata.num_classes, "num_classes")
         m = self.metadata
         # One affine per channel: (x * scale - mean) / std == x * (scale / std) - mean / std.
         self._inv_std = 1.0 / np.asarray(m.std, dtype=np.float32)
@@ -150,22 +148,63 @@ class Engine:
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: EngineConfig | None = None) -> Engine:
-        """Load an ONNX file. Raises ModelLoadError or MetadataError with the reason."""
+        """Load an ONNX file with the backend and precision the config and metadata select.
+
+        Raises:
+            ModelLoadError: the file is missing/unreadable, or the chosen runtime rejects it.
+            MetadataError: a metadata key is missing or invalid.
+            ValueError: the config asks for a precision this model or CPU cannot run.
+        """
         config = config or EngineConfig()
-        engine = cls(create_session(path, config), config)
+        props = read_metadata_props(path)
+        if props is None:  # not parseable here: let ONNX Runtime load it and say why
+            props = dict(create_session(path, config).get_modelmeta().custom_metadata_map)
+        choice = resolve(
+            Path(path),
+            props,
+            backend=config.backend,
+            precision=config.precision,
+            providers=config.providers,
+        )
+        engine = cls(
+            load_backend(choice.backend, choice.path, choice.precision, config), config, choice
+        )
         logger.info(
-            "loaded %s (%s, %d classes) on %s",
-            path,
+            "loaded %s (%s, %d classes) with %s %s on %s (%s)",
+            choice.path,
             engine.metadata.arch,
             engine.metadata.num_classes,
-            engine.session.get_providers()[0],
+            choice.backend,
+            choice.precision,
+            engine.providers[0],
+            choice.reason,
         )
         return engine
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the session actually uses."""
-        return self.session.get_providers()
+        """What the backend actually runs on (ORT execution providers, or OpenVINO's device)."""
+        return self.runner.providers
+
+    @property
+    def backend(self) -> str:
+        """``ort`` or ``openvino``: the runtime serving this model (object: ``runner``)."""
+        return self.runner.name
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``int8``: the precision serving this model."""
+        return self.runner.precision
+
+    @property
+    def session(self) -> ort.InferenceSession | None:
+        """The ONNX Runtime session (``None`` on another backend)."""
+        return getattr(self.runner, "session", None)
+
+    @property
+    def metadata_props(self) -> dict[str, str]:
+        """The raw (JSON-encoded) ``metadata_props`` of the served file, extra keys included."""
+        return self.runner.metadata_props
 
     @property
     def mask_dtype(self) -> np.dtype:
@@ -212,7 +251,7 @@ class Engine:
             )
         n, _, height, width = batch.shape
         padded = pad_to_multiple(np.ascontiguousarray(batch, dtype=np.float32), self._multiple)
-        (out,) = self.session.run([self.output_name], {self.input_name: padded})
+        out = self.runner.run(padded)
         expected = (n, self.metadata.num_classes, padded.shape[2], padded.shape[3])
         if out.shape != expected:
             raise ModelError(

@@ -38,6 +38,10 @@ METADATA_VERSION = 1
 SUPPORTED_VERSIONS: frozenset[int] = frozenset({METADATA_VERSION})
 
 
+# extra key written by ``fcn export``: each faster path's measured agreement with fp32.
+PRECISION_CHECKS_KEY = "precision_checks"
+
+
 def encode_props(values: Mapping[str, Any]) -> dict[str, str]:
     """Plain values -> ``metadata_props`` strings (each value JSON-encoded)."""
     return {key: json.dumps(value) for key, value in values.items()}
@@ -86,6 +90,18 @@ class ModelMetadata:
         if clash:
             raise MetadataError(clash[0], f"extra metadata may not replace required keys {clash}")
         return {**values, **self.extra}
+
+    @property
+    def precision_checks(self) -> dict[str, Any]:
+        """What ``fcn export`` measured for each faster path (``{}`` if nothing; see
+        :func:`service.backends.select.parse_checks`): what ``precision="auto"`` may serve."""
+        value = self.extra.get(PRECISION_CHECKS_KEY)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    @property
+    def quantized(self) -> bool:
+        """Whether this file is an INT8 (quantized) model (it has a ``quantization`` entry)."""
+        return "quantization" in self.extra
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` to write: every key, each value JSON-encoded."""

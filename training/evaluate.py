@@ -48,6 +48,7 @@ class EvalReport:
     split: str
     images: int
     seconds: float
+    served_by: str | None = None  # ONNX models: backend and precision, e.g. "openvino bf16"
 
     def to_dict(self) -> dict[str, Any]:
         """``{"miou", "per_class_iou", "pixel_accuracy", "mean_accuracy", "dice", ...}``."""
@@ -58,6 +59,7 @@ class EvalReport:
             "split": self.split,
             "images": self.images,
             "seconds": round(self.seconds, 3),
+            **({"served_by": self.served_by} if self.served_by else {}),
         }
 
 
@@ -144,6 +146,8 @@ def evaluate_onnx(
     root: str | None = None,
     split: str = "val",
     checkpoint: str | os.PathLike | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
     **data_overrides: Any,
 ) -> EvalReport:
     """Evaluate an exported ONNX model through the serving engine.
@@ -154,16 +158,56 @@ def evaluate_onnx(
         split: ``val``, ``all`` or ``train``.
         checkpoint: optional training checkpoint supplying the data options (split, mask
             values), so an export is evaluated on exactly its training validation set.
+        backend: the engine's backend (``auto``, ``ort``, ``openvino``).
+        precision: the engine's precision (``auto``, ``fp32``, ``bf16``, ``int8``).
         **data_overrides: ``DataConfig`` fields to change.
 
     Returns:
-        ``EvalReport``.
+        ``EvalReport``; ``model`` names the backend and precision that served.
     """
-    from service.engine import Engine
+    from service.engine import Engine, EngineConfig
 
     _check_split(split)
     start = time.perf_counter()
-    engine = Engine.load(model_path)
+    engine = Engine.load(model_path, EngineConfig(backend=backend, precision=precision))
+    dataset, info, cfg = onnx_dataset(
+        engine, model_path, root=root, split=split, checkpoint=checkpoint, **data_overrides
+    )
+    matrix = ConfusionMatrix(info.num_classes)
+    for index in range(len(dataset)):
+        image, mask = dataset.load(index)  # raw decoded pixels: the engine normalises
+        prediction = engine.predict(image)
+        # astype copies: cached masks are read-only, torch wants writable arrays.
+        matrix.update(
+            torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+        )
+    metrics = matrix.compute(info.classes)
+    seconds = time.perf_counter() - start
+    report = EvalReport(metrics, str(model_path), cfg.root, split, len(dataset), seconds)
+    report.served_by = f"{engine.backend} {engine.precision}"
+    return report
+
+
+def onnx_dataset(
+    engine: Any,
+    model_path: str | os.PathLike,
+    *,
+    root: str | None = None,
+    split: str = "val",
+    checkpoint: str | os.PathLike | None = None,
+    **data_overrides: Any,
+) -> tuple[Any, Any, DataConfig]:
+    """The ``split`` images and masks an exported model is evaluated on.
+
+    Data options come from ``checkpoint`` when given, else from the model's metadata.
+
+    Returns:
+        ``(dataset, info, cfg)``; ``dataset.load(i)`` gives raw pixels and the class mask.
+
+    Raises:
+        ValueError: the data's classes or channels do not match the model.
+    """
+    _check_split(split)
     meta = engine.metadata
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint)["config"].get("data")
@@ -181,18 +225,7 @@ def evaluate_onnx(
             f"the data has {info.num_classes} classes and {info.in_channels} channel(s) but "
             f"{model_path} expects {meta.num_classes} and {meta.in_channels}"
         )
-    matrix = ConfusionMatrix(info.num_classes)
-    for index in range(len(dataset)):
-        image, mask = dataset.load(index)  # raw decoded pixels: the engine normalises
-        prediction = engine.predict(image)
-        # astype copies: cached masks are read-only, torch wants writable arrays.
-        matrix.update(
-            torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
-        )
-    metrics = matrix.compute(info.classes)
-    return EvalReport(
-        metrics, str(model_path), cfg.root, split, len(dataset), time.perf_counter() - start
-    )
+    return dataset, info, cfg
 
 
 def _check_split(split: str) -> None:

@@ -97,6 +97,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-pixels", type=int, default=None, help="reject larger images")
     p.add_argument("--max-side", type=int, default=None, help="reject longer sides")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default), ort or openvino (pip install 'fcnseg[openvino]')",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (default: the fastest path the export verified), fp32, bf16 or int8",
+    )
     ray = p.add_argument_group("Ray (pip install 'fcnseg[ray]')")
     ray.add_argument(
         "--engine",
@@ -135,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         providers=DEVICES[args.device],
         intra_op_threads=args.threads,
         inter_op_threads=args.inter_threads,
+        backend=args.backend,
+        precision=args.precision,
         **{k: v for k, v in overrides.items() if v is not None},
     )
     formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))

@@ -38,6 +38,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         tile_size=settings.tile_size,
         tile_overlap=settings.tile_overlap,
         tile_threshold=settings.tile_threshold,
+        backend=settings.backend,
+        precision=settings.precision,
     )
 
 

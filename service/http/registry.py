@@ -32,6 +32,8 @@ class LoadedModel:
             "size_multiple": meta.size_multiple,
             "sha256": self.sha256,
             "provider": self.engine.providers[0],
+            "backend": self.engine.backend,
+            "precision": self.engine.precision,
             "default": default,
         }
 

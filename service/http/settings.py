@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         0.0, ge=0, description="after SIGTERM, keep answering 503/not-ready at least this long"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="execution provider")
+    backend: Literal["auto", "ort", "openvino"] = Field(
+        "auto", description="inference runtime: ONNX Runtime (ort) or OpenVINO"
+    )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="auto: the fastest path the export verified (see README)"
+    )
     intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime threads per inference (0: cores / slots)"
     )

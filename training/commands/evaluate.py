@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=4, help="images per forward pass (default 4)"
     )
+    parser.add_argument(
+        "--backend", default="auto", help="--model: auto (default), ort or openvino"
+    )
+    parser.add_argument(
+        "--precision", default="auto", help="--model: auto (default), fp32, bf16 or int8"
+    )
     parser.set_defaults(func=run_evaluate)
 
 
@@ -54,7 +60,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     root = str(args.data) if args.data is not None else None
     if args.model is not None:
         report = evaluate_onnx(
-            args.model, root=root, split=args.split, checkpoint=args.checkpoint, **overrides
+            args.model,
+            root=root,
+            split=args.split,
+            checkpoint=args.checkpoint,
+            backend=args.backend,
+            precision=args.precision,
+            **overrides,
         )
     else:
         report = evaluate_checkpoint(
@@ -65,7 +77,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             **overrides,
         )
-    print(f"{report.model} on {report.data} ({report.split}: {report.images} images)")
+    served = f" [{report.served_by}]" if report.served_by else ""
+    print(f"{report.model}{served} on {report.data} ({report.split}: {report.images} images)")
     print(format_table(report.metrics))
     if args.json is not None:
         print(f"wrote {write_json(report, args.json)}")

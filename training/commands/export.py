@@ -94,6 +94,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument(
         "--seed", type=int, help="dataset split seed (default: checkpoint's, else 0)"
     )
+    check = parser.add_argument_group("precision checks (what `--precision auto` may serve)")
+    check.add_argument(
+        "--verify-data",
+        type=Path,
+        metavar="DIR",
+        help="dataset whose validation split the bf16/INT8 paths are compared with fp32 on "
+        "(default: --calibration-data, else the checkpoint's data)",
+    )
+    check.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="record no checks: auto precision then serves ONNX Runtime fp32",
+    )
     parser.set_defaults(func=run_export)
 
 
@@ -125,7 +138,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from training.export.onnx import OPSET, PARITY_SIZES, export_checkpoint
 
-    fp32 = args.onnx
+    fp32, int8 = args.onnx, None
     if args.checkpoint is not None:
         out = args.out or Path("model.onnx")
         result = export_checkpoint(
@@ -162,9 +175,52 @@ def run_export(args: argparse.Namespace) -> int:
             size=args.calibration_size,
             exclude_head=args.fp32_head,
         )
+        int8 = q.path
         print(
             f"wrote {q.path} (static INT8, QDQ, {args.calibration_method} calibration on "
             f"{len(images)} images; argmax agrees with FP32 on {q.agreement:.3%} of pixels) "
             f"in {q.seconds:.1f}s"
         )
+    if not args.no_verify:
+        _verify(args, fp32, int8)
     return 0
+
+
+def _verify(args: argparse.Namespace, fp32: Path, int8: Path | None) -> None:
+    """Measure each faster path against fp32 and record it in the models' metadata."""
+    from training.export.verify import candidate_paths, check_precisions, record_checks
+
+    # Only files this run wrote are changed: an --onnx input stays as it was.
+    written = ([fp32] if args.checkpoint is not None else []) + ([int8] if int8 else [])
+    root = args.verify_data or args.calibration_data
+    if root is None and args.checkpoint is not None:
+        from training.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(args.checkpoint)["config"].get("data") or {}
+        root = Path(saved["root"]) if saved.get("root") else None
+    if not candidate_paths(int8) or not written:
+        print("precision checks: nothing to check here (no INT8 file, no openvino bf16)")
+        return
+    if root is None or not root.is_dir():
+        print(
+            "precision checks skipped: no dataset found (--verify-data DIR); "
+            "--precision auto will serve ONNX Runtime fp32"
+        )
+        return
+    try:
+        checks = check_precisions(fp32, int8, root=str(root), checkpoint=args.checkpoint)
+    except ValueError as exc:
+        if args.verify_data is not None:
+            raise
+        # An image folder, or data the model was not trained on: nothing to verify against.
+        print(f"precision checks skipped: {root} is not a labelled dataset for this model ({exc})")
+        return
+    record_checks(checks, *written)
+    ref = checks["reference"]["miou"]
+    print(
+        f"precision checks on {checks['images']} {checks['split']} images of {root} "
+        f"(ort fp32 mIoU {ref:.2f}), recorded in the metadata:"
+    )
+    for key, r in checks["results"].items():
+        agreement = r["argmax_agreement"]
+        print(f"  {key}: mIoU {r['miou']:.2f} ({r['miou_delta']:+.2f} points), {agreement:.4%}")

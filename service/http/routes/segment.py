@@ -128,6 +128,8 @@ async def segment(
     service.metrics.inference.labels(loaded.name).observe(result.infer_ms / 1000.0)
     headers = {
         "X-Model": loaded.name,
+        "X-Backend": loaded.engine.backend,
+        "X-Precision": loaded.engine.precision,
         "X-Inference-Ms": f"{result.infer_ms:.2f}",
         "X-Decode-Ms": f"{result.decode_ms:.2f}",
         "X-Encode-Ms": f"{result.encode_ms:.2f}",

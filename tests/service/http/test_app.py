@@ -77,6 +77,7 @@ def test_model_parameter_picks_a_loaded_model(client) -> None:
     response = client.post("/v1/segment?model=ident", files={"image": ("x.png", data)})
     assert response.status_code == 200
     assert response.headers["x-model"] == "ident"
+    assert (response.headers["x-backend"], response.headers["x-precision"]) == ("ort", "fp32")
     pixels = np.asarray(Image.open(io.BytesIO(data)))
     np.testing.assert_array_equal(
         np.asarray(Image.open(io.BytesIO(response.content))), pixels.argmax(2)
@@ -92,6 +93,8 @@ def test_models_endpoint_describes_each_model(client, conv_model) -> None:
     assert len(conv["palette"]) == 4 and conv["in_channels"] == 3 and conv["size_multiple"] == 1
     assert conv["sha256"] == hashlib.sha256(conv_model.read_bytes()).hexdigest()
     assert conv["provider"] == "CPUExecutionProvider"
+    # The test models record no precision checks, so auto serves ONNX Runtime at fp32.
+    assert (conv["backend"], conv["precision"]) == ("ort", "fp32")
     assert conv["arch"] == "test"
 
 
@@ -102,6 +105,7 @@ def test_default_model_setting(conv_model, identity_model) -> None:
     with TestClient(create_app(settings)) as client:
         response = client.post("/v1/segment", files={"image": ("x.png", image_bytes(8, 8))})
         assert response.headers["x-model"] == "ident"
+    assert (response.headers["x-backend"], response.headers["x-precision"]) == ("ort", "fp32")
 
 
 def test_health_and_readiness(settings) -> None:

@@ -1,0 +1,285 @@
+"""Every backend x precision side by side: speed at 512^2 and 4096^2 (tiled), ISBI accuracy, RSS.
+
+One run, 2 threads, on models trained on ISBI 2012 (``--unet``/``--fcn8s`` checkpoints; short
+runs are fine, say so when you report). Per model:
+
+1. export (parity-checked) and quantize to INT8 (MinMax, calibrated on the ISBI *training*
+   split), then ``fcn export``'s precision checks on the ISBI *validation* split: mIoU of each
+   path and its argmax agreement with ONNX Runtime fp32, recorded in the metadata;
+2. median latency of ``Engine.run_normalised`` at 512x512 for ort fp32/int8, openvino
+   fp32/bf16/int8 and ``auto`` (what ``EngineConfig()`` picks from the recorded checks),
+   repetitions interleaved so machine noise hits all alike;
+3. U-Net only: ``Engine.predict`` on a 4096x4096 image (tiled, 512 windows), 1 run each;
+4. U-Net only: RSS of a fresh process segmenting 200 distinct image sizes, per backend.
+
+    flock /tmp/fcn-heavy.lock .venv/bin/python bench/backends_bench.py \\
+        --unet runs/isbi-unet34/best.pt --fcn8s runs/isbi-fcn8s/best.pt
+
+Writes bench/results/backends_bench.json and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from service.backends import cpu_has_bf16
+from service.engine import Engine, EngineConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+ISBI = ROOT.parent / "shared/data/isbi2012_em_membrane"
+THREADS = 2
+PATHS = (
+    ("ort", "fp32"),
+    ("ort", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+    ("auto", "auto"),
+)
+
+
+def label(backend: str, precision: str) -> str:
+    return "auto" if backend == "auto" else f"{backend} {precision}"
+
+
+def random_fcn8s(work: Path) -> Path:
+    """FCN-8s for ISBI's shape (1 channel, 2 classes) with random weights: speed only."""
+    import torch
+
+    import fcn
+    from training.export.onnx import export_model
+
+    torch.manual_seed(0)
+    model = fcn.build_model("fcn8s", num_classes=2, in_channels=1).eval()
+    with torch.no_grad():  # FCN score layers start at zero; random weights everywhere instead
+        for p in model.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0, 0.01)
+    config = {
+        "model": {"arch": "fcn8s", "num_classes": 2, "in_channels": 1, "options": {}},
+        "data": {"mean": [0.5], "std": [0.25], "ignore_index": 255, "mask_values": [0, 255]},
+    }
+    return export_model(model, config, work / "fcn8s.onnx", parity_sizes=((97, 130),)).path
+
+
+def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
+    from training.export.onnx import export_checkpoint
+    from training.export.quantize import calibration_images, quantize_int8
+    from training.export.verify import check_precisions, record_checks
+
+    if checkpoint is None:
+        fp32 = random_fcn8s(work)
+    else:
+        fp32 = export_checkpoint(checkpoint, work / f"{name}.onnx", parity_sizes=((97, 130),)).path
+    log(f"{name}: exported {fp32.stat().st_size / 1e6:.0f} MB")
+    images = calibration_images(ISBI, limit=8)
+    int8 = quantize_int8(fp32, work / f"{name}.int8.onnx", images, check_images=1).path
+    log(f"{name}: quantized")
+    checks = check_precisions(fp32, int8, root=str(ISBI), checkpoint=checkpoint)
+    record_checks(checks, fp32, int8)
+    log(f"{name}: precision checks {json.dumps(checks['results'])}")
+    engines = {}
+    for backend, precision in PATHS:
+        if precision == "bf16" and not cpu_has_bf16():
+            continue
+        config = EngineConfig(
+            intra_op_threads=THREADS, inter_op_threads=1, backend=backend, precision=precision
+        )
+        engines[label(backend, precision)] = Engine.load(fp32, config)
+    auto = engines["auto"]
+    log(f"{name}: auto -> {auto.backend} {auto.precision} ({auto.choice.reason})")
+    return {"fp32": fp32, "int8": int8, "checks": checks, "engines": engines}
+
+
+def interleaved(contenders: dict, reps: int) -> dict[str, list[float]]:
+    names = list(contenders)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for name in names:
+        contenders[name]()  # warm-up
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            time.sleep(0.02)
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def accuracy(setup: dict, key: str) -> dict:
+    """mIoU (points) and agreement with ort fp32 of one row, from the recorded checks."""
+    checks = setup["checks"]
+    engine = setup["engines"][key]
+    path = f"{engine.backend}/{engine.precision}"
+    if path == "ort/fp32":
+        return {"miou": checks["reference"]["miou"], "miou_delta": 0.0, "argmax_agreement": 1.0}
+    return checks["results"].get(path, {})
+
+
+_RSS_CHILD = """
+import sys, numpy as np
+from service.engine import Engine, EngineConfig
+def rss():
+    return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS'))) / 1024
+engine = Engine.load(sys.argv[1], EngineConfig(intra_op_threads=2, inter_op_threads=1,
+                     backend=sys.argv[2], precision=sys.argv[3]))
+rng = np.random.default_rng(0)
+sizes = set()
+while len(sizes) < 200:
+    sizes.add((int(rng.integers(32, 400)), int(rng.integers(32, 400))))
+trace = []
+for i, (h, w) in enumerate(sorted(sizes, key=lambda s: rng.random())):
+    engine.predict(rng.integers(0, 256, (h, w, engine.metadata.in_channels), dtype=np.uint8))
+    trace.append(rss())
+print(trace[19], max(trace[20:]), trace[-1])
+"""
+
+
+def rss_over_sizes(model: Path, backend: str, precision: str) -> dict:
+    """RSS after 20 sizes, the maximum over the next 180, and at the end (MB)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(model), backend, precision],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
+    after_20, peak, end = map(float, out)
+    return {
+        "after_20_mb": after_20,
+        "max_after_mb": peak,
+        "end_mb": end,
+        "growth": peak / after_20 - 1,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--unet", type=Path, required=True, help="ISBI U-Net-r34 checkpoint")
+    parser.add_argument(
+        "--fcn8s", type=Path, help="ISBI FCN-8s checkpoint (default: random weights, speed only)"
+    )
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--big", type=int, default=4096, help="tiled image side (0: skip)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/backends_bench.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    began = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - began:6.0f}s] {text}", flush=True)
+
+    rows, big_rows, rss = [], [], {}
+    models = {"unet-r34": args.unet, "fcn8s": args.fcn8s}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, checkpoint in models.items():
+            setup = prepare(name, checkpoint, Path(tmp), log)
+            engines = setup["engines"]
+            channels = engines["ort fp32"].metadata.in_channels
+            x = np.random.default_rng(0).standard_normal((1, channels, 512, 512), np.float32)
+            reps = args.reps if name == "unet-r34" else max(2, args.reps - 2)
+            times = interleaved(
+                {k: (lambda e=e, x=x: e.run_normalised(x)) for k, e in engines.items()}, reps
+            )
+            base = statistics.median(times["ort fp32"])
+            for key, samples in times.items():
+                engine = engines[key]
+                rows.append(
+                    {
+                        "model": name,
+                        "path": key,
+                        "served": f"{engine.backend} {engine.precision}",
+                        "median_ms": 1e3 * statistics.median(samples),
+                        "samples_ms": [round(1e3 * s, 1) for s in samples],
+                        "speedup": base / statistics.median(samples),
+                        **accuracy(setup, key),
+                    }
+                )
+            for r in rows[-len(times) :]:
+                log(
+                    f"{name} 512^2 {r['path']} ({r['served']}): {r['median_ms']:.0f} ms, "
+                    f"{r['speedup']:.2f}x, mIoU {r.get('miou', float('nan')):.2f} "
+                    f"({r.get('miou_delta', float('nan')):+.2f})"
+                )
+            if name == "unet-r34" and args.big:
+                pixels = np.random.default_rng(1).integers(
+                    0, 256, (args.big, args.big, channels), dtype=np.uint8
+                )
+                for key, engine in engines.items():
+                    start = time.perf_counter()
+                    engine.predict(pixels)
+                    big_rows.append(
+                        {
+                            "model": name,
+                            "path": key,
+                            "side": args.big,
+                            "seconds": time.perf_counter() - start,
+                        }
+                    )
+                    log(f"{name} {args.big}^2 {key}: {big_rows[-1]['seconds']:.1f}s")
+                base_big = next(r["seconds"] for r in big_rows if r["path"] == "ort fp32")
+                for r in big_rows:
+                    r["speedup"] = base_big / r["seconds"]
+                for backend, precision in (
+                    ("ort", "fp32"),
+                    ("openvino", "fp32"),
+                    ("openvino", "bf16"),
+                    ("openvino", "int8"),
+                ):
+                    if precision == "bf16" and not cpu_has_bf16():
+                        continue
+                    rss[f"{backend} {precision}"] = rss_over_sizes(
+                        setup["fp32"], backend, precision
+                    )
+                    log(f"RSS 200 sizes {backend} {precision}: {rss[f'{backend} {precision}']}")
+            del setup, engines
+    print(
+        "\n| model | path | served as | 512x512 ms | vs ORT fp32 | ISBI val mIoU | delta | agreement |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['path']} | {r['served']} | {r['median_ms']:.0f} | "
+            f"{r['speedup']:.2f}x | {r.get('miou', float('nan')):.2f} | "
+            f"{r.get('miou_delta', float('nan')):+.2f} | {r.get('argmax_agreement', float('nan')):.4%} |"
+        )
+    for r in big_rows:
+        print(
+            f"{r['model']} {r['side']}^2 tiled {r['path']}: {r['seconds']:.1f}s ({r['speedup']:.2f}x)"
+        )
+    for key, value in rss.items():
+        print(
+            f"RSS over 200 sizes, {key}: {value['after_20_mb']:.0f} -> max {value['max_after_mb']:.0f} MB "
+            f"({100 * value['growth']:+.1f}%)"
+        )
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": THREADS,
+            "cpu_bf16": cpu_has_bf16(),
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "checkpoints": {k: str(v) for k, v in models.items()},
+        "latency_512": rows,
+        "tiled": big_rows,
+        "rss_200_sizes": rss,
+        "seconds": time.perf_counter() - began,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

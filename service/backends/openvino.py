@@ -1,0 +1,93 @@
+"""The OpenVINO backend: the OpenVINO runtime reading the same ``.onnx`` file, on the CPU.
+
+``openvino`` is imported here only, when this backend is chosen (extra ``fcnseg[openvino]``).
+Precision is set with ``INFERENCE_PRECISION_HINT``: ``f32`` for fp32 (OpenVINO would otherwise
+pick bf16 by itself on AMX CPUs), ``bf16`` for bf16; an INT8 (QDQ) file runs its quantized
+operations in int8 and the rest at the CPU's best float precision, as OpenVINO defaults to.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import ModelLoadError
+
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
+
+
+def _dim(d: Any) -> int | str:
+    return d.get_length() if d.is_static else "?"
+
+
+class OpenVinoBackend:
+    """A compiled OpenVINO model behind the :class:`service.backends.Backend` interface.
+
+    Args:
+        path: the ``.onnx`` file (metadata is read from it too).
+        precision: ``fp32``, ``bf16`` or ``int8`` (the latter for a QDQ file).
+        config: an ``EngineConfig``; ``intra_op_threads`` > 0 caps OpenVINO's threads.
+
+    Raises:
+        ModelLoadError: openvino is not installed, the file is missing, or OpenVINO rejects it.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, precision: str, config: Any) -> None:
+        if precision not in _HINTS:
+            raise ValueError(f"the openvino backend runs fp32, bf16 or int8, not {precision!r}")
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ModelLoadError(
+                "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
+            ) from exc
+        self.path, self.precision = Path(path), precision
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file not found: {self.path}")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long traces
+            raise ModelLoadError(f"OpenVINO cannot read {self.path}: {exc}") from exc
+        if len(model.inputs) != 1 or len(model.outputs) < 1:
+            raise ModelLoadError(
+                f"expected one input and a logits output, got {len(model.inputs)} inputs"
+            )
+        output = next((o for o in model.outputs if "logits" in o.get_names()), model.outputs[0])
+        self.input_name = model.inputs[0].get_any_name()
+        self.input_shape = [_dim(d) for d in model.inputs[0].get_partial_shape()]
+        self.output_shape = [_dim(d) for d in output.get_partial_shape()]
+        framework = model.get_rt_info()["framework"] if model.has_rt_info(["framework"]) else {}
+        self.metadata_props = {key: value.astype(str) for key, value in dict(framework).items()}
+        properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if _HINTS[precision] is not None:
+            properties["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
+        if config.intra_op_threads > 0:
+            properties["INFERENCE_NUM_THREADS"] = config.intra_op_threads
+        try:
+            self.compiled = core.compile_model(model, "CPU", properties)
+        except Exception as exc:
+            raise ModelLoadError(f"OpenVINO cannot compile {self.path}: {exc}") from exc
+        self._output = self.compiled.outputs[
+            [o.get_any_name() for o in model.outputs].index(output.get_any_name())
+        ]
+        # An infer request is not thread-safe: one per calling thread (the HTTP app may run
+        # several predictions at once, as it can with one ORT session).
+        self._local = threading.local()
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"openvino:CPU ({self.precision})"]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # Results are copied out of the request's buffers, which the next call reuses.
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer({0: batch})
+        return np.array(result[self._output], copy=True)

@@ -1,0 +1,171 @@
+"""Which backend and precision serve a model: the config, the CPU and the recorded checks.
+
+``fcn export`` records, under the metadata key ``precision_checks``, how each faster path
+agreed with ONNX Runtime fp32 on validation images (see :func:`parse_checks`). ``auto``
+precision only takes a path whose recorded mIoU drop is at most :data:`MAX_MIOU_DROP` points;
+a model without records, a CPU without native bf16, a GPU provider or a missing INT8 file all
+fall back to today's path (ONNX Runtime fp32) without an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.backends import (
+    check_backend,
+    check_precision,
+    cpu_has_bf16,
+    openvino_available,
+)
+from service.errors import ModelLoadError
+from service.metadata import PRECISION_CHECKS_KEY, ModelMetadata
+
+logger = logging.getLogger(__name__)
+
+MAX_MIOU_DROP = 0.5  # mIoU points (0-100 scale) a faster path may lose to be picked by auto
+CHECKS_KEY = PRECISION_CHECKS_KEY
+# Fastest first, as measured by bench/backends_bench.py on a 2-core AMX CPU (README).
+AUTO_ORDER: tuple[tuple[str, str], ...] = (
+    ("openvino", "int8"),
+    ("openvino", "bf16"),
+    ("ort", "int8"),
+)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The resolved path: which runtime loads which file at which precision, and why."""
+
+    backend: str
+    precision: str
+    path: Path
+    reason: str
+
+
+def parse_checks(metadata: ModelMetadata | Mapping[str, str]) -> dict[str, Any]:
+    """The ``precision_checks`` metadata entry (``{}`` when absent).
+
+    Layout: ``{"reference": {"backend": "ort", "precision": "fp32", "miou": ...},
+    "results": {"openvino/bf16": {"miou": ..., "miou_delta": ..., "argmax_agreement": ...},
+    ...}, "int8_file": "model.int8.onnx", "images": N, "data": "..."}``; mIoU in points.
+    """
+    return _metadata(metadata).precision_checks
+
+
+def _metadata(metadata: ModelMetadata | Mapping[str, str]) -> ModelMetadata:
+    if isinstance(metadata, ModelMetadata):
+        return metadata
+    return ModelMetadata.from_props(metadata)
+
+
+def verified(checks: Mapping[str, Any], backend: str, precision: str) -> bool:
+    """Whether ``backend/precision`` has a recorded mIoU drop of at most MAX_MIOU_DROP."""
+    result = (checks.get("results") or {}).get(f"{backend}/{precision}") or {}
+    delta = result.get("miou_delta")
+    return isinstance(delta, int | float) and -delta <= MAX_MIOU_DROP
+
+
+def int8_path(path: Path, metadata: ModelMetadata, checks: Mapping[str, Any]) -> Path:
+    """Where the INT8 file of an fp32 model is: as recorded, else ``<stem>.int8.onnx``."""
+    if metadata.quantized:
+        return path
+    name = checks.get("int8_file") or f"{path.name.removesuffix('.onnx')}.int8.onnx"
+    return path.parent / Path(str(name)).name
+
+
+def _uses_gpu(providers: Sequence[str] | None) -> bool:
+    if providers is not None:
+        return any(p != "CPUExecutionProvider" for p in providers)
+    from service.backends.ort import default_providers
+
+    return default_providers()[0] != "CPUExecutionProvider"
+
+
+def resolve(
+    path: str | Path,
+    props: ModelMetadata | Mapping[str, str],
+    *,
+    backend: str,
+    precision: str,
+    providers: Sequence[str] | None = None,
+) -> Choice:
+    """Pick the backend, precision and file for a model.
+
+    Args:
+        path: the model file the user gave (fp32, or an INT8 file itself).
+        props: its metadata (parsed, or the raw ``metadata_props``).
+        backend: ``auto``, ``ort`` or ``openvino``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
+        providers: ``EngineConfig.providers`` (a GPU provider keeps ``auto`` on ORT fp32).
+
+    Raises:
+        ValueError: an unknown name, or an explicit request this model/CPU cannot honour
+            (bf16 on ORT or without native bf16, fp32/bf16 of an INT8 file).
+        MetadataError: the metadata is missing or invalid.
+        ModelLoadError: the openvino backend is named but not installed, or ``int8`` is named
+            and there is no INT8 file.
+    """
+    check_backend(backend)
+    check_precision(precision)
+    path = Path(path)
+    metadata = _metadata(props)
+    checks = metadata.precision_checks
+    is_int8 = metadata.quantized
+    q_path = int8_path(path, metadata, checks)
+    if backend == "openvino" and not openvino_available():
+        raise ModelLoadError(
+            "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
+        )
+    gpu = _uses_gpu(providers)
+    if backend == "auto":
+        backends = ["openvino", "ort"] if openvino_available() and not gpu else ["ort"]
+    else:
+        backends = [backend]
+
+    if precision != "auto":
+        if is_int8 and precision != "int8":
+            raise ValueError(
+                f"{path.name} is an INT8 (quantized) file; load the fp32 model for {precision}"
+            )
+        if precision == "bf16":
+            if "openvino" not in backends:
+                raise ValueError(
+                    "precision 'bf16' runs on the openvino backend only (installed: "
+                    f"{openvino_available()}); use --backend openvino or another precision"
+                )
+            if not cpu_has_bf16():
+                raise ValueError(
+                    "precision 'bf16' needs a CPU with native bf16 (AMX or AVX512-BF16); "
+                    "this one has neither: use fp32, int8 or auto"
+                )
+            return Choice("openvino", "bf16", path, "requested")
+        if precision == "int8":
+            if not q_path.is_file():
+                raise ModelLoadError(
+                    f"precision 'int8' needs the INT8 file {q_path} (fcn export --quantize int8)"
+                )
+            return Choice(backends[0], "int8", q_path, "requested")
+        # fp32: with backend auto, today's path (ONNX Runtime).
+        return Choice(backends[-1] if backend == "auto" else backend, "fp32", path, "requested")
+
+    if gpu and backend != "openvino":
+        return Choice("ort", "int8" if is_int8 else "fp32", path, "GPU provider: as given")
+    for cand_backend, cand_precision in AUTO_ORDER:
+        if cand_backend not in backends:
+            continue
+        if cand_precision == "bf16" and (is_int8 or not cpu_has_bf16()):
+            continue
+        if cand_precision == "int8" and not q_path.is_file():
+            continue
+        if verified(checks, cand_backend, cand_precision):
+            delta = checks["results"][f"{cand_backend}/{cand_precision}"]["miou_delta"]
+            chosen = q_path if cand_precision == "int8" else path
+            reason = f"auto: verified, mIoU delta {delta:+.2f} points"
+            return Choice(cand_backend, cand_precision, chosen, reason)
+    if is_int8:
+        return Choice(backends[-1], "int8", path, "auto: the file is INT8")
+    return Choice(backends[-1], "fp32", path, "auto: no faster path verified for this model/CPU")

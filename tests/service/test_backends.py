@@ -1,0 +1,240 @@
+"""Backends and precisions: names, auto selection from recorded checks, CPU fallback, parity.
+
+The selection tests fake the CPU capability and openvino presence, so they run everywhere;
+the parity tests need the openvino runtime and skip cleanly without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service import backends
+from service.backends import select
+from service.backends.onnx_props import read_metadata_props
+from service.engine import Engine, EngineConfig
+from service.errors import ModelLoadError
+
+HAS_OPENVINO = backends.openvino_available()
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+
+
+def checks(**deltas: float) -> dict:
+    """A ``precision_checks`` value with the given ``backend/precision`` mIoU deltas."""
+    results = {
+        key.replace("__", "/"): {"miou": 80 + d, "miou_delta": d, "argmax_agreement": 0.99}
+        for key, d in deltas.items()
+    }
+    return {
+        "reference": {"backend": "ort", "precision": "fp32", "miou": 80.0},
+        "results": results,
+        "int8_file": "m.int8.onnx",
+        "images": 6,
+    }
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """``cpu(bf16=..., openvino=...)``: fake the CPU's bf16 support and openvino's presence."""
+
+    def fake(*, bf16: bool, openvino: bool = True) -> None:
+        monkeypatch.setattr(select, "cpu_has_bf16", lambda: bf16)
+        monkeypatch.setattr(select, "openvino_available", lambda: openvino)
+
+    return fake
+
+
+@pytest.fixture
+def model_pair(tmp_path: Path, make_model):
+    """``model_pair(checks)``: ``m.onnx`` with those checks and a sibling ``m.int8.onnx``.
+
+    The "INT8" file is the same small graph marked as quantized: selection only reads metadata.
+    """
+
+    def build(recorded: dict | None) -> Path:
+        extra = {} if recorded is None else {select.CHECKS_KEY: recorded}
+        src = make_model("pair_src", kind="conv", num_classes=4, metadata=extra)
+        fp32 = shutil.copy(src, tmp_path / "m.onnx")
+        make_model(
+            "pair_q",
+            kind="conv",
+            num_classes=4,
+            metadata={**extra, "quantization": {"format": "QDQ"}},
+        )
+        shutil.copy(src.with_name("pair_q.onnx"), tmp_path / "m.int8.onnx")
+        return Path(fp32)
+
+    return build
+
+
+@pytest.mark.parametrize("field", ["backend", "precision"])
+def test_bad_names_are_value_errors_naming_the_valid_ones(field: str) -> None:
+    with pytest.raises(ValueError) as info:
+        EngineConfig(**{field: "tensorrt"})
+    valid = backends.BACKENDS if field == "backend" else backends.PRECISIONS
+    assert "tensorrt" in str(info.value)
+    assert all(name in str(info.value) for name in valid)
+
+
+def test_metadata_reader_matches_onnxruntime(conv_model: Path, tmp_path: Path) -> None:
+    session = ort.InferenceSession(str(conv_model), providers=["CPUExecutionProvider"])
+    assert read_metadata_props(conv_model) == session.get_modelmeta().custom_metadata_map
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)
+    assert read_metadata_props(tmp_path / "junk.onnx") is None
+    assert read_metadata_props(tmp_path / "missing.onnx") is None
+
+
+def test_without_recorded_checks_auto_is_todays_path(cpu, model_pair) -> None:
+    cpu(bf16=True)
+    fp32 = model_pair(None)
+    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    assert (choice.backend, choice.precision, choice.path) == ("ort", "fp32", fp32)
+
+
+@pytest.mark.parametrize(
+    ("bf16", "openvino", "deltas", "expected"),
+    [
+        # Fastest verified first: openvino int8, then openvino bf16, then ort int8.
+        (
+            True,
+            True,
+            {"openvino__int8": -0.1, "openvino__bf16": 0.0, "ort__int8": 0.0},
+            ("openvino", "int8"),
+        ),
+        (
+            True,
+            True,
+            {"openvino__int8": -0.6, "openvino__bf16": -0.5, "ort__int8": 0.0},
+            ("openvino", "bf16"),
+        ),
+        (
+            True,
+            True,
+            {"openvino__int8": -2.0, "openvino__bf16": -0.51, "ort__int8": 0.3},
+            ("ort", "int8"),
+        ),
+        (
+            True,
+            True,
+            {"openvino__int8": -2.0, "openvino__bf16": -0.9, "ort__int8": -0.7},
+            ("ort", "fp32"),
+        ),
+        # No native bf16: the bf16 record is ignored, no error.
+        (False, True, {"openvino__bf16": 0.0}, ("ort", "fp32")),
+        (False, True, {"openvino__bf16": 0.0, "ort__int8": -0.2}, ("ort", "int8")),
+        # No openvino installed: its records are ignored.
+        (True, False, {"openvino__int8": 0.0, "openvino__bf16": 0.0}, ("ort", "fp32")),
+    ],
+)
+def test_auto_takes_the_fastest_path_verified_within_half_a_point(
+    cpu, model_pair, bf16, openvino, deltas, expected
+) -> None:
+    cpu(bf16=bf16, openvino=openvino)
+    fp32 = model_pair(checks(**deltas))
+    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    assert (choice.backend, choice.precision) == expected
+    assert choice.path.name == ("m.int8.onnx" if expected[1] == "int8" else "m.onnx")
+
+
+def test_auto_ignores_an_int8_record_without_the_int8_file(cpu, model_pair) -> None:
+    cpu(bf16=False)
+    fp32 = model_pair(checks(ort__int8=0.0))
+    fp32.with_name("m.int8.onnx").unlink()
+    choice = select.resolve(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
+    assert (choice.backend, choice.precision) == ("ort", "fp32")
+
+
+def test_gpu_provider_keeps_auto_on_ort_fp32(cpu, model_pair) -> None:
+    cpu(bf16=True)
+    fp32 = model_pair(checks(openvino__int8=0.0, ort__int8=0.0))
+    choice = select.resolve(
+        fp32,
+        read_metadata_props(fp32),
+        backend="auto",
+        precision="auto",
+        providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+    )
+    assert (choice.backend, choice.precision) == ("ort", "fp32")
+
+
+def test_explicit_requests_that_cannot_run_are_errors(cpu, model_pair) -> None:
+    fp32 = model_pair(None)
+    props = read_metadata_props(fp32)
+    cpu(bf16=False)
+    with pytest.raises(ValueError, match="native bf16"):
+        select.resolve(fp32, props, backend="auto", precision="bf16")
+    cpu(bf16=True)
+    with pytest.raises(ValueError, match="openvino backend only"):
+        select.resolve(fp32, props, backend="ort", precision="bf16")
+    q = fp32.with_name("m.int8.onnx")
+    with pytest.raises(ValueError, match="INT8"):
+        select.resolve(q, read_metadata_props(q), backend="auto", precision="fp32")
+    q.unlink()
+    with pytest.raises(ModelLoadError, match="m.int8.onnx"):
+        select.resolve(fp32, props, backend="ort", precision="int8")
+    cpu(bf16=True, openvino=False)
+    with pytest.raises(ModelLoadError, match="fcnseg\\[openvino\\]"):
+        select.resolve(fp32, props, backend="openvino", precision="fp32")
+
+
+def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> None:
+    """A model verified for openvino bf16, on a CPU without bf16: today's path, no error."""
+    cpu(bf16=False)
+    fp32 = model_pair(checks(openvino__bf16=0.0))
+    engine = Engine.load(fp32)
+    assert (engine.backend, engine.precision) == ("ort", "fp32")
+    assert engine.providers[0] == "CPUExecutionProvider"
+    mask = engine.predict(np.zeros((37, 41, 3), dtype=np.uint8))
+    assert mask.shape == (37, 41)
+
+
+@needs_openvino
+def test_engine_serves_verified_bf16_on_a_bf16_cpu(cpu, model_pair) -> None:
+    cpu(bf16=True)
+    engine = Engine.load(model_pair(checks(openvino__bf16=-0.1)))
+    assert (engine.backend, engine.precision) == ("openvino", "bf16")
+    assert engine.providers == ["openvino:CPU (bf16)"]
+    assert engine.choice is not None and "verified" in engine.choice.reason
+
+
+@needs_openvino
+@pytest.mark.parametrize("kind", ["conv", "strided"])
+def test_openvino_fp32_masks_agree_with_onnxruntime(make_model, kind: str) -> None:
+    path = make_model(
+        f"parity_{kind}", kind=kind, num_classes=4, size_multiple=4 if kind == "strided" else 1
+    )
+    cfg = {"tile_threshold": 256 * 256, "tile_size": 128, "tile_overlap": 32}
+    ref = Engine.load(path, EngineConfig(backend="ort", precision="fp32", **cfg))
+    ov = Engine.load(path, EngineConfig(backend="openvino", precision="fp32", **cfg))
+    assert (ov.backend, ov.precision) == ("openvino", "fp32")
+    assert ov.metadata == ref.metadata
+    rng = np.random.default_rng(1)
+    for height, width in ((1, 1), (37, 59), (300, 301)):  # the last one is tiled
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        a, b = ref.logits(pixels), ov.logits(pixels)
+        assert np.abs(a - b).max() <= 1e-3 * max(1.0, float(np.abs(a).max()))
+        assert (ref.predict(pixels) == ov.predict(pixels)).mean() >= 0.9999
+
+
+@needs_openvino
+def test_openvino_metadata_errors_are_typed(make_model) -> None:
+    from service.errors import MetadataError
+
+    path = make_model("ov_no_classes", kind="conv", drop_keys=("classes",))
+    with pytest.raises(MetadataError, match="classes"):
+        Engine.load(path, EngineConfig(backend="openvino", precision="fp32"))
+    with pytest.raises(ModelLoadError, match="not found"):
+        Engine.load(path.with_name("nope.onnx"), EngineConfig(backend="openvino"))
+
+
+def test_checks_key_round_trips_as_json(model_pair) -> None:
+    recorded = checks(ort__int8=-0.25)
+    fp32 = model_pair(recorded)
+    assert select.parse_checks(read_metadata_props(fp32)) == json.loads(json.dumps(recorded))
+    assert select.verified(recorded, "ort", "int8")
+    assert not select.verified(checks(ort__int8=-0.5001), "ort", "int8")

@@ -22,6 +22,11 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("cosine", "poly", "constant")
 LOSSES: tuple[str, ...] = ("ce", "ce+dice")
 LAYOUTS: tuple[str, ...] = ("auto", "folder", "split", "voc")
+IN_CHANNELS: tuple[int, ...] = (1, 3, 4)  # grey, RGB, RGBA
+# Evaluation subsets (training.evaluate) and ONNX exporters (training.export.onnx); the first
+# of each is the default.
+EVAL_SPLITS: tuple[str, ...] = ("val", "all", "train")
+EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
 # The encoder smp architectures get when none is given (the registry's own default is
 # resnet34; resnet18 is the project's tuned default).
 DEFAULT_ENCODER = "resnet18"

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.checkpoint import load_checkpoint, model_from_state
-from training.config import DataConfig, OptionError
+from training.config import EVAL_SPLITS, DataConfig, OptionError
 from training.data.datasets import build_datasets, pad_collate
 from training.loop.distributed import from_env, resolve_device
 from training.loop.epoch import evaluate
@@ -35,7 +35,6 @@ from training.loop.sampling import worker_context
 
 logger = logging.getLogger(__name__)
 
-EVAL_SPLITS: tuple[str, ...] = ("val", "all", "train")
 # The DataConfig fields an exported model's metadata describes.
 _DESCRIBED_DATA = ("classes", "in_channels", "ignore_index", "palette", "mask_values")
 

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from training.commands.train import DATA_KEYS, add_data_arguments
+from training.config import EVAL_SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser, data_required=False)
     parser.add_argument("--seed", type=int, help="split seed (default: the checkpoint's, or 0)")
     parser.add_argument(
-        "--split", choices=("val", "all", "train"), default="val", help="which images (default val)"
+        "--split",
+        choices=EVAL_SPLITS,
+        default=EVAL_SPLITS[0],
+        help=f"which images (default {EVAL_SPLITS[0]})",
     )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the metrics")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from training.commands.train import key_value
+from training.config import EXPORTERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--exporter",
-        choices=("dynamo", "legacy"),
-        default="dynamo",
-        help="torch.export-based (default) or TorchScript tracing",
+        choices=EXPORTERS,
+        default=EXPORTERS[0],
+        help=f"torch.export-based or TorchScript tracing (default {EXPORTERS[0]})",
     )
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the pinned one)")
     parser.add_argument(

@@ -21,6 +21,7 @@ from training.config import (
     DEFAULT_EPOCHS,
     DEFAULT_LR,
     DEFAULT_WEIGHT_DECAY,
+    IN_CHANNELS,
     LAYOUTS,
     LOSSES,
     OPTIMIZERS,
@@ -118,7 +119,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) 
     group.add_argument(
         "--in-channels",
         type=int,
-        choices=(1, 3, 4),
+        choices=IN_CHANNELS,
         help="image channels (default: those of the data)",
     )
 

@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import Dataset
 
 from service.imaging import pixel_scale
-from training.config import DataConfig, OptionError
+from training.config import IN_CHANNELS, DataConfig, OptionError
 from training.data.decoding import (
     MaskMapper,
     mode_channels,
@@ -263,7 +263,7 @@ def build_datasets(
     modes, nbytes = _check_sizes(pairs)
     first = (found.train or pairs)[0].image
     in_channels = cfg.in_channels or mode_channels(modes[first])
-    if in_channels not in (1, 3, 4):
+    if in_channels not in IN_CHANNELS:
         raise ValueError(f"in_channels must be 1, 3 or 4, got {in_channels}")
     others = sum(mode_channels(m) != in_channels for m in modes.values())
     if others:

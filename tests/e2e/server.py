@@ -58,6 +58,10 @@ class Server:
         assert status == 200, (status, body)
         return json.loads(body)
 
+    def stop(self, grace: float = 20) -> int:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status."""
+        return stop(self, grace)
+
 
 def wait_ready(server: Server, timeout: float) -> None:
     """Poll /readyz until 200; fail with the server's output if it exits or times out."""
@@ -88,16 +92,18 @@ def stop(server: Server, grace: float = 20) -> int:
     return server.process.returncode
 
 
-@contextmanager
-def fcn_serve(
+def start(
     args: Sequence[str],
     log: Path,
     python: str | os.PathLike = sys.executable,
     env: dict[str, str] | None = None,
     ready_timeout: float = 60,
     cwd: str | os.PathLike | None = None,
-) -> Iterator[Server]:
-    """``python -m fcn serve ARGS`` on 127.0.0.1 and a free port, ready when yielded."""
+) -> Server:
+    """Start ``python -m fcn serve ARGS`` on 127.0.0.1 and a free port; return it once ready.
+
+    The caller stops it (:meth:`Server.stop`); a server that never gets ready is stopped here.
+    """
     port = free_port()
     command = [str(python), "-m", "fcn", "serve", "--host", "127.0.0.1", "--port", str(port)]
     environment = {**os.environ, **(env or {})}
@@ -108,6 +114,24 @@ def fcn_serve(
     server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_ready(server, ready_timeout)
+    except BaseException:
+        stop(server)
+        raise
+    return server
+
+
+@contextmanager
+def fcn_serve(
+    args: Sequence[str],
+    log: Path,
+    python: str | os.PathLike = sys.executable,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+    cwd: str | os.PathLike | None = None,
+) -> Iterator[Server]:
+    """:func:`start` as a context manager: the server is stopped on exit."""
+    server = start(args, log, python, env, ready_timeout, cwd)
+    try:
         yield server
     finally:
         stop(server)

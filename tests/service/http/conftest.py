@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.e2e.server import Server, start
 from tests.service.conftest import OPSET, default_metadata
 
 REPO = Path(__file__).resolve().parents[3]
@@ -91,62 +87,13 @@ def png_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A real ``fcn serve`` process on a loopback port."""
-
-    def __init__(self, process: subprocess.Popen, port: int, log: Path) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
 def start_server(
     args: list[str], tmp_path: Path, env: dict[str, str] | None = None, timeout: float = 30
 ) -> Server:
-    """Start ``fcn serve ARGS`` on a free port and wait until ``/readyz`` answers 200."""
-    port = free_port()
-    log = tmp_path / f"serve-{port}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fcn.cli", "serve", "--port", str(port), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=REPO,
-        )
-    server = Server(process, port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"fcn serve exited with {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise AssertionError(f"fcn serve did not become ready in {timeout} s:\n{server.output()}")
+    """Start ``fcn serve ARGS`` from this checkout on a free port, ready on ``/readyz``."""
+    log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=tmp_path)[1])
+    full_env = {"PYTHONPATH": str(REPO), **(env or {})}
+    return start(args, log, env=full_env, ready_timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture

@@ -80,9 +80,14 @@ class AugmentConfig:
     saturation: float = 0.0  # RGB only
     hue: float = 0.0  # RGB only, fraction of the hue circle
     color_p: float = 0.5  # probability of the colour jitter
+    # Probability that a crop is centred on a pixel of one class, drawn uniformly from the
+    # classes present in the image (rare and thin classes get seen); otherwise uniform.
+    class_crop_p: float = 0.5
 
     def __post_init__(self) -> None:
         low, high = self.scale_range
+        if not 0.0 <= self.class_crop_p <= 1.0:
+            raise ValueError(f"class_crop_p must be in [0, 1], got {self.class_crop_p}")
         if self.crop_size < 1 or not 0 < low <= high:
             raise ValueError(
                 f"need crop_size >= 1 and 0 < scale_range[0] <= scale_range[1], got "
@@ -172,6 +177,9 @@ class TrainConfig:
     workers: int | None = None  # DataLoader worker processes; None: 0 on CPU, a few on GPU
     seed: int = 0
     channels_last: bool = True
+    # Validate after an epoch only while validation stays within this share of the elapsed
+    # time (and always after the last epoch); 1.0 validates every epoch.
+    val_share: float = 0.1
     grid_images: int = 4  # validation samples in the per-epoch prediction grid
     plots: bool = True  # training-curve and prediction-grid PNGs
 
@@ -190,6 +198,8 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1, epoch_size and workers >= 0")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 < self.val_share <= 1.0:
+            raise ValueError(f"val_share must be in (0, 1], got {self.val_share}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
         parse_warmup(self.warmup)

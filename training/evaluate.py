@@ -12,7 +12,6 @@ or from ``--checkpoint`` when both are given.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -23,15 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from training.checkpoint import load_checkpoint, model_from_state
 from training.config import EVAL_SPLITS, DataConfig, OptionError
-from training.data.datasets import build_datasets, pad_collate
-from training.loop.distributed import from_env, resolve_device
+from training.data.datasets import build_datasets
+from training.loop.distributed import DistInfo, from_env, resolve_device
 from training.loop.epoch import evaluate
 from training.loop.metrics import ConfusionMatrix, Metrics
-from training.loop.sampling import worker_context
+from training.loop.sampling import eval_loader
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +126,12 @@ def evaluate_checkpoint(
             f"{saved['model']['num_classes']}",
             options=("mask_values", "classes"),
         )
-    loader = DataLoader(
+    loader = eval_loader(
         dataset,
         batch_size=batch_size,
-        num_workers=workers,
-        multiprocessing_context=worker_context(workers),
-        collate_fn=functools.partial(pad_collate, ignore_index=info.ignore_index),
+        workers=workers,
+        ignore_index=info.ignore_index,
+        info=DistInfo(),
     )
     result = evaluate(model, loader, info.num_classes, device=device_)
     metrics = result.matrix.compute(info.classes)

@@ -14,15 +14,18 @@ from training.data.datasets import build_datasets
 from training.loop import optim
 from training.loop.distributed import DistInfo
 from training.loop.epoch import (
+    EpochStats,
     autocast,
     cpu_has_native_bf16,
     evaluate,
+    predict_tiled,
     train_one_epoch,
     use_cpu_bf16,
 )
 from training.loop.metrics import ConfusionMatrix
 from training.loop.optim import StepBudget, get_lr
-from training.loop.sampling import EpochSampler, SeededItems, build_loaders
+from training.loop.sampling import EpochSampler, SeededItems, SizeBatches, build_loaders
+from training.loop.train import ValidationCadence
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -203,3 +206,54 @@ def test_precision_choice() -> None:
         assert conv(torch.zeros(1, 1, 2, 2)).dtype == torch.bfloat16
     with autocast(cpu, amp=True):  # --amp is CUDA only: CPU stays float32
         assert conv(torch.zeros(1, 1, 2, 2)).dtype == torch.float32
+
+
+def test_evaluate_tiles_large_images_with_the_same_counts(demo_root, tmp_path) -> None:
+    # A 1x1 convolution sees no context, so blended tiles must reproduce the whole-image
+    # prediction exactly: the tiled path may change memory, never the metric.
+    cfg = tiny_config(demo_root, tmp_path)
+    _, val_ds, info = build_datasets(cfg.data, split="all")
+    torch.manual_seed(0)
+    model = PixelNet()
+    loader = DataLoader(val_ds, batch_size=2)
+    cpu = torch.device("cpu")
+    whole = evaluate(model, loader, info.num_classes, device=cpu)
+    tiled = evaluate(model, loader, info.num_classes, device=cpu, tile_threshold=0)
+    assert torch.equal(whole.matrix.matrix, tiled.matrix.matrix)
+    assert whole.matrix.matrix.sum() > 0
+    image = val_ds[0][0]
+    prediction = predict_tiled(model, image, info.num_classes, tile=24, overlap=8)
+    with torch.no_grad():
+        assert torch.equal(prediction, model(image[None]).argmax(1)[0])
+
+
+def test_size_batches_group_equal_sizes_and_cover_every_index_once() -> None:
+    sizes = [(10, 10), (20, 10), (10, 10), (20, 10), (10, 10), (400, 400), (400, 400)]
+    batches = list(SizeBatches(sizes, batch_size=2, info=DistInfo(), max_pixels=200_000))
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    for batch in batches:
+        assert len({sizes[i] for i in batch}) == 1  # no padding between sizes
+        assert len(batch) <= 2
+    assert [5] in batches and [6] in batches  # 160,000 pixels each: one per batch
+    shards = [SizeBatches(sizes, batch_size=2, info=DistInfo(rank=r, world_size=2)) for r in (0, 1)]
+    indices = [i for shard in shards for batch in shard for i in batch]
+    assert sorted(indices) == list(range(len(sizes)))
+
+
+def test_validation_cadence_keeps_its_share_and_always_validates_the_last_epoch() -> None:
+    cpu = torch.device("cpu")
+    stats = EpochStats(loss=1.0, steps=10, images=80, seconds=20.0, lr=1e-3)
+    # 80 crops of 100 px in 20 s -> 400 px/s of training; forward ~3x that -> 1,200 px/s.
+    cadence = ValidationCadence(share=0.1, pixels=12_000, crop_pixels=100)
+    assert not cadence.due(False, 20.0, stats, cpu)  # est. 10 s > 10% of 20 s
+    assert cadence.estimate == pytest.approx(10.0)
+    assert cadence.due(False, 100.0, stats, cpu)  # 10 s <= 10% of 100 s
+    cadence.spent(12.0)
+    assert cadence.estimate == 12.0  # measured from now on
+    assert not cadence.due(False, 150.0, stats, cpu)  # 12 + 12 > 15
+    assert cadence.due(False, 240.0, stats, cpu)  # 24 <= 24
+    assert cadence.due(True, 1.0, stats, cpu)  # the last epoch, whatever it costs
+    always = ValidationCadence(share=1.0, pixels=10**9, crop_pixels=1)
+    assert always.due(False, 1.0, stats, cpu)
+    cheap = ValidationCadence(share=0.01, pixels=100, crop_pixels=100)
+    assert cheap.due(False, 1.0, stats, cpu)  # under CHEAP_SECONDS: not worth skipping

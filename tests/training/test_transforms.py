@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from training.data.datasets import class_points
 from training.data.transforms import (
     AugmentConfig,
     EvalTransform,
@@ -105,3 +106,45 @@ def test_default_mean_std() -> None:
 def test_augment_config_validates() -> None:
     with pytest.raises(ValueError, match="scale_range"):
         AugmentConfig(scale_range=(2.0, 1.0))
+
+
+def test_class_points_sample_each_class_where_it_is() -> None:
+    mask = np.zeros((300, 400), dtype=np.uint8)
+    mask[100:104, 50:60] = 2  # 40 pixels of a rare class
+    mask[:, 390:] = 255  # ignored: not a class
+    points = class_points(mask, 4, per_class=16)
+    assert [len(p) for p in points] == [16, 0, 16, 0]
+    for value, sample in enumerate(points):
+        assert (mask[sample[:, 0], sample[:, 1]] == value).all()
+
+
+def test_class_centred_crops_show_a_rare_class_far_more_often() -> None:
+    image, _ = sample(size=(400, 400))
+    mask = np.zeros((400, 400), dtype=np.uint8)
+    mask[300:306, 20:26] = 1  # 36 of 160,000 pixels
+
+    def hits(mask: np.ndarray, p: float) -> int:
+        points = class_points(mask, 2)
+        transform = train(crop=64, scale=(1.0, 1.0), class_crop_p=p, **NO_COLOUR)
+        count = 0
+        for seed in range(200):
+            transform.reseed(seed)
+            count += bool((transform(image, mask, points)[1] == 1).any())
+        return count
+
+    assert hits(mask, 0.0) < 20  # a 64-pixel window catches the patch ~3% of the time
+    # Centred crops pick class 0 or 1 with equal chance: about half hold the patch.
+    assert 70 < hits(mask, 1.0) < 130
+    alone = np.where(mask == 1, 1, 255).astype(np.uint8)  # the only class present
+    assert hits(alone, 1.0) == 200  # every centred crop holds it
+
+
+def test_class_centred_crops_are_reproducible_per_seed() -> None:
+    image, mask = sample(size=(100, 120))
+    points = class_points(mask, 3)
+    transform = train(class_crop_p=0.7)
+    transform.reseed(5)
+    first = transform(image, mask, points)
+    transform.reseed(5)
+    second = transform(image, mask, points)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

@@ -149,6 +149,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
     data.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
+    data.add_argument(
+        "--class-crop-p",
+        type=float,
+        metavar="P",
+        help="probability that a crop is centred on a pixel of a class drawn uniformly from "
+        f"those in the image (default {_augment_default('class_crop_p')})",
+    )
     model = parser.add_argument_group("model")
     model.add_argument(
         "--arch", help=f"model name from `fcn.list_models()` (default {_train_default('arch')})"
@@ -257,6 +264,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="NHWC memory format (default on)",
     )
     run.add_argument(
+        "--val-share",
+        type=float,
+        metavar="F",
+        help="validate after an epoch only while validation stays within this share of the "
+        f"time; the last epoch always (default {_train_default('val_share')}; 1 = every epoch)",
+    )
+    run.add_argument(
         "--plots",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -276,7 +290,7 @@ DATA_KEYS = (
     "in_channels",
     "seed",
 )
-_AUGMENT_KEYS = ("crop_size", "scale_range", "hflip", "vflip")
+_AUGMENT_KEYS = ("crop_size", "scale_range", "hflip", "vflip", "class_crop_p")
 _TRAIN_KEYS = (
     "arch",
     "epochs",
@@ -298,6 +312,7 @@ _TRAIN_KEYS = (
     "workers",
     "seed",
     "channels_last",
+    "val_share",
     "plots",
 )
 _RUNTIME_KEYS = ("device", "workers", "epochs", "max_minutes", "plots")

@@ -97,6 +97,7 @@ class SegmentationDataset(Dataset):
         self.mapper = mapper
         self.transform = transform
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._points: dict[int, list[np.ndarray]] = {}
         if cache and self.pairs:
             with ThreadPoolExecutor(_THREADS) as pool:
                 self._cache = list(pool.map(self._decode, self.pairs))
@@ -120,9 +121,48 @@ class SegmentationDataset(Dataset):
             return self._cache[index]
         return self._decode(self.pairs[index])
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of item ``index`` as decoded (from the header when not cached)."""
+        if self._cache is not None:
+            return self._cache[index][1].shape[:2]
+        return read_header(self.pairs[index].image)[0]
+
+    def class_points(self, index: int, mask: np.ndarray) -> list[np.ndarray]:
+        """Sample pixels of each class in ``mask`` (item ``index``'s): see ``class_points``.
+
+        Kept per item when the dataset is cached in memory, computed again otherwise.
+        """
+        points = self._points.get(index)
+        if points is None:
+            points = class_points(mask, self.mapper.num_classes, seed=index)
+            if self._cache is not None:
+                self._points[index] = points
+        return points
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.transform(*self.load(index))
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+
+
+def class_points(
+    mask: np.ndarray, num_classes: int, *, per_class: int = 256, seed: int = 0
+) -> list[np.ndarray]:
+    """Up to ``per_class`` random pixels ``(y, x)`` (int32 ``(n, 2)``) of each class 0..K-1.
+
+    Large masks are looked at on a grid of at most ~256k points (a crop centre needs no more
+    precision); a class absent from the mask gets an empty array.
+    """
+    stride = max(1, int(np.sqrt(mask.size / 262_144)))
+    grid = mask[::stride, ::stride]
+    rng = np.random.default_rng(seed)
+    points = []
+    for value in range(num_classes):
+        ys, xs = np.nonzero(grid == value)
+        if len(ys) > per_class:
+            keep = rng.choice(len(ys), per_class, replace=False)
+            ys, xs = ys[keep], xs[keep]
+        points.append(np.stack([ys, xs], axis=1).astype(np.int32) * stride)
+    return points
 
 
 def pad_collate(

@@ -4,7 +4,9 @@ Both pipelines take a decoded ``(H, W, C)`` image (``uint8``, ``uint16`` or ``fl
 ``(H, W)`` class-index mask and return ``(image (C, H, W) float32 normalised, mask (H, W))``.
 
 Training: random scale + crop in one affine warp (only the crop's pixels are computed, and the
-mask is padded with ``ignore_index`` where the crop leaves the image), flips, then brightness /
+mask is padded with ``ignore_index`` where the crop leaves the image; with probability
+``class_crop_p`` the crop is centred near a pixel of a class drawn uniformly from those in the
+image, so rare and thin classes are seen as often as common ones), flips, then brightness /
 contrast (and hue/saturation for RGB) on the small crop. Validation: the full image,
 normalised only; the model pads to its size multiple itself (docs/contracts.md).
 """
@@ -88,13 +90,27 @@ class RandomScaleCrop(A.DualTransform):
         scale = self.py_random.uniform(*self.scale_range)
         # Window origin in scaled pixels; negative when the scaled image is smaller than the
         # crop, which places the image at a random spot inside the padded window.
-        x0 = self.py_random.uniform(0.0, width * scale - self.size)
-        y0 = self.py_random.uniform(0.0, height * scale - self.size)
+        x_range = (0.0, width * scale - self.size)
+        y_range = (0.0, height * scale - self.size)
+        centre = data.get("centre")
+        if centre is None:
+            x0 = self.py_random.uniform(*x_range)
+            y0 = self.py_random.uniform(*y_range)
+        else:
+            # Put the source pixel (y, x) somewhere in the middle half of the window, and
+            # keep the window on the image where the image is large enough.
+            x0 = self._around(centre[1] * scale, x_range)
+            y0 = self._around(centre[0] * scale, y_range)
         x0, y0 = round(x0), round(y0)
         # Pixel-centre aligned: dst = scale * (src + 0.5) - 0.5 - origin.
         shift = 0.5 * scale - 0.5
         matrix = np.array([[scale, 0.0, shift - x0], [0.0, scale, shift - y0]], dtype=np.float32)
         return {"matrix": matrix}
+
+    def _around(self, position: float, limits: tuple[float, float]) -> float:
+        origin = position - self.py_random.uniform(0.25, 0.75) * self.size
+        low, high = sorted(limits)
+        return min(max(origin, low), high)
 
     def _warp(self, array: np.ndarray, matrix: np.ndarray, flags: int, fill: float) -> np.ndarray:
         channels = array.shape[2] if array.ndim == 3 else 0
@@ -161,6 +177,7 @@ class TrainTransform:
             )
         self.rgb_colour = A.Compose(rgb_colour)
         self.normalize = Normalize(mean, std)
+        self.random = random.Random(0)
         if seed is not None:
             self.reseed(seed)
 
@@ -168,9 +185,29 @@ class TrainTransform:
         """Give this copy its own random stream (training/loop/sampling.py: once per item)."""
         for index, compose in enumerate((self.geometric, self.colour, self.rgb_colour)):
             compose.set_random_seed(random.Random(f"{seed}:{index}").getrandbits(32))
+        self.random.seed(f"{seed}:centre")
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.geometric(image=image, mask=mask)
+    def pick_centre(self, points: Sequence[np.ndarray] | None) -> tuple[int, int] | None:
+        """With probability ``class_crop_p``: a pixel ``(y, x)`` of a class drawn uniformly
+        from those present (``points[c]`` holds sample pixels of class ``c``); else None."""
+        if not points or self.random.random() >= self.augment.class_crop_p:
+            return None
+        present = [p for p in points if len(p)]
+        if not present:
+            return None
+        chosen = present[self.random.randrange(len(present))]
+        y, x = chosen[self.random.randrange(len(chosen))]
+        return int(y), int(x)
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        points: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Augment one pair; ``points`` (per class, sample pixels ``(y, x)``) enables
+        class-centred crops (``AugmentConfig.class_crop_p``)."""
+        out = self.geometric(image=image, mask=mask, centre=self.pick_centre(points))
         image, mask = out["image"], out["mask"]
         if image.dtype == np.uint16:
             # albumentations' colour ops take uint8 or float32; convert the small crop only.

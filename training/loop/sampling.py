@@ -9,7 +9,7 @@ that seed before transforming the item. Nothing depends on worker random state.
 
 The sampler also does ``DistributedSampler``'s job: it shards the epoch across ranks
 (``order[rank::world_size]``) after padding it to equal full batches, so every rank runs the
-same number of steps. Validation uses ``ShardSampler`` instead: no padding and no repeats,
+same number of steps. Validation uses ``SizeBatches`` instead: no padding and no repeats,
 so the all-reduced confusion matrix counts every pixel exactly once.
 """
 
@@ -25,6 +25,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from training.data.datasets import SegmentationDataset, pad_collate
 from training.loop.distributed import DistInfo
+
+# A validation batch holds at most this many pixels (8 crops of 512 x 512).
+VAL_BATCH_PIXELS = 8 * 512 * 512
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -66,17 +69,57 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter(zip(indices, seeds[rank::world].tolist(), strict=True))
 
 
-class ShardSampler(Sampler[int]):
-    """Every index once, split across ranks (``range(rank, size, world_size)``)."""
+class SizeBatches(Sampler[list[int]]):
+    """Validation batches: every index of this rank's shard once, batched by equal size.
 
-    def __init__(self, size: int, info: DistInfo) -> None:
-        self.indices = list(range(info.rank, size, info.world_size))
+    Full-size validation images of mixed sizes padded into one batch waste most of the
+    compute on padding (a 509x544 image beside a 2149x1480 one); here a batch only holds
+    images of one size, and at most ``max_pixels`` pixels (large images go one at a time).
+    """
+
+    def __init__(
+        self,
+        sizes: list[tuple[int, int]],
+        *,
+        batch_size: int,
+        info: DistInfo,
+        max_pixels: int = VAL_BATCH_PIXELS,
+    ) -> None:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index in range(info.rank, len(sizes), info.world_size):
+            groups.setdefault(tuple(sizes[index]), []).append(index)
+        self.batches = []
+        for (height, width), indices in groups.items():
+            step = max(1, min(batch_size, max_pixels // max(1, height * width)))
+            self.batches += [indices[i : i + step] for i in range(0, len(indices), step)]
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.batches)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+
+def eval_loader(
+    dataset: SegmentationDataset,
+    *,
+    batch_size: int,
+    workers: int,
+    ignore_index: int,
+    info: DistInfo,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Full-size images in ``SizeBatches`` (every image once over all ranks)."""
+    sizes = [dataset.image_size(i) for i in range(len(dataset))]
+    return DataLoader(
+        dataset,
+        batch_sampler=SizeBatches(sizes, batch_size=batch_size, info=info),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
+        multiprocessing_context=worker_context(workers),
+    )
 
 
 class SeededItems(Dataset):
@@ -92,7 +135,11 @@ class SeededItems(Dataset):
         index, seed = item
         transform = self.dataset.transform
         transform.reseed(seed)
-        image, mask = transform(*self.dataset.load(index))
+        image, mask = self.dataset.load(index)
+        points = None
+        if transform.augment.class_crop_p > 0:
+            points = self.dataset.class_points(index, mask)
+        image, mask = transform(image, mask, points)
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
 
 
@@ -136,7 +183,12 @@ def build_loaders(
     train_loader = DataLoader(
         SeededItems(train_ds), batch_size=batch_size, sampler=sampler, drop_last=True, **common
     )
-    val_loader = DataLoader(
-        val_ds, batch_size=batch_size, sampler=ShardSampler(len(val_ds), info), **common
+    val_loader = eval_loader(
+        val_ds,
+        batch_size=batch_size,
+        workers=workers,
+        ignore_index=ignore_index,
+        info=info,
+        pin_memory=pin_memory,
     )
     return train_loader, val_loader

@@ -1,8 +1,9 @@
 """``fcn train``: the training loop, top to bottom.
 
 setup (device, process group, seeds) -> data -> model, optimizer, loss -> (resume) -> for each
-epoch: ``train_one_epoch`` -> ``evaluate`` -> rank 0 writes ``metrics.csv``, ``last.pt`` (and
-``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
+epoch: ``train_one_epoch`` -> ``evaluate`` when the validation cadence says so (at most
+``val_share`` of the time, always after the last epoch) -> rank 0 writes ``metrics.csv``,
+``last.pt`` (and ``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
 the epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
 holds model, optimizer, scaler, schedule/budget, epoch, step and RNG states, and the data
 order and augmentation depend only on ``(seed, epoch)`` (training/loop/sampling.py).
@@ -58,6 +59,50 @@ class TrainResult:
     images_per_s: float  # training throughput over all epochs of this run
     elapsed_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    validations: int = 0  # how many epochs were validated
+    val_seconds: float = 0.0  # time spent validating
+
+
+class ValidationCadence:
+    """Decides after each epoch whether to validate, so validation takes at most ``share``
+    of the run's time (the last epoch is always validated).
+
+    A validation is due when the time spent validating so far plus one more validation stays
+    within ``share`` of the time elapsed, or when one costs under ``CHEAP_SECONDS`` anyway
+    (small validation sets then validate every epoch). Before the first validation its cost
+    is estimated from the pixels to predict and the training speed (a forward pass costs
+    about a third of a training step); afterwards it is the last one's measured cost. In
+    distributed runs rank 0 decides for all.
+    """
+
+    CHEAP_SECONDS = 2.0
+
+    def __init__(self, *, share: float, pixels: int, crop_pixels: int) -> None:
+        self.share = share
+        self.pixels = pixels
+        self.crop_pixels = crop_pixels
+        self.estimate = 0.0
+        self.measured = False
+        self.count = 0
+        self.seconds = 0.0
+
+    def due(self, last: bool, elapsed: float, stats: Any, device: torch.device) -> bool:
+        if not self.measured and stats.seconds > 0 and stats.images:
+            train_pixels_per_s = stats.images * self.crop_pixels / stats.seconds
+            self.estimate = self.pixels / (3.0 * train_pixels_per_s)
+        want = (
+            last
+            or self.share >= 1.0
+            or self.estimate < self.CHEAP_SECONDS
+            or self.seconds + self.estimate <= self.share * elapsed
+        )
+        return bool(distributed.broadcast_int(int(want), device))
+
+    def spent(self, seconds: float) -> None:
+        self.count += 1
+        self.seconds += seconds
+        self.estimate = seconds
+        self.measured = True
 
 
 def seed_everything(seed: int) -> None:
@@ -214,6 +259,11 @@ def _train(
             out,
         )
     max_epochs = cfg.budget_epochs or 10**9
+    cadence = ValidationCadence(
+        share=cfg.val_share,
+        pixels=sum(h * w for h, w in map(val_ds.image_size, range(len(val_ds)))),
+        crop_pixels=cfg.data.augment.crop_size**2,
+    )
     history: list[dict[str, Any]] = []
     metrics: Metrics | None = None
     images = 0
@@ -239,10 +289,14 @@ def _train(
         epoch += 1
         images += stats.images * info.world_size
         train_seconds += stats.seconds
-        tick = time.perf_counter()
         metrics, samples = None, []
         keep = cfg.grid_images if (info.is_main and cfg.plots) else 0
-        if len(val_ds):
+        last = (
+            epoch >= max_epochs
+            or budget.done(step)
+            or (stop_after is not None and epoch >= stop_after)
+        )
+        if len(val_ds) and cadence.due(last, budget.elapsed(), stats, device):
             distributed.broadcast_buffers(model)
             result = evaluate(
                 model,
@@ -250,11 +304,15 @@ def _train(
                 data_info.num_classes,
                 device=device,
                 amp=cfg.amp,
+                bf16=bf16,
                 channels_last=cfg.channels_last,
                 keep=keep,
             )
+            cadence.spent(result.seconds)
             metrics, samples = result.matrix.compute(data_info.classes), result.samples
-        improved = metrics is None or _score(metrics) > best
+        tick = time.perf_counter()
+        # Without a validation set every epoch is "best"; with one, only a validated one can be.
+        improved = not len(val_ds) or (metrics is not None and _score(metrics) > best)
         if metrics is not None and improved:
             best = _score(metrics)
         if info.is_main:
@@ -278,8 +336,8 @@ def _train(
             _log_epoch(epoch, step, stats, metrics, budget.elapsed())
             if cfg.plots:
                 write_plots(out, log.path, samples, data_info)
-        # The final evaluation and save must fit in a time budget: keep the last one's cost.
-        budget.reserve = time.perf_counter() - tick
+        # The final validation and save must fit in a time budget: keep their cost in reserve.
+        budget.reserve = cadence.estimate + time.perf_counter() - tick
         if budget.seconds is not None:
             budget.set_total(distributed.broadcast_int(budget.observe(step), device))
         if stop_after is not None and epoch >= stop_after:
@@ -289,14 +347,29 @@ def _train(
     throughput = images / train_seconds if train_seconds else 0.0
     if info.is_main:
         logger.info(
-            "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), best mIoU %.4f",
+            "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), "
+            "%d validations in %.0f s (%.0f%% of the time), best mIoU %.4f",
             epoch,
             step,
             elapsed / 60,
             throughput,
+            cadence.count,
+            cadence.seconds,
+            100 * cadence.seconds / elapsed if elapsed else 0.0,
             best,
         )
-    return TrainResult(out, epoch, step, best, metrics, throughput, elapsed, history)
+    return TrainResult(
+        out,
+        epoch,
+        step,
+        best,
+        metrics,
+        throughput,
+        elapsed,
+        history,
+        validations=cadence.count,
+        val_seconds=cadence.seconds,
+    )
 
 
 def _budget_text(cfg: TrainConfig) -> str:

@@ -1,24 +1,37 @@
 """Batch throughput: ``fcn predict`` against the limit, the old loop and a hand-written loop.
 
-One run, on a generated folder of 512x512 JPEGs (default 200), for two models — the bundled
-default model (``service/assets/default.onnx``; a U-Net/MobileNetV2 stand-in with random
-weights when this checkout lacks it) and a U-Net-ResNet34 with random weights exported by
-``training.export.onnx`` — images/s of:
+One run, on a generated folder of 512x512 JPEGs (default 200), for two models:
 
-1. ``bare``: a loop of ``session.run`` on pre-decoded, pre-normalised arrays (the limit);
+* ``default``: the bundled model (``service/assets/default.onnx``, LinkNet/MobileNetV3-small;
+  a U-Net/MobileNetV2 stand-in with random weights when this checkout lacks it). It has no
+  recorded precision checks, so every path below serves it with ONNX Runtime fp32;
+* ``unet-r34``: a U-Net/ResNet34 trained on ISBI 2012 the way a user makes one — ``fcn train``
+  (``--unet-checkpoint`` reuses a run, else a short one is trained here), then ``fcn export
+  --quantize int8 --calibration-data ISBI``, which records the precision checks ``--precision
+  auto`` reads. It gets two rows: ``fcn predict``'s defaults (auto: the fastest path whose
+  recorded mIoU loss is <= 0.5 point) and ``--precision fp32`` (ONNX Runtime fp32).
+
+images/s of:
+
+1. ``bare``: a loop of one ``run`` per image on pre-decoded, pre-normalised, pre-padded arrays
+   (the limit), on the same runtime, precision and session options as the ``fcn predict``
+   of its row (``Engine.load(...).runner``; ONNX Runtime: ``session.run``), threads left at
+   the runtime's default;
 2. ``fcn predict``: the real command in a subprocess, index PNGs out; its own images/s line
-   (the run, without interpreter start and model load), plus wall time and peak RSS;
+   (the run, without interpreter start and model load), plus wall time and peak RSS; the
+   runtime/precision it served is read from its log and must equal the bare loop's;
 3. ``sequential``: the loop ``service/batch.py`` was at main 8aa8930 (decode, predict, encode,
-   write, one image after another), re-implemented inline below;
+   write, one image after another), re-implemented inline below, on the row's precision;
 4. ``torch``: what a user writes by hand: PIL open, torch eager under ``no_grad``, argmax, PIL
-   save.
+   save (the checkpoint's weights for the U-Net; random weights for the default model).
 
 Then peak RSS of ``fcn predict`` with the default model on the same folder grown to 2,000
 images (the 200 files copied ten times into sub-folders). Every loop writes index PNGs.
 
 Run it alone (the machine is shared)::
 
-    flock /tmp/fcn-heavy.lock .venv/bin/python bench/batch_bench.py   # ~10 minutes
+    flock /tmp/fcn-heavy.lock .venv/bin/python bench/batch_bench.py \
+        --unet-checkpoint RUN/best.pt        # ~10 minutes; without it a 2-minute training first
 
 Writes bench/results/batch_bench.json and prints a Markdown table.
 """
@@ -35,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +58,38 @@ from PIL import Image
 
 import fcn
 from service import pipeline
-from service.engine import Engine
+from service.engine import Engine, EngineConfig, pad_to_multiple
 from training.export.onnx import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
+ISBI = ROOT.parent / "shared/data/isbi2012_em_membrane"
 SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
+# What `fcn predict` gives the runtime (besides its threads): the bare loop uses the same.
+PREDICT_CONFIG = {"memory_arena": True}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One table row: a model file served at one precision setting."""
+
+    name: str
+    model: Path
+    precision: str  # "auto" (fcn predict's default) or an explicit one
+    torch_key: str  # which torch loop is its hand-written comparison
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def shown(path: Path) -> str:
+    """A path for the results file: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 def make_folder(folder: Path, count: int, seed: int = 0) -> list[Path]:
@@ -86,25 +121,67 @@ def export(work: Path, name: str, arch: str, options: dict, classes: int) -> Pat
     return export_model(model, config, work / f"{name}.onnx", parity_sizes=((97, 130),)).path
 
 
-def torch_model(engine: Engine) -> torch.nn.Module:
-    """The same architecture in torch eager (random weights: speed does not depend on them)."""
+def fcn_cli(*args: str) -> float:
+    """Run ``fcn ARGS`` as a user does (a subprocess); its wall time in seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fcn", *args], check=True)
+    return time.perf_counter() - start
+
+
+def trained_unet(work: Path, checkpoint: Path | None, data: Path, minutes: float) -> dict:
+    """A U-Net-r34 the way a user gets one: ``fcn train`` (unless given), ``fcn export``."""
+    info: dict = {"data": shown(data)}
+    if checkpoint is None:
+        run = work / "unet_run"
+        log(f"training a U-Net-r34 on {data} for {minutes} min")
+        train = ["train", "--data", str(data), "--mask-values", "0,255", "--arch", "unet"]
+        train += ["--encoder", "resnet34", "--max-minutes", str(minutes), "--workers", "0"]
+        info["train_s"] = fcn_cli(*train, "--no-plots", "--out", str(run))
+        checkpoint = run / "best.pt"
+    info["checkpoint"] = str(checkpoint)
+    model = work / "unet_r34.onnx"
+    log(f"fcn export --quantize int8 (precision checks on {data})")
+    exporting = ["export", "--checkpoint", str(checkpoint), "--out", str(model)]
+    exporting += ["--quantize", "int8", "--calibration-data", str(data)]
+    info["export_s"] = fcn_cli(*exporting)
+    engine = Engine.load(model, EngineConfig(precision="fp32"))
+    info["best_metric"] = json.loads(engine.metadata_props.get("best_metric", "null"))
+    info["precision_checks"] = engine.metadata.precision_checks
+    info["model"] = model
+    return info
+
+
+def torch_net(model: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, Engine]:
+    """The same network in torch eager: the checkpoint's weights, else random ones."""
+    engine = Engine.load(model, EngineConfig(precision="fp32"))
+    if checkpoint is not None:
+        from training.checkpoint import load_checkpoint, model_from_state
+
+        return model_from_state(load_checkpoint(checkpoint)).eval(), engine
     meta = engine.metadata
     options = dict(meta.options)
     options.pop("encoder_weights", None)
-    return fcn.build_model(meta.arch, num_classes=meta.num_classes, in_channels=3, **options).eval()
+    net = fcn.build_model(meta.arch, num_classes=meta.num_classes, in_channels=3, **options)
+    return net.eval(), engine
 
 
 # --- the four loops -------------------------------------------------------------------------
 
 
-def bare_loop(model: Path, paths: list[Path]) -> float:
-    engine = Engine.load(model)
-    arrays = [engine.normalise(engine.decode(p))[None] for p in paths]
-    session, name = engine.session, engine.input_name
-    session.run(None, {name: arrays[0]})  # warm-up
+def load(case: Case) -> Engine:
+    """The engine ``fcn predict`` builds for this row (threads aside)."""
+    return Engine.load(case.model, EngineConfig(precision=case.precision, **PREDICT_CONFIG))
+
+
+def bare_loop(engine: Engine, paths: list[Path]) -> float:
+    """One ``run`` per image on arrays decoded, normalised and padded beforehand."""
+    multiple = engine.metadata.size_multiple
+    arrays = [pad_to_multiple(engine.normalise(engine.decode(p))[None], multiple) for p in paths]
+    run = engine.runner.run
+    run(arrays[0])  # warm-up
     start = time.perf_counter()
     for x in arrays:
-        session.run(None, {name: x})
+        run(x)
     return len(arrays) / (time.perf_counter() - start)
 
 
@@ -121,18 +198,21 @@ sys.exit(code)
 """
 
 
-def fcn_predict(model: Path, folder: Path, out: Path) -> dict:
-    """Run the real command; its images/s line, wall time and peak RSS (VmHWM)."""
+def fcn_predict(model: Path, folder: Path, out: Path, *options: str) -> dict:
+    """Run the real command; its images/s line, wall time, peak RSS and the path it served."""
     shutil.rmtree(out, ignore_errors=True)
     argv = [sys.executable, "-c", _CHILD, "predict", str(model), str(folder), "--out", str(out)]
     start = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    done = subprocess.run([*argv, *options], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"fcn predict failed ({done.returncode}): {done.stdout}")
+        raise RuntimeError(f"fcn predict failed ({done.returncode}): {done.stdout}{done.stderr}")
     match = re.search(r"(\d+) ok.*?([\d.]+) images/s", done.stdout)
     hwm = re.search(r"VmHWM (\d+)", done.stdout)
+    served = re.search(r"with (\w+) (\w+) on ", done.stderr)
     return {
+        "options": list(options),
+        "served": f"{served.group(1)} {served.group(2)}" if served else None,
         "images": int(match.group(1)),
         "images_per_s": float(match.group(2)),
         "wall_s": wall,
@@ -141,9 +221,9 @@ def fcn_predict(model: Path, folder: Path, out: Path) -> dict:
     }
 
 
-def sequential_loop(model: Path, paths: list[Path], out: Path) -> float:
+def sequential_loop(case: Case, paths: list[Path], out: Path) -> float:
     """The runner as it was at 8aa8930: one image after another, plain writes."""
-    engine = Engine.load(model)
+    engine = Engine.load(case.model, EngineConfig(precision=case.precision))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for path in paths:
@@ -153,16 +233,18 @@ def sequential_loop(model: Path, paths: list[Path], out: Path) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def torch_loop(net: torch.nn.Module, paths: list[Path], out: Path) -> float:
+def torch_loop(net: torch.nn.Module, engine: Engine, paths: list[Path], out: Path) -> float:
     """What a user writes by hand: PIL in, torch eager, PIL out."""
     out.mkdir(parents=True, exist_ok=True)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    meta = engine.metadata
+    mode = {1: "L", 3: "RGB"}[meta.in_channels]
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
     with torch.no_grad():
-        net(torch.zeros(1, 3, SIDE, SIDE))  # warm-up
+        net(torch.zeros(1, meta.in_channels, SIDE, SIDE))  # warm-up
         start = time.perf_counter()
         for path in paths:
-            image = np.asarray(Image.open(path).convert("RGB"))
+            image = np.array(Image.open(path).convert(mode)).reshape(SIDE, SIDE, -1)
             x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
             logits = net((x - mean) / std)
             mask = logits.argmax(1)[0].to(torch.uint8).numpy()
@@ -173,24 +255,31 @@ def torch_loop(net: torch.nn.Module, paths: list[Path], out: Path) -> float:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def bench_model(name: str, model: Path, folder: Path, paths: list[Path], work: Path) -> dict:
-    engine = Engine.load(model)
-    options = json.loads(engine.session.get_modelmeta().custom_metadata_map.get("options", "{}"))
-    row: dict = {"model": name, "arch": engine.metadata.arch, "options": options}
-    row["file"], row["megabytes"] = str(model), model.stat().st_size / 1e6
-    log(f"{name}: bare loop")
-    row["bare"] = bare_loop(model, paths)
-    log(f"{name}: fcn predict")
-    row["predict"] = fcn_predict(model, folder, work / "out_predict")
-    log(f"{name}: sequential loop")
-    row["sequential"] = sequential_loop(model, paths, work / "out_seq")
-    log(f"{name}: torch eager loop")
-    row["torch"] = torch_loop(torch_model(engine), paths, work / "out_torch")
+def bench_case(case: Case, folder: Path, paths: list[Path], work: Path, torch_rate: float) -> dict:
+    engine = load(case)
+    served = f"{engine.backend} {engine.precision}"
+    options = json.loads(engine.metadata_props.get("options", "{}"))
+    row: dict = {"model": case.name, "arch": engine.metadata.arch, "options": options}
+    row["file"], row["megabytes"] = shown(case.model), case.model.stat().st_size / 1e6
+    row["precision_option"], row["served"] = case.precision, served
+    row["choice"] = engine.choice.reason if engine.choice else None
+    log(f"{case.name}: bare loop ({served})")
+    row["bare"] = bare_loop(engine, paths)
+    del engine
+    log(f"{case.name}: fcn predict --precision {case.precision}")
+    row["predict"] = fcn_predict(
+        case.model, folder, work / "out_predict", "--precision", case.precision
+    )
+    if row["predict"]["served"] != served:
+        raise RuntimeError(f"fcn predict served {row['predict']['served']}, bare loop {served}")
+    log(f"{case.name}: sequential loop")
+    row["sequential"] = sequential_loop(case, paths, work / "out_seq")
+    row["torch"] = torch_rate
     rate = row["predict"]["images_per_s"]
     row["predict_vs_bare"] = rate / row["bare"]
     row["predict_vs_sequential"] = rate / row["sequential"]
     row["predict_vs_torch"] = rate / row["torch"]
-    log(f"{name}: {json.dumps(row)}")
+    log(f"{case.name}: {json.dumps(row)}")
     return row
 
 
@@ -200,32 +289,52 @@ def main() -> int:
     parser.add_argument("--rss-images", type=int, default=2000, help="the larger RSS folder")
     parser.add_argument("--default", type=Path, default=ROOT / "service/assets/default.onnx")
     parser.add_argument("--no-unet", action="store_true", help="default model only (quick)")
+    parser.add_argument(
+        "--unet-checkpoint", type=Path, help="a U-Net-r34 `fcn train` run's best.pt (else train)"
+    )
+    parser.add_argument("--train-minutes", type=float, default=2.0)
+    parser.add_argument("--data", type=Path, default=ISBI, help="training/calibration data")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/batch_bench.json")
     args = parser.parse_args()
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="batch_bench_"))
+    unet: dict | None = None
     try:
         folder = work / "images"
         paths = make_folder(folder, args.images)
         log(f"{len(paths)} JPEGs, {sum(p.stat().st_size for p in paths) / 1e6:.1f} MB")
-        models = {}
         if args.default.is_file():
-            models["default"] = args.default
+            default_name, default_model = "default", args.default
         else:
             arch, options, classes = STAND_IN
             log(f"no {args.default}: exporting a stand-in {arch}/{options['encoder']}")
-            models["default (stand-in)"] = export(work, "default", arch, options, classes)
+            default_name = "default (stand-in)"
+            default_model = export(work, "default", arch, options, classes)
+        cases = [Case(default_name, default_model, "auto", "default")]
+        nets = {"default": (default_model, None)}
         if not args.no_unet:
-            models["unet-r34"] = export(work, "unet_r34", "unet", {"encoder": "resnet34"}, 2)
-        rows = [bench_model(name, path, folder, paths, work) for name, path in models.items()]
+            unet = trained_unet(work, args.unet_checkpoint, args.data, args.train_minutes)
+            nets["unet"] = (unet["model"], Path(unet["checkpoint"]))
+            cases += [
+                Case("unet-r34", unet["model"], "auto", "unet"),
+                Case("unet-r34", unet["model"], "fp32", "unet"),
+            ]
+        torch_rates = {}
+        for key, (model, checkpoint) in nets.items():
+            log(f"{key}: torch eager loop")
+            net, engine = torch_net(model, checkpoint)
+            torch_rates[key] = torch_loop(net, engine, paths, work / "out_torch")
+            del net, engine
+        rows = [
+            bench_case(case, folder, paths, work, torch_rates[case.torch_key]) for case in cases
+        ]
 
         copies = -(-args.rss_images // args.images)
         big = work / "images_big"
         grow_folder(folder, big, copies)
-        first = next(iter(models.values()))
         log(f"fcn predict on {copies * args.images} images (RSS)")
         small_run = rows[0]["predict"]
-        big_run = fcn_predict(first, big, work / "out_big")
+        big_run = fcn_predict(default_model, big, work / "out_big", "--precision", "auto")
         rss = {
             "model": rows[0]["model"],
             "small": {"images": args.images, **small_run},
@@ -234,6 +343,8 @@ def main() -> int:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if unet is not None:
+        unet["model"] = unet["model"].name
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -243,12 +354,14 @@ def main() -> int:
         },
         "images": args.images,
         "side": SIDE,
+        "predict_config": PREDICT_CONFIG,
+        "unet": unet,
         "rows": rows,
         "rss": rss,
         "seconds": time.perf_counter() - start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print_table(result)
     return 0
 
@@ -256,17 +369,17 @@ def main() -> int:
 def print_table(result: dict) -> None:
     print(f"\n{result['images']} JPEGs of {result['side']}x{result['side']}, images/s:\n")
     print(
-        "| model | bare session.run | fcn predict | sequential (8aa8930) | PIL + torch eager "
-        "| predict / bare | predict / torch | predict / sequential |"
+        "| model | precision (served) | bare run loop | fcn predict | sequential (8aa8930) "
+        "| PIL + torch eager | predict / bare | predict / torch | predict / sequential |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["rows"]:
         p = r["predict"]
         print(
-            f"| {r['model']} | {r['bare']:.2f} | {p['images_per_s']:.2f} "
-            f"({p['wall_images_per_s']:.2f} with start-up) | {r['sequential']:.2f} "
-            f"| {r['torch']:.2f} | {r['predict_vs_bare']:.2f}x | {r['predict_vs_torch']:.2f}x "
-            f"| {r['predict_vs_sequential']:.2f}x |"
+            f"| {r['model']} | {r['precision_option']} ({r['served']}) | {r['bare']:.2f} "
+            f"| {p['images_per_s']:.2f} ({p['wall_images_per_s']:.2f} with start-up) "
+            f"| {r['sequential']:.2f} | {r['torch']:.2f} | {r['predict_vs_bare']:.2f}x "
+            f"| {r['predict_vs_torch']:.2f}x | {r['predict_vs_sequential']:.2f}x |"
         )
     rss = result["rss"]
     print(

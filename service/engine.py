@@ -61,6 +61,10 @@ class EngineConfig:
         precision: ``auto`` (the fastest path whose recorded mIoU drop is <= 0.5 point),
             ``fp32``, ``bf16`` (openvino, CPUs with native bf16) or ``int8`` (the exported
             INT8 file).
+        streams: images the engine runs at once (threads calling it concurrently, e.g. the
+            batch runner's inference streams). ONNX Runtime runs concurrent calls on one
+            session as they come; OpenVINO compiles this many streams, each with
+            ``intra_op_threads`` threads (with one stream, its concurrent calls queue).
         memory_arena: ONNX Runtime's CPU memory arena and memory-pattern planning. Off by
             default: with both on, every new input shape can grow the arena (which never gives
             memory back), so a service fed images of many sizes creeps up in RSS; off, each run
@@ -77,11 +81,14 @@ class EngineConfig:
     tile_threshold: int = 1024 * 1024
     backend: str = "auto"
     precision: str = "auto"
+    streams: int = 1
     memory_arena: bool = False
 
     def __post_init__(self) -> None:
         check_backend(self.backend)
         check_precision(self.precision)
+        if self.streams < 1:
+            raise ValueError(f"streams must be >= 1, got {self.streams}")
         for name in ("intra_op_threads", "inter_op_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = ONNX Runtime default)")
@@ -113,6 +120,35 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
         widths[axis] = (0, pad)
         array = np.pad(array, widths, mode="reflect" if pad < side else "edge")
     return array
+
+
+# Up to this many classes argmax_classes compares class planes one by one.
+_PLANEWISE_CLASSES = 64
+
+
+def argmax_classes(logits: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
+    """``logits.argmax(axis=0).astype(dtype)`` for ``(K, H, W)`` logits, faster for small K.
+
+    ``np.argmax`` over the first axis walks the K values of each pixel with a stride of H*W
+    elements; comparing whole class planes instead runs K vectorised passes (a third of the
+    time for K = 5 at 512x512). Same result: the first maximum wins ties (strict ``>``), and
+    pixels with a NaN logit, where the passes could disagree, go through ``np.argmax``.
+    """
+    if logits.shape[0] > _PLANEWISE_CLASSES:
+        return logits.argmax(axis=0).astype(dtype)
+    best = np.array(logits[0], dtype=logits.dtype)  # a copy: updated in place below
+    mask = np.zeros(best.shape, dtype=dtype)
+    greater = np.empty(best.shape, dtype=bool)
+    for k in range(1, logits.shape[0]):
+        np.greater(logits[k], best, out=greater)
+        np.copyto(mask, k, where=greater, casting="unsafe")
+        np.maximum(best, logits[k], out=best)
+    if not np.issubdtype(best.dtype, np.floating):
+        return mask
+    nan = np.isnan(best)  # np.maximum propagates NaN: a NaN here means one in that pixel
+    if nan.any():
+        mask[nan] = logits[:, nan].argmax(axis=0)
+    return mask
 
 
 class Engine:
@@ -231,11 +267,14 @@ class Engine:
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """``(h, w, C)`` uint8/uint16/float pixels -> normalised ``float32 (C, h, w)``."""
-        scale = np.float32(pixel_scale(pixels))
-        x = pixels.astype(np.float32)
-        x *= scale * self._inv_std
-        x -= self._shift
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        # One float pass straight into the (C, h, w) layout: the same float32 operations, in
+        # the same order, as converting, scaling and shifting in separate passes (so the same
+        # bits), at a fifth of the cost on a 512x512 RGB image.
+        factor = (np.float32(pixel_scale(pixels)) * self._inv_std)[:, None, None]
+        out = np.empty((pixels.shape[2], *pixels.shape[:2]), dtype=np.float32)
+        np.multiply(pixels.transpose(2, 0, 1), factor, out=out, dtype=np.float32)
+        out -= self._shift[:, None, None]
+        return out
 
     def run_normalised(self, batch: np.ndarray) -> np.ndarray:
         """Pad, run and crop already-normalised input (no tiling).
@@ -296,11 +335,11 @@ class Engine:
         height, width = pixels.shape[:2]
         if not self._tiled(height, width, tiled):
             logits = self.run_normalised(self.normalise(pixels)[None])[0]
-            return logits.argmax(axis=0).astype(self.mask_dtype)
+            return argmax_classes(logits, self.mask_dtype)
         mask = np.empty((height, width), dtype=self.mask_dtype)
         for y0, total, _weight in self._strips(pixels):
             # The weights are a positive per-pixel factor: the argmax ignores them.
-            mask[y0 : y0 + total.shape[1]] = total.argmax(axis=0)
+            mask[y0 : y0 + total.shape[1]] = argmax_classes(total, self.mask_dtype)
         return mask
 
     @property

@@ -234,6 +234,28 @@ def test_openvino_metadata_errors_are_typed(make_model) -> None:
         Engine.load(path.with_name("nope.onnx"), EngineConfig(backend="openvino"))
 
 
+@needs_openvino
+def test_openvino_compiles_one_stream_per_concurrent_caller(make_model) -> None:
+    """``streams`` = 2 (fcn predict's two inference streams): two requests run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = make_model("ov_streams", kind="conv", num_classes=4)
+    pixels = [np.random.default_rng(i).integers(0, 256, (40, 50, 3), np.uint8) for i in range(6)]
+    one = Engine.load(path, EngineConfig(backend="openvino", precision="fp32"))
+    two = Engine.load(
+        path, EngineConfig(backend="openvino", precision="fp32", streams=2, intra_op_threads=1)
+    )
+    assert int(one.runner.compiled.get_property("NUM_STREAMS")) == 1
+    assert int(two.runner.compiled.get_property("NUM_STREAMS")) == 2
+    assert int(two.runner.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(two.predict, pixels))
+    for image, mask in zip(pixels, together, strict=True):
+        np.testing.assert_array_equal(mask, one.predict(image))
+    with pytest.raises(ValueError, match="streams"):
+        EngineConfig(streams=0)
+
+
 def test_checks_key_round_trips_as_json(model_pair) -> None:
     recorded = checks(ort__int8=-0.25)
     fp32 = model_pair(recorded)

@@ -227,3 +227,36 @@ def test_images_in_flight_stay_bounded(
     assert [r.item.stem.name for r in seen] == [f"img{i:03d}" for i in range(60)]  # in order
     # The window: 2 x queue_size + streams images between submission and report.
     assert 2 <= peak[0] <= 2 * 3 + streams
+
+
+@pytest.mark.parametrize("classes", [1, 3, 16, 17, 300])
+def test_class_fractions_count_every_class(classes: int) -> None:
+    from service.batch import class_fractions
+
+    dtype = np.uint8 if classes <= 256 else np.uint16
+    mask = np.random.default_rng(classes).integers(0, classes, (31, 17)).astype(dtype)
+    expected = [(mask == k).sum() / mask.size for k in range(classes)]
+    assert class_fractions(mask, classes) == pytest.approx(expected, abs=0)
+
+
+def test_memory_arena_flag_reaches_the_engine_and_changes_no_byte(
+    conv_model: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.engine import Engine
+
+    seen = []
+    load = Engine.load.__func__
+
+    def spy(cls, path, config=None):
+        seen.append(config.memory_arena)
+        return load(cls, path, config)
+
+    monkeypatch.setattr(Engine, "load", classmethod(spy))
+    outputs = {}
+    for flag in ("--memory-arena", "--no-memory-arena", None):
+        out = tmp_path / f"out{flag}"
+        argv = ["predict", str(conv_model), str(folder / "a.png"), "--out", str(out)]
+        assert main(argv + ([flag] if flag else [])) == 0
+        outputs[flag] = (out / "a_mask.png").read_bytes()
+    assert seen == [True, False, True]  # on unless switched off
+    assert outputs["--memory-arena"] == outputs["--no-memory-arena"] == outputs[None]

@@ -285,3 +285,46 @@ def test_cuda_is_preferred_when_available(monkeypatch: pytest.MonkeyPatch) -> No
     assert default_providers() == available
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert default_providers() == ["CPUExecutionProvider"]
+
+
+def reference_normalise(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """The three-pass form: float32 copy, scale by scale/std, subtract mean/std, transpose."""
+    from service.imaging import pixel_scale
+
+    inv_std = 1.0 / np.asarray(std, dtype=np.float32)
+    x = pixels.astype(np.float32)
+    x *= np.float32(pixel_scale(pixels)) * inv_std
+    x -= np.asarray(mean, dtype=np.float32) * inv_std
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_normalise_is_bit_identical_to_the_three_pass_form(conv: Engine, dtype) -> None:
+    high = {np.uint8: 256, np.uint16: 65536}.get(dtype)
+    if high:
+        pixels = rng.integers(0, high, (37, 41, 3)).astype(dtype)
+    else:
+        pixels = rng.random((37, 41, 3)).astype(dtype)
+    m = conv.metadata
+    out = conv.normalise(pixels)
+    assert out.dtype == np.float32 and out.shape == (3, 37, 41) and out.flags.c_contiguous
+    expected = reference_normalise(pixels, m.mean, m.std)
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 64, 65, 300])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_argmax_classes_equals_numpy_argmax(classes: int, dtype) -> None:
+    from service.engine import argmax_classes
+
+    logits = (rng.normal(size=(classes, 23, 29)) * 2).round().astype(dtype)  # many ties
+    if np.issubdtype(dtype, np.floating):
+        at = (rng.integers(0, classes, 40), rng.integers(0, 23, 40), rng.integers(0, 29, 40))
+        logits[at] = np.nan  # np.argmax: the first NaN wins
+        logits[:, 0, 0] = np.nan
+    out_dtype = np.uint8 if classes <= 256 else np.uint16
+    mask = argmax_classes(logits, out_dtype)
+    assert mask.dtype == out_dtype
+    np.testing.assert_array_equal(mask, logits.argmax(axis=0).astype(out_dtype))
+    view = logits[:, 3:, ::2]  # non-contiguous, as the cropped logits are
+    np.testing.assert_array_equal(argmax_classes(view), view.argmax(axis=0).astype(np.uint8))

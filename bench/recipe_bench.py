@@ -9,7 +9,7 @@ same split, in its own fresh process, one after another (no two runs overlap):
 * ``fcn train``: ``fcn train --data D --max-minutes M`` with its defaults (validation,
   checkpoints and the final evaluation all inside the budget); its ``best.pt`` is scored.
 * ablation rows: ``fcn train`` with one default changed back (``--val-share 1 --class-crop-p
-  0`` is the recipe before issue 13: validate every epoch, uniform crops).
+  0 --lr 1e-3`` is the recipe before issue 13: validate every epoch, uniform crops, AdamW 1e-3).
 
 Every model is then scored the same way, outside the budget: the validation images at full
 size, float32, every pixel (``training.loop.epoch.evaluate``); per-class IoU and mIoU.
@@ -17,8 +17,8 @@ Training images/s counts training steps only.
 
 Usage::
 
-    flock /tmp/fcn-heavy.lock .venv/bin/python bench/recipe_bench.py [--minutes 15]
-        [--datasets dubai,isbi] [--rows plain,fcn,before,uniform-crops]
+    .venv/bin/python bench/recipe_bench.py [--minutes 15] [--datasets dubai,isbi]
+        [--rows plain,fcn,before,uniform-crops] [--lock /tmp/fcn-heavy.lock]
 
 Prints a table and writes bench/results/recipe_bench.json.
 """
@@ -56,14 +56,16 @@ DATASETS: dict[str, dict[str, Any]] = {
 ROWS: dict[str, list[str] | None] = {
     "plain": None,
     "fcn": [],
-    "before": ["--val-share", "1", "--class-crop-p", "0"],
+    "before": ["--val-share", "1", "--class-crop-p", "0", "--lr", "1e-3"],
     "uniform-crops": ["--class-crop-p", "0"],
+    "lr-1e-3": ["--lr", "1e-3"],
 }
 ROW_TITLES = {
     "plain": "plain smp loop",
     "fcn": "fcn train (defaults)",
-    "before": "fcn train, before #13 (validate every epoch, uniform crops)",
+    "before": "fcn train, before #13 (validate every epoch, uniform crops, lr 1e-3)",
     "uniform-crops": "fcn train, uniform crops (--class-crop-p 0)",
+    "lr-1e-3": "fcn train, --lr 1e-3 (the default before #13)",
 }
 
 
@@ -167,15 +169,15 @@ def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) 
     }
 
 
-def run_one(dataset: str, row: str, minutes: float, out: Path) -> dict[str, Any]:
-    """Run one row in a fresh process (so no run inherits another's memory or threads)."""
+def run_one(dataset: str, row: str, minutes: float, out: Path, lock: Path | None) -> dict[str, Any]:
+    """Run one row in a fresh process (so no run inherits another's memory or threads),
+    holding ``lock`` (``flock``) while it runs when given."""
     result = out / f"{dataset}-{row}.json"
-    subprocess.run(
-        [sys.executable, __file__, "--one", dataset, row, "--minutes", str(minutes)]
-        + ["--work", str(out)],
-        check=True,
-        cwd=ROOT,
-    )
+    command = [sys.executable, __file__, "--one", dataset, row, "--minutes", str(minutes)]
+    command += ["--work", str(out)]
+    if lock is not None:
+        command = ["flock", str(lock), *command]
+    subprocess.run(command, check=True, cwd=ROOT)
     return json.loads(result.read_text())
 
 
@@ -217,6 +219,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="dubai,isbi")
     parser.add_argument("--rows", default="plain,fcn,before,uniform-crops")
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--lock", type=Path, help="hold this flock file during each run (shared machines)"
+    )
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "ROW"), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,7 +237,7 @@ def main() -> None:
             for row in args.rows.split(","):
                 started = time.strftime("%H:%M:%S")
                 print(f"[{started}] {dataset} / {row} ({args.minutes:g} min)", flush=True)
-                results.append(run_one(dataset, row, args.minutes, Path(work)))
+                results.append(run_one(dataset, row, args.minutes, Path(work), args.lock))
                 print(table(results), flush=True)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ DEFAULT_ENCODER = "resnet18"
 DEFAULT_EPOCHS = 50
 
 # Per-optimizer defaults used when lr / weight_decay are not given.
-DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.01}
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.01}
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-4, "sgd": 1e-4}
 
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import json
 import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +48,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+try:  # run as a script: bench/ is on the path
+    from _serve import ROOT, Server, start, stop
+except ImportError:  # imported as bench.reliability_bench (tests/service/reliability)
+    from bench._serve import ROOT, Server, start, stop
+
 RESULTS = ROOT / "bench" / "results"
 PARTS = ("overload", "soak", "sigterm", "batch-kill")
 # glibc: buffers over 1 MiB always come from mmap and go back to the system when freed.
@@ -56,12 +60,6 @@ MMAP_1MIB = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -85,53 +83,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+_logs = itertools.count()
 
 
 def start_server(model: str, workdir: Path, *args: str, env: dict | None = None) -> Server:
-    """``fcn serve`` on a free loopback port, ready (``/readyz`` 200) when returned."""
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fcn.cli", "serve", "--model", model, "--port", str(port)]
-            + ["--no-access-log", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-            cwd=ROOT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"fcn serve exited with {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"fcn serve not ready in 60 s:\n{server.output()}")
-
-
-def stop(server: Server, timeout: float = 30) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+    """``fcn serve --model MODEL ARGS`` from this checkout on a free loopback port, ready."""
+    log = workdir / f"serve-{next(_logs)}.log"
+    args = ("--model", model, "--no-access-log", *args)
+    return start(args, log, env={"PYTHONPATH": str(ROOT), **(env or {})}, cwd=ROOT)
 
 
 def metric(url: str, name: str) -> float:
@@ -204,7 +163,7 @@ def overload(
             if line.startswith("fcn_http_requests_total{") and re.search(r'status="5(?!03)', line)
         )  # 503 is the intended refusal; any other 5xx is a failure
     finally:
-        code = stop(server)
+        code = stop(server, 30)
     ok = [o for o in outcomes if o.status == 200]
     busy = [o for o in outcomes if o.status == 503]
     other = [o for o in outcomes if o.status not in (200, 503)]
@@ -313,7 +272,7 @@ def soak(
         asyncio.run(main())
         wall = time.perf_counter() - start
     finally:
-        code = stop(server)
+        code = stop(server, 30)
     at = dict(trace)
     after_checkpoint, at_end = at[checkpoint], trace[-1][1]
     growth = (at_end - after_checkpoint) / after_checkpoint

@@ -30,10 +30,7 @@ import io
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from _serve import ROOT, Server, free_port, launch, stop
 from PIL import Image
 
 import fcn
@@ -53,7 +51,6 @@ from service.engine import Engine, EngineConfig
 from training.checkpoint import save_checkpoint
 from training.export.onnx import export_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 2, 4, 8)
 CONFIG = {
     "model": {
@@ -132,37 +129,6 @@ def timed_block(call: Callable[[], None], concurrency: int, requests: int) -> tu
         list(pool.map(timed, range(requests)))
         wall = time.perf_counter() - start
     return latencies, wall
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(command: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start a server and wait for its /healthz."""
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[:4]} exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{command[:4]} did not start:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def http_caller(url: str, jpeg: bytes) -> Callable[[], None]:
@@ -252,7 +218,7 @@ def main() -> int:
     env["PYTHONPATH"] = str(ROOT)
 
     callers: dict[str, Callable[[], None]] = {}
-    processes: list[subprocess.Popen] = []
+    servers: list[Server] = []
     pools: list[ThreadPoolExecutor] = []
     try:
         for slots, threads in configs:
@@ -285,7 +251,8 @@ def main() -> int:
                 "--precision",
                 args.precision,
             ]
-            processes.append(start(command, port, env, work / f"serve-{tag}.log"))
+            log = work / f"serve-{tag}.log"
+            servers.append(launch(command, port, log, env, 120, ROOT, inherit_env=False))
             callers[f"fcn-serve {tag}"] = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
         port = free_port()
         command = [
@@ -300,7 +267,8 @@ def main() -> int:
             "warning",
         ]
         torch_env = {**env, "FCN_BENCH_CHECKPOINT": str(checkpoint)}
-        processes.append(start(command, port, torch_env, work / "torch.log"))
+        log = work / "torch.log"
+        servers.append(launch(command, port, log, torch_env, 120, ROOT, "/healthz", False))
         callers["torch-endpoint"] = http_caller(f"http://127.0.0.1:{port}/v1/segment", jpeg)
 
         # Contenders take turns in blocks, so machine noise lands on all of them alike.
@@ -318,8 +286,8 @@ def main() -> int:
                     raw[name][c].append((latencies, wall))
             load[c] = [round(x, 2) for x in os.getloadavg()]
     finally:
-        for process in processes:
-            stop(process)
+        for server in servers:
+            stop(server, 30)
         for pool in pools:
             pool.shutdown()
 

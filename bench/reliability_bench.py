@@ -7,7 +7,10 @@ its figures; everything lands in bench/results/reliability_bench.json.
    JPEGs for ``--seconds`` (a refused client waits 50 ms and sends again, so the offered load
    stays at 2x). Pass: every answer is 200 or 503; every 503 carries ``Retry-After`` and comes
    within 100 ms; no accepted request fails or times out; zero 5xx; ``/healthz`` (polled every
-   20 ms throughout) p99 < 100 ms.
+   20 ms throughout) p99 < 100 ms. The clients are built and connected, and this process's
+   garbage collector frozen, before the clock starts (the client's own set-up and pauses are
+   not the server's answer time); ``client_stall_ms`` says how late this process's event loop
+   woke up during the run, an upper bound on what of any latency is the client's own.
 2. **soak** — ``--soak`` requests, each at a different image size (sides 64..575, so >= 200
    distinct sizes), one at a time (RSS is read between requests, none in flight); the server's RSS (``/proc/PID/status``) after request 200
    and after the last. Run twice: ONNX Runtime's arena + memory patterns on (its default, the
@@ -24,19 +27,21 @@ Run it alone (the machine is shared)::
 
     flock /tmp/fcn-heavy.lock .venv/bin/python bench/reliability_bench.py            # full
     .venv/bin/python bench/reliability_bench.py --seconds 5 --soak 400 --parts overload,soak
+    .venv/bin/python bench/reliability_bench.py --parts overload --out /tmp/overload.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
+import itertools
 import json
 import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +53,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+try:  # run as a script: bench/ is on the path
+    from _serve import ROOT, Server, start, stop
+except ImportError:  # imported as bench.reliability_bench (tests/service/reliability)
+    from bench._serve import ROOT, Server, start, stop
+
 RESULTS = ROOT / "bench" / "results"
 PARTS = ("overload", "soak", "sigterm", "batch-kill")
 # glibc: buffers over 1 MiB always come from mmap and go back to the system when freed.
@@ -56,12 +65,6 @@ MMAP_1MIB = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -85,53 +88,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+_logs = itertools.count()
 
 
 def start_server(model: str, workdir: Path, *args: str, env: dict | None = None) -> Server:
-    """``fcn serve`` on a free loopback port, ready (``/readyz`` 200) when returned."""
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fcn.cli", "serve", "--model", model, "--port", str(port)]
-            + ["--no-access-log", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-            cwd=ROOT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"fcn serve exited with {process.returncode}:\n{server.output()}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"fcn serve not ready in 60 s:\n{server.output()}")
-
-
-def stop(server: Server, timeout: float = 30) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+    """``fcn serve --model MODEL ARGS`` from this checkout on a free loopback port, ready."""
+    log = workdir / f"serve-{next(_logs)}.log"
+    args = ("--model", model, "--no-access-log", *args)
+    return start(args, log, env={"PYTHONPATH": str(ROOT), **(env or {})}, cwd=ROOT)
 
 
 def metric(url: str, name: str) -> float:
@@ -153,29 +117,38 @@ class Outcome:
     error: str = ""
 
 
-async def _client(url: str, body: bytes, until: float, out: list[Outcome]) -> None:
-    async with httpx.AsyncClient(timeout=60) as client:
-        while time.perf_counter() < until:
-            start = time.perf_counter()
-            try:
-                r = await client.post(
-                    url + "/v1/segment", content=body, headers={"content-type": "image/jpeg"}
-                )
-                ms = (time.perf_counter() - start) * 1000
-                out.append(Outcome(r.status_code, ms, r.headers.get("retry-after")))
-                if r.status_code == 503:
-                    await asyncio.sleep(0.05)
-            except httpx.HTTPError as exc:
-                out.append(Outcome(0, (time.perf_counter() - start) * 1000, error=repr(exc)))
+async def _client(
+    client: httpx.AsyncClient, url: str, body: bytes, until: float, out: list[Outcome]
+) -> None:
+    while time.perf_counter() < until:
+        start = time.perf_counter()
+        try:
+            r = await client.post(
+                url + "/v1/segment", content=body, headers={"content-type": "image/jpeg"}
+            )
+            ms = (time.perf_counter() - start) * 1000
+            out.append(Outcome(r.status_code, ms, r.headers.get("retry-after")))
+            if r.status_code == 503:
+                await asyncio.sleep(0.05)
+        except httpx.HTTPError as exc:
+            out.append(Outcome(0, (time.perf_counter() - start) * 1000, error=repr(exc)))
 
 
-async def _poll_health(url: str, until: float, out: list[float]) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
-        while time.perf_counter() < until:
-            start = time.perf_counter()
-            r = await client.get(url + "/healthz")
-            out.append((time.perf_counter() - start) * 1000 if r.status_code == 200 else 1e9)
-            await asyncio.sleep(0.02)
+async def _poll_health(client: httpx.AsyncClient, url: str, until: float, out: list[float]):
+    while time.perf_counter() < until:
+        start = time.perf_counter()
+        r = await client.get(url + "/healthz")
+        out.append((time.perf_counter() - start) * 1000 if r.status_code == 200 else 1e9)
+        await asyncio.sleep(0.02)
+
+
+async def _stalls(until: float, out: list[float], period: float = 0.005) -> None:
+    """How late this (the client's) event loop wakes up: time a request waits on the client
+    itself, which its measured latency includes although the server is not involved."""
+    while time.perf_counter() < until:
+        start = time.perf_counter()
+        await asyncio.sleep(period)
+        out.append((time.perf_counter() - start - period) * 1000)
 
 
 def overload(
@@ -189,11 +162,26 @@ def overload(
     body = jpeg(side, side)
     outcomes: list[Outcome] = []
     health: list[float] = []
+    stalls: list[float] = []
 
     async def main() -> None:
-        until = time.perf_counter() + seconds
-        tasks = [_client(server.url, body, until, outcomes) for _ in range(clients)]
-        await asyncio.gather(*tasks, _poll_health(server.url, until, health))
+        # Build every client (each makes a TLS context: tens of ms of this loop's time) and open
+        # its connection before the clock starts; built inside the timed loop, that set-up was
+        # charged to the first requests (a 231 ms "503" the server answered in 23 ms).
+        # The client's own full garbage collections (20-40 ms with httpx, numpy and PIL loaded)
+        # would be charged to whichever requests are in flight: freeze what exists by now.
+        pool = [httpx.AsyncClient(timeout=60) for _ in range(clients + 1)]
+        try:
+            await asyncio.gather(*(c.get(server.url + "/healthz") for c in pool))
+            gc.collect()
+            gc.freeze()
+            until = time.perf_counter() + seconds
+            tasks = [_client(c, server.url, body, until, outcomes) for c in pool[:clients]]
+            health_poll = _poll_health(pool[clients], server.url, until, health)
+            await asyncio.gather(*tasks, health_poll, _stalls(until, stalls))
+        finally:
+            gc.unfreeze()
+            await asyncio.gather(*(c.aclose() for c in pool))
 
     try:
         httpx.post(server.url + "/v1/segment", content=body, headers={"content-type": "image/jpeg"})
@@ -204,7 +192,7 @@ def overload(
             if line.startswith("fcn_http_requests_total{") and re.search(r'status="5(?!03)', line)
         )  # 503 is the intended refusal; any other 5xx is a failure
     finally:
-        code = stop(server)
+        code = stop(server, 30)
     ok = [o for o in outcomes if o.status == 200]
     busy = [o for o in outcomes if o.status == 503]
     other = [o for o in outcomes if o.status not in (200, 503)]
@@ -227,6 +215,7 @@ def overload(
         },
         "rejected_without_retry_after": sum(1 for o in busy if not o.retry_after),
         "healthz_ms": {"n": len(health), "p50": pct(health, 50), "p99": pct(health, 99)},
+        "client_stall_ms": {"p99": pct(stalls, 99), "max": max(stalls, default=0.0)},
         "exit_code": code,
     }
     result["pass"] = bool(
@@ -313,7 +302,7 @@ def soak(
         asyncio.run(main())
         wall = time.perf_counter() - start
     finally:
-        code = stop(server)
+        code = stop(server, 30)
     at = dict(trace)
     after_checkpoint, at_end = at[checkpoint], trace[-1][1]
     growth = (at_end - after_checkpoint) / after_checkpoint
@@ -499,6 +488,12 @@ def resolve_model(spec: str) -> str:
     return str(bundled_model_path())
 
 
+def _shown(path: str) -> str:
+    """A model path as the results show it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="an .onnx file or 'default'")
@@ -513,7 +508,7 @@ def main() -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     report: dict = {
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()},
-        "model": model,
+        "model": _shown(model),
         "python": sys.version.split()[0],
     }
     ok = True

@@ -9,9 +9,11 @@ second signal stops at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -50,6 +52,16 @@ class DrainingServer(uvicorn.Server):
             self.grace_s,
         )
         self.admission.start_draining()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            # What is loaded by now (modules, models) lives as long as the process: take it out
+            # of the collector's reach. A full collection runs in the event-loop thread and
+            # walked ~76,000 objects, 25-36 ms in which nothing was answered (a 44 ms 503 in
+            # the overload bench); with them frozen it takes ~1 ms.
+            gc.collect()
+            gc.freeze()
 
     async def on_tick(self, counter: int) -> bool:
         started = self.admission.drain_started

@@ -33,7 +33,12 @@ def get_service(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def loaded_models(request: Request) -> ModelRegistry:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency on its
+# thread pool, two thread hand-offs (each waiting for the GIL, which the inference threads hold
+# between ONNX Runtime calls) before a busy server can even answer 503.
+
+
+async def loaded_models(request: Request) -> ModelRegistry:
     """Dependency: the loaded models (503 before the lifespan loaded them)."""
     models = get_service(request).models
     if models is None:
@@ -41,7 +46,7 @@ def loaded_models(request: Request) -> ModelRegistry:
     return models
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """Dependency: with ``FCN_API_KEY`` set, require it as a Bearer token or ``X-API-Key``.
 
     Raises:

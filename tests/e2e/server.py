@@ -1,4 +1,5 @@
-"""Start real ``fcn serve`` processes on loopback ports for the end-to-end tests."""
+"""Start real ``fcn serve`` processes on loopback ports: the end-to-end tests' launcher, and the
+benchmarks' too (bench/_serve.py imports it from here, so it exists once)."""
 
 from __future__ import annotations
 
@@ -63,21 +64,22 @@ class Server:
         return stop(self, grace)
 
 
-def wait_ready(server: Server, timeout: float) -> None:
-    """Poll /readyz until 200; fail with the server's output if it exits or times out."""
+def wait_ready(server: Server, timeout: float, path: str = "/readyz") -> None:
+    """Poll ``path`` until 200; fail with the server's output if it exits or times out."""
+    what = " ".join(map(str, server.process.args[1:4]))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
-                f"fcn serve exited with {server.process.returncode}:\n{server.output()}"
+                f"{what} exited with {server.process.returncode}:\n{server.output()}"
             )
         try:
-            if http("GET", server.url + "/readyz", timeout=2)[0] == 200:
+            if http("GET", server.url + path, timeout=2)[0] == 200:
                 return
         except OSError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"fcn serve not ready after {timeout} s:\n{server.output()}")
+    raise TimeoutError(f"{what} not ready after {timeout} s:\n{server.output()}")
 
 
 def stop(server: Server, grace: float = 20) -> int:
@@ -106,18 +108,7 @@ def start(
     """
     port = free_port()
     command = [str(python), "-m", "fcn", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    environment = {**os.environ, **(env or {})}
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=cwd
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        wait_ready(server, ready_timeout)
-    except BaseException:
-        stop(server)
-        raise
-    return server
+    return launch([*command, *args], port, log, env, ready_timeout, cwd)
 
 
 @contextmanager
@@ -135,6 +126,36 @@ def fcn_serve(
         yield server
     finally:
         stop(server)
+
+
+def launch(
+    command: Sequence[str],
+    port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60,
+    cwd: str | os.PathLike | None = None,
+    ready_path: str = "/readyz",
+    inherit_env: bool = True,
+) -> Server:
+    """Run ``command``, a server listening on 127.0.0.1:``port``; return it once
+    ``ready_path`` answers 200. Output goes to ``log``; ``env`` adds to this process's
+    environment, or with ``inherit_env=False`` is the whole environment.
+
+    The caller stops it (:func:`stop`); a server that never gets ready is stopped here.
+    """
+    environment = {**(os.environ if inherit_env else {}), **(env or {})}
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            list(command), stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=cwd
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_ready(server, ready_timeout, ready_path)
+    except BaseException:
+        stop(server)
+        raise
+    return server
 
 
 def multipart(

@@ -164,3 +164,20 @@ def test_api_key(keyed) -> None:
     assert keyed.get("/v1/models", headers=bearer).status_code == 200
     for open_path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
         assert keyed.get(open_path).status_code == 200, open_path
+
+
+def test_a_refusal_never_waits_for_the_thread_pool(conv_model, monkeypatch) -> None:
+    # FastAPI runs plain-def dependencies on a thread pool; under load each hand-off waits for
+    # the GIL, so a 503 must be decided on the event loop alone (API key and model included).
+    def no_threads(*args, **kwargs):
+        raise AssertionError("a dependency ran on the thread pool")
+
+    monkeypatch.setattr("fastapi.dependencies.utils.run_in_threadpool", no_threads)
+    app = create_app(Settings(models=[f"conv={conv_model}"], api_key=KEY))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        app.state.service.admission.start_draining()
+        files = {"image": ("x.png", image_bytes(8, 8))}
+        refused = client.post("/v1/segment", files=files, headers={"x-api-key": KEY})
+        assert_error(refused, 503, "draining")
+        assert refused.headers["retry-after"] == "1"
+        assert client.get("/v1/models", headers={"x-api-key": KEY}).status_code == 200

@@ -190,6 +190,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=4096, help="tiled image side (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/backends_bench.json")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="write the exported models here and keep them (default: a temp dir)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     began = time.perf_counter()
@@ -200,6 +205,9 @@ def main() -> None:
     rows, big_rows, rss = [], [], {}
     models = {"unet-r34": args.unet, "fcn8s": args.fcn8s}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         for name, checkpoint in models.items():
             setup = prepare(name, checkpoint, Path(tmp), log)
             engines = setup["engines"]

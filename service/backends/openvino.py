@@ -33,10 +33,11 @@ def bound_primitive_cache() -> None:
 
     oneDNN (inside OpenVINO's CPU plugin) keeps up to 1024 JIT-compiled primitives for the whole
     process, each specific to one input shape. bf16 and INT8 kernels are large: a U-Net-r34
-    grew 396 -> 516 MB (bf16) and 362 -> 452 MB (INT8) over 200 image sizes, with OpenVINO's
-    own shape cache already bounded. With 64 primitives it stays within 3%
-    (bench/results/backends_rss_after_fix.json). oneDNN reads the variable once, when it
-    first creates a primitive, so this runs before the first model is compiled.
+    grew 399 -> 521 MB (bf16) and 379 -> 481 MB (INT8) over 200 image sizes, with OpenVINO's
+    own shape cache already bounded; with 64 primitives, +0.9% and +3.2%, and a new shape costs
+    a few ms more at most (bench/results/backends_bench.json, onednn_cache_bench.json). oneDNN
+    reads the variable once, when it first creates a primitive, so this runs before the first
+    model is compiled.
     """
     if not any(name in os.environ for name in _PRIMITIVE_CACHE_ENV):
         os.environ[_PRIMITIVE_CACHE_ENV[0]] = str(PRIMITIVE_CACHE_CAPACITY)

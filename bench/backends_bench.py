@@ -10,7 +10,8 @@ runs are fine, say so when you report). Per model:
    fp32/bf16/int8 and ``auto`` (what ``EngineConfig()`` picks from the recorded checks),
    repetitions interleaved so machine noise hits all alike;
 3. U-Net only: ``Engine.predict`` on a 4096x4096 image (tiled, 512 windows), 1 run each;
-4. U-Net only: RSS of a fresh process segmenting 200 distinct image sizes, per backend.
+4. U-Net only: RSS of a fresh process segmenting 200 distinct image sizes, per backend (and,
+   for OpenVINO bf16/INT8, once more with oneDNN's default primitive cache: the "before" rows).
 
     flock /tmp/fcn-heavy.lock .venv/bin/python bench/backends_bench.py \\
         --unet runs/isbi-unet34/best.pt --fcn8s runs/isbi-fcn8s/best.pt
@@ -40,6 +41,7 @@ from service.engine import Engine, EngineConfig
 ROOT = Path(__file__).resolve().parents[1]
 ISBI = ROOT.parent / "shared/data/isbi2012_em_membrane"
 THREADS = 2
+ONEDNN_DEFAULT_CACHE = 1024  # oneDNN's own primitive-cache size, before the backend bounds it
 PATHS = (
     ("ort", "fp32"),
     ("ort", "int8"),
@@ -48,6 +50,14 @@ PATHS = (
     ("openvino", "int8"),
     ("auto", "auto"),
 )
+
+
+def relative(path: Path | None) -> str | None:
+    """``path`` relative to the repository when it lies inside it (results name no machine)."""
+    if path is None:
+        return None
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def label(backend: str, precision: str) -> str:
@@ -146,14 +156,21 @@ print(trace[19], max(trace[20:]), trace[-1])
 """
 
 
-def rss_over_sizes(model: Path, backend: str, precision: str) -> dict:
-    """RSS after 20 sizes, the maximum over the next 180, and at the end (MB)."""
+def rss_over_sizes(
+    model: Path, backend: str, precision: str, env: dict[str, str] | None = None
+) -> dict:
+    """RSS after 20 sizes, the maximum over the next 180, and at the end (MB).
+
+    ``env`` adds environment variables to the child (e.g. oneDNN's cache size, for the
+    before/after rows).
+    """
     out = subprocess.run(
         [sys.executable, "-c", _RSS_CHILD, str(model), backend, precision],
         check=True,
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     ).stdout.split()
     after_20, peak, end = map(float, out)
     return {
@@ -173,6 +190,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=4096, help="tiled image side (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/backends_bench.json")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="write the exported models here and keep them (default: a temp dir)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     began = time.perf_counter()
@@ -183,6 +205,9 @@ def main() -> None:
     rows, big_rows, rss = [], [], {}
     models = {"unet-r34": args.unet, "fcn8s": args.fcn8s}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         for name, checkpoint in models.items():
             setup = prepare(name, checkpoint, Path(tmp), log)
             engines = setup["engines"]
@@ -243,6 +268,19 @@ def main() -> None:
                         setup["fp32"], backend, precision
                     )
                     log(f"RSS 200 sizes {backend} {precision}: {rss[f'{backend} {precision}']}")
+                # Before the oneDNN primitive-cache bound: its default size, set by the user
+                # (the backend leaves a user's setting alone).
+                for precision in ("bf16", "int8"):
+                    if precision == "bf16" and not cpu_has_bf16():
+                        continue
+                    key = f"openvino {precision}, oneDNN cache {ONEDNN_DEFAULT_CACHE} (before)"
+                    rss[key] = rss_over_sizes(
+                        setup["fp32"],
+                        "openvino",
+                        precision,
+                        {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(ONEDNN_DEFAULT_CACHE)},
+                    )
+                    log(f"RSS 200 sizes {key}: {rss[key]}")
             del setup, engines
     print(
         "\n| model | path | served as | 512x512 ms | vs ORT fp32 | ISBI val mIoU | delta | agreement |"
@@ -270,7 +308,7 @@ def main() -> None:
             "cpu_bf16": cpu_has_bf16(),
             "loadavg_at_end": os.getloadavg(),
         },
-        "checkpoints": {k: str(v) for k, v in models.items()},
+        "checkpoints": {k: relative(v) for k, v in models.items()},
         "latency_512": rows,
         "tiled": big_rows,
         "rss_200_sizes": rss,

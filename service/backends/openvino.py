@@ -4,10 +4,16 @@
 Precision is set with ``INFERENCE_PRECISION_HINT``: ``f32`` for fp32 (OpenVINO would otherwise
 pick bf16 by itself on AMX CPUs), ``bf16`` for bf16; an INT8 (QDQ) file runs its quantized
 operations in int8 and the rest at the CPU's best float precision, as OpenVINO defaults to.
+
+Memory over many image sizes is bounded by two caches, both keyed by input shape: OpenVINO's
+per-model runtime cache (``CPU_RUNTIME_CACHE_CAPACITY``, :data:`SHAPE_CACHE_CAPACITY` shapes)
+and oneDNN's process-wide primitive cache (the JIT-compiled kernels under it, 1024 primitives
+by default; :data:`PRIMITIVE_CACHE_CAPACITY` here, set through its environment variable).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +23,24 @@ import numpy as np
 from service.errors import ModelLoadError
 
 SHAPE_CACHE_CAPACITY = 16
+PRIMITIVE_CACHE_CAPACITY = 64
+_PRIMITIVE_CACHE_ENV = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY")
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
+
+
+def bound_primitive_cache() -> None:
+    """Cap oneDNN's primitive cache unless the user set it (either of its variable names).
+
+    oneDNN (inside OpenVINO's CPU plugin) keeps up to 1024 JIT-compiled primitives for the whole
+    process, each specific to one input shape. bf16 and INT8 kernels are large: a U-Net-r34
+    grew 399 -> 521 MB (bf16) and 379 -> 481 MB (INT8) over 200 image sizes, with OpenVINO's
+    own shape cache already bounded; with 64 primitives, +0.9% and +3.2%, and a new shape costs
+    a few ms more at most (bench/results/backends_bench.json, onednn_cache_bench.json). oneDNN
+    reads the variable once, when it first creates a primitive, so this runs before the first
+    model is compiled.
+    """
+    if not any(name in os.environ for name in _PRIMITIVE_CACHE_ENV):
+        os.environ[_PRIMITIVE_CACHE_ENV[0]] = str(PRIMITIVE_CACHE_CAPACITY)
 
 
 def _dim(d: Any) -> int | str:
@@ -42,6 +65,7 @@ class OpenVinoBackend:
     def __init__(self, path: str | Path, precision: str, config: Any) -> None:
         if precision not in _HINTS:
             raise ValueError(f"the openvino backend runs fp32, bf16 or int8, not {precision!r}")
+        bound_primitive_cache()
         try:
             import openvino as ov
         except ImportError as exc:

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _paths import shown
 
 from service.backends import cpu_has_bf16
 from service.engine import Engine, EngineConfig
@@ -50,14 +51,6 @@ PATHS = (
     ("openvino", "int8"),
     ("auto", "auto"),
 )
-
-
-def relative(path: Path | None) -> str | None:
-    """``path`` relative to the repository when it lies inside it (results name no machine)."""
-    if path is None:
-        return None
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def label(backend: str, precision: str) -> str:
@@ -308,7 +301,7 @@ def main() -> None:
             "cpu_bf16": cpu_has_bf16(),
             "loadavg_at_end": os.getloadavg(),
         },
-        "checkpoints": {k: relative(v) for k, v in models.items()},
+        "checkpoints": {k: shown(v) for k, v in models.items()},
         "latency_512": rows,
         "tiled": big_rows,
         "rss_200_sizes": rss,

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _paths import shown
 from PIL import Image
 
 import fcn
@@ -82,14 +83,6 @@ class Case:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def shown(path: Path) -> str:
-    """A path for the results file: relative to the repository when inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return path.name
 
 
 def make_folder(folder: Path, count: int, seed: int = 0) -> list[Path]:
@@ -138,7 +131,7 @@ def trained_unet(work: Path, checkpoint: Path | None, data: Path, minutes: float
         train += ["--encoder", "resnet34", "--max-minutes", str(minutes), "--workers", "0"]
         info["train_s"] = fcn_cli(*train, "--no-plots", "--out", str(run))
         checkpoint = run / "best.pt"
-    info["checkpoint"] = str(checkpoint)
+    info["checkpoint"] = shown(checkpoint)
     model = work / "unet_r34.onnx"
     log(f"fcn export --quantize int8 (precision checks on {data})")
     exporting = ["export", "--checkpoint", str(checkpoint), "--out", str(model)]
@@ -146,7 +139,10 @@ def trained_unet(work: Path, checkpoint: Path | None, data: Path, minutes: float
     info["export_s"] = fcn_cli(*exporting)
     engine = Engine.load(model, EngineConfig(precision="fp32"))
     info["best_metric"] = json.loads(engine.metadata_props.get("best_metric", "null"))
-    info["precision_checks"] = engine.metadata.precision_checks
+    checks = engine.metadata.precision_checks
+    info["precision_checks"] = (
+        checks | {"data": shown(checks["data"])} if checks and checks.get("data") else checks
+    )
     info["model"] = model
     return info
 

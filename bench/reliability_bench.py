@@ -54,8 +54,10 @@ import numpy as np
 from PIL import Image
 
 try:  # run as a script: bench/ is on the path
+    from _paths import shown
     from _serve import ROOT, Server, start, stop
 except ImportError:  # imported as bench.reliability_bench (tests/service/reliability)
+    from bench._paths import shown
     from bench._serve import ROOT, Server, start, stop
 
 RESULTS = ROOT / "bench" / "results"
@@ -488,12 +490,6 @@ def resolve_model(spec: str) -> str:
     return str(bundled_model_path())
 
 
-def _shown(path: str) -> str:
-    """A model path as the results show it: relative to the repository when inside it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="an .onnx file or 'default'")
@@ -508,7 +504,7 @@ def main() -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     report: dict = {
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()},
-        "model": _shown(model),
+        "model": shown(model),
         "python": sys.version.split()[0],
     }
     ok = True

@@ -80,7 +80,9 @@ def exact_scores(model: Any, data: dict[str, Any]) -> dict[str, Any]:
     from training.loop.sampling import eval_loader
 
     _, val_ds, info = build_datasets(DataConfig(**data), split="val")
-    loader = eval_loader(val_ds, batch_size=8, workers=0, ignore_index=255, info=DistInfo())
+    loader = eval_loader(
+        val_ds, batch_size=8, workers=0, ignore_index=info.ignore_index, info=DistInfo()
+    )
     start = time.perf_counter()
     model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, loader, info.num_classes, device=torch.device("cpu"))
@@ -111,7 +113,7 @@ def plain_loop(data: dict[str, Any], minutes: float, seed: int = 0) -> dict[str,
         "resnet18", encoder_weights=None, in_channels=info.in_channels, classes=info.num_classes
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=info.ignore_index)
     crop, batch = 256, 8
     model.train()
     steps = 0

@@ -168,7 +168,7 @@ def build_loaders(
     pin_memory: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """The training loader (``EpochSampler``; call ``loader.sampler.set_epoch(e)``) and the
-    validation loader (full-size images, padded to a batch with ``ignore_index``)."""
+    validation loader (``eval_loader``: full-size images in batches of one size)."""
     collate = functools.partial(pad_collate, ignore_index=ignore_index)
     common = {
         "num_workers": workers,

@@ -114,12 +114,19 @@ def eval_loader(
     return DataLoader(
         dataset,
         batch_sampler=SizeBatches(sizes, batch_size=batch_size, info=info),
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
-        multiprocessing_context=worker_context(workers),
+        **_loader_options(workers, ignore_index, pin_memory),
     )
+
+
+def _loader_options(workers: int, ignore_index: int, pin_memory: bool) -> dict:
+    """What the training and validation loaders share: workers, padding collate, pinning."""
+    return {
+        "num_workers": workers,
+        "pin_memory": pin_memory,
+        "persistent_workers": workers > 0,
+        "collate_fn": functools.partial(pad_collate, ignore_index=ignore_index),
+        "multiprocessing_context": worker_context(workers),
+    }
 
 
 class SeededItems(Dataset):
@@ -169,14 +176,7 @@ def build_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """The training loader (``EpochSampler``; call ``loader.sampler.set_epoch(e)``) and the
     validation loader (``eval_loader``: full-size images in batches of one size)."""
-    collate = functools.partial(pad_collate, ignore_index=ignore_index)
-    common = {
-        "num_workers": workers,
-        "pin_memory": pin_memory,
-        "persistent_workers": workers > 0,
-        "collate_fn": collate,
-        "multiprocessing_context": worker_context(workers),
-    }
+    common = _loader_options(workers, ignore_index, pin_memory)
     sampler = EpochSampler(
         len(train_ds), epoch_size=epoch_size, batch_size=batch_size, seed=seed, info=info
     )

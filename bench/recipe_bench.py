@@ -156,8 +156,11 @@ def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) 
     argv += ["--out", str(out), *args]
     cfg = build_config(build_parser().parse_args(argv))
     result = train(cfg)
+    from training.tta import with_flip_tta
+
     state = load_checkpoint(out / "best.pt", map_location="cpu")
     model = model_from_state(state, "cpu")
+    mirrored = exact_scores(with_flip_tta(model), data)
     return {
         "steps": result.steps,
         "epochs": result.epochs,
@@ -168,6 +171,8 @@ def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) 
         "val_share": result.val_seconds / result.elapsed_s if result.elapsed_s else 0.0,
         "best_epoch_miou_during_training": result.best_miou,
         **exact_scores(model, data),
+        # The same checkpoint scored with flip test-time augmentation (--tta hflip).
+        "tta_hflip": {key: mirrored[key] for key in ("miou", "per_class_iou")},
     }
 
 
@@ -225,21 +230,25 @@ def main() -> None:
         "--lock", type=Path, help="hold this flock file during each run (shared machines)"
     )
     parser.add_argument("--one", nargs=2, metavar=("DATASET", "ROW"), help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--work", type=Path, help="keep the runs (checkpoints, logs) here (default: a temp folder)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.one:
         one(*args.one, args.minutes, args.work)
         return
     results = []
-    with tempfile.TemporaryDirectory(prefix="recipe-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="recipe-bench-") as temporary:
+        work = args.work or Path(temporary)
+        work.mkdir(parents=True, exist_ok=True)
         for dataset in args.datasets.split(","):
             if not DATASETS[dataset]["root"].is_dir():
                 raise SystemExit(f"{DATASETS[dataset]['root']} is missing (needs ../shared)")
             for row in args.rows.split(","):
                 started = time.strftime("%H:%M:%S")
                 print(f"[{started}] {dataset} / {row} ({args.minutes:g} min)", flush=True)
-                results.append(run_one(dataset, row, args.minutes, Path(work), args.lock))
+                results.append(run_one(dataset, row, args.minutes, work, args.lock))
                 print(table(results), flush=True)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,15 @@ from typing import Any
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("cosine", "poly", "constant")
-LOSSES: tuple[str, ...] = ("ce", "ce+dice")
+LOSSES: tuple[str, ...] = ("ce", "ce+dice", "ce+lovasz")
 LAYOUTS: tuple[str, ...] = ("auto", "folder", "split", "voc")
 IN_CHANNELS: tuple[int, ...] = (1, 3, 4)  # grey, RGB, RGBA
 # Evaluation subsets (training.evaluate) and ONNX exporters (training.export.onnx); the first
 # of each is the default.
 EVAL_SPLITS: tuple[str, ...] = ("val", "all", "train")
 EXPORTERS: tuple[str, ...] = ("dynamo", "legacy")
+# Test-time augmentation of ``fcn evaluate --tta`` and ``fcn export --tta`` (training/tta.py).
+TTA_MODES: tuple[str, ...] = ("none", "hflip")
 # The encoder smp architectures get when none is given (the registry's own default is
 # resnet34; resnet18 is the project's tuned default).
 DEFAULT_ENCODER = "resnet18"
@@ -168,6 +170,9 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup: str = "30"  # steps ("30") or epochs ("2e")
     grad_clip: float | None = None  # max gradient L2 norm
+    # Decay of the exponential moving average of the weights that is validated, saved and
+    # exported (training/loop/ema.py); None trains and saves the raw weights.
+    ema: float | None = None
     loss: str = "ce+dice"
     class_weights: list[float] | None = None  # cross-entropy weights, one per class
     amp: bool = False  # float16 mixed precision, CUDA only
@@ -202,6 +207,8 @@ class TrainConfig:
             raise ValueError(f"val_share must be in (0, 1], got {self.val_share}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"ema must be in (0, 1), got {self.ema}")
         parse_warmup(self.warmup)
         self.warmup = str(self.warmup)
 

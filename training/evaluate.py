@@ -30,6 +30,7 @@ from training.loop.distributed import DistInfo, from_env, resolve_device
 from training.loop.epoch import evaluate
 from training.loop.metrics import ConfusionMatrix, Metrics
 from training.loop.sampling import eval_loader
+from training.tta import with_flip_tta
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 4,
     workers: int = 0,
+    tta: str = "none",
     **data_overrides: Any,
 ) -> EvalReport:
     """Evaluate a training checkpoint on ``split`` of its dataset (or ``root``).
@@ -107,6 +109,7 @@ def evaluate_checkpoint(
         device: auto, cpu or cuda[:N].
         batch_size: full-size images per forward pass.
         workers: DataLoader workers.
+        tta: ``none`` or ``hflip`` (training/tta.py: the mean of the image's and its mirror's logits).
         **data_overrides: ``DataConfig`` fields to change (e.g. ``mask_values``).
 
     Returns:
@@ -119,7 +122,7 @@ def evaluate_checkpoint(
     saved = state["config"]
     cfg = data_config(saved.get("data"), root, **data_overrides)
     _, dataset, info = build_datasets(cfg, split=split)
-    model = model_from_state(state, device_)
+    model = with_flip_tta(model_from_state(state, device_), tta)
     if info.num_classes != saved["model"]["num_classes"]:
         raise OptionError(
             f"the data has {info.num_classes} classes but {checkpoint} predicts "

@@ -16,6 +16,7 @@ from training.data.datasets import build_datasets
 from training.evaluate import evaluate_checkpoint, evaluate_onnx
 from training.export.onnx import model_metadata, write_metadata
 from training.loop.metrics import ConfusionMatrix
+from training.tta import with_flip_tta
 
 JSON_KEYS = {
     "miou",
@@ -39,15 +40,19 @@ def best(trained_run):
     return trained_run[0] / "best.pt"
 
 
-def direct_matrix(checkpoint, split: str = "val") -> ConfusionMatrix:
-    """The confusion matrix computed here, image by image, without training.evaluate."""
+def direct_matrix(checkpoint, split: str = "val", mirror: bool = False) -> ConfusionMatrix:
+    """The confusion matrix computed here, image by image, without training.evaluate
+    (``mirror``: from the mean of the logits of each image and of its mirror image)."""
     model, config = load_model(checkpoint)
     _, dataset, info = build_datasets(DataConfig.from_dict(config["data"]), split=split)
     matrix = ConfusionMatrix(info.num_classes)
     with torch.no_grad():
         for index in range(len(dataset)):
             image, mask = dataset[index]
-            matrix.update(model(image[None]).argmax(1)[0], mask)
+            logits = model(image[None])
+            if mirror:
+                logits = logits + model(image[None].flip(-1)).flip(-1)
+            matrix.update(logits.argmax(1)[0], mask)
     return matrix
 
 
@@ -71,6 +76,21 @@ def test_table_and_json_match_a_direct_computation(best, tmp_path, capsys) -> No
     assert torch.load(best, weights_only=True)["metrics"]["confusion_matrix"] == (
         expected.confusion_matrix
     )
+
+
+def test_flip_tta_evaluates_the_mean_of_image_and_mirror(best, tmp_path) -> None:
+    out = tmp_path / "tta.json"
+    assert main(["evaluate", "--checkpoint", str(best), "--tta", "hflip", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["confusion_matrix"] == direct_matrix(best, mirror=True).compute().confusion_matrix
+    # The wrapped network's logits are that mean (the tiny model's argmax may not change). At
+    # a size multiple of 32 no padding is involved (otherwise the image is padded first).
+    model, _ = load_model(best)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        plain, mirrored = model(x), model(x.flip(-1)).flip(-1)
+        torch.testing.assert_close(with_flip_tta(model)(x), (plain + mirrored) / 2)
+    assert not torch.allclose(plain, mirrored)
 
 
 def test_split_all_and_data_overrides(best) -> None:

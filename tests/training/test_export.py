@@ -225,6 +225,27 @@ def test_cli_export_end_to_end(checkpoint: Path, tmp_path: Path, capsys) -> None
     assert props["recipe"] == "make default-model" and props["data_seed"] == 0
 
 
+def test_flip_tta_export_runs_the_mirror_average_in_the_graph(
+    checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "tta.onnx"
+    args = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--tta", "hflip"]
+    assert main(args) == 0
+    assert "parity with torch" in capsys.readouterr().out
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert props["tta"] == "hflip"
+    # The graph's logits are the mean of the network's on the image and on its mirror image.
+    model = build(UNET_CONFIG)
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 1, 64, 96), dtype=np.float32))
+    with torch.no_grad():
+        plain = model(x)
+        expected = (plain + model(x.flip(-1)).flip(-1)) / 2
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+    assert not np.allclose(got, plain.numpy(), atol=1e-3), "the mirror pass changed nothing"
+
+
 def test_cli_parity_failure_exits_nonzero(
     checkpoint: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:

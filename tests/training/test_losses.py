@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from segmentation_models_pytorch.losses import DiceLoss
+from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 
 from training.loop.losses import build_loss
 
@@ -28,21 +28,24 @@ def test_ce_ignores_the_ignore_index() -> None:
     assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_ce_dice_adds_smp_dice_and_backpropagates() -> None:
+@pytest.mark.parametrize("name, overlap", [("ce+dice", DiceLoss), ("ce+lovasz", LovaszLoss)])
+def test_ce_plus_overlap_adds_the_smp_loss_and_backpropagates(name, overlap) -> None:
     logits, target = batch()
-    total = build_loss("ce+dice", num_classes=3, ignore_index=255)(logits, target)
+    total = build_loss(name, num_classes=3, ignore_index=255)(logits, target)
     ce = build_loss("ce", num_classes=3, ignore_index=255)(logits, target)
-    dice = DiceLoss("multiclass", from_logits=True, ignore_index=255)(logits, target)
-    assert total.item() == pytest.approx(ce.item() + dice.item(), rel=1e-6)
+    extra = overlap("multiclass", from_logits=True, ignore_index=255)(logits, target)
+    assert extra.item() > 0.05
+    assert total.item() == pytest.approx(ce.item() + extra.item(), rel=1e-6)
     total.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
     assert logits.grad[:, :, :2].abs().max() == 0  # nothing flows from ignored pixels
 
 
-def test_dice_term_vanishes_for_a_perfect_prediction() -> None:
+@pytest.mark.parametrize("name", ["ce+dice", "ce+lovasz"])
+def test_overlap_term_vanishes_for_a_perfect_prediction(name) -> None:
     _, target = batch()
     logits = 50.0 * torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2)
-    total = build_loss("ce+dice", num_classes=3, ignore_index=255)(logits.float(), target)
+    total = build_loss(name, num_classes=3, ignore_index=255)(logits.float(), target)
     assert total.item() == pytest.approx(0.0, abs=1e-4)
 
 

@@ -18,10 +18,11 @@ def final_state(path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def test_resumed_run_matches_uninterrupted_run(demo_root, tmp_path) -> None:
-    full = train(tiny_config(demo_root, tmp_path / "full", workers=0))
+@pytest.mark.parametrize("ema", [None, 0.9], ids=["raw", "ema"])
+def test_resumed_run_matches_uninterrupted_run(demo_root, tmp_path, ema) -> None:
+    full = train(tiny_config(demo_root, tmp_path / "full", workers=0, ema=ema))
     # Order and augmentation depend on (seed, epoch) only, so worker processes change nothing.
-    part = train(tiny_config(demo_root, tmp_path / "part", workers=2), stop_after=1)
+    part = train(tiny_config(demo_root, tmp_path / "part", workers=2, ema=ema), stop_after=1)
     assert (part.epochs, part.steps) == (1, 3)
     resumed_cfg = resume_config(tmp_path / "part" / "last.pt", out=str(tmp_path / "part"))
     resumed = train(resumed_cfg, resume=tmp_path / "part" / "last.pt")
@@ -29,8 +30,9 @@ def test_resumed_run_matches_uninterrupted_run(demo_root, tmp_path) -> None:
 
     a, b = final_state(tmp_path / "full" / "last.pt"), final_state(tmp_path / "part" / "last.pt")
     assert a["model"].keys() == b["model"].keys()
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for weights in ("model", "train_model") if ema else ("model",):
+        for key, value in a[weights].items():
+            torch.testing.assert_close(b[weights][key], value, rtol=1e-5, atol=1e-6, msg=key)
     assert b["metrics"]["confusion_matrix"] == a["metrics"]["confusion_matrix"]
     assert resumed.metrics.miou == pytest.approx(full.metrics.miou, abs=1e-9)
     assert b["best_metric"] == pytest.approx(a["best_metric"])

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from training.commands.train import DATA_KEYS, add_data_arguments
-from training.config import EVAL_SPLITS
+from training.config import EVAL_SPLITS, TTA_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=EVAL_SPLITS,
         default=EVAL_SPLITS[0],
         help=f"which images (default {EVAL_SPLITS[0]})",
+    )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="--checkpoint: hflip averages each image's logits with its mirror image's "
+        "(default none; an exported model applies what its export recorded)",
     )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="also write the metrics")
     parser.add_argument("--device", default="auto", help="torch device (default auto)")
@@ -75,6 +82,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             split=args.split,
             device=args.device,
             batch_size=args.batch_size,
+            tta=args.tta,
             **overrides,
         )
     served = f" [{report.served_by}]" if report.served_by else ""

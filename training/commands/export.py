@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from training.commands.train import key_value
-from training.config import EXPORTERS
+from training.config import EXPORTERS, TTA_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"torch.export-based or TorchScript tracing (default {EXPORTERS[0]})",
     )
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the pinned one)")
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="hflip: the graph averages each image's logits with its mirror image's (twice "
+        "the inference cost; recorded in the metadata; default none)",
+    )
     parser.add_argument(
         "--skip-parity", action="store_true", help="do not compare with torch (not recommended)"
     )
@@ -158,6 +165,7 @@ def run_export(args: argparse.Namespace) -> int:
             exporter=args.exporter,
             parity_sizes=None if args.skip_parity else PARITY_SIZES,
             extra_metadata=dict(args.metadata),
+            tta=args.tta,
         )
         fp32 = result.path
         meta = result.metadata

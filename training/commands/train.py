@@ -222,6 +222,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"warmup steps, or epochs with 'e' (default {_train_default('warmup')})",
     )
     opt.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
+    opt.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate, save and export an exponential moving average of the weights with this "
+        f"decay (default {_train_default('ema')})",
+    )
     opt.add_argument("--loss", choices=LOSSES, help=f"default {_train_default('loss')}")
     opt.add_argument(
         "--class-weights",
@@ -304,6 +311,7 @@ _TRAIN_KEYS = (
     "schedule",
     "warmup",
     "grad_clip",
+    "ema",
     "loss",
     "class_weights",
     "amp",

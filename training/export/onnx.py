@@ -412,16 +412,20 @@ def export_checkpoint(
     """Load a checkpoint (docs/contracts.md) and :func:`export_model` it.
 
     The checkpoint's best metric and epoch are recorded as ``best_metric`` and ``epoch``.
+    ``tta="hflip"`` (``options``) exports the flip-averaged network (training/tta.py: two passes
+    per image inside the graph), recorded as ``tta`` in the metadata.
 
     Raises:
         FileNotFoundError: no checkpoint at ``checkpoint``.
         ValueError: not a checkpoint of this project; ExportError as in export_model.
     """
     from training.checkpoint import load_checkpoint, model_from_state
+    from training.tta import with_flip_tta
 
+    tta = options.pop("tta", "none")
     state = load_checkpoint(checkpoint)
-    model = model_from_state(state)
-    extra: dict[str, Any] = {"source": Path(checkpoint).name}
+    model = with_flip_tta(model_from_state(state), tta)
+    extra: dict[str, Any] = {"source": Path(checkpoint).name, "tta": tta}
     for key in ("best_metric", "epoch"):
         value = state.get(key)
         if isinstance(value, int | float) and math.isfinite(value):

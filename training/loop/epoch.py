@@ -13,7 +13,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +114,7 @@ def train_one_epoch(
     progress: bool = False,
     description: str = "train",
     log_every: int = 10,
+    ema: Callable[[], None] | None = None,
 ) -> tuple[EpochStats, int]:
     """Train until the loader is exhausted or the budget is spent.
 
@@ -133,6 +134,7 @@ def train_one_epoch(
         progress: show a tqdm bar (loss, images/s, ETA) when stderr is a terminal.
         description: the bar's label.
         log_every: read the loss back (a host sync) every this many steps.
+        ema: called after each optimizer step (updates the weights' moving average).
 
     Returns:
         ``(EpochStats, step after the epoch)``.
@@ -165,6 +167,8 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema()
         total_loss += loss.detach()
         step += 1
         steps += 1

@@ -1,8 +1,9 @@
-"""Segmentation losses: cross-entropy with an ignore index, optionally plus Dice.
+"""Segmentation losses: cross-entropy with an ignore index, optionally plus an overlap loss.
 
 ``ce+dice`` adds smp's multiclass soft Dice (computed over the whole batch, ignored pixels
 masked out) to the cross-entropy. Dice optimises overlap directly, which helps thin or rare
-classes (membranes in EM) that pixel-wise cross-entropy under-weights.
+classes (membranes in EM) that pixel-wise cross-entropy under-weights. ``ce+lovasz`` adds
+smp's Lovasz-softmax instead, a surrogate of the IoU itself.
 """
 
 from __future__ import annotations
@@ -10,25 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from segmentation_models_pytorch.losses import DiceLoss
+from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torch import nn
 
 from training.config import LOSSES
 
 
-class CrossEntropyDice(nn.Module):
-    """``ce(logits, target) + dice_weight * dice(logits, target)``."""
+class CrossEntropyPlus(nn.Module):
+    """``ce(logits, target) + overlap(logits, target)``."""
 
-    def __init__(
-        self, ce: nn.CrossEntropyLoss, ignore_index: int, dice_weight: float = 1.0
-    ) -> None:
+    def __init__(self, ce: nn.CrossEntropyLoss, overlap: nn.Module) -> None:
         super().__init__()
         self.ce = ce
-        self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=ignore_index)
-        self.dice_weight = dice_weight
+        self.overlap = overlap
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
+        return self.ce(logits, target) + self.overlap(logits, target)
 
 
 def build_loss(
@@ -41,7 +39,7 @@ def build_loss(
     """Build the training loss.
 
     Args:
-        name: ``"ce"`` or ``"ce+dice"``.
+        name: one of ``training.config.LOSSES``.
         num_classes: number of classes (checks ``class_weights``).
         ignore_index: target value that contributes nothing.
         class_weights: optional cross-entropy weight per class.
@@ -64,4 +62,6 @@ def build_loss(
     ce = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
     if name == "ce":
         return ce
-    return CrossEntropyDice(ce, ignore_index)
+    if name == "ce+lovasz":
+        return CrossEntropyPlus(ce, LovaszLoss("multiclass", ignore_index=ignore_index))
+    return CrossEntropyPlus(ce, DiceLoss("multiclass", ignore_index=ignore_index))

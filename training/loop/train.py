@@ -37,6 +37,7 @@ from training.checkpoint import (
 from training.config import TrainConfig
 from training.data.datasets import DatasetInfo, build_datasets
 from training.loop import distributed
+from training.loop.ema import build_ema
 from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
 from training.loop.losses import build_loss
 from training.loop.metrics import Metrics
@@ -225,10 +226,16 @@ def _train(
         steps_per_epoch=len(train_loader),
     )
     bf16 = use_cpu_bf16(cfg.bf16, device)
+    # What is validated and saved as "model": the moving average when there is one.
+    ema = build_ema(model, cfg.ema) if cfg.ema is not None else None
+    saved = ema.module if ema is not None else model
     epoch, step, best = 0, 0, -math.inf
     if resume is not None:
         state = load_checkpoint(resume, map_location=device)
-        model.load_state_dict(state["model"])
+        saved.load_state_dict(state["model"])
+        if ema is not None:
+            model.load_state_dict(state["train_model"])
+            ema.n_averaged.fill_(int(state["ema_updates"]))
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         budget.load_state_dict(state["scheduler"])
@@ -285,6 +292,7 @@ def _train(
             channels_last=cfg.channels_last,
             progress=info.is_main,
             description=f"epoch {epoch + 1}",
+            ema=(lambda: ema.update_parameters(model)) if ema is not None else None,
         )
         epoch += 1
         images += stats.images * info.world_size
@@ -298,8 +306,10 @@ def _train(
         )
         if len(val_ds) and cadence.due(last, budget.elapsed(), stats, device):
             distributed.broadcast_buffers(model)
+            if ema is not None:  # the average of rank 0's buffers, as every rank's
+                distributed.broadcast_buffers(ema.module)
             result = evaluate(
-                model,
+                saved,
                 val_loader,
                 data_info.num_classes,
                 device=device,
@@ -317,7 +327,12 @@ def _train(
             best = _score(metrics)
         if info.is_main:
             state = {
-                "model": model.state_dict(),
+                "model": saved.state_dict(),
+                **(
+                    {"train_model": model.state_dict(), "ema_updates": int(ema.n_averaged)}
+                    if ema is not None
+                    else {}
+                ),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": budget.state_dict(),
                 "scaler": scaler.state_dict(),

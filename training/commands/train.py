@@ -227,7 +227,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         metavar="DECAY",
         help="validate, save and export an exponential moving average of the weights with this "
-        f"decay (default {_train_default('ema')})",
+        "decay, e.g. 0.995 (default: off, the raw weights)",
     )
     opt.add_argument("--loss", choices=LOSSES, help=f"default {_train_default('loss')}")
     opt.add_argument(

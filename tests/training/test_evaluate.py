@@ -143,6 +143,8 @@ def test_onnx_model_evaluates_through_the_engine_like_the_checkpoint(
 def test_evaluate_needs_a_model(capsys) -> None:
     assert main(["evaluate", "--data", "x"]) == 2
     assert "give --checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "m.onnx", "--tta", "hflip"]) == 2
+    assert "chosen at export" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -63,6 +63,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.checkpoint is None and args.model is None:
         raise ValueError("give --checkpoint RUN/best.pt or --model MODEL.onnx")
+    if args.model is not None and args.tta != "none":
+        raise ValueError(
+            "--tta applies to a --checkpoint; an exported model predicts with the test-time "
+            "augmentation chosen at export (fcn export --tta)"
+        )
     overrides = {k: getattr(args, k) for k in DATA_KEYS}
     root = str(args.data) if args.data is not None else None
     if args.model is not None:

@@ -73,13 +73,12 @@ ROW_TITLES = {
     "before": "fcn train, before #13 (validate every epoch, uniform crops, lr 1e-3)",
     "uniform-crops": "fcn train, uniform crops (--class-crop-p 0)",
     "lr-1e-3": "fcn train, --lr 1e-3 (the default before #13)",
-    "lr-4e-3": "fcn train, --lr 4e-3",
-    "batch-4": "fcn train, --batch-size 4",
-    "crop-384": "fcn train, --crop-size 384 --batch-size 4",
-    "ema": "fcn train, --ema 0.995",
-    "lovasz": "fcn train, --loss ce+lovasz",
-    "class-crop-0.8": "fcn train, --class-crop-p 0.8",
 }
+
+
+def row_title(row: str) -> str:
+    """The row's table title: its own when it needs words, else ``fcn train, <arguments>``."""
+    return ROW_TITLES.get(row) or "fcn train, " + " ".join(ROWS[row] or [])
 
 
 def exact_scores(model: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +208,7 @@ def one(dataset: str, row: str, minutes: float, work: Path) -> None:
         numbers = plain_loop(data, minutes)
     else:
         numbers = fcn_train(data, [*spec["args"], *extra], minutes, work / f"{dataset}-{row}")
-    numbers |= {"dataset": dataset, "row": row, "title": ROW_TITLES[row], "minutes": minutes}
+    numbers |= {"dataset": dataset, "row": row, "title": row_title(row), "minutes": minutes}
     (work / f"{dataset}-{row}.json").write_text(json.dumps(numbers, indent=1))
 
 

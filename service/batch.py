@@ -33,7 +33,7 @@ from service.engine import Engine
 from service.engine_config import usable_cores
 from service.errors import ImageError, ModelError
 from service.masks import get_encoder
-from service.scan import BatchItem, Rejected
+from service.scan import BatchItem, RejectedInput
 from service.writer import all_exist, atomic_write, output_paths
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def run_batch(
     return counts
 
 
-def rejected_results(rejected: Sequence[Rejected]) -> list[ItemResult]:
+def rejected_results(rejected: Sequence[RejectedInput]) -> list[ItemResult]:
     """Result rows for the inputs a scan rejected (missing, collision, outside symlink)."""
     return [
         ItemResult(

@@ -1,4 +1,4 @@
-"""Mask encoders: index PNG, colour PNG, overlay PNG and a JSON per-class summary.
+"""Mask encoders: index PNG, colour PNG, overlay PNG and a JSON per-class report.
 
 Masks are ``(H, W)`` ``uint8``/``uint16`` class indices as returned by ``Engine.predict``.
 :data:`ENCODERS` is the one table of output formats (name -> encode function, media type,
@@ -26,7 +26,7 @@ PNG_COMPRESS_LEVEL = 3
 # Rows blended at a time by overlay(): bounds its temporary memory.
 _OVERLAY_ROWS = 1024
 
-# Pixels counted per np.bincount call in summary().
+# Pixels counted per np.bincount call in class_report().
 _COUNT_PIXELS = 1 << 22
 
 Palette = Sequence[Sequence[int]]
@@ -125,7 +125,7 @@ def overlay_png(
     return _png_bytes(Image.fromarray(overlay(pixels, mask, palette, alpha)))
 
 
-def summary(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+def class_report(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Per-class pixel counts and fractions, JSON-able.
 
     Returns:
@@ -166,7 +166,7 @@ class EncodeRequest:
         palette: one ``[r, g, b]`` per class.
         classes: class names in index order.
         alpha: overlay colour weight in ``[0, 1]``.
-        info: extra top-level fields for the JSON summary (model name, timings, source, ...).
+        info: extra top-level fields for the JSON report (model name, timings, source, ...).
     """
 
     mask: np.ndarray
@@ -195,7 +195,7 @@ def _encode_overlay(request: EncodeRequest) -> bytes:
 
 
 def _encode_json(request: EncodeRequest) -> bytes:
-    report = {**request.info, **summary(request.mask, request.classes)}
+    report = {**request.info, **class_report(request.mask, request.classes)}
     return json.dumps(report, indent=2).encode()
 
 

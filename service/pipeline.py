@@ -90,7 +90,7 @@ def encode(
         segmentation: from :func:`segment` / :func:`infer`.
         fmt: a format name: ``index``, ``color``, ``overlay`` or ``json``.
         alpha: overlay colour weight.
-        info: extra top-level fields of the JSON summary.
+        info: extra top-level fields of the JSON report.
 
     Raises:
         ValueError: an unknown format or an alpha outside ``[0, 1]``.

@@ -9,7 +9,7 @@ says what it runs on. Two exist:
   ``fcnseg[openvino]``, imported only when used); ``fp32``, ``bf16`` (on CPUs with native bf16:
   AVX512-BF16 or AMX) and the same ``int8`` file.
 
-Which backend and precision serve a model is decided by :func:`service.backends.select.resolve`
+Which backend and precision serve a model is decided by :func:`service.backends.select.choose_backend`
 from the config and the accuracy checks ``fcn export`` recorded in the model's metadata.
 """
 

@@ -85,7 +85,7 @@ def _uses_gpu(providers: Sequence[str] | None) -> bool:
     return default_providers()[0] != "CPUExecutionProvider"
 
 
-def resolve(
+def choose_backend(
     path: str | Path,
     props: ModelMetadata | Mapping[str, str],
     *,

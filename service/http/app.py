@@ -22,7 +22,7 @@ from service.http.registry import ModelRegistry
 from service.http.routes import health, metrics, models, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
-from service.models import resolve
+from service.models import model_sources
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 def load_models(settings: Settings) -> ModelRegistry:
     """Resolve and load the configured models (the bundled default when none is named)."""
-    sources = resolve(settings.models, settings.models_dir)
+    sources = model_sources(settings.models, settings.models_dir)
     return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
 
 

@@ -32,7 +32,7 @@ class LoadedModel:
             "size_multiple": meta.size_multiple,
             "sha256": self.sha256,
             "provider": self.engine.providers[0],
-            "backend": self.engine.backend,
+            "backend": self.engine.backend_name,
             "precision": self.engine.precision,
             "default": default,
         }

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import pipeline
 from service.errors import ImageError, ModelError
-from service.http.admission import Rejected
+from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
 from service.http.registry import LoadedModel, ModelRegistry
 from service.http.state import get_service, loaded_models, require_api_key
@@ -132,14 +132,14 @@ async def segment(
             result = await service.admission.run(
                 run_segmentation, loaded, data, format.value, alpha
             )
-    except Rejected as rejected:
+    except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
     except (ImageError, ModelError) as exc:
         raise from_engine_error(exc) from None
     service.metrics.inference.labels(loaded.name).observe(result.infer_ms / 1000.0)
     headers = {
         "X-Model": loaded.name,
-        "X-Backend": loaded.engine.backend,
+        "X-Backend": loaded.engine.backend_name,
         "X-Precision": loaded.engine.precision,
         "X-Inference-Ms": f"{result.infer_ms:.2f}",
         "X-Decode-Ms": f"{result.decode_ms:.2f}",

@@ -32,7 +32,7 @@ from service import pipeline
 from service.engine import Engine
 from service.engine_config import usable_cores
 from service.errors import ImageError, ModelError
-from service.masks import get_encoder
+from service.masks import DEFAULT_ALPHA, check_alpha, class_pixel_counts, get_encoder
 from service.scan import BatchItem, RejectedInput
 from service.writer import all_exist, atomic_write, output_paths
 
@@ -88,7 +88,7 @@ class BatchOptions:
     """
 
     formats: tuple[str, ...] = ("index",)
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
     skip_existing: bool = False
     workers: int = field(default_factory=lambda: min(4, usable_cores()))
     queue_size: int = 4
@@ -100,8 +100,7 @@ class BatchOptions:
             raise ValueError("at least one output format is needed")
         for fmt in self.formats:
             get_encoder(fmt)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_alpha(self.alpha)  # before any image: an overlay would fail on every one
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"worker_nice must be in [0, 19], got {self.worker_nice}")
         for name in ("workers", "queue_size", "infer_threads"):
@@ -133,15 +132,6 @@ def describe_error(exc: BaseException) -> str:
     return f"internal error ({type(exc).__name__}: {exc})"
 
 
-def class_fractions(mask: np.ndarray, num_classes: int) -> list[float]:
-    """Fraction of ``mask``'s pixels in each class ``0..num_classes-1``."""
-    if num_classes <= 16:  # a few byte comparisons beat bincount's widening to int64
-        counts = [np.count_nonzero(mask == k) for k in range(num_classes)]
-    else:
-        counts = np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
-    return [float(c) / mask.size for c in counts]
-
-
 # --- the three stages -------------------------------------------------------------------------
 
 
@@ -169,10 +159,13 @@ def _write(
     start = time.perf_counter()
     try:
         info = {"source": str(result.item.source), "arch": engine.metadata.arch}
+        mask = segmentation.mask
+        counts = class_pixel_counts(mask, engine.metadata.num_classes)  # the JSON's too
         for fmt, target in targets.items():
-            atomic_write(target, pipeline.encode(engine, segmentation, fmt, alpha=alpha, info=info))
+            data = pipeline.encode(engine, segmentation, fmt, alpha=alpha, info=info, counts=counts)
+            atomic_write(target, data)
             result.outputs.append(target)
-        result.fractions = class_fractions(segmentation.mask, engine.metadata.num_classes)
+        result.fractions = (counts / mask.size).tolist()
     except Exception as exc:
         result.status, result.error = FAILED, describe_error(exc)
     encode_ms = (time.perf_counter() - start) * 1000.0

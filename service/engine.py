@@ -137,9 +137,7 @@ class Engine:
             ValueError: the config asks for a precision this model or CPU cannot run.
         """
         config = config or EngineConfig()
-        props = read_metadata_props(path)
-        if props is None:  # not parseable here: let ONNX Runtime load it and say why
-            props = dict(create_session(path, config).get_modelmeta().custom_metadata_map)
+        props = _metadata_props(path, config)
         choice = choose_backend(
             Path(path),
             props,
@@ -314,6 +312,25 @@ class Engine:
         if pixels.ndim != 3 or pixels.shape[2] != channels or min(pixels.shape[:2]) < 1:
             raise ValueError(f"expected an (H, W, {channels}) image, got shape {pixels.shape}")
         return pixels
+
+
+def read_model_metadata(
+    path: str | os.PathLike, config: EngineConfig | None = None
+) -> ModelMetadata:
+    """A model file's description, read without loading the model into a runtime.
+
+    Raises:
+        ModelLoadError: the file is missing, or unreadable by ONNX Runtime too.
+        MetadataError: a metadata key is missing or invalid.
+    """
+    return ModelMetadata.from_props(_metadata_props(path, config or EngineConfig()))
+
+
+def _metadata_props(path: str | os.PathLike, config: EngineConfig) -> dict[str, str]:
+    props = read_metadata_props(path)
+    if props is None:  # not parseable here: let ONNX Runtime load it and say why
+        props = dict(create_session(path, config).get_modelmeta().custom_metadata_map)
+    return props
 
 
 def _check_static_dim(shape: list, expected: int, key: str) -> None:

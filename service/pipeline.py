@@ -23,7 +23,7 @@ import numpy as np
 
 from service.engine import Engine
 from service.imaging import Source
-from service.masks import EncodeRequest, get_encoder
+from service.masks import DEFAULT_ALPHA, EncodeRequest, get_encoder
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,9 @@ def encode(
     segmentation: Segmentation,
     fmt: str,
     *,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     info: Mapping[str, Any] | None = None,
+    counts: np.ndarray | None = None,
 ) -> bytes:
     """Encode a segmentation in output format ``fmt`` (see :data:`service.masks.ENCODERS`).
 
@@ -91,6 +92,7 @@ def encode(
         fmt: a format name: ``index``, ``color``, ``overlay`` or ``json``.
         alpha: overlay colour weight.
         info: extra top-level fields of the JSON report.
+        counts: the mask's :func:`service.masks.class_pixel_counts`, if already counted.
 
     Raises:
         ValueError: an unknown format or an alpha outside ``[0, 1]``.
@@ -103,5 +105,6 @@ def encode(
         classes=meta.classes,
         alpha=alpha,
         info=dict(info or {}),
+        counts=counts,
     )
     return get_encoder(fmt).encode(request)

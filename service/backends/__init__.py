@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from service.errors import ModelLoadError
+
 BACKENDS: tuple[str, ...] = ("auto", "ort", "openvino")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 
@@ -83,6 +85,13 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def openvino_missing() -> ModelLoadError:
+    """The error for asking for the openvino backend where it is not installed."""
+    return ModelLoadError(
+        "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
+    )
+
+
 def load_backend(name: str, path: Path, precision: str, config: object) -> Backend:
     """Load ``path`` with backend ``name`` (``ort``/``openvino``) at a concrete precision.
 
@@ -90,9 +99,7 @@ def load_backend(name: str, path: Path, precision: str, config: object) -> Backe
         ModelLoadError: the file is missing or the runtime rejects it (or is not installed),
             or its external data lies outside its folder.
     """
-    from service.backends.external_data import check_external_data
-
-    check_external_data(path)  # before any runtime touches the file
+    # Each backend checks the file's external data before its runtime reads it.
     if name == "ort":
         from service.backends.ort import OrtBackend
 

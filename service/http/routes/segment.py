@@ -22,7 +22,7 @@ from service.http.errors import ApiError, error_responses, from_engine_error, un
 from service.http.registry import LoadedModel, ModelRegistry
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
-from service.masks import ENCODERS
+from service.masks import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA, ENCODERS
 
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
@@ -115,7 +115,9 @@ async def segment(
         OutputFormat.index
     ),
     model: Annotated[str | None, Query(max_length=64, description="a loaded model's name")] = None,
-    alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay colour weight")] = 0.5,
+    alpha: Annotated[
+        float, Query(ge=ALPHA_MIN, le=ALPHA_MAX, description="overlay colour weight")
+    ] = DEFAULT_ALPHA,
 ) -> Response:
     service = get_service(request)
     settings = service.settings

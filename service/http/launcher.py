@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -121,16 +122,9 @@ def start(
 
 
 @contextmanager
-def fcn_serve(
-    args: Sequence[str],
-    log: Path,
-    python: str | os.PathLike = sys.executable,
-    env: dict[str, str] | None = None,
-    ready_timeout: float = 60,
-    cwd: str | os.PathLike | None = None,
-) -> Iterator[Server]:
-    """:func:`start` as a context manager: the server is stopped on exit."""
-    server = start(args, log, python, env, ready_timeout, cwd)
+def fcn_serve(args: Sequence[str], log: Path, **options: Any) -> Iterator[Server]:
+    """:func:`start` (same arguments) as a context manager: the server is stopped on exit."""
+    server = start(args, log, **options)
     try:
         yield server
     finally:

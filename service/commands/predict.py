@@ -71,7 +71,7 @@ def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
     """The EngineConfig ``fcn predict`` runs with: its flags over its defaults.
 
     Locally the usable cores are shared among the inference streams; a Ray actor runs one
-    image at a time and leaves its threads to the runtime.
+    image at a time (service.ray_batch gives it one thread unless --threads says more).
     """
     values = {name: ec.batch_default(name) for name in ENGINE_FLAGS}
     values.update({n: getattr(args, n) for n in ENGINE_FLAGS if getattr(args, n) is not None})

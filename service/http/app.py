@@ -19,7 +19,7 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import Metrics, MetricsMiddleware
 from service.http.registry import ModelRegistry
-from service.http.routes import health, metrics, models, segment
+from service.http.routes import health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import resolve
@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
-    routers = [module.router for module in (health, models, segment, metrics)]
+    routers = [module.router for module in (health, models, segment, metrics, oip)]
+    routers.append(oip.keyed)
     for router in routers:
         app.include_router(router)
     web_dir = settings.web_dir or WEB_DIR

@@ -11,6 +11,9 @@ from service.models import DEFAULT_MODEL_NAME, ModelSource, file_sha256
 
 logger = logging.getLogger(__name__)
 
+# A model's version is this many hex digits of its file's SHA-256 (48 bits: no clash in practice).
+VERSION_DIGITS = 12
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -19,6 +22,11 @@ class LoadedModel:
     name: str
     engine: Engine
     sha256: str
+
+    @property
+    def version(self) -> str:
+        """The content-hash prefix that names this version of the model in every answer."""
+        return self.sha256[:VERSION_DIGITS]
 
     def describe(self, default: bool) -> dict:
         """The ``/v1/models`` entry."""
@@ -30,6 +38,7 @@ class LoadedModel:
             "palette": [list(c) for c in meta.palette],
             "in_channels": meta.in_channels,
             "size_multiple": meta.size_multiple,
+            "version": self.version,
             "sha256": self.sha256,
             "provider": self.engine.providers[0],
             "backend": self.engine.backend,

@@ -30,9 +30,23 @@ class ModelInfo(BaseModel):
     palette: list[list[int]]
     in_channels: int
     size_multiple: int
+    version: str
     sha256: str
     default: bool
 
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class ReloadOutcome(BaseModel):
+    name: str
+    status: Literal["unchanged", "reloaded", "added", "removed", "failed"]
+    version: str | None
+    previous_version: str | None
+    error: str | None
+
+
+class ReloadReport(BaseModel):
+    ok: bool
+    models: list[ReloadOutcome]

@@ -90,6 +90,7 @@ def run_segmentation(loaded: LoadedModel, data: bytes, fmt: str, alpha: float) -
     seg = pipeline.segment(engine, data)
     info = {
         "model": loaded.name,
+        "model_version": loaded.version,
         "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
     }
     start = time.perf_counter()
@@ -139,6 +140,7 @@ async def segment(
     service.metrics.inference.labels(loaded.name).observe(result.infer_ms / 1000.0)
     headers = {
         "X-Model": loaded.name,
+        "X-Model-Version": loaded.version,
         "X-Backend": loaded.engine.backend,
         "X-Precision": loaded.engine.precision,
         "X-Inference-Ms": f"{result.infer_ms:.2f}",

@@ -154,7 +154,7 @@ def parse_request(body: bytes, json_length: int | None) -> Request:
         ProtocolError: malformed JSON, a bad field, a datatype or size that does not add up,
             or binary data left over or missing.
     """
-    head = memoryview(body)[: len(body) if json_length is None else json_length]
+    head = body if json_length is None else body[:json_length]  # pydantic wants bytes
     try:
         parsed = InferenceRequest.model_validate_json(head)
     except ValidationError as exc:

@@ -56,15 +56,19 @@ class PageMount(Mount):
     """The static page at ``/``, stepping aside for the API's own paths.
 
     A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
-    server (404) instead of the route that only takes POST (405).
+    server (404) instead of the route that only takes POST (405). Paths under the API's
+    prefixes (templated ones like ``/v2/models/{name}/infer`` too) are never the page's.
     """
+
+    API_PREFIXES = ("/v1/", "/v2/")
 
     def __init__(self, path: str, app: StaticFiles, api_paths: frozenset[str], name: str):
         super().__init__(path, app=app, name=name)
         self.api_paths = api_paths
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get("path") in self.api_paths:
+        path = scope.get("path", "")
+        if path in self.api_paths or path.startswith(self.API_PREFIXES):
             return Match.NONE, {}
         return super().matches(scope)
 

@@ -19,6 +19,7 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import Metrics, MetricsMiddleware
 from service.http.registry import ModelRegistry
+from service.http.reload import load_checked
 from service.http.routes import health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
@@ -47,9 +48,15 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def load_models(settings: Settings) -> ModelRegistry:
-    """Resolve and load the configured models (the bundled default when none is named)."""
+    """Resolve, load and check (a warm-up run) the configured models (the bundled default
+    when none is named); the same check a reload runs.
+
+    Raises:
+        ModelError: a model does not load or fails its check.
+    """
     sources = resolve(settings.models, settings.models_dir)
-    return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
+    config = engine_config(settings)
+    return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 
 
 class PageMount(Mount):

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from service.engine import Engine, EngineConfig
-from service.models import DEFAULT_MODEL_NAME, ModelSource, file_sha256
+from service.engine import Engine
+from service.models import DEFAULT_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +62,6 @@ class ModelRegistry:
                 f"default model {default!r} is not among the loaded ones: {', '.join(self.models)}"
             )
         self.default = default
-
-    @classmethod
-    def load(
-        cls, sources: Iterable[ModelSource], config: EngineConfig, default: str | None = None
-    ) -> ModelRegistry:
-        """Load every source (raises the engine's ModelLoadError/MetadataError on a bad one)."""
-        loaded = [
-            LoadedModel(s.name, Engine.load(s.path, config), file_sha256(s.path)) for s in sources
-        ]
-        return cls(loaded, default)
 
     def get(self, name: str | None) -> LoadedModel | None:
         """The model called ``name`` (the default when None), or None when unknown."""

@@ -22,13 +22,13 @@ import numpy as np
 
 from service.engine import Engine, EngineConfig
 from service.http.registry import LoadedModel, ModelRegistry
-from service.models import ModelSource, file_sha256, resolve
+from service.models import ModelSource, discover, file_sha256, resolve
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["unchanged", "reloaded", "added", "removed", "failed"]
-# The warm-up image's side (rounded up to the model's size_multiple).
-WARM_UP_SIDE = 32
+# The warm-up image's side: odd, so the engine pads and crops it (a wrong size_multiple shows).
+WARM_UP_SIDE = 33
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ def warm_up(engine: Engine) -> None:
         ModelError: the graph returned logits of the wrong shape.
         ValueError: the mask is not the input's size.
     """
-    multiple = engine.metadata.size_multiple
-    side = -(-WARM_UP_SIDE // multiple) * multiple
+    side = WARM_UP_SIDE
     pixels = np.full((side, side, engine.metadata.in_channels), 128, dtype=np.uint8)
     mask = engine.predict(pixels, tiled=False)
     if mask.shape != (side, side):
@@ -109,6 +108,9 @@ def rebuild(
     """
     try:
         sources = resolve(specs, models_dir)
+        if not specs and models_dir is not None and not discover(models_dir):
+            # resolve() falls back to the bundled demo model; a reload must not swap it in
+            raise ReloadFailed(f"no *.onnx files in {models_dir}; keeping the models serving")
     except ValueError as exc:  # ModelLoadError is a ValueError too
         raise ReloadFailed(str(exc)) from None
     kept: list[LoadedModel] = []

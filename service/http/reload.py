@@ -13,8 +13,12 @@ unless that would leave none or lose the configured default (then they stay, and
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -43,6 +47,22 @@ class Outcome:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# Reloads load on this one thread: with glibc, each thread that allocates gets its own malloc
+# arena, and loading on whichever thread asyncio.to_thread picks spreads sessions over several.
+_LOADER = ThreadPoolExecutor(1, thread_name_prefix="fcn-reload")
+
+
+def _release_memory() -> None:
+    """Collect the replaced engines now and hand freed heap pages back to the OS (glibc)."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (AttributeError, OSError):  # not glibc (musl, macOS): nothing to trim
+            pass
 
 
 class ReloadFailed(Exception):
@@ -153,7 +173,9 @@ async def reload_models(service) -> list[Outcome]:
     async with service.reload_lock:
         start = time.perf_counter()
         current = service.models
-        registry, outcomes = await asyncio.to_thread(
+        loop = asyncio.get_running_loop()
+        registry, outcomes = await loop.run_in_executor(
+            _LOADER,
             rebuild,
             current,
             settings.models,
@@ -162,6 +184,8 @@ async def reload_models(service) -> list[Outcome]:
             settings.default_model,
         )
         service.models = registry  # one assignment: each request sees the old set or the new
+        del current
+        await loop.run_in_executor(_LOADER, _release_memory)
         for outcome in outcomes:
             service.metrics.reloads.labels(outcome.name, outcome.status).inc()
         logger.info(

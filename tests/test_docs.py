@@ -113,6 +113,18 @@ def test_every_relative_link_in_the_readme_and_docs_points_at_a_file():
     assert not missing, missing
 
 
+def test_every_repository_path_the_docs_name_exists():
+    """A file renamed in the code without its docs fails here, not in a reader's hands."""
+    named = re.compile(r"`((?:fcn|training|service|bench|tests|docker|deploy|docs)/[\w./-]+)`")
+    missing = [
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+        for path in named.findall(page.read_text())
+        if not (ROOT / path).exists()
+    ]
+    assert not missing, missing
+
+
 def test_readme_is_a_readme():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250, len(lines)

@@ -53,7 +53,9 @@ def test_site_builds_strictly_with_tables_from_the_results(tmp_path):
         if page == "index.md":
             html = tmp_path / "site" / "index.html"
         assert html.is_file(), page
-        assert "bench-table:" not in html.read_text(), f"{page}: a marker was not rendered"
+        text = html.read_text()
+        assert "bench-table:" not in text, f"{page}: a marker was not rendered"
+        assert "fonts.googleapis" not in text, f"{page}: the site would fetch web fonts"
 
     # A figure on the site is the one in its JSON: the U-Net's 512-pixel ORT FP32 median.
     engine = json.loads((ROOT / "bench/results/engine_bench.json").read_text())
@@ -64,6 +66,11 @@ def test_site_builds_strictly_with_tables_from_the_results(tmp_path):
     )
     bench_page = (tmp_path / "site/benchmarks/index.html").read_text()
     assert f"{row['median_ms']:.1f}" in bench_page
+    # Each command's --help is its parser's.
+    cli = (tmp_path / "site/cli/index.html").read_text()
+    for command in ("data", "train", "evaluate", "export", "serve", "predict"):
+        assert f"usage: fcn {command} " in cli, command
+    assert "usage: fcn data demo " in cli
     # The settings table is the settings class's.
     from service.http.settings import Settings
 

@@ -58,7 +58,7 @@ def cpu() -> dict:
     return {
         "model": model,
         "cores": len(os.sched_getaffinity(0)),
-        **{f: f in flags for f in ISA_FLAGS},
+        "flags": {f: f in flags for f in ISA_FLAGS},
     }
 
 
@@ -165,6 +165,7 @@ def main() -> int:
         row["p50_vs_v1"] = round(row["p50_ms"] / base, 3)
     ratio = rows["v2"]["p50_vs_v1"]
     result = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "claim": f"median latency of /v2 infer <= {LIMIT} x /v1/segment's, same image",
         "met": ratio <= LIMIT,
         "ratio_v2_over_v1_p50": ratio,

@@ -30,6 +30,7 @@ import numpy as np
 
 from service import pipeline
 from service.engine import Engine
+from service.engine_config import usable_cores
 from service.errors import ImageError, ModelError
 from service.georef import GeoReference
 from service.masks import get_encoder
@@ -95,7 +96,7 @@ class BatchOptions:
     tolerance: float = DEFAULT_TOLERANCE
     model: str | None = None
     skip_existing: bool = False
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    workers: int = field(default_factory=lambda: min(4, usable_cores()))
     queue_size: int = 4
     infer_threads: int = 1
     worker_nice: int = 10

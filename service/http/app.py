@@ -43,7 +43,7 @@ def load_models(settings: Settings) -> ModelRegistry:
         ModelError: a model does not load or fails its check.
     """
     sources = resolve(settings.models, settings.models_dir)
-    config = engine_config(settings)
+    config = settings.engine_config()
     return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 
 

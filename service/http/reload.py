@@ -167,8 +167,6 @@ async def reload_models(service) -> list[Outcome]:
     Raises:
         ReloadFailed: the model set cannot be resolved; the old models keep serving.
     """
-    from service.http.app import engine_config  # the app module imports the routes using this
-
     settings = service.settings
     async with service.reload_lock:
         start = time.perf_counter()
@@ -180,7 +178,7 @@ async def reload_models(service) -> list[Outcome]:
             current,
             settings.models,
             settings.models_dir,
-            engine_config(settings),
+            settings.engine_config(),
             settings.default_model,
         )
         service.models = registry  # one assignment: each request sees the old set or the new

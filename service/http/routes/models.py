@@ -1,17 +1,18 @@
-"""``GET /v1/models``: what each loaded model is and which one answers by default;
-``POST /v1/models/reload``: load changed model files without downtime (service.http.reload)."""
+"""``GET /v1/models`` and ``/v1/models/{name}``: what each loaded model is, which one answers
+by default, and the output formats it can answer in; ``POST /v1/models/reload``: load changed
+model files without downtime (service.http.reload)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from service.http.errors import ApiError, error_responses
 from service.http.registry import ModelRegistry
 from service.http.reload import ReloadFailed, reload_models
-from service.http.schemas import ModelList, ReloadReport
+from service.http.schemas import ModelInfo, ModelList, ReloadReport
 from service.http.state import get_service, loaded_models, require_api_key
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
@@ -28,6 +29,27 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
 )
 async def list_models(models: Annotated[ModelRegistry, Depends(loaded_models)]) -> dict:
     return {"models": models.describe()}
+
+
+@router.get(
+    "/v1/models/{name}",
+    summary="One loaded model and its output formats",
+    response_model=None,
+    responses={
+        200: {"model": ModelInfo, "description": "the model"},
+        **error_responses(
+            {401: "missing or wrong API key", 404: "unknown model", 503: "models still loading"}
+        ),
+    },
+)
+async def describe_model(
+    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    name: Annotated[str, Path(max_length=64, description="a loaded model's name")],
+) -> dict:
+    entry = models.describe_one(name)
+    if entry is None:
+        raise ApiError(404, "unknown_model", models.unknown(name))
+    return entry
 
 
 @router.post(

@@ -47,11 +47,7 @@ def lookup(models: ModelRegistry, name: str, version: str | None = None) -> Load
     """
     model = models.models.get(name)
     if model is None:
-        raise ApiError(
-            404,
-            "unknown_model",
-            f"no model named {name!r}; loaded models: {', '.join(models.models)}",
-        )
+        raise ApiError(404, "unknown_model", models.unknown(name))
     if version is not None and version != model.version:
         raise ApiError(
             404,

@@ -62,7 +62,9 @@ def check(done: subprocess.CompletedProcess, server) -> None:
     assert done.returncode == 0, report
     schema = server.get_json("/openapi.json")
     operations = sum(len(methods) for methods in schema["paths"].values())
-    assert operations >= 14, schema["paths"]  # /v1 (segment, models, reload), health, /v2 (9)
+    assert operations >= 15, schema[
+        "paths"
+    ]  # /v1 (segment, models, models/{name}, reload), health, /v2 (9)
     assert f"{operations} selected / {operations} total" in done.stdout, report
     assert " passed" in done.stdout and "failed" not in done.stdout.split("SUMMARY")[-1], report
     assert "Traceback" not in server.output()

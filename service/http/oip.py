@@ -242,11 +242,20 @@ def _split_bytes(name: str, data: memoryview) -> list[bytes]:
 
 
 def _flatten(data: Any) -> list:
+    """Row-major elements of nested lists (iterative: no recursion limit to hit)."""
     if not isinstance(data, list):
         return [data]
-    if data and isinstance(data[0], list):
-        return [x for part in data for x in _flatten(part)]
-    return data
+    flat: list = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
+    return flat
 
 
 def _from_json(item: RequestInput) -> np.ndarray | list[bytes]:

@@ -321,3 +321,14 @@ def test_api_key_guards_models_but_not_health(conv_model) -> None:
         assert_oip_error(refused, 401, "unauthorized")
         keyed = {**headers, "Authorization": f"Bearer {KEY}"}
         assert client.post("/v2/models/conv/infer", content=body, headers=keyed).status_code == 200
+
+
+def test_deeply_nested_json_is_400_not_a_crash(client) -> None:
+    deep = "[" * 5000 + "1" + "]" * 5000
+    head = '{"inputs": [{"name": "pixels", "shape": [1], "datatype": "UINT8", "data": '
+    body = head + deep + "}]}"
+    response = client.post("/v2/models/conv/infer", content=body.encode())
+    assert_oip_error(response, 400, "bad_inference_request", "recursion limit")
+    nested = {"name": "pixels", "shape": [1, 1, 3], "datatype": "UINT8", "data": [[[[1, 2], [3]]]]}
+    answer = client.post("/v2/models/conv/infer", json={"inputs": [nested]})
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["shape"] == [1, 1]

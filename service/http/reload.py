@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import time
@@ -54,15 +55,21 @@ class Outcome:
 _LOADER = ThreadPoolExecutor(1, thread_name_prefix="fcn-reload")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")  # runs ldconfig: once per process
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def _release_memory() -> None:
     """Collect the replaced engines now and hand freed heap pages back to the OS (glibc)."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (AttributeError, OSError):  # not glibc (musl, macOS): nothing to trim
-            pass
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:  # glibc only (not musl, not macOS)
+        trim(0)
 
 
 class ReloadFailed(Exception):

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.http.reload import Status as ReloadStatus
+
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -187,7 +189,7 @@ def output_content() -> dict[str, Any]:
 
 class ReloadOutcome(BaseModel):
     name: str
-    status: Literal["unchanged", "reloaded", "added", "removed", "failed"]
+    status: ReloadStatus
     version: str | None
     previous_version: str | None
     error: str | None

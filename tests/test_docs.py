@@ -54,7 +54,8 @@ def test_site_builds_strictly_with_tables_from_the_results(tmp_path):
             html = tmp_path / "site" / "index.html"
         assert html.is_file(), page
         text = html.read_text()
-        assert "bench-table:" not in text, f"{page}: a marker was not rendered"
+        for marker in ("<!-- bench-table:", "<!-- cli-help:", "<!-- settings-table"):
+            assert marker not in text, f"{page}: a marker was not rendered"
         assert "fonts.googleapis" not in text, f"{page}: the site would fetch web fonts"
 
     # A figure on the site is the one in its JSON: the U-Net's 512-pixel ORT FP32 median.

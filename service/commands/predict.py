@@ -86,6 +86,9 @@ def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``fcn`` parser."""
+    from service.masks import ENCODERS
+    from service.shapes import DEFAULT_TOLERANCE
+
     p = subparsers.add_parser(
         "predict",
         help="segment image files or folders with an ONNX model",
@@ -103,8 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_formats,
         action="append",
         metavar="FMT",
-        help="output format: index (class-index PNG), color, overlay, json; repeat or "
-        "comma-separate for several (default: index)",
+        help="output format: "
+        + "; ".join(f"{e.name} ({e.description}, *{e.suffix})" for e in ENCODERS.values())
+        + ". Repeat or comma-separate for several (default: index)",
     )
     p.add_argument(
         "--recursive",
@@ -138,6 +142,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_ALPHA,
         help=f"overlay colour weight in [{ALPHA_MIN:g}, {ALPHA_MAX:g}] (default: {DEFAULT_ALPHA})",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"polygons/geojson simplification in pixels, 0 = exact ({DEFAULT_TOLERANCE:g})",
     )
     p.add_argument(
         "--workers", type=_positive, default=None, help="decode and encode threads (each)"
@@ -177,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
     from service.scan import scan_inputs
 
     config = batch_engine_config(args)
-    options = _batch_options(args, config.streams)
     source = parse_spec(args.model)
+    options = _batch_options(args, config.streams, source.name)
     if args.engine == "ray":  # the actors load the model; the driver needs its classes only
         from service.engine import read_model_metadata
 
@@ -231,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _batch_options(args: argparse.Namespace, streams: int):
-    """The runner's options from the flags (a bad --alpha is a usage error)."""
+def _batch_options(args: argparse.Namespace, streams: int, model: str):
+    """The runner's options from the flags (a bad --alpha or --tolerance is a usage error)."""
     from service.batch import BatchOptions
 
     formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
@@ -240,13 +250,15 @@ def _batch_options(args: argparse.Namespace, streams: int):
         return BatchOptions(
             formats=formats,
             alpha=args.alpha,
+            tolerance=args.tolerance,
+            model=model,
             skip_existing=args.skip_existing,
             queue_size=args.queue_size,
             infer_threads=streams,
             **({"workers": args.workers} if args.workers else {}),
         )
     except ValueError as exc:
-        raise _hint("--alpha", exc) from None
+        raise _hint("--tolerance" if "tolerance" in str(exc) else "--alpha", exc) from None
 
 
 def _summary_writer(path: str | None, classes: Sequence[str]):

@@ -659,6 +659,21 @@ def reliability(d: dict) -> list[str]:
     return md_table(["part", "load", "measured", ""], rows)
 
 
+def oip(d: dict) -> list[str]:
+    rows = [
+        [name, num(r["p50_ms"]), num(r["p90_ms"]), num(r["mean_ms"]), ratio(r["p50_vs_v1"])]
+        for name, r in d["contenders"].items()
+    ]
+    image = d["image"]
+    return [
+        *md_table(["contender", "p50 ms", "p90 ms", "mean ms", "p50 vs v1"], rows),
+        "",
+        f"{image['width']}x{image['height']} image ({image['source']}), {d['rounds']} interleaved "
+        f"rounds at concurrency 1; masks identical: {d['masks_identical']}; "
+        f"v2 / v1 median {d['ratio_v2_over_v1_p50']:.3f} (target <= 1.05: {met(d['met'])})",
+    ]
+
+
 TABLES: dict[str, Table] = {
     "engine-latency": Table("engine_bench.json", engine_latency, "bench/engine_bench.py"),
     "engine-targets": Table("engine_bench.json", engine_targets, "bench/engine_bench.py"),
@@ -707,6 +722,7 @@ TABLES: dict[str, Table] = {
         "bench/onednn_cache_bench.py --model runs/bench-models/unet-r34.onnx",
     ),
     "reliability": Table("reliability_bench.json", reliability, "bench/reliability_bench.py"),
+    "oip": Table("oip_bench.json", oip, "bench/oip_bench.py"),
 }
 
 

@@ -32,7 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"^<!--\s*bench-table:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+# The flags worth showing when a file lists all of /proc/cpuinfo's (a record that maps flag ->
+# bool, as bench/_cpu.py writes, shows every flag it marks present).
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 ARCH_NAMES = {"", "x86_64", "amd64", "aarch64", "arm64", "i386", "i686"}
 DATE_KEYS = ("date", "measured_at", "finished_at", "started_at", "timestamp", "time")
 
@@ -107,8 +118,8 @@ def _cpu_record(data: dict) -> tuple[str | None, list[str]]:
         if flags is None:
             flags = holder.get("isa_flags", holder.get("cpu_flags"))
     if isinstance(flags, dict):
-        flags = [k for k, v in flags.items() if v]
-    elif isinstance(flags, str):
+        return (str(model) if model else None), [k for k, v in flags.items() if v]
+    if isinstance(flags, str):
         flags = flags.split()
     present = [f for f in ISA_FLAGS if f in set(flags or ())]
     return (str(model) if model else None), present

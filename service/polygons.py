@@ -111,11 +111,14 @@ def _cycles(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count = len(nxt)
     smallest = np.arange(count)
     jump = nxt.copy()
-    rounds = max(1, int(count - 1).bit_length())
-    for _ in range(rounds):  # after k rounds: the smallest of 2**k steps from each side
-        np.minimum(smallest, smallest[jump], out=smallest)
+    while True:  # after k rounds: the smallest of 2**k steps from each side
+        reached = np.minimum(smallest, smallest[jump])
+        if np.array_equal(reached, smallest):  # a round that changes nothing: none will
+            break
+        smallest = reached
         jump = jump[jump]
     # steps from each side to its cycle's last side (the one whose next is the smallest)
+    rounds = int(np.bincount(smallest).max() - 1).bit_length()
     last = nxt == smallest
     steps = (~last).astype(np.int64)
     jump = np.where(last, np.arange(count), nxt)

@@ -32,7 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"^<!--\s*bench-table:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+# The flags worth showing when a file lists all of /proc/cpuinfo's (a record that maps flag ->
+# bool, as bench/_cpu.py writes, shows every flag it marks present).
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 ARCH_NAMES = {"", "x86_64", "amd64", "aarch64", "arm64", "i386", "i686"}
 DATE_KEYS = ("date", "measured_at", "finished_at", "started_at", "timestamp", "time")
 
@@ -107,8 +118,8 @@ def _cpu_record(data: dict) -> tuple[str | None, list[str]]:
         if flags is None:
             flags = holder.get("isa_flags", holder.get("cpu_flags"))
     if isinstance(flags, dict):
-        flags = [k for k, v in flags.items() if v]
-    elif isinstance(flags, str):
+        return (str(model) if model else None), [k for k, v in flags.items() if v]
+    if isinstance(flags, str):
         flags = flags.split()
     present = [f for f in ISA_FLAGS if f in set(flags or ())]
     return (str(model) if model else None), present
@@ -681,6 +692,21 @@ def polygons_iou(d: dict) -> list[str]:
     return md_table(["masks", "tolerance", "lowest IoU of a class", "classes below 0.98"], rows)
 
 
+def oip(d: dict) -> list[str]:
+    rows = [
+        [name, num(r["p50_ms"]), num(r["p90_ms"]), num(r["mean_ms"]), ratio(r["p50_vs_v1"])]
+        for name, r in d["contenders"].items()
+    ]
+    image = d["image"]
+    return [
+        *md_table(["contender", "p50 ms", "p90 ms", "mean ms", "p50 vs v1"], rows),
+        "",
+        f"{image['width']}x{image['height']} image ({image['source']}), {d['rounds']} interleaved "
+        f"rounds at concurrency 1; masks identical: {d['masks_identical']}; "
+        f"v2 / v1 median {d['ratio_v2_over_v1_p50']:.3f} (target <= 1.05: {met(d['met'])})",
+    ]
+
+
 TABLES: dict[str, Table] = {
     "formats": Table("formats_bench.json", formats, "bench/formats_bench.py"),
     "polygons-iou": Table("polygons_iou.json", polygons_iou, "bench/polygons_iou.py"),
@@ -731,6 +757,7 @@ TABLES: dict[str, Table] = {
         "bench/onednn_cache_bench.py --model runs/bench-models/unet-r34.onnx",
     ),
     "reliability": Table("reliability_bench.json", reliability, "bench/reliability_bench.py"),
+    "oip": Table("oip_bench.json", oip, "bench/oip_bench.py"),
 }
 
 

@@ -19,10 +19,11 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import Metrics, MetricsMiddleware
 from service.http.registry import ModelRegistry
-from service.http.routes import health, metrics, models, segment
+from service.http.reload import load_checked
+from service.http.routes import health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
-from service.models import resolve
+from service.models import model_sources
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +36,34 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def load_models(settings: Settings) -> ModelRegistry:
-    """Resolve and load the configured models (the bundled default when none is named)."""
-    sources = resolve(settings.models, settings.models_dir)
-    return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
+    """Resolve, load and check (a warm-up run) the configured models (the bundled default
+    when none is named); the same check a reload runs.
+
+    Raises:
+        ModelError: a model does not load or fails its check.
+    """
+    sources = model_sources(settings.models, settings.models_dir)
+    config = settings.engine_config()
+    return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 
 
 class PageMount(Mount):
     """The static page at ``/``, stepping aside for the API's own paths.
 
     A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
-    server (404) instead of the route that only takes POST (405).
+    server (404) instead of the route that only takes POST (405). Paths under the API's
+    prefixes (templated ones like ``/v2/models/{name}/infer`` too) are never the page's.
     """
+
+    API_PREFIXES = ("/v1/", "/v2/")
 
     def __init__(self, path: str, app: StaticFiles, api_paths: frozenset[str], name: str):
         super().__init__(path, app=app, name=name)
         self.api_paths = api_paths
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get("path") in self.api_paths:
+        path = scope.get("path", "")
+        if path in self.api_paths or path.startswith(self.API_PREFIXES):
             return Match.NONE, {}
         return super().matches(scope)
 
@@ -93,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
-    routers = [module.router for module in (health, models, segment, metrics)]
+    routers = [module.router for module in (health, models, segment, metrics, oip)]
+    routers.append(oip.keyed)
     for router in routers:
         app.include_router(router)
     web_dir = settings.web_dir or WEB_DIR

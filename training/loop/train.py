@@ -23,9 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 import fcn
 from training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    TrainingState,
     checkpoint_config,
     copy_checkpoint,
     load_checkpoint,
@@ -35,7 +39,7 @@ from training.checkpoint import (
     train_config,
 )
 from training.config import TrainConfig
-from training.data.datasets import DatasetInfo, build_datasets
+from training.data.datasets import DatasetInfo, SegmentationDataset, build_datasets
 from training.loop import distributed
 from training.loop.ema import build_ema
 from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
@@ -119,7 +123,7 @@ def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     ``max_minutes``); anything else makes the continuation differ from the original run.
     """
     try:
-        cfg = train_config(load_checkpoint(path)["config"])
+        cfg = train_config(load_checkpoint(path).config)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}; cannot resume") from exc
     for key, value in overrides.items():
@@ -186,6 +190,43 @@ def train(
         distributed.cleanup()
 
 
+@dataclass
+class _Parts:
+    """What a run trains with: built once (``_build``), restored on ``--resume``."""
+
+    train_ds: SegmentationDataset
+    val_ds: SegmentationDataset
+    data: DatasetInfo
+    config: dict[str, Any]  # the checkpoint's ``config``
+    model: nn.Module  # the network the optimizer steps
+    net: nn.Module  # ``model``, DDP-wrapped in distributed runs
+    ema: Any  # torch.optim.swa_utils.AveragedModel, or None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    budget: StepBudget
+    bf16: bool
+
+    @property
+    def saved(self) -> nn.Module:
+        """What is validated and saved as "model": the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
+class _Progress:
+    """Where the run stands (restored on ``--resume``) and what it has done in this process."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -math.inf
+    images: int = 0  # training images seen by this process's epochs, all ranks
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _train(
     cfg: TrainConfig,
     info: distributed.DistInfo,
@@ -195,15 +236,53 @@ def _train(
 ) -> TrainResult:
     _configure_threads(info, device)
     seed_everything(cfg.seed)
-    train_ds, val_ds, data_info = build_datasets(cfg.data)
-    config = checkpoint_config(cfg, data_info)
-    model = _build_model(cfg, data_info, info, device)
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    parts = _build(cfg, info, device)
+    progress = _Progress()
+    if resume is not None:
+        progress = _restore(parts, load_checkpoint(resume, map_location=device), resume)
+    log = _start_log(cfg, parts, progress, info, device)
+    cadence = ValidationCadence(
+        share=cfg.val_share,
+        pixels=sum(h * w for h, w in map(parts.val_ds.image_size, range(len(parts.val_ds)))),
+        crop_pixels=cfg.data.augment.crop_size**2,
+    )
+    max_epochs = cfg.budget_epochs or 10**9
+    metrics: Metrics | None = None
+    while progress.epoch < max_epochs and not parts.budget.done(progress.step):
+        stats = _train_epoch(cfg, parts, progress, info, device)
+        last = (
+            progress.epoch >= max_epochs
+            or parts.budget.done(progress.step)
+            or (stop_after is not None and progress.epoch >= stop_after)
+        )
+        metrics, samples = _validate_if_due(cfg, parts, cadence, stats, last, info, device)
+        tick = time.perf_counter()
+        improved = _update_best(progress, metrics, validates=len(parts.val_ds) > 0)
+        if log is not None:
+            _save_epoch(cfg, parts, progress, log, stats, metrics, samples, improved)
+        # The final validation and save must fit in a time budget: keep their cost in reserve.
+        parts.budget.reserve = cadence.estimate + time.perf_counter() - tick
+        if parts.budget.seconds is not None:
+            total = parts.budget.observe(progress.step)
+            parts.budget.set_total(distributed.broadcast_int(total, device))
+        if stop_after is not None and progress.epoch >= stop_after:
+            break
+    distributed.barrier()
+    return _finish(cfg, parts, progress, cadence, metrics, info)
+
+
+def _build(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> _Parts:
+    """Data, model (and its moving average), optimizer, loss, loaders and step budget."""
+    train_ds, val_ds, data = build_datasets(cfg.data)
+    model = _build_model(cfg, data, info, device)
+    net = model
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     loss_fn = build_loss(
         cfg.loss,
-        num_classes=data_info.num_classes,
-        ignore_index=data_info.ignore_index,
+        num_classes=data.num_classes,
+        ignore_index=data.ignore_index,
         class_weights=cfg.class_weights,
     ).to(device)
     train_loader, val_loader = build_loaders(
@@ -213,7 +292,7 @@ def _train(
         epoch_size=cfg.epoch_size,
         workers=_workers(cfg.workers, info, device),
         seed=cfg.seed,
-        ignore_index=data_info.ignore_index,
+        ignore_index=data.ignore_index,
         info=info,
         pin_memory=device.type == "cuda",
     )
@@ -225,163 +304,223 @@ def _train(
         max_minutes=cfg.max_minutes,
         steps_per_epoch=len(train_loader),
     )
-    bf16 = use_cpu_bf16(cfg.bf16, device)
-    # What is validated and saved as "model": the moving average when there is one.
-    ema = build_ema(model, cfg.ema) if cfg.ema is not None else None
-    saved = ema.module if ema is not None else model
-    epoch, step, best = 0, 0, -math.inf
-    if resume is not None:
-        state = load_checkpoint(resume, map_location=device)
-        saved.load_state_dict(state["model"])
-        if ema is not None:
-            model.load_state_dict(state["train_model"])
-            ema.n_averaged.fill_(int(state["ema_updates"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        budget.load_state_dict(state["scheduler"])
-        epoch, step, best = int(state["epoch"]), int(state["step"]), float(state["best_metric"])
-        set_rng_state(state["rng"])
-        logger.info("resumed %s at epoch %d, step %d (best mIoU %.4f)", resume, epoch, step, best)
-    net = model
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    out = Path(cfg.out)
-    log = MetricsLog(out / "metrics.csv", data_info.classes) if info.is_main else None
-    if log is not None:
-        log.start(keep_epochs=epoch)
-        logger.info(
-            "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
-            "budget %s -> %s",
-            cfg.arch,
-            cfg.model_options,
-            device,
-            " (bfloat16 autocast)" if bf16 else "",
-            len(train_ds),
-            len(val_ds),
-            len(train_loader),
-            len(train_loader) * cfg.batch_size * info.world_size,
-            _budget_text(cfg),
-            out,
-        )
-    max_epochs = cfg.budget_epochs or 10**9
-    cadence = ValidationCadence(
-        share=cfg.val_share,
-        pixels=sum(h * w for h, w in map(val_ds.image_size, range(len(val_ds)))),
-        crop_pixels=cfg.data.augment.crop_size**2,
+    return _Parts(
+        train_ds=train_ds,
+        val_ds=val_ds,
+        data=data,
+        config=checkpoint_config(cfg, data),
+        model=model,
+        net=net,
+        ema=build_ema(model, cfg.ema) if cfg.ema is not None else None,
+        optimizer=build_optimizer(model, cfg),
+        scaler=torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda"),
+        loss_fn=loss_fn,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        budget=budget,
+        bf16=use_cpu_bf16(cfg.bf16, device),
     )
-    history: list[dict[str, Any]] = []
-    metrics: Metrics | None = None
-    images = 0
-    train_seconds = 0.0
-    while epoch < max_epochs and not budget.done(step):
-        train_loader.sampler.set_epoch(epoch)
-        stats, step = train_one_epoch(
-            net,
-            train_loader,
-            loss_fn,
-            optimizer,
-            scaler,
-            budget,
-            step,
-            device=device,
-            amp=cfg.amp,
-            bf16=bf16,
-            grad_clip=cfg.grad_clip,
-            channels_last=cfg.channels_last,
-            progress=info.is_main,
-            description=f"epoch {epoch + 1}",
-            ema=(lambda: ema.update_parameters(model)) if ema is not None else None,
-        )
-        epoch += 1
-        images += stats.images * info.world_size
-        train_seconds += stats.seconds
-        metrics, samples = None, []
-        keep = cfg.grid_images if (info.is_main and cfg.plots) else 0
-        last = (
-            epoch >= max_epochs
-            or budget.done(step)
-            or (stop_after is not None and epoch >= stop_after)
-        )
-        if len(val_ds) and cadence.due(last, budget.elapsed(), stats, device):
-            distributed.broadcast_buffers(model)
-            if ema is not None:  # the average of rank 0's buffers, as every rank's
-                distributed.broadcast_buffers(ema.module)
-            result = evaluate(
-                saved,
-                val_loader,
-                data_info.num_classes,
-                device=device,
-                amp=cfg.amp,
-                bf16=bf16,
-                channels_last=cfg.channels_last,
-                keep=keep,
-            )
-            cadence.spent(result.seconds)
-            metrics, samples = result.matrix.compute(data_info.classes), result.samples
-        tick = time.perf_counter()
-        # Without a validation set every epoch is "best"; with one, only a validated one can be.
-        improved = not len(val_ds) or (metrics is not None and _score(metrics) > best)
-        if metrics is not None and improved:
-            best = _score(metrics)
-        if info.is_main:
-            state = {
-                "model": saved.state_dict(),
-                **(
-                    {"train_model": model.state_dict(), "ema_updates": int(ema.n_averaged)}
-                    if ema is not None
-                    else {}
-                ),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": budget.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "rng": rng_state(),
-                "best_metric": best,
-                "metrics": metrics.to_dict() if metrics is not None else None,
-                "config": config,
-            }
-            save_checkpoint(out / "last.pt", state)
-            if improved:
-                copy_checkpoint(out / "last.pt", out / "best.pt")
-            row = log.append(epoch, step, stats, metrics, budget.elapsed())
-            history.append(row)
-            _log_epoch(epoch, step, stats, metrics, budget.elapsed())
-            if cfg.plots:
-                write_plots(out, log.path, samples, data_info)
-        # The final validation and save must fit in a time budget: keep their cost in reserve.
-        budget.reserve = cadence.estimate + time.perf_counter() - tick
-        if budget.seconds is not None:
-            budget.set_total(distributed.broadcast_int(budget.observe(step), device))
-        if stop_after is not None and epoch >= stop_after:
-            break
-    distributed.barrier()
-    elapsed = budget.elapsed()
-    throughput = images / train_seconds if train_seconds else 0.0
+
+
+def _restore(parts: _Parts, checkpoint: Checkpoint, source: str | os.PathLike) -> _Progress:
+    """Continue from ``checkpoint``: weights, optimizer, scaler, schedule and RNG states."""
+    state = checkpoint.training_state(source)
+    parts.saved.load_state_dict(checkpoint.model)
+    if parts.ema is not None:
+        if state.raw_model is None:
+            raise CheckpointError(f"{source} was not trained with --ema; cannot resume with it")
+        parts.model.load_state_dict(state.raw_model)
+        parts.ema.n_averaged.fill_(state.ema_updates)
+    parts.optimizer.load_state_dict(state.optimizer)
+    parts.scaler.load_state_dict(state.scaler)
+    parts.budget.load_state_dict(state.scheduler)
+    set_rng_state(state.rng)
+    logger.info(
+        "resumed %s at epoch %d, step %d (best mIoU %.4f)",
+        source,
+        checkpoint.epoch,
+        checkpoint.step,
+        checkpoint.best_metric,
+    )
+    return _Progress(epoch=checkpoint.epoch, step=checkpoint.step, best=checkpoint.best_metric)
+
+
+def _start_log(
+    cfg: TrainConfig,
+    parts: _Parts,
+    progress: _Progress,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> MetricsLog | None:
+    """Rank 0's ``metrics.csv`` (continued on resume) and the run's opening line."""
+    if not info.is_main:
+        return None
+    log = MetricsLog(Path(cfg.out) / "metrics.csv", parts.data.classes)
+    log.start(keep_epochs=progress.epoch)
+    logger.info(
+        "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
+        "budget %s -> %s",
+        cfg.arch,
+        cfg.model_options,
+        device,
+        " (bfloat16 autocast)" if parts.bf16 else "",
+        len(parts.train_ds),
+        len(parts.val_ds),
+        len(parts.train_loader),
+        len(parts.train_loader) * cfg.batch_size * info.world_size,
+        _budget_text(cfg),
+        cfg.out,
+    )
+    return log
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    parts: _Parts,
+    progress: _Progress,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> EpochStats:
+    """One epoch (or what is left of the budget); advances ``progress``."""
+    parts.train_loader.sampler.set_epoch(progress.epoch)
+    ema, model = parts.ema, parts.model
+    stats, progress.step = train_one_epoch(
+        parts.net,
+        parts.train_loader,
+        parts.loss_fn,
+        parts.optimizer,
+        parts.scaler,
+        parts.budget,
+        progress.step,
+        device=device,
+        amp=cfg.amp,
+        bf16=parts.bf16,
+        grad_clip=cfg.grad_clip,
+        channels_last=cfg.channels_last,
+        progress=info.is_main,
+        description=f"epoch {progress.epoch + 1}",
+        ema=(lambda: ema.update_parameters(model)) if ema is not None else None,
+    )
+    progress.epoch += 1
+    progress.images += stats.images * info.world_size
+    progress.train_seconds += stats.seconds
+    return stats
+
+
+def _validate_if_due(
+    cfg: TrainConfig,
+    parts: _Parts,
+    cadence: ValidationCadence,
+    stats: EpochStats,
+    last: bool,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> tuple[Metrics | None, list]:
+    """Validate the saved weights when the cadence says so: ``(metrics, plot samples)``."""
+    if not len(parts.val_ds) or not cadence.due(last, parts.budget.elapsed(), stats, device):
+        return None, []
+    distributed.broadcast_buffers(parts.model)
+    if parts.ema is not None:  # the average of rank 0's buffers, as every rank's
+        distributed.broadcast_buffers(parts.ema.module)
+    result = evaluate(
+        parts.saved,
+        parts.val_loader,
+        parts.data.num_classes,
+        device=device,
+        amp=cfg.amp,
+        bf16=parts.bf16,
+        channels_last=cfg.channels_last,
+        keep=cfg.grid_images if (info.is_main and cfg.plots) else 0,
+    )
+    cadence.spent(result.seconds)
+    return result.matrix.compute(parts.data.classes), result.samples
+
+
+def _update_best(progress: _Progress, metrics: Metrics | None, *, validates: bool) -> bool:
+    """Whether this epoch is the best so far (and record its score).
+
+    Without a validation set every epoch is "best"; with one, only a validated one can be.
+    """
+    improved = not validates or (metrics is not None and _score(metrics) > progress.best)
+    if metrics is not None and improved:
+        progress.best = _score(metrics)
+    return improved
+
+
+def _checkpoint(parts: _Parts, progress: _Progress, metrics: Metrics | None) -> Checkpoint:
+    raw = parts.model.state_dict() if parts.ema is not None else None
+    return Checkpoint(
+        model=parts.saved.state_dict(),
+        config=parts.config,
+        epoch=progress.epoch,
+        step=progress.step,
+        best_metric=progress.best,
+        metrics=metrics.to_dict() if metrics is not None else None,
+        training=TrainingState(
+            optimizer=parts.optimizer.state_dict(),
+            scheduler=parts.budget.state_dict(),
+            scaler=parts.scaler.state_dict(),
+            rng=rng_state(),
+            raw_model=raw,
+            ema_updates=int(parts.ema.n_averaged) if parts.ema is not None else 0,
+        ),
+    )
+
+
+def _save_epoch(
+    cfg: TrainConfig,
+    parts: _Parts,
+    progress: _Progress,
+    log: MetricsLog,
+    stats: EpochStats,
+    metrics: Metrics | None,
+    samples: list,
+    improved: bool,
+) -> None:
+    """Rank 0: ``last.pt`` (and ``best.pt``), the ``metrics.csv`` row, the log line, plots."""
+    out = Path(cfg.out)
+    save_checkpoint(out / "last.pt", _checkpoint(parts, progress, metrics))
+    if improved:
+        copy_checkpoint(out / "last.pt", out / "best.pt")
+    elapsed = parts.budget.elapsed()
+    progress.history.append(log.append(progress.epoch, progress.step, stats, metrics, elapsed))
+    _log_epoch(progress.epoch, progress.step, stats, metrics, elapsed)
+    if cfg.plots:
+        write_plots(out, log.path, samples, parts.data)
+
+
+def _finish(
+    cfg: TrainConfig,
+    parts: _Parts,
+    progress: _Progress,
+    cadence: ValidationCadence,
+    metrics: Metrics | None,
+    info: distributed.DistInfo,
+) -> TrainResult:
+    elapsed = parts.budget.elapsed()
+    throughput = progress.images / progress.train_seconds if progress.train_seconds else 0.0
     if info.is_main:
         logger.info(
             "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), "
             "%d validations in %.0f s (%.0f%% of the time), best mIoU %.4f",
-            epoch,
-            step,
+            progress.epoch,
+            progress.step,
             elapsed / 60,
             throughput,
             cadence.count,
             cadence.seconds,
             100 * cadence.seconds / elapsed if elapsed else 0.0,
-            best,
+            progress.best,
         )
     return TrainResult(
-        out,
-        epoch,
-        step,
-        best,
+        Path(cfg.out),
+        progress.epoch,
+        progress.step,
+        progress.best,
         metrics,
         throughput,
         elapsed,
-        history,
+        progress.history,
         validations=cadence.count,
         val_seconds=cadence.seconds,
     )

@@ -46,8 +46,10 @@ from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_b
 from training.loop.losses import build_loss
 from training.loop.metrics import Metrics
 from training.loop.optim import StepBudget, build_optimizer
+from training.loop.progress import chance_miou, too_short_advice
 from training.loop.runlog import MetricsLog, write_plots
-from training.loop.sampling import build_loaders
+from training.loop.sampling import build_loaders, eval_loader
+from training.loop.validation import ValidationPlan
 
 logger = logging.getLogger(__name__)
 
@@ -66,48 +68,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     validations: int = 0  # how many epochs were validated
     val_seconds: float = 0.0  # time spent validating
-
-
-class ValidationCadence:
-    """Decides after each epoch whether to validate, so validation takes at most ``share``
-    of the run's time (the last epoch is always validated).
-
-    A validation is due when the time spent validating so far plus one more validation stays
-    within ``share`` of the time elapsed, or when one costs under ``CHEAP_SECONDS`` anyway
-    (small validation sets then validate every epoch). Before the first validation its cost
-    is estimated from the pixels to predict and the training speed (a forward pass costs
-    about a third of a training step); afterwards it is the last one's measured cost. In
-    distributed runs rank 0 decides for all.
-    """
-
-    CHEAP_SECONDS = 2.0
-
-    def __init__(self, *, share: float, pixels: int, crop_pixels: int) -> None:
-        self.share = share
-        self.pixels = pixels
-        self.crop_pixels = crop_pixels
-        self.estimate = 0.0
-        self.measured = False
-        self.count = 0
-        self.seconds = 0.0
-
-    def due(self, last: bool, elapsed: float, stats: Any, device: torch.device) -> bool:
-        if not self.measured and stats.seconds > 0 and stats.images:
-            train_pixels_per_s = stats.images * self.crop_pixels / stats.seconds
-            self.estimate = self.pixels / (3.0 * train_pixels_per_s)
-        want = (
-            last
-            or self.share >= 1.0
-            or self.estimate < self.CHEAP_SECONDS
-            or self.seconds + self.estimate <= self.share * elapsed
-        )
-        return bool(distributed.broadcast_int(int(want), device))
-
-    def spent(self, seconds: float) -> None:
-        self.count += 1
-        self.seconds += seconds
-        self.estimate = seconds
-        self.measured = True
+    advice: str | None = None  # what to change when the run was too short to learn
 
 
 def seed_everything(seed: int) -> None:
@@ -183,9 +144,10 @@ def train(
     Raises:
         ValueError: bad options or data (messages name the problem).
     """
+    started = time.perf_counter()  # a time budget counts from here: data loading included
     info, device = distributed.setup(cfg.device)
     try:
-        return _train(cfg, info, device, resume, stop_after)
+        return _train(cfg, info, device, resume, stop_after, started)
     finally:
         distributed.cleanup()
 
@@ -224,7 +186,18 @@ class _Progress:
     best: float = -math.inf
     images: int = 0  # training images seen by this process's epochs, all ranks
     train_seconds: float = 0.0
+    save_seconds: float = 0.0  # the last epoch end's checkpoint and plots (a guess until then)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Validation:
+    """One validation's outcome (``metrics`` None: skipped or no validation set)."""
+
+    metrics: Metrics | None = None
+    samples: list = field(default_factory=list)
+    images: int = 0
+    exact: bool = True  # the current weights were scored on every image (or none exist)
 
 
 def _train(
@@ -233,45 +206,50 @@ def _train(
     device: torch.device,
     resume: str | os.PathLike | None,
     stop_after: int | None,
+    started: float,
 ) -> TrainResult:
     _configure_threads(info, device)
     seed_everything(cfg.seed)
-    parts = _build(cfg, info, device)
-    progress = _Progress()
+    parts = _build(cfg, info, device, started)
+    progress = _Progress(save_seconds=_save_guess(cfg, parts.model))
     if resume is not None:
-        progress = _restore(parts, load_checkpoint(resume, map_location=device), resume)
+        _restore(parts, progress, load_checkpoint(resume, map_location=device), resume)
     log = _start_log(cfg, parts, progress, info, device)
-    cadence = ValidationCadence(
-        share=cfg.val_share,
-        pixels=sum(h * w for h, w in map(parts.val_ds.image_size, range(len(parts.val_ds)))),
-        crop_pixels=cfg.data.augment.crop_size**2,
+    plan = ValidationPlan(
+        [parts.val_ds.image_size(i) for i in range(len(parts.val_ds))], share=cfg.val_share
     )
+    _probe_validation(cfg, parts, plan, device)
     max_epochs = cfg.budget_epochs or 10**9
-    metrics: Metrics | None = None
+    validated = _Validation()
+    _keep_reserve(parts, plan, progress)
     while progress.epoch < max_epochs and not parts.budget.done(progress.step):
         stats = _train_epoch(cfg, parts, progress, info, device)
+        _replan(parts, progress, device)
         last = (
             progress.epoch >= max_epochs
             or parts.budget.done(progress.step)
             or (stop_after is not None and progress.epoch >= stop_after)
         )
-        metrics, samples = _validate_if_due(cfg, parts, cadence, stats, last, info, device)
         tick = time.perf_counter()
-        improved = _update_best(progress, metrics, validates=len(parts.val_ds) > 0)
-        if log is not None:
-            _save_epoch(cfg, parts, progress, log, stats, metrics, samples, improved)
-        # The final validation and save must fit in a time budget: keep their cost in reserve.
-        parts.budget.reserve = cadence.estimate + time.perf_counter() - tick
-        if parts.budget.seconds is not None:
-            total = parts.budget.observe(progress.step)
-            parts.budget.set_total(distributed.broadcast_int(total, device))
-        if stop_after is not None and progress.epoch >= stop_after:
+        validated = _validate(cfg, parts, plan, last, info, device)
+        _save_epoch(cfg, parts, progress, log, stats, validated)
+        if not last:  # the cost of an epoch end recurs; the reserve holds the last one's
+            parts.budget.add_overhead(time.perf_counter() - tick)
+        if last:
             break
+        _keep_reserve(parts, plan, progress)
+        _replan(parts, progress, device)
+    if not validated.exact:
+        # The budget ran out after an in-budget validation or none: score the final weights.
+        validated = _validate(cfg, parts, plan, True, info, device)
+        _save_epoch(cfg, parts, progress, log, stats, validated)
     distributed.barrier()
-    return _finish(cfg, parts, progress, cadence, metrics, info)
+    return _finish(cfg, parts, progress, plan, validated.metrics, info)
 
 
-def _build(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -> _Parts:
+def _build(
+    cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, started: float
+) -> _Parts:
     """Data, model (and its moving average), optimizer, loss, loaders and step budget."""
     train_ds, val_ds, data = build_datasets(cfg.data)
     model = _build_model(cfg, data, info, device)
@@ -303,6 +281,7 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         epochs=cfg.budget_epochs,
         max_minutes=cfg.max_minutes,
         steps_per_epoch=len(train_loader),
+        started=started,
     )
     return _Parts(
         train_ds=train_ds,
@@ -318,11 +297,13 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device) -
         train_loader=train_loader,
         val_loader=val_loader,
         budget=budget,
-        bf16=use_cpu_bf16(cfg.bf16, device),
+        bf16=use_cpu_bf16(cfg.bf16, device, cfg.arch),
     )
 
 
-def _restore(parts: _Parts, checkpoint: Checkpoint, source: str | os.PathLike) -> _Progress:
+def _restore(
+    parts: _Parts, progress: _Progress, checkpoint: Checkpoint, source: str | os.PathLike
+) -> None:
     """Continue from ``checkpoint``: weights, optimizer, scaler, schedule and RNG states."""
     state = checkpoint.training_state(source)
     parts.saved.load_state_dict(checkpoint.model)
@@ -342,7 +323,8 @@ def _restore(parts: _Parts, checkpoint: Checkpoint, source: str | os.PathLike) -
         checkpoint.step,
         checkpoint.best_metric,
     )
-    return _Progress(epoch=checkpoint.epoch, step=checkpoint.step, best=checkpoint.best_metric)
+    progress.epoch, progress.step = checkpoint.epoch, checkpoint.step
+    progress.best = checkpoint.best_metric
 
 
 def _start_log(
@@ -358,12 +340,12 @@ def _start_log(
     log = MetricsLog(Path(cfg.out) / "metrics.csv", parts.data.classes)
     log.start(keep_epochs=progress.epoch)
     logger.info(
-        "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
-        "budget %s -> %s",
+        "training %s (%s) on %s in %s: %d train / %d val images, %d steps per epoch of %d "
+        "images, budget %s -> %s",
         cfg.arch,
         cfg.model_options,
         device,
-        " (bfloat16 autocast)" if parts.bf16 else "",
+        _precision_text(cfg, parts.bf16, device),
         len(parts.train_ds),
         len(parts.val_ds),
         len(parts.train_loader),
@@ -407,40 +389,111 @@ def _train_epoch(
     return stats
 
 
-def _validate_if_due(
+def _probe_validation(
+    cfg: TrainConfig, parts: _Parts, plan: ValidationPlan, device: torch.device
+) -> None:
+    """Time one prediction of the cheapest validation image: the rate validations are
+    planned with before one has run (every rank probes for itself)."""
+    if not len(parts.val_ds):
+        return
+    index = plan.probe_index()
+    loader = eval_loader(
+        parts.val_ds,
+        batch_size=1,
+        workers=0,
+        ignore_index=parts.data.ignore_index,
+        info=distributed.DistInfo(),
+        indices=[index],
+    )
+    result = evaluate(
+        parts.saved,
+        loader,
+        parts.data.num_classes,
+        device=device,
+        amp=cfg.amp,
+        bf16=parts.bf16,
+        channels_last=cfg.channels_last,
+    )
+    plan.measured(result.seconds, [index])
+
+
+def _save_guess(cfg: TrainConfig, model: nn.Module) -> float:
+    """Seconds an epoch end's checkpoint and plots may take, until one was measured.
+
+    The checkpoint holds the weights and two AdamW moments per weight (at ~100 MB/s, a slow
+    disk); a first plot pays matplotlib's import.
+    """
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 0.2 + 3 * weight_bytes / 100e6 + (1.0 if cfg.plots else 0.0)
+
+
+def _keep_reserve(parts: _Parts, plan: ValidationPlan, progress: _Progress) -> None:
+    """A time budget keeps the final evaluation and save's estimated cost in reserve."""
+    parts.budget.reserve = plan.estimate() + progress.save_seconds
+
+
+def _replan(parts: _Parts, progress: _Progress, device: torch.device) -> None:
+    """Re-plan a time budget at an epoch end (rank 0's plan for all ranks)."""
+    budget = parts.budget
+    if budget.seconds is not None:
+        budget.set_total(distributed.broadcast_int(budget.observe(progress.step), device))
+        budget.pause()
+
+
+def _validate(
     cfg: TrainConfig,
     parts: _Parts,
-    cadence: ValidationCadence,
-    stats: EpochStats,
+    plan: ValidationPlan,
     last: bool,
     info: distributed.DistInfo,
     device: torch.device,
-) -> tuple[Metrics | None, list]:
-    """Validate the saved weights when the cadence says so: ``(metrics, plot samples)``."""
-    if not len(parts.val_ds) or not cadence.due(last, parts.budget.elapsed(), stats, device):
-        return None, []
+) -> _Validation:
+    """Validate the saved weights on what the plan chooses (rank 0's choice for all)."""
+    count = len(parts.val_ds)
+    if not count:
+        return _Validation()
+    budget = parts.budget
+    chosen = plan.choose(last=last, elapsed=budget.elapsed(), time_left=budget.time_left())
+    size = distributed.broadcast_int(len(chosen), device)
+    if size == 0:
+        return _Validation(exact=False)
+    indices = list(range(count)) if size == count else sorted(plan.order[:size])
+    loader = parts.val_loader
+    if size < count:
+        loader = eval_loader(
+            parts.val_ds,
+            batch_size=cfg.batch_size,
+            workers=0,
+            ignore_index=parts.data.ignore_index,
+            info=info,
+            indices=indices,
+        )
     distributed.broadcast_buffers(parts.model)
     if parts.ema is not None:  # the average of rank 0's buffers, as every rank's
         distributed.broadcast_buffers(parts.ema.module)
     result = evaluate(
         parts.saved,
-        parts.val_loader,
+        loader,
         parts.data.num_classes,
         device=device,
         amp=cfg.amp,
         bf16=parts.bf16,
         channels_last=cfg.channels_last,
         keep=cfg.grid_images if (info.is_main and cfg.plots) else 0,
+        progress=info.is_main,
     )
-    cadence.spent(result.seconds)
-    return result.matrix.compute(parts.data.classes), result.samples
+    plan.spent(result.seconds, indices)
+    metrics = result.matrix.compute(parts.data.classes)
+    return _Validation(metrics, result.samples, size, exact=size == count)
 
 
-def _update_best(progress: _Progress, metrics: Metrics | None, *, validates: bool) -> bool:
+def _update_best(progress: _Progress, validated: _Validation, *, validates: bool) -> bool:
     """Whether this epoch is the best so far (and record its score).
 
-    Without a validation set every epoch is "best"; with one, only a validated one can be.
+    Without a validation set every epoch is "best"; with one, only an exact validation
+    (every image) can be: a subset's score is not comparable.
     """
+    metrics = validated.metrics if validated.exact else None
     improved = not validates or (metrics is not None and _score(metrics) > progress.best)
     if metrics is not None and improved:
         progress.best = _score(metrics)
@@ -471,34 +524,48 @@ def _save_epoch(
     cfg: TrainConfig,
     parts: _Parts,
     progress: _Progress,
-    log: MetricsLog,
+    log: MetricsLog | None,
     stats: EpochStats,
-    metrics: Metrics | None,
-    samples: list,
-    improved: bool,
+    validated: _Validation,
 ) -> None:
-    """Rank 0: ``last.pt`` (and ``best.pt``), the ``metrics.csv`` row, the log line, plots."""
-    out = Path(cfg.out)
+    """``last.pt`` (and ``best.pt``), the ``metrics.csv`` row, the log line, plots (rank 0)."""
+    tick = time.perf_counter()
+    improved = _update_best(progress, validated, validates=len(parts.val_ds) > 0)
+    if log is None:
+        return
+    out, metrics = Path(cfg.out), validated.metrics
     save_checkpoint(out / "last.pt", _checkpoint(parts, progress, metrics))
     if improved:
         copy_checkpoint(out / "last.pt", out / "best.pt")
     elapsed = parts.budget.elapsed()
-    progress.history.append(log.append(progress.epoch, progress.step, stats, metrics, elapsed))
-    _log_epoch(progress.epoch, progress.step, stats, metrics, elapsed)
+    row = log.append(progress.epoch, progress.step, stats, metrics, elapsed, validated.images)
+    progress.history.append(row)
+    _log_epoch(progress.epoch, progress.step, stats, validated, len(parts.val_ds), elapsed)
     if cfg.plots:
-        write_plots(out, log.path, samples, parts.data)
+        write_plots(out, log.path, validated.samples, parts.data)
+    progress.save_seconds = time.perf_counter() - tick
 
 
 def _finish(
     cfg: TrainConfig,
     parts: _Parts,
     progress: _Progress,
-    cadence: ValidationCadence,
+    plan: ValidationPlan,
     metrics: Metrics | None,
     info: distributed.DistInfo,
 ) -> TrainResult:
+    """The run's summary (logged by rank 0, with advice when it was too short to learn)."""
     elapsed = parts.budget.elapsed()
     throughput = progress.images / progress.train_seconds if progress.train_seconds else 0.0
+    advice = too_short_advice(
+        steps=progress.step,
+        warmup=parts.budget.warmup,
+        miou=metrics.miou if metrics is not None else None,
+        chance=chance_miou(metrics.confusion_matrix) if metrics is not None else None,
+        elapsed=elapsed,
+        train_seconds=progress.train_seconds,
+        val_share=cfg.val_share,
+    )
     if info.is_main:
         logger.info(
             "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), "
@@ -507,11 +574,13 @@ def _finish(
             progress.step,
             elapsed / 60,
             throughput,
-            cadence.count,
-            cadence.seconds,
-            100 * cadence.seconds / elapsed if elapsed else 0.0,
+            plan.count,
+            plan.seconds,
+            100 * plan.seconds / elapsed if elapsed else 0.0,
             progress.best,
         )
+        if advice is not None:
+            logger.warning(advice)
     return TrainResult(
         Path(cfg.out),
         progress.epoch,
@@ -521,9 +590,16 @@ def _finish(
         throughput,
         elapsed,
         progress.history,
-        validations=cadence.count,
-        val_seconds=cadence.seconds,
+        validations=plan.count,
+        val_seconds=plan.seconds,
+        advice=advice,
     )
+
+
+def _precision_text(cfg: TrainConfig, bf16: bool, device: torch.device) -> str:
+    if bf16:
+        return "bfloat16 autocast"
+    return "float16 AMP" if cfg.amp and device.type == "cuda" else "float32"
 
 
 def _budget_text(cfg: TrainConfig) -> str:
@@ -538,15 +614,22 @@ def _score(metrics: Metrics) -> float:
 
 
 def _log_epoch(
-    epoch: int, step: int, stats: EpochStats, metrics: Metrics | None, elapsed: float
+    epoch: int,
+    step: int,
+    stats: EpochStats,
+    validated: _Validation,
+    val_images: int,
+    elapsed: float,
 ) -> None:
     val = ""
+    metrics = validated.metrics
     if metrics is not None:
         per_class = " ".join(
             f"{name} {iou:.3f}"
             for name, iou in zip(metrics.classes, metrics.per_class_iou, strict=True)
         )
-        val = f", val mIoU {metrics.miou:.4f} ({per_class})"
+        subset = "" if validated.exact else f" on {validated.images} of {val_images} images"
+        val = f", val mIoU {metrics.miou:.4f}{subset} ({per_class})"
     logger.info(
         "epoch %d: step %d, loss %.4f, lr %.2e, %.2f images/s%s, %.1f min",
         epoch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 
 import pytest
 
@@ -45,7 +46,9 @@ def lines_of(caplog) -> list[str]:
 def test_on_a_terminal_progress_is_a_bar_with_loss_speed_and_eta(caplog) -> None:
     terminal = Terminal()
     bar = Progress("epoch 2", total=4, unit="step", stream=terminal)
+    time.sleep(0.2)  # tqdm redraws at most every 0.1 s
     bar.update(eta=125.0, fields=lambda: {"loss": "0.2500"})
+    time.sleep(0.2)
     bar.update(total=3)
     bar.close()
     shown = terminal.getvalue()

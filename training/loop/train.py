@@ -1,12 +1,15 @@
 """``fcn train``: the training loop, top to bottom.
 
-setup (device, process group, seeds) -> data -> model, optimizer, loss -> (resume) -> for each
-epoch: ``train_one_epoch`` -> ``evaluate`` when the validation cadence says so (at most
-``val_share`` of the time, always after the last epoch) -> rank 0 writes ``metrics.csv``,
-``last.pt`` (and ``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
-the epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
-holds model, optimizer, scaler, schedule/budget, epoch, step and RNG states, and the data
-order and augmentation depend only on ``(seed, epoch)`` (training/loop/sampling.py).
+build the parts (training/loop/setup.py: data, model, optimizer, loss, loaders, budget) ->
+(resume their states) -> time one validation image (the rate validations are planned with,
+training/loop/validation.py) -> for each epoch: ``train_one_epoch`` (the budget re-plans
+before every step, training/loop/optim.py) -> ``_validate`` all images after the last
+epoch, in-budget only what fits -> rank 0 writes ``last.pt`` (and ``best.pt`` when an exact
+validation improves), ``metrics.csv``, ``curves.png`` and ``predictions.png`` -> stop at the
+epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
+(training/checkpoint.py) holds model, optimizer, scaler, schedule/budget, epoch, step and RNG
+states, and the data order and augmentation depend only on ``(seed, epoch)``
+(training/loop/sampling.py).
 """
 
 from __future__ import annotations
@@ -14,23 +17,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-import fcn
 from training.checkpoint import (
     Checkpoint,
     CheckpointError,
     TrainingState,
-    checkpoint_config,
     copy_checkpoint,
     load_checkpoint,
     rng_state,
@@ -39,16 +37,13 @@ from training.checkpoint import (
     train_config,
 )
 from training.config import TrainConfig
-from training.data.datasets import DatasetInfo, SegmentationDataset, build_datasets
 from training.loop import distributed
-from training.loop.ema import build_ema
-from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
-from training.loop.losses import build_loss
+from training.loop.epoch import EpochStats, evaluate, train_one_epoch
 from training.loop.metrics import Metrics
-from training.loop.optim import StepBudget, build_optimizer
 from training.loop.progress import chance_miou, too_short_advice
 from training.loop.runlog import MetricsLog, write_plots
-from training.loop.sampling import build_loaders, eval_loader
+from training.loop.sampling import eval_loader
+from training.loop.setup import Parts, build_parts, configure_threads, seed_everything
 from training.loop.validation import ValidationPlan
 
 logger = logging.getLogger(__name__)
@@ -71,12 +66,6 @@ class TrainResult:
     advice: str | None = None  # what to change when the run was too short to learn
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     """The configuration saved in checkpoint ``path``, with ``overrides`` applied.
 
@@ -93,39 +82,6 @@ def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
         setattr(cfg, key, value)
     cfg.__post_init__()
     return cfg
-
-
-def _configure_threads(info: distributed.DistInfo, device: torch.device) -> None:
-    if device.type == "cpu" and info.enabled:
-        # Ranks on one machine share its cores; oversubscribed OpenMP threads spin and crawl.
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
-
-
-def _build_model(
-    cfg: TrainConfig, data: DatasetInfo, info: distributed.DistInfo, device: torch.device
-) -> nn.Module:
-    model = fcn.build_model(
-        cfg.arch, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_options
-    )
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    if info.enabled and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all GPUs
-    return model
-
-
-def _workers(requested: int | None, info: distributed.DistInfo, device: torch.device) -> int:
-    """``None`` -> 0 on CPU: the augmentation is cheap next to a CPU training step and worker
-    processes would take cores from it. On GPU the loader must keep up with the device."""
-    if requested is not None:
-        return requested
-    if device.type == "cpu":
-        return 0
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
-    return max(1, min(8, (os.cpu_count() or 2) // local - 1))
 
 
 def train(
@@ -150,31 +106,6 @@ def train(
         return _train(cfg, info, device, resume, stop_after, started)
     finally:
         distributed.cleanup()
-
-
-@dataclass
-class _Parts:
-    """What a run trains with: built once (``_build``), restored on ``--resume``."""
-
-    train_ds: SegmentationDataset
-    val_ds: SegmentationDataset
-    data: DatasetInfo
-    config: dict[str, Any]  # the checkpoint's ``config``
-    model: nn.Module  # the network the optimizer steps
-    net: nn.Module  # ``model``, DDP-wrapped in distributed runs
-    ema: Any  # torch.optim.swa_utils.AveragedModel, or None
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    loss_fn: nn.Module
-    train_loader: DataLoader
-    val_loader: DataLoader
-    budget: StepBudget
-    bf16: bool
-
-    @property
-    def saved(self) -> nn.Module:
-        """What is validated and saved as "model": the moving average when there is one."""
-        return self.ema.module if self.ema is not None else self.model
 
 
 @dataclass
@@ -208,9 +139,9 @@ def _train(
     stop_after: int | None,
     started: float,
 ) -> TrainResult:
-    _configure_threads(info, device)
+    configure_threads(info, device)
     seed_everything(cfg.seed)
-    parts = _build(cfg, info, device, started)
+    parts = build_parts(cfg, info, device, started)
     progress = _Progress(save_seconds=_save_guess(cfg, parts.model))
     if resume is not None:
         _restore(parts, progress, load_checkpoint(resume, map_location=device), resume)
@@ -247,62 +178,8 @@ def _train(
     return _finish(cfg, parts, progress, plan, validated.metrics, info)
 
 
-def _build(
-    cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, started: float
-) -> _Parts:
-    """Data, model (and its moving average), optimizer, loss, loaders and step budget."""
-    train_ds, val_ds, data = build_datasets(cfg.data)
-    model = _build_model(cfg, data, info, device)
-    net = model
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    loss_fn = build_loss(
-        cfg.loss,
-        num_classes=data.num_classes,
-        ignore_index=data.ignore_index,
-        class_weights=cfg.class_weights,
-    ).to(device)
-    train_loader, val_loader = build_loaders(
-        train_ds,
-        val_ds,
-        batch_size=cfg.batch_size,
-        epoch_size=cfg.epoch_size,
-        workers=_workers(cfg.workers, info, device),
-        seed=cfg.seed,
-        ignore_index=data.ignore_index,
-        info=info,
-        pin_memory=device.type == "cuda",
-    )
-    budget = StepBudget(
-        base_lr=cfg.base_lr,
-        schedule=cfg.schedule,
-        warmup=cfg.warmup,
-        epochs=cfg.budget_epochs,
-        max_minutes=cfg.max_minutes,
-        steps_per_epoch=len(train_loader),
-        started=started,
-    )
-    return _Parts(
-        train_ds=train_ds,
-        val_ds=val_ds,
-        data=data,
-        config=checkpoint_config(cfg, data),
-        model=model,
-        net=net,
-        ema=build_ema(model, cfg.ema) if cfg.ema is not None else None,
-        optimizer=build_optimizer(model, cfg),
-        scaler=torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda"),
-        loss_fn=loss_fn,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        budget=budget,
-        bf16=use_cpu_bf16(cfg.bf16, device, cfg.arch),
-    )
-
-
 def _restore(
-    parts: _Parts, progress: _Progress, checkpoint: Checkpoint, source: str | os.PathLike
+    parts: Parts, progress: _Progress, checkpoint: Checkpoint, source: str | os.PathLike
 ) -> None:
     """Continue from ``checkpoint``: weights, optimizer, scaler, schedule and RNG states."""
     state = checkpoint.training_state(source)
@@ -329,7 +206,7 @@ def _restore(
 
 def _start_log(
     cfg: TrainConfig,
-    parts: _Parts,
+    parts: Parts,
     progress: _Progress,
     info: distributed.DistInfo,
     device: torch.device,
@@ -358,7 +235,7 @@ def _start_log(
 
 def _train_epoch(
     cfg: TrainConfig,
-    parts: _Parts,
+    parts: Parts,
     progress: _Progress,
     info: distributed.DistInfo,
     device: torch.device,
@@ -390,7 +267,7 @@ def _train_epoch(
 
 
 def _probe_validation(
-    cfg: TrainConfig, parts: _Parts, plan: ValidationPlan, device: torch.device
+    cfg: TrainConfig, parts: Parts, plan: ValidationPlan, device: torch.device
 ) -> None:
     """Time one prediction of the cheapest validation image: the rate validations are
     planned with before one has run (every rank probes for itself)."""
@@ -427,12 +304,12 @@ def _save_guess(cfg: TrainConfig, model: nn.Module) -> float:
     return 0.2 + 3 * weight_bytes / 100e6 + (1.0 if cfg.plots else 0.0)
 
 
-def _keep_reserve(parts: _Parts, plan: ValidationPlan, progress: _Progress) -> None:
+def _keep_reserve(parts: Parts, plan: ValidationPlan, progress: _Progress) -> None:
     """A time budget keeps the final evaluation and save's estimated cost in reserve."""
     parts.budget.reserve = plan.estimate() + progress.save_seconds
 
 
-def _replan(parts: _Parts, progress: _Progress, device: torch.device) -> None:
+def _replan(parts: Parts, progress: _Progress, device: torch.device) -> None:
     """Re-plan a time budget at an epoch end (rank 0's plan for all ranks)."""
     budget = parts.budget
     if budget.seconds is not None:
@@ -442,7 +319,7 @@ def _replan(parts: _Parts, progress: _Progress, device: torch.device) -> None:
 
 def _validate(
     cfg: TrainConfig,
-    parts: _Parts,
+    parts: Parts,
     plan: ValidationPlan,
     last: bool,
     info: distributed.DistInfo,
@@ -500,7 +377,7 @@ def _update_best(progress: _Progress, validated: _Validation, *, validates: bool
     return improved
 
 
-def _checkpoint(parts: _Parts, progress: _Progress, metrics: Metrics | None) -> Checkpoint:
+def _checkpoint(parts: Parts, progress: _Progress, metrics: Metrics | None) -> Checkpoint:
     raw = parts.model.state_dict() if parts.ema is not None else None
     return Checkpoint(
         model=parts.saved.state_dict(),
@@ -522,7 +399,7 @@ def _checkpoint(parts: _Parts, progress: _Progress, metrics: Metrics | None) -> 
 
 def _save_epoch(
     cfg: TrainConfig,
-    parts: _Parts,
+    parts: Parts,
     progress: _Progress,
     log: MetricsLog | None,
     stats: EpochStats,
@@ -548,7 +425,7 @@ def _save_epoch(
 
 def _finish(
     cfg: TrainConfig,
-    parts: _Parts,
+    parts: Parts,
     progress: _Progress,
     plan: ValidationPlan,
     metrics: Metrics | None,

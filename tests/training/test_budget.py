@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -106,3 +107,31 @@ def test_a_run_with_a_slow_validation_set_ends_on_time(
     last = result.history[-1]
     assert float(last["lr"]) < 0.05 * cfg.base_lr
     assert int(last["val_images"]) == 10 and math.isfinite(float(last["val_miou"]))
+
+
+def test_a_final_evaluation_longer_than_the_budget_is_announced_and_still_exact(
+    make_folder_dataset, tmp_path, monkeypatch, caplog
+) -> None:
+    from training.loop.train import train
+
+    monkeypatch.setitem(registry._MODELS, "slow-to-predict", SlowToPredict)
+    root = make_folder_dataset(n=8, size=(40, 40), values=(0, 255))
+    data = DataConfig(
+        root=str(root), val_fraction=0.5, mask_values=[0, 255], augment=AugmentConfig(crop_size=32)
+    )
+    cfg = tiny_config(
+        root,
+        tmp_path / "run",
+        data=data,
+        arch="slow-to-predict",
+        model_options={"seconds_per_image": 1.0},
+        epochs=None,
+        max_minutes=0.05,  # 3 s; the 4 validation images take 4 s
+        batch_size=1,
+    )
+    caplog.set_level(logging.INFO)
+    result = train(cfg)
+    late = [r.getMessage() for r in caplog.records if "will end about" in r.getMessage()]
+    assert len(late) == 1 and "final evaluation of 4 validation images" in late[0]
+    assert result.metrics is not None and result.metrics.pixels == 4 * 40 * 40
+    assert result.advice is not None and "too short to learn" in result.advice

@@ -87,6 +87,9 @@ def test_a_run_too_short_to_learn_is_told_so_with_a_budget_from_its_speed() -> N
     learned = dict(warmup=30, elapsed=900.0, train_seconds=800.0, val_share=0.1)
     assert too_short_advice(steps=1400, miou=0.5, chance=0.087, **learned) is None
     assert "near chance" in too_short_advice(steps=1400, miou=0.1, chance=0.087, **learned)
+    # Not one step fitted (on a busy machine the final evaluation took the whole budget).
+    none = too_short_advice(steps=0, miou=0.39, chance=0.39, **{**learned, "elapsed": 114.0})
+    assert "No step fitted" in none and "--max-minutes well above 2" in none
 
 
 def test_fcn_train_reports_steps_validation_and_advice_in_a_log(

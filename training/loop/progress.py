@@ -175,7 +175,12 @@ def too_short_advice(
     if not reasons:
         return None
     text = "this run was too short to learn: " + "; ".join(reasons) + "."
-    if steps and train_seconds > 0:
+    if not steps:
+        text += (
+            f" No step fitted: setting up and the final evaluation took {elapsed:.0f} s; give "
+            f"--max-minutes well above {math.ceil(elapsed / 60)}."
+        )
+    elif train_seconds > 0:
         per_step = train_seconds / steps
         other = max(0.0, elapsed - train_seconds)
         needed = other + LEARNING_STEPS * per_step / (1.0 - min(val_share, 0.5))

@@ -150,6 +150,7 @@ def _train(
         [parts.val_ds.image_size(i) for i in range(len(parts.val_ds))], share=cfg.val_share
     )
     _probe_validation(cfg, parts, plan, device)
+    _warn_if_late(parts, plan, info)
     max_epochs = cfg.budget_epochs or 10**9
     validated = _Validation()
     _keep_reserve(parts, plan, progress)
@@ -292,6 +293,25 @@ def _probe_validation(
         channels_last=cfg.channels_last,
     )
     plan.measured(result.seconds, [index])
+
+
+def _warn_if_late(parts: Parts, plan: ValidationPlan, info: distributed.DistInfo) -> None:
+    """Say so at once when the final evaluation alone does not fit in the time left: the run
+    still scores its final model exactly, and ends late."""
+    budget = parts.budget
+    if budget.seconds is None or not info.is_main:
+        return
+    needed, left = plan.estimate(), budget.seconds - budget.elapsed()
+    if needed > left:
+        logger.warning(
+            "the final evaluation of %d validation images needs about %.0f s at the measured "
+            "speed, and %.0f s of the budget are left: the run will end about %.0f s late "
+            "(a larger --max-minutes, or fewer or smaller validation images, keep the budget)",
+            len(parts.val_ds),
+            needed,
+            max(left, 0.0),
+            needed - max(left, 0.0),
+        )
 
 
 def _save_guess(cfg: TrainConfig, model: nn.Module) -> float:

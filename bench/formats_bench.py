@@ -56,7 +56,7 @@ def cpu() -> dict:
         ),
         set(),
     )
-    return {"model": model, "cores": os.cpu_count(), **{f: f in flags for f in ISA}}
+    return {"model": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in ISA}}
 
 
 def interleaved(jobs: dict, repeats: int) -> dict[str, list[float]]:
@@ -134,6 +134,7 @@ def main() -> None:
             f"{result['probability_over_argmax']:.2f}x ({result['classes_present']} classes present)"
         )
     report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpu": cpu(), "numpy": np.__version__, "loadavg_at_end": os.getloadavg()},
         "photo": shown(PHOTO),
         "model": shown(ASSET),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._paths import shown  # noqa: E402
+from bench.formats_bench import cpu  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.polygons import polygons  # noqa: E402
 
@@ -99,7 +101,13 @@ def main() -> None:
                 f"{sum(i < 0.98 for i in ious)}/{len(ious)} image-classes below 0.98"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cpu": cpu()},
+        "summary": summary,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {shown(args.out)}")
 
 

@@ -159,17 +159,13 @@ build_images() {
     if [ -z "${FCN_CA_BUNDLE:-}" ] && [ -s /etc/ssl/certs/ca-certificates.crt ]; then
         export FCN_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
     fi
-    local start=$SECONDS
-    heavy "$COMPOSE" build api
-    log "serve image built in $((SECONDS - start)) s"
-    start=$SECONDS
     local server=""
     if [ -z "${TORCH_INDEX_URL:-}" ]; then
         rm -f "$STATE/torch.env"
         python3 docker/local_index.py --env-file "$STATE/torch.env" &
         server=$!
         local i
-        for i in $(seq 1 50); do
+        for i in $(seq 1 100); do
             [ -s "$STATE/torch.env" ] || ! kill -0 "$server" 2>/dev/null && break
             sleep 0.2
         done
@@ -180,12 +176,13 @@ build_images() {
             server=""
         fi
     fi
-    local status=0
-    heavy "$COMPOSE" --profile train build train ||
-        status=$?
+    # Both images at once: the serve build waits on PyPI while the train build unpacks torch.
+    local start=$SECONDS status=0
+    heavy "$COMPOSE" --profile train build api train || status=$?
     [ -n "$server" ] && kill "$server" 2>/dev/null
     [ $status -eq 0 ] || exit $status
-    log "train image built in $((SECONDS - start)) s"
+    log "images built in $((SECONDS - start)) s"
+    docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'fcnseg-*' >&2
 }
 
 prepare() {

@@ -55,7 +55,12 @@ def newest(index: Path, project: str) -> str | None:
     return max(versions, key=key) if versions else None
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
+class Handler(SimpleHTTPRequestHandler):
+    def copyfile(self, source, outputfile) -> None:  # noqa: ANN001
+        # sendfile: the kernel copies the multi-GB wheels, not a Python loop
+        outputfile.flush()
+        self.connection.sendfile(source)
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass  # pip asks for hundreds of files; the build log says what it took
 
@@ -67,10 +72,10 @@ def main() -> int:
     indexes = local_indexes()
     torch_index = next((i for i in indexes if newest(i, "torch")), None)
     if torch_index is None or not newest(torch_index, "torchvision"):
-        print("no local index holds torch and torchvision", file=sys.stderr)
+        sys.stderr.write("no local index holds torch and torchvision\n")
         return 3
     root = Path(os.path.commonpath([str(i) for i in indexes]))
-    handler = functools.partial(QuietHandler, directory=str(root))
+    handler = functools.partial(Handler, directory=str(root))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     url = lambda index: f"{base}/{index.relative_to(root).as_posix()}"  # noqa: E731

@@ -21,12 +21,13 @@ ARG TORCH_REQUIREMENTS="torch torchvision"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     PATH=/opt/fcn/bin:$PATH
-# The build secret `ca_bundle`: see serve.Dockerfile.
+# The build secret `ca_bundle`: see serve.Dockerfile. --no-compile: no .pyc at install; compiling
+# torch's thousands of modules costs the build more than it saves a job that imports them once.
 RUN --mount=type=secret,id=ca_bundle \
     if grep -qs "BEGIN CERTIFICATE" /run/secrets/ca_bundle; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && set -- && for url in ${TORCH_EXTRA_INDEX_URL}; do set -- "$@" --extra-index-url "$url"; done \
     && python -m venv /opt/fcn \
-    && /opt/fcn/bin/pip install --index-url "${TORCH_INDEX_URL}" "$@" ${TORCH_REQUIREMENTS}
+    && /opt/fcn/bin/pip install --no-compile --index-url "${TORCH_INDEX_URL}" "$@" ${TORCH_REQUIREMENTS}
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fcn/ fcn/
@@ -35,7 +36,7 @@ COPY service/ service/
 # torch/torchvision are already satisfied, so this adds only the rest of the train extra.
 RUN --mount=type=secret,id=ca_bundle \
     if grep -qs "BEGIN CERTIFICATE" /run/secrets/ca_bundle; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && /opt/fcn/bin/pip install ".[train]" \
+    && /opt/fcn/bin/pip install --no-compile ".[train]" \
     && /opt/fcn/bin/python -c "import torch, fcn; print('torch', torch.__version__)"
 RUN groupadd --system --gid 10001 fcn \
     && useradd --system --uid 10001 --gid fcn --create-home --home-dir /work fcn \

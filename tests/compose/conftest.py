@@ -50,9 +50,7 @@ class Stack:
             raise AssertionError(f"docker {' '.join(args)}: {result.stderr[-2000:]}")
         return result.stdout
 
-    def compose(
-        self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
-    ) -> str:
+    def compose(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
             [self.compose_bin, "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml"), *args],
             env={**self.env, **(env or {})},
@@ -64,7 +62,11 @@ class Stack:
         if result.returncode:
             logs = subprocess.run(
                 [self.compose_bin, "-p", PROJECT, "logs", "--tail", "40"],
-                env=self.env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
             ).stdout
             raise AssertionError(
                 f"compose {' '.join(args)} failed: {result.stderr[-3000:]}\n{logs[-4000:]}"
@@ -136,6 +138,12 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         stack.compose(
-            "--profile", "scale", "--profile", "train", "down", "-v", "--remove-orphans",
+            "--profile",
+            "scale",
+            "--profile",
+            "train",
+            "down",
+            "-v",
+            "--remove-orphans",
             timeout=180,
         )

@@ -151,9 +151,18 @@ def test_compose_stop_drains_requests_in_flight(stack) -> None:
         shapes = [mask_of(f.result()).shape for f in futures]
         stopping.join(timeout=60)
     assert shapes == [(2000, 3000)] * 4, "0 failed: every request in flight completes"
-    (api,) = [c for c in stack.docker("ps", "-a", "-q", "--filter",
-                                      f"label=com.docker.compose.project={stack.project}",
-                                      "--filter", "label=com.docker.compose.service=api").split()]
+    (api,) = [
+        c
+        for c in stack.docker(
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={stack.project}",
+            "--filter",
+            "label=com.docker.compose.service=api",
+        ).split()
+    ]
     state = stack.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", api).split()
     assert state == ["exited", "0"], state
 

@@ -53,7 +53,7 @@ SCHEMA_VERSIONS = ("1.25.0", "latest")
 def test_manifests_are_valid_against_the_kubernetes_schemas(manifests, version):
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (the dev extra)")
     version = kv.latest_version() if version == "latest" else version
-    for kind, doc in manifests.items():
+    for doc in manifests.values():
         # strict: a misspelt or misplaced field is an error, not silently dropped by the API
         kv.validate(doc, version, strict=True)
 

@@ -50,6 +50,13 @@ class Stack:
             raise AssertionError(f"docker {' '.join(args)}: {result.stderr[-2000:]}")
         return result.stdout
 
+    def succeeds(self, container: str, *command: str) -> bool:
+        """Whether ``command`` exits 0 inside ``container``."""
+        result = subprocess.run(
+            ["docker", "exec", container, *command], env=self.env, capture_output=True, timeout=60
+        )
+        return result.returncode == 0
+
     def compose(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
             [self.compose_bin, "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml"), *args],

@@ -173,6 +173,10 @@ build_images() {
             set -a && . "$STATE/torch.env" && set +a
             log "torch for the train image from the local index $TORCH_INDEX_URL ($TORCH_REQUIREMENTS)"
         else
+            local code=0
+            wait "$server" || code=$?
+            # 3: no local index holds torch, so the Dockerfile's default index applies
+            [ $code -eq 3 ] || { log "docker/local_index.py failed ($code)"; exit 1; }
             server=""
         fi
     fi

@@ -12,6 +12,9 @@ build. Where the machine's pip already reads local ``file://`` indexes (``pip co
 
     python docker/local_index.py --env-file torch.env &   # serves until killed
 
+The port is fixed (``--port``, default 38190): the URLs are build arguments, and a new URL on
+every run would invalidate the build cache of the torch layer.
+
 With no such index it writes nothing and exits 3: the Dockerfile's default index applies.
 """
 
@@ -68,6 +71,7 @@ class Handler(SimpleHTTPRequestHandler):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-file", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=38190, help="loopback port to serve on")
     args = parser.parse_args()
     indexes = local_indexes()
     torch_index = next((i for i in indexes if newest(i, "torch")), None)
@@ -76,7 +80,7 @@ def main() -> int:
         return 3
     root = Path(os.path.commonpath([str(i) for i in indexes]))
     handler = functools.partial(Handler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     url = lambda index: f"{base}/{index.relative_to(root).as_posix()}"  # noqa: E731
     extra = [url(i) for i in indexes if i != torch_index] + [PYPI]

@@ -21,7 +21,8 @@ cd "$(dirname "$0")/.."
 STATE=${FCN_DOCKER_STATE:-/var/lib/fcn-docker}
 RUN_DIR=${FCN_DOCKER_RUN:-/run/fcn-docker}
 SOCK="$RUN_DIR/docker.sock"
-export DOCKER_HOST="unix://$SOCK"
+# FCN_DOCKER_HOST: use that engine (e.g. unix:///var/run/docker.sock) instead of a private one.
+export DOCKER_HOST="${FCN_DOCKER_HOST:-unix://$SOCK}"
 COMPOSE="$STATE/compose/usr/libexec/docker/cli-plugins/docker-compose"
 PYTHON_TAG=python:3.12-slim-bookworm
 NGINX_TAG=nginx:1.27-alpine
@@ -77,10 +78,12 @@ install_compose() {
     "$COMPOSE" version >&2
 }
 
-engine_answers() { [ -S "$SOCK" ] && docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+engine_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 start_engine() {
     engine_answers && return 0
+    if [ -n "${FCN_DOCKER_HOST:-}" ]; then log "no engine answers at $FCN_DOCKER_HOST"; exit 1; fi
+    [ "$(id -u)" -eq 0 ] || cannot "not root, so no private dockerd (FCN_DOCKER_HOST names one)"
     mkdir -p "$STATE/data" "$RUN_DIR"
     log "starting a private dockerd (data root $STATE/data, socket $SOCK)"
     # setsid: the engine outlives this script (and the test session), so reruns reuse it.

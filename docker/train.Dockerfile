@@ -41,6 +41,8 @@ RUN --mount=type=secret,id=ca_bundle \
 RUN groupadd --system --gid 10001 fcn \
     && useradd --system --uid 10001 --gid fcn --create-home --home-dir /work fcn \
     && mkdir -p /models && chown fcn:fcn /models /work
+# albumentations asks PyPI for a newer release at every import; a training job should not.
+ENV NO_ALBUMENTATIONS_UPDATE=1
 USER fcn
 WORKDIR /work
 CMD ["fcn", "--help"]

@@ -127,8 +127,10 @@ def main() -> int:
     env = dict(os.environ)
     results: dict = {}
     if args.clean:
-        subprocess.run(["bash", str(SCRIPT), "stop"], check=False)
-        time.sleep(5)
+        subprocess.run(["bash", str(SCRIPT), "stop"], check=True)
+        mounts = Path("/proc/mounts").read_text()
+        if str(STATE) in mounts:
+            raise SystemExit(f"{STATE} still has mounts; stop the engine first")
         shutil.rmtree(STATE, ignore_errors=True)
     timed("prepare", ["bash", str(SCRIPT), "prepare"], env, results)
     log = timed("build", ["bash", str(SCRIPT), "build"], env, results)

@@ -211,7 +211,11 @@ env)
     echo "FCN_COMPOSE=$COMPOSE"
     ;;
 stop)
-    if [ -f "$RUN_DIR/dockerd.pid" ]; then kill "$(cat "$RUN_DIR/dockerd.pid")" || true; fi
+    if [ -f "$RUN_DIR/dockerd.pid" ]; then
+        pid=$(cat "$RUN_DIR/dockerd.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    fi
     ;;
 *)
     echo "usage: $0 prepare|env|stop" >&2

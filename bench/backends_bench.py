@@ -102,7 +102,7 @@ def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
         )
         engines[label(backend, precision)] = Engine.load(fp32, config)
     auto = engines["auto"]
-    log(f"{name}: auto -> {auto.backend} {auto.precision} ({auto.choice.reason})")
+    log(f"{name}: auto -> {auto.backend_name} {auto.precision} ({auto.choice.reason})")
     return {"fp32": fp32, "int8": int8, "checks": checks, "engines": engines}
 
 
@@ -124,7 +124,7 @@ def accuracy(setup: dict, key: str) -> dict:
     """mIoU (points) and agreement with ort fp32 of one row, from the recorded checks."""
     checks = setup["checks"]
     engine = setup["engines"][key]
-    path = f"{engine.backend}/{engine.precision}"
+    path = f"{engine.backend_name}/{engine.precision}"
     if path == "ort/fp32":
         return {"miou": checks["reference"]["miou"], "miou_delta": 0.0, "argmax_agreement": 1.0}
     return checks["results"].get(path, {})
@@ -217,7 +217,7 @@ def main() -> None:
                     {
                         "model": name,
                         "path": key,
-                        "served": f"{engine.backend} {engine.precision}",
+                        "served": f"{engine.backend_name} {engine.precision}",
                         "median_ms": 1e3 * statistics.median(samples),
                         "samples_ms": [round(1e3 * s, 1) for s in samples],
                         "speedup": base / statistics.median(samples),

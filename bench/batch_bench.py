@@ -15,7 +15,7 @@ images/s of:
 
 1. ``bare``: a loop of one ``run`` per image on pre-decoded, pre-normalised, pre-padded arrays
    (the limit), on the same runtime, precision and session options as the ``fcn predict``
-   of its row (``Engine.load(...).runner``; ONNX Runtime: ``session.run``), threads left at
+   of its row (``Engine.load(...).backend``; ONNX Runtime: ``session.run``), threads left at
    the runtime's default;
 2. ``fcn predict``: the real command in a subprocess, index PNGs out; its own images/s line
    (the run, without interpreter start and model load), plus wall time and peak RSS; the
@@ -60,6 +60,7 @@ from PIL import Image
 import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig, pad_to_multiple
+from service.engine_config import BATCH_MEMORY_ARENA
 from training.export.onnx import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
 # What `fcn predict` gives the runtime (besides its threads): the bare loop uses the same.
-PREDICT_CONFIG = {"memory_arena": True}
+PREDICT_CONFIG = {"memory_arena": BATCH_MEMORY_ARENA}
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def bare_loop(engine: Engine, paths: list[Path]) -> float:
     """One ``run`` per image on arrays decoded, normalised and padded beforehand."""
     multiple = engine.metadata.size_multiple
     arrays = [pad_to_multiple(engine.normalise(engine.decode(p))[None], multiple) for p in paths]
-    run = engine.runner.run
+    run = engine.backend.run
     run(arrays[0])  # warm-up
     start = time.perf_counter()
     for x in arrays:
@@ -253,7 +254,7 @@ def torch_loop(net: torch.nn.Module, engine: Engine, paths: list[Path], out: Pat
 
 def bench_case(case: Case, folder: Path, paths: list[Path], work: Path, torch_rate: float) -> dict:
     engine = load(case)
-    served = f"{engine.backend} {engine.precision}"
+    served = f"{engine.backend_name} {engine.precision}"
     options = json.loads(engine.metadata_props.get("options", "{}"))
     row: dict = {"model": case.name, "arch": engine.metadata.arch, "options": options}
     row["file"], row["megabytes"] = shown(case.model), case.model.stat().st_size / 1e6

@@ -42,12 +42,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from _serve import ROOT, Server, free_port, launch, stop
+from _paths import ROOT
 from PIL import Image
 
 import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig
+from service.http.launcher import Server, free_port, launch, stop
 from training.checkpoint import save_checkpoint
 from training.export.onnx import export_checkpoint
 

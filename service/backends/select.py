@@ -20,6 +20,7 @@ from service.backends import (
     check_precision,
     cpu_has_bf16,
     openvino_available,
+    openvino_missing,
 )
 from service.errors import ModelLoadError
 from service.metadata import PRECISION_CHECKS_KEY, ModelMetadata
@@ -85,7 +86,7 @@ def _uses_gpu(providers: Sequence[str] | None) -> bool:
     return default_providers()[0] != "CPUExecutionProvider"
 
 
-def resolve(
+def choose_backend(
     path: str | Path,
     props: ModelMetadata | Mapping[str, str],
     *,
@@ -117,9 +118,7 @@ def resolve(
     is_int8 = metadata.quantized
     q_path = int8_path(path, metadata, checks)
     if backend == "openvino" and not openvino_available():
-        raise ModelLoadError(
-            "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
-        )
+        raise openvino_missing()
     gpu = _uses_gpu(providers)
     if backend == "auto":
         backends = ["openvino", "ort"] if openvino_available() and not gpu else ["ort"]

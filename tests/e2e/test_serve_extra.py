@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import fcn_serve, http
 from tests.deploy.dockerfiles import parse_dockerfile, pip_installs
-from tests.e2e.server import fcn_serve, http
 
 ROOT = Path(__file__).resolve().parents[2]
 # Subprocesses of the venv see nothing of this checkout (no PYTHONPATH, no cwd on sys.path).

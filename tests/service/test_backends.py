@@ -95,7 +95,9 @@ def test_metadata_reader_matches_onnxruntime(conv_model: Path, tmp_path: Path) -
 def test_without_recorded_checks_auto_is_todays_path(cpu, model_pair) -> None:
     cpu(bf16=True)
     fp32 = model_pair(None)
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    choice = select.choose_backend(
+        fp32, read_metadata_props(fp32), backend="auto", precision="auto"
+    )
     assert (choice.backend, choice.precision, choice.path) == ("ort", "fp32", fp32)
 
 
@@ -139,7 +141,9 @@ def test_auto_takes_the_fastest_path_verified_within_half_a_point(
 ) -> None:
     cpu(bf16=bf16, openvino=openvino)
     fp32 = model_pair(checks(**deltas))
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    choice = select.choose_backend(
+        fp32, read_metadata_props(fp32), backend="auto", precision="auto"
+    )
     assert (choice.backend, choice.precision) == expected
     assert choice.path.name == ("m.int8.onnx" if expected[1] == "int8" else "m.onnx")
 
@@ -148,14 +152,14 @@ def test_auto_ignores_an_int8_record_without_the_int8_file(cpu, model_pair) -> N
     cpu(bf16=False)
     fp32 = model_pair(checks(ort__int8=0.0))
     fp32.with_name("m.int8.onnx").unlink()
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
+    choice = select.choose_backend(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
     assert (choice.backend, choice.precision) == ("ort", "fp32")
 
 
 def test_gpu_provider_keeps_auto_on_ort_fp32(cpu, model_pair) -> None:
     cpu(bf16=True)
     fp32 = model_pair(checks(openvino__int8=0.0, ort__int8=0.0))
-    choice = select.resolve(
+    choice = select.choose_backend(
         fp32,
         read_metadata_props(fp32),
         backend="auto",
@@ -170,19 +174,19 @@ def test_explicit_requests_that_cannot_run_are_errors(cpu, model_pair) -> None:
     props = read_metadata_props(fp32)
     cpu(bf16=False)
     with pytest.raises(ValueError, match="native bf16"):
-        select.resolve(fp32, props, backend="auto", precision="bf16")
+        select.choose_backend(fp32, props, backend="auto", precision="bf16")
     cpu(bf16=True)
     with pytest.raises(ValueError, match="openvino backend only"):
-        select.resolve(fp32, props, backend="ort", precision="bf16")
+        select.choose_backend(fp32, props, backend="ort", precision="bf16")
     q = fp32.with_name("m.int8.onnx")
     with pytest.raises(ValueError, match="INT8"):
-        select.resolve(q, read_metadata_props(q), backend="auto", precision="fp32")
+        select.choose_backend(q, read_metadata_props(q), backend="auto", precision="fp32")
     q.unlink()
     with pytest.raises(ModelLoadError, match="m.int8.onnx"):
-        select.resolve(fp32, props, backend="ort", precision="int8")
+        select.choose_backend(fp32, props, backend="ort", precision="int8")
     cpu(bf16=True, openvino=False)
     with pytest.raises(ModelLoadError, match="fcnseg\\[openvino\\]"):
-        select.resolve(fp32, props, backend="openvino", precision="fp32")
+        select.choose_backend(fp32, props, backend="openvino", precision="fp32")
 
 
 def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> None:
@@ -190,7 +194,7 @@ def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> N
     cpu(bf16=False)
     fp32 = model_pair(checks(openvino__bf16=0.0))
     engine = Engine.load(fp32)
-    assert (engine.backend, engine.precision) == ("ort", "fp32")
+    assert (engine.backend_name, engine.precision) == ("ort", "fp32")
     assert engine.providers[0] == "CPUExecutionProvider"
     mask = engine.predict(np.zeros((37, 41, 3), dtype=np.uint8))
     assert mask.shape == (37, 41)
@@ -200,7 +204,7 @@ def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> N
 def test_engine_serves_verified_bf16_on_a_bf16_cpu(cpu, model_pair) -> None:
     cpu(bf16=True)
     engine = Engine.load(model_pair(checks(openvino__bf16=-0.1)))
-    assert (engine.backend, engine.precision) == ("openvino", "bf16")
+    assert (engine.backend_name, engine.precision) == ("openvino", "bf16")
     assert engine.providers == ["openvino:CPU (bf16)"]
     assert engine.choice is not None and "verified" in engine.choice.reason
 
@@ -214,7 +218,7 @@ def test_openvino_fp32_masks_agree_with_onnxruntime(make_model, kind: str) -> No
     cfg = {"tile_threshold": 256 * 256, "tile_size": 128, "tile_overlap": 32}
     ref = Engine.load(path, EngineConfig(backend="ort", precision="fp32", **cfg))
     ov = Engine.load(path, EngineConfig(backend="openvino", precision="fp32", **cfg))
-    assert (ov.backend, ov.precision) == ("openvino", "fp32")
+    assert (ov.backend_name, ov.precision) == ("openvino", "fp32")
     assert ov.metadata == ref.metadata
     rng = np.random.default_rng(1)
     for height, width in ((1, 1), (37, 59), (300, 301)):  # the last one is tiled
@@ -246,9 +250,9 @@ def test_openvino_compiles_one_stream_per_concurrent_caller(make_model) -> None:
     two = Engine.load(
         path, EngineConfig(backend="openvino", precision="fp32", streams=2, intra_op_threads=1)
     )
-    assert int(one.runner.compiled.get_property("NUM_STREAMS")) == 1
-    assert int(two.runner.compiled.get_property("NUM_STREAMS")) == 2
-    assert int(two.runner.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    assert int(one.backend.compiled.get_property("NUM_STREAMS")) == 1
+    assert int(two.backend.compiled.get_property("NUM_STREAMS")) == 2
+    assert int(two.backend.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(two.predict, pixels))
     for image, mask in zip(pixels, together, strict=True):

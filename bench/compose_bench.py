@@ -33,6 +33,7 @@ PORT = 38200
 
 
 def machine() -> dict:
+    """The CPU as bench/tables.py reads it: model name and the ISA flags that matter."""
     flags: set[str] = set()
     model = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -40,10 +41,10 @@ def machine() -> dict:
             flags = set(line.split(":", 1)[1].split())
         if line.startswith("model name") and not model:
             model = line.split(":", 1)[1].strip()
+    isa = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
     return {
-        "cpu": model,
+        "cpu": {"model": model, "flags": {f: f in flags for f in isa}},
         "cpus": os.cpu_count(),
-        "isa": {f: f in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile")},
         "platform": platform.platform(),
     }
 
@@ -147,6 +148,7 @@ def main() -> int:
     )  # fmt: skip
     summary = re.findall(r"^=* ?(\d+ passed.*) in ([\d.]+)s", out, flags=re.M)
     report.update(
+        date=time.strftime("%Y-%m-%d"),
         what="docker-compose.yml on a private Docker engine, "
         + ("clean" if args.clean else "warm"),
         machine=machine(),

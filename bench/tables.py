@@ -727,7 +727,7 @@ def compose(d: dict) -> list[str]:
 
 
 TABLES: dict[str, Table] = {
-    "compose": Table("compose_bench.json", compose, "bench/compose_bench.py --clean"),
+    "compose": Table("compose_bench.json", compose, "bench/compose_bench.py"),
     "formats": Table("formats_bench.json", formats, "bench/formats_bench.py"),
     "polygons-iou": Table("polygons_iou.json", polygons_iou, "bench/polygons_iou.py"),
     "engine-latency": Table("engine_bench.json", engine_latency, "bench/engine_bench.py"),

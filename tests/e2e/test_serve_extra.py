@@ -79,9 +79,7 @@ def _phases(clone: Path, started: float) -> dict[str, float]:
 
 def _fresh_clone(dest: Path) -> Path:
     """The checkout's tracked files (as `git clone` would give, uncommitted edits included)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False
-    )
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
     if listed.returncode != 0:
         pytest.skip(f"not a git checkout, so no fresh clone to copy: {listed.stderr[-200:]!r}")
     for name in filter(None, listed.stdout.decode().split("\0")):

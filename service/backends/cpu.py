@@ -62,6 +62,16 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
+def cpu_id() -> str:
+    """Vendor, family, model and stepping (``AuthenticAMD 25/1/1``: Zen 3), where the model
+    name is generic (virtual machines often report only ``AMD EPYC``); empty when unknown."""
+    info = _cpuinfo()
+    parts = [info.get(k) for k in ("cpu family", "model", "stepping")]
+    if not info.get("vendor_id") or not all(parts):
+        return ""
+    return f"{info['vendor_id']} {'/'.join(parts)}"
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where bf16 pays off."""
     return bool(cpu_flags() & BF16_FLAGS)
@@ -75,4 +85,4 @@ def cpu_has_int8_dot() -> bool:
 def cpu_signature() -> str:
     """Model name and the speed-relevant flags: what a cached speed measurement is valid for."""
     flags = cpu_flags()
-    return f"{cpu_model()} [{' '.join(f for f in ISA_FLAGS if f in flags)}]"
+    return f"{cpu_model()} {cpu_id()} [{' '.join(f for f in ISA_FLAGS if f in flags)}]"

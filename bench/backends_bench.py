@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=4096, help="tiled image side (0: skip)")
     parser.add_argument("--skip-rss", action="store_true", help="leave out the RSS part")
+    parser.add_argument("--skip-fcn8s", action="store_true", help="U-Net-r34 only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/backends_bench.json")
     parser.add_argument(
         "--keep",
@@ -243,6 +244,8 @@ def main() -> None:
 
     rows, big_rows, rss = [], [], {}
     models = {"unet-r34": args.unet, "fcn8s": args.fcn8s}
+    if args.skip_fcn8s:
+        del models["fcn8s"]
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "xdg")  # auto measures afresh
         if args.keep:

@@ -13,7 +13,8 @@ reflect when the pad is smaller than the side, else edge), run, and cropped back
 
 Three levels, for three callers:
 
-* :meth:`Engine.predict` ``(H, W[, C])`` pixels -> ``(H, W)`` class indices (the service);
+* :meth:`Engine.predict` ``(H, W[, C])`` pixels -> ``(H, W)`` class indices (the service),
+  and :meth:`Engine.predict_confidence`, which adds the top class's softmax probability;
 * :meth:`Engine.logits` ``(H, W[, C])`` pixels -> ``float32 (K, H, W)`` averaged logits;
 * :meth:`Engine.run_normalised` already-normalised ``float32 (N, C, H, W)`` -> ``(N, K, H, W)``
   logits through pad/run/crop only, never tiled: what the export parity check compares with
@@ -25,83 +26,23 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from service.backends import Backend, check_backend, check_precision, load_backend
+from service.backends import Backend, load_backend
 from service.backends.onnx_props import read_metadata_props
 from service.backends.ort import OrtBackend, create_session, default_providers  # noqa: F401
 from service.backends.probe import SpeedProbe, cache_path
 from service.backends.select import Choice, resolve
+from service.engine_config import EngineConfig
 from service.errors import MetadataError, ModelError
 from service.imaging import Source, decode_image, pixel_scale
 from service.metadata import ModelMetadata, parse_metadata
 from service.tiling import blended_strips
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Engine settings (a plain dataclass: the HTTP settings layer maps onto it).
-
-    Attributes:
-        providers: ONNX Runtime execution providers in priority order; ``None`` picks CUDA
-            when this onnxruntime build has it, else CPU.
-        intra_op_threads: threads inside one operator; 0 lets ONNX Runtime decide.
-        inter_op_threads: threads across independent operators; 0 lets ONNX Runtime decide.
-        max_pixels: largest accepted ``width * height`` (checked before decoding).
-        max_side: largest accepted width or height.
-        tile_size: sliding-window side, rounded up to the model's ``size_multiple``.
-        tile_overlap: minimum overlap between neighbouring windows.
-        tile_threshold: images with more pixels than this are tiled.
-        backend: ``auto`` (the fastest verified path; ONNX Runtime when nothing faster is
-            verified, on GPUs, or without openvino), ``ort`` or ``openvino``.
-        precision: ``auto`` (the fastest path whose recorded mIoU drop is <= 0.5 point),
-            ``fp32``, ``bf16`` (openvino, CPUs with native bf16) or ``int8`` (the exported
-            INT8 file).
-        streams: images the engine runs at once (threads calling it concurrently, e.g. the
-            batch runner's inference streams). ONNX Runtime runs concurrent calls on one
-            session as they come; OpenVINO compiles this many streams, each with
-            ``intra_op_threads`` threads (with one stream, its concurrent calls queue).
-        memory_arena: ONNX Runtime's CPU memory arena and memory-pattern planning. Off by
-            default: with both on, every new input shape can grow the arena (which never gives
-            memory back), so a service fed images of many sizes creeps up in RSS; off, each run
-            allocates what it needs and frees it (bench/reliability_bench.py measures both).
-    """
-
-    providers: tuple[str, ...] | None = None
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
-    max_pixels: int = 100_000_000
-    max_side: int = 20_000
-    tile_size: int = 512
-    tile_overlap: int = 128
-    tile_threshold: int = 1024 * 1024
-    backend: str = "auto"
-    precision: str = "auto"
-    streams: int = 1
-    memory_arena: bool = False
-
-    def __post_init__(self) -> None:
-        check_backend(self.backend)
-        check_precision(self.precision)
-        if self.streams < 1:
-            raise ValueError(f"streams must be >= 1, got {self.streams}")
-        for name in ("intra_op_threads", "inter_op_threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = ONNX Runtime default)")
-        for name in ("max_pixels", "max_side", "tile_size", "tile_threshold"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.tile_overlap < self.tile_size // 2:
-            raise ValueError(
-                f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} "
-                f"for tile_size {self.tile_size}"
-            )
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
@@ -128,6 +69,23 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
 _PLANEWISE_CLASSES = 64
 
 
+def _argmax_planes(logits: np.ndarray, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+    """The argmax over the first axis and the maximum itself, one class plane at a time."""
+    best = np.array(logits[0], dtype=logits.dtype)  # a copy: updated in place below
+    mask = np.zeros(best.shape, dtype=dtype)
+    greater = np.empty(best.shape, dtype=bool)
+    for k in range(1, logits.shape[0]):
+        np.greater(logits[k], best, out=greater)
+        np.copyto(mask, k, where=greater, casting="unsafe")
+        np.maximum(best, logits[k], out=best)
+    if not np.issubdtype(best.dtype, np.floating):
+        return mask, best
+    nan = np.isnan(best)  # np.maximum propagates NaN: a NaN here means one in that pixel
+    if nan.any():
+        mask[nan] = logits[:, nan].argmax(axis=0)
+    return mask, best
+
+
 def argmax_classes(logits: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
     """``logits.argmax(axis=0).astype(dtype)`` for ``(K, H, W)`` logits, faster for small K.
 
@@ -138,19 +96,35 @@ def argmax_classes(logits: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.
     """
     if logits.shape[0] > _PLANEWISE_CLASSES:
         return logits.argmax(axis=0).astype(dtype)
-    best = np.array(logits[0], dtype=logits.dtype)  # a copy: updated in place below
-    mask = np.zeros(best.shape, dtype=dtype)
-    greater = np.empty(best.shape, dtype=bool)
-    for k in range(1, logits.shape[0]):
-        np.greater(logits[k], best, out=greater)
-        np.copyto(mask, k, where=greater, casting="unsafe")
-        np.maximum(best, logits[k], out=best)
-    if not np.issubdtype(best.dtype, np.floating):
-        return mask
-    nan = np.isnan(best)  # np.maximum propagates NaN: a NaN here means one in that pixel
-    if nan.any():
-        mask[nan] = logits[:, nan].argmax(axis=0)
-    return mask
+    return _argmax_planes(logits, dtype)[0]
+
+
+def argmax_confidence(
+    logits: np.ndarray, dtype: np.dtype | type = np.uint8
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`argmax_classes` and the softmax probability of the chosen class.
+
+    The probability of the top class is ``1 / sum_k exp(l_k - l_max)``: one exponential per
+    class and pixel on top of the argmax, and no ``(K, H, W)`` softmax array. Pixels with a NaN
+    logit get probability 0.
+
+    Returns:
+        ``(mask, confidence)``: the ``(H, W)`` class indices and ``float32`` probabilities in
+        ``[1/K, 1]``.
+    """
+    if logits.shape[0] > _PLANEWISE_CLASSES:
+        mask, best = logits.argmax(axis=0).astype(dtype), logits.max(axis=0)
+    else:
+        mask, best = _argmax_planes(logits, dtype)
+    total = np.zeros(best.shape, dtype=np.float32)
+    term = np.empty(best.shape, dtype=np.float32)
+    for plane in logits:
+        np.subtract(plane, best, out=term, casting="unsafe")
+        np.exp(term, out=term)
+        total += term
+    with np.errstate(divide="ignore", invalid="ignore"):
+        confidence = np.reciprocal(total, out=total)
+    return mask, np.nan_to_num(confidence, copy=False, nan=0.0)
 
 
 class Engine:
@@ -346,6 +320,30 @@ class Engine:
             # The weights are a positive per-pixel factor: the argmax ignores them.
             mask[y0 : y0 + total.shape[1]] = argmax_classes(total, self.mask_dtype)
         return mask
+
+    def predict_confidence(
+        self, pixels: np.ndarray, *, tiled: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of :meth:`predict` and, per pixel, the softmax probability of its class.
+
+        A separate method so that :meth:`predict` pays nothing for it: the probability costs
+        one exponential per class and pixel (and, when tiled, dividing by the blend weights).
+
+        Returns:
+            ``(mask, confidence)``: as :meth:`predict`, and ``float32 (H, W)`` in ``[1/K, 1]``.
+        """
+        pixels = self._check_pixels(pixels)
+        height, width = pixels.shape[:2]
+        if not self._tiled(height, width, tiled):
+            logits = self.run_normalised(self.normalise(pixels)[None])[0]
+            return argmax_confidence(logits, self.mask_dtype)
+        mask = np.empty((height, width), dtype=self.mask_dtype)
+        confidence = np.empty((height, width), dtype=np.float32)
+        for y0, total, weight in self._strips(pixels):
+            rows = slice(y0, y0 + total.shape[1])
+            # Softmax is not scale-free: average the blended logits first.
+            mask[rows], confidence[rows] = argmax_confidence(total / weight, self.mask_dtype)
+        return mask, confidence
 
     @property
     def _multiple(self) -> int:

@@ -19,7 +19,8 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import Metrics, MetricsMiddleware
 from service.http.registry import ModelRegistry
-from service.http.routes import health, metrics, models, segment
+from service.http.reload import load_checked
+from service.http.routes import health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import resolve
@@ -31,40 +32,38 @@ WEB_DIR = Path(__file__).parent / "web"
 
 def engine_config(settings: Settings) -> EngineConfig:
     """The engine settings the service's limits and thread counts map onto."""
-    return EngineConfig(
-        providers=settings.providers,
-        intra_op_threads=settings.threads_per_inference,
-        inter_op_threads=settings.inter_op_threads,
-        max_pixels=settings.max_pixels,
-        max_side=settings.max_side,
-        tile_size=settings.tile_size,
-        tile_overlap=settings.tile_overlap,
-        tile_threshold=settings.tile_threshold,
-        backend=settings.backend,
-        precision=settings.precision,
-        memory_arena=settings.memory_arena,
-    )
+    return settings.engine_config()
 
 
 def load_models(settings: Settings) -> ModelRegistry:
-    """Resolve and load the configured models (the bundled default when none is named)."""
+    """Resolve, load and check (a warm-up run) the configured models (the bundled default
+    when none is named); the same check a reload runs.
+
+    Raises:
+        ModelError: a model does not load or fails its check.
+    """
     sources = resolve(settings.models, settings.models_dir)
-    return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
+    config = settings.engine_config()
+    return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 
 
 class PageMount(Mount):
     """The static page at ``/``, stepping aside for the API's own paths.
 
     A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
-    server (404) instead of the route that only takes POST (405).
+    server (404) instead of the route that only takes POST (405). Paths under the API's
+    prefixes (templated ones like ``/v2/models/{name}/infer`` too) are never the page's.
     """
+
+    API_PREFIXES = ("/v1/", "/v2/")
 
     def __init__(self, path: str, app: StaticFiles, api_paths: frozenset[str], name: str):
         super().__init__(path, app=app, name=name)
         self.api_paths = api_paths
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get("path") in self.api_paths:
+        path = scope.get("path", "")
+        if path in self.api_paths or path.startswith(self.API_PREFIXES):
             return Match.NONE, {}
         return super().matches(scope)
 
@@ -105,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
-    routers = [module.router for module in (health, models, segment, metrics)]
+    routers = [module.router for module in (health, models, segment, metrics, oip)]
+    routers.append(oip.keyed)
     for router in routers:
         app.include_router(router)
     web_dir = settings.web_dir or WEB_DIR

@@ -144,7 +144,7 @@ def test_pixels_over_the_limit_are_413_judged_from_the_header(client) -> None:
 
 
 def test_unknown_path_and_wrong_method(client) -> None:
-    assert_error(client.get("/v2/segment"), 404, "not_found", "/v2/segment")
+    assert_error(client.get("/v3/segment"), 404, "not_found", "/v3/segment")
     assert_error(client.get("/v1/segment"), 405, "method_not_allowed", "GET")
     assert_error(client.delete("/v1/models"), 405, "method_not_allowed")
 

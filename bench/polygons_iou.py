@@ -23,6 +23,7 @@ from shapely.geometry import MultiPolygon, Polygon
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._cpu import cpu_info  # noqa: E402
 from bench._paths import shown  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.polygons import polygons  # noqa: E402
@@ -99,7 +100,9 @@ def main() -> None:
                 f"{sum(i < 0.98 for i in ious)}/{len(ious)} image-classes below 0.98"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"cpu": cpu_info(), "summary": summary, "rows": rows}, indent=2) + "\n"
+    )
     print(f"wrote {shown(args.out)}")
 
 

@@ -32,13 +32,8 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-@functools.cache
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's ``key: value`` lines of /proc/cpuinfo (empty when unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of a ``/proc/cpuinfo`` text."""
     fields: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -48,6 +43,14 @@ def _cpuinfo() -> dict[str, str]:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     return fields
+
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:  # not Linux: nothing known, so nothing claimed
+        return {}
 
 
 def cpu_flags() -> frozenset[str]:

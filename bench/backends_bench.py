@@ -29,6 +29,7 @@ Writes bench/results/backends_bench.json and prints the table.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -131,10 +132,19 @@ def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
             hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
             log(f"{name}: bf16 forced on a CPU without it; OpenVINO runs it as {hint}")
             continue
+        start = time.perf_counter()
         engines[label(backend, precision)] = Engine.load(fp32, config)
-    auto = engines["auto"]
-    log(f"{name}: auto -> {auto.backend} {auto.precision} ({auto.choice.reason})")
-    return {"fp32": fp32, "int8": int8, "checks": checks, "engines": engines}
+        load_s = time.perf_counter() - start
+    auto = engines["auto"]  # loaded last: load_s is its load, speed probe included
+    log(f"{name}: auto -> {auto.backend} {auto.precision} ({auto.choice.reason}), {load_s:.1f}s")
+    picked = {"served": f"{auto.backend} {auto.precision}", "reason": auto.choice.reason}
+    return {
+        "fp32": fp32,
+        "int8": int8,
+        "checks": checks,
+        "engines": engines,
+        "auto": {**picked, "load_s_with_probe": round(load_s, 2)},
+    }
 
 
 def interleaved(contenders: dict, reps: int) -> dict[str, list[float]]:
@@ -242,7 +252,7 @@ def main() -> None:
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - began:6.0f}s] {text}", flush=True)
 
-    rows, big_rows, rss = [], [], {}
+    rows, big_rows, rss, auto_loads = [], [], {}, {}
     models = {"unet-r34": args.unet, "fcn8s": args.fcn8s}
     if args.skip_fcn8s:
         del models["fcn8s"]
@@ -329,6 +339,7 @@ def main() -> None:
                         {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(ONEDNN_DEFAULT_CACHE)},
                     )
                     log(f"RSS 200 sizes {key}: {rss[key]}")
+            auto_loads[name] = setup["auto"]
             del setup, engines
     print(
         "\n| model | path | served as | 512x512 ms | vs ORT fp32 | ISBI val mIoU | delta | agreement |"
@@ -354,6 +365,7 @@ def main() -> None:
     result = {
         "description": __doc__.split("\n\n")[0],
         "command": " ".join(["python", *sys.argv]),
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,
         "machine": {
             "threads": THREADS,
@@ -363,6 +375,7 @@ def main() -> None:
         },
         "columns": COLUMNS,
         "checkpoints": {k: shown(v) for k, v in models.items()},
+        "auto": auto_loads,
         "latency_512": rows,
         "tiled": big_rows,
         "rss_200_sizes": rss,

@@ -16,6 +16,7 @@ Writes bench/results/openvino_isa.json (default model: the bundled one) and prin
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -97,6 +98,7 @@ def main() -> None:
     result = {
         "description": __doc__.split("\n\n")[0],
         "command": " ".join(["python", *sys.argv]),
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_info(),
         "openvino": metadata.version("openvino"),
         "model": args.model.name,

@@ -116,7 +116,8 @@ class SpeedProbe:
         """Median milliseconds per ``"backend/precision"`` for ``(backend, precision, file)``.
 
         Paths are loaded with the probe's config and kept in :attr:`loaded` (by the same key),
-        so the one chosen need not be loaded twice. A path that fails to load is left out.
+        so the one chosen need not be loaded twice. A path that fails to load or to run is
+        left out (and :func:`service.backends.select.resolve` falls back without it).
         """
         side = -(-PROBE_SIDE // size_multiple) * size_multiple
         key = self._key(paths, side)
@@ -131,10 +132,16 @@ class SpeedProbe:
             except Exception as exc:  # a candidate that cannot load here is simply not a candidate
                 logger.warning("speed probe: %s did not load (%s); skipped", name, exc)
         batch = np.random.default_rng(0).standard_normal((1, in_channels, side, side), np.float32)
+        for name, runner in list(self.loaded.items()):
+            try:
+                runner.run(batch)  # warm-up: first-run allocation and kernel compilation
+            except Exception as exc:  # a path that cannot run here is not a candidate either
+                logger.warning("speed probe: %s failed to run (%s); skipped", name, exc)
+                del self.loaded[name]
         samples: dict[str, list[float]] = {name: [] for name in self.loaded}
-        for runner in self.loaded.values():
-            runner.run(batch)  # warm-up: first-run allocation and kernel compilation
         names = list(self.loaded)
+        if not names:
+            return {}
         for round_ in range(ROUNDS):
             # rotate the order so a burst of machine noise does not always hit the same path
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
@@ -144,7 +151,9 @@ class SpeedProbe:
         medians = {name: round(statistics.median(s), 2) for name, s in samples.items()}
         logger.info("speed probe at %dx%d: %s (median ms)", side, side, medians)
         measured_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        self._write_cache(key, {"ms": medians, "cpu": cpu_signature(), "measured_at": measured_at})
+        if len(medians) == len(paths):  # a path that failed is tried again at the next start
+            entry = {"ms": medians, "cpu": cpu_signature(), "measured_at": measured_at}
+            self._write_cache(key, entry)
         return medians
 
     def take(self, backend: str, precision: str) -> Backend | None:

@@ -25,6 +25,7 @@ from service.backends import select
 from service.backends.onnx_props import read_metadata_props
 from service.engine import Engine, EngineConfig
 from service.errors import ModelLoadError
+from service.metadata import ModelMetadata
 
 HAS_OPENVINO = backends.openvino_available()
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
@@ -322,6 +323,25 @@ def test_speed_probe_measures_once_per_model_and_cpu(cpu, model_pair, tmp_path) 
     os.utime(fp32, ns=(0, 0))  # a replaced model file: measured again
     assert len(probe_module.SpeedProbe(config, cache).measure(paths, 3, 1)) == 2
     assert len(json.loads(cache.read_text())) == 3
+
+
+def test_speed_probe_leaves_out_a_path_that_cannot_load(cpu, model_pair, tmp_path) -> None:
+    cpu(flags=ZEN3_AVX2, openvino=False)
+    fp32 = model_pair(None)
+    broken = tmp_path / "broken.int8.onnx"
+    broken.write_bytes(b"not a model")
+    cache = tmp_path / "speed-probe.json"
+    probe = probe_module.SpeedProbe(EngineConfig(intra_op_threads=1), cache)
+    ms = probe.measure([("ort", "int8", broken), ("ort", "fp32", fp32)], 3, 1)
+    assert set(ms) == {"ort/fp32"}
+    assert not cache.exists()  # an incomplete measurement is not kept: tried again next start
+    choice = select._fastest(
+        [select.Choice("ort", "int8", broken, "verified")],
+        select.Choice("ort", "fp32", fp32, "fallback"),
+        lambda paths, c, m: ms,
+        ModelMetadata.from_props(read_metadata_props(fp32)),
+    )
+    assert (choice.backend, choice.precision) == ("ort", "fp32")
 
 
 def test_engine_load_probes_for_real_and_says_why(cpu, model_pair) -> None:

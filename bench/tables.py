@@ -717,11 +717,6 @@ TABLES: dict[str, Table] = {
         backends_rss,
         "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --reps 9",
     ),
-    "backends-avx2-latency": Table(
-        "backends_bench_avx2.json",
-        backends_latency,
-        "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --skip-rss --skip-fcn8s",
-    ),
     "openvino-isa": Table("openvino_isa.json", openvino_isa, "bench/openvino_isa.py"),
     "onednn-cache": Table(
         "onednn_cache_bench.json",

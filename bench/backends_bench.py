@@ -136,8 +136,10 @@ def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
         engines[label(backend, precision)] = Engine.load(fp32, config)
         load_s = time.perf_counter() - start
     auto = engines["auto"]  # loaded last: load_s is its load, speed probe included
-    log(f"{name}: auto -> {auto.backend} {auto.precision} ({auto.choice.reason}), {load_s:.1f}s")
-    picked = {"served": f"{auto.backend} {auto.precision}", "reason": auto.choice.reason}
+    log(
+        f"{name}: auto -> {auto.backend_name} {auto.precision} ({auto.choice.reason}), {load_s:.1f}s"
+    )
+    picked = {"served": f"{auto.backend_name} {auto.precision}", "reason": auto.choice.reason}
     return {
         "fp32": fp32,
         "int8": int8,
@@ -165,7 +167,7 @@ def accuracy(setup: dict, key: str) -> dict:
     """mIoU (points) and agreement with ort fp32 of one row, from the recorded checks."""
     checks = setup["checks"]
     engine = setup["engines"][key]
-    path = f"{engine.backend}/{engine.precision}"
+    path = f"{engine.backend_name}/{engine.precision}"
     if key == EMULATED_BF16:
         return {}
     if path == "ort/fp32":
@@ -277,7 +279,7 @@ def main() -> None:
                     {
                         "model": name,
                         "path": key,
-                        "served": f"{engine.backend} {engine.precision}",
+                        "served": f"{engine.backend_name} {engine.precision}",
                         "median_ms": 1e3 * statistics.median(samples),
                         "samples_ms": [round(1e3 * s, 1) for s in samples],
                         "speedup": base / statistics.median(samples),

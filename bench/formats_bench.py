@@ -111,6 +111,7 @@ def main() -> None:
             f"{result['probability_over_argmax']:.2f}x ({result['classes_present']} classes present)"
         )
     report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu": cpu_info(),
         "machine": {"numpy": np.__version__, "loadavg_at_end": os.getloadavg()},
         "photo": shown(PHOTO),

@@ -43,12 +43,13 @@ import httpx
 import numpy as np
 import torch
 from _cpu import cpu_info
-from _serve import ROOT, Server, free_port, launch, stop
+from _paths import ROOT
 from PIL import Image
 
 import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig
+from service.http.launcher import Server, free_port, launch, stop
 from training.checkpoint import save_checkpoint
 from training.export.onnx import export_checkpoint
 

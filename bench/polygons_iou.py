@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +101,13 @@ def main() -> None:
                 f"{sum(i < 0.98 for i in ious)}/{len(ious)} image-classes below 0.98"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"cpu": cpu_info(), "summary": summary, "rows": rows}, indent=2) + "\n"
-    )
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu_info(),
+        "summary": summary,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {shown(args.out)}")
 
 

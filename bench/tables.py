@@ -32,7 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"^<!--\s*bench-table:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+# The flags worth showing when a file lists all of /proc/cpuinfo's (a record that maps flag ->
+# bool, as bench/_cpu.py writes, shows every flag it marks present).
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 ARCH_NAMES = {"", "x86_64", "amd64", "aarch64", "arm64", "i386", "i686"}
 DATE_KEYS = ("date", "measured_at", "finished_at", "started_at", "timestamp", "time")
 
@@ -107,8 +118,8 @@ def _cpu_record(data: dict) -> tuple[str | None, list[str]]:
         if flags is None:
             flags = holder.get("isa_flags", holder.get("cpu_flags"))
     if isinstance(flags, dict):
-        flags = [k for k, v in flags.items() if v]
-    elif isinstance(flags, str):
+        return (str(model) if model else None), [k for k, v in flags.items() if v]
+    if isinstance(flags, str):
         flags = flags.split()
     present = [f for f in ISA_FLAGS if f in set(flags or ())]
     return (str(model) if model else None), present
@@ -660,6 +671,39 @@ def reliability(d: dict) -> list[str]:
     return md_table(["part", "load", "measured", ""], rows)
 
 
+def formats(d: dict) -> list[str]:
+    by_job: dict[str, dict[int, dict]] = {}
+    for result in d["results"]:
+        for row in result["rows"]:
+            by_job.setdefault(row["job"], {})[row["side"]] = row
+    sides = [r["side"] for r in d["results"]]
+    header = ["job", *(f"{s}x{s} median ms" for s in sides), *(f"{s}x{s} bytes" for s in sides)]
+    rows = [
+        [
+            job,
+            *(num(per_side[s]["median_ms"], ".1f") for s in sides),
+            *("" if per_side[s]["bytes"] is None else f"{per_side[s]['bytes']:,}" for s in sides),
+        ]
+        for job, per_side in by_job.items()
+    ]
+    return md_table(header, rows)
+
+
+def polygons_iou(d: dict) -> list[str]:
+    rows = []
+    for name, s in d["summary"].items():
+        source, tolerance = name.split(" @ ")
+        rows.append(
+            [
+                source,
+                f"{float(tolerance):g} px",
+                num(s["min_iou"], ".4f"),
+                f"{s['classes_below_0.98']} / {s['classes']}",
+            ]
+        )
+    return md_table(["masks", "tolerance", "lowest IoU of a class", "classes below 0.98"], rows)
+
+
 def oip(d: dict) -> list[str]:
     rows = [
         [name, num(r["p50_ms"]), num(r["p90_ms"]), num(r["mean_ms"]), ratio(r["p50_vs_v1"])]
@@ -676,6 +720,8 @@ def oip(d: dict) -> list[str]:
 
 
 TABLES: dict[str, Table] = {
+    "formats": Table("formats_bench.json", formats, "bench/formats_bench.py"),
+    "polygons-iou": Table("polygons_iou.json", polygons_iou, "bench/polygons_iou.py"),
     "engine-latency": Table("engine_bench.json", engine_latency, "bench/engine_bench.py"),
     "engine-targets": Table("engine_bench.json", engine_targets, "bench/engine_bench.py"),
     "engine-sweep": Table("engine_bench.json", engine_sweep, "bench/engine_bench.py"),

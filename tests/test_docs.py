@@ -170,6 +170,15 @@ def test_a_table_shows_what_its_json_holds(tmp_path):
     (tmp_path / "engine_bench.json").write_text(json.dumps(data))
     assert "Other CPU (ISA: avx2)" in tables.render("engine-latency", tmp_path)
 
+    # The record bench/_cpu.py writes: a top-level "cpu" block, flags mapped to booleans.
+    data["cpu"] = {
+        "model": "AMD EPYC 7B13",
+        "flags": {"avx2": True, "avx_vnni": True, "avx512f": False},
+    }
+    (tmp_path / "engine_bench.json").write_text(json.dumps(data))
+    assert "AMD EPYC 7B13 (ISA: avx2, avx_vnni)" in tables.render("engine-latency", tmp_path)
+    del data["cpu"]
+
     del data["machine"], data["date"]
     (tmp_path / "engine_bench.json").write_text(json.dumps(data))
     text = tables.render("engine-latency", tmp_path)

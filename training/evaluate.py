@@ -187,7 +187,7 @@ def evaluate_onnx(
     metrics = matrix.compute(info.classes)
     seconds = time.perf_counter() - start
     report = EvalReport(metrics, str(model_path), cfg.root, split, len(dataset), seconds)
-    report.served_by = f"{engine.backend} {engine.precision}"
+    report.served_by = f"{engine.backend_name} {engine.precision}"
     return report
 
 

@@ -9,7 +9,7 @@ says what it runs on. Two exist:
   ``fcnseg[openvino]``, imported only when used); ``fp32``, ``bf16`` (on CPUs with native bf16:
   AVX512-BF16 or AMX) and the same ``int8`` file.
 
-Which backend and precision serve a model is decided by :func:`service.backends.select.resolve`
+Which backend and precision serve a model is decided by :func:`service.backends.select.choose_backend`
 from the config and the accuracy checks ``fcn export`` recorded in the model's metadata.
 """
 
@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from service.backends.cpu import cpu_has_bf16
+from service.errors import ModelLoadError
 
 __all__ = [
     "BACKENDS",
@@ -78,6 +79,13 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def openvino_missing() -> ModelLoadError:
+    """The error for asking for the openvino backend where it is not installed."""
+    return ModelLoadError(
+        "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
+    )
+
+
 def load_backend(name: str, path: Path, precision: str, config: object) -> Backend:
     """Load ``path`` with backend ``name`` (``ort``/``openvino``) at a concrete precision.
 
@@ -85,9 +93,7 @@ def load_backend(name: str, path: Path, precision: str, config: object) -> Backe
         ModelLoadError: the file is missing or the runtime rejects it (or is not installed),
             or its external data lies outside its folder.
     """
-    from service.backends.external_data import check_external_data
-
-    check_external_data(path)  # before any runtime touches the file
+    # Each backend checks the file's external data before its runtime reads it.
     if name == "ort":
         from service.backends.ort import OrtBackend
 

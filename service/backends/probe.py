@@ -117,7 +117,7 @@ class SpeedProbe:
 
         Paths are loaded with the probe's config and kept in :attr:`loaded` (by the same key),
         so the one chosen need not be loaded twice. A path that fails to load or to run is
-        left out (and :func:`service.backends.select.resolve` falls back without it).
+        left out (and :func:`service.backends.select.choose_backend` falls back without it).
         """
         side = -(-PROBE_SIDE // size_multiple) * size_multiple
         key = self._key(paths, side)

@@ -11,10 +11,10 @@ precision decides in three steps:
    kernels, slower than fp32, so it is never a candidate there, whatever was recorded.
 3. **Speed on this CPU** (measured, :mod:`service.backends.probe`): the candidates and the
    fallback run side by side on this machine; the fastest candidate is taken only if it beats
-   the fallback by :data:`MIN_SPEEDUP`. INT8 is therefore served only
-   where it was measured faster here: on AMX/VNNI CPUs it wins by far, on AVX2-only CPUs by
-   less and not for every runtime. Without a measurement (``measure=None``) the first
-   candidate in :data:`AUTO_ORDER` is taken.
+   the fallback by :data:`MIN_SPEEDUP`. INT8 is therefore served only where it was measured
+   faster here: on AMX/VNNI CPUs it wins by far; elsewhere (AVX2 only: three instructions per
+   int8 dot product instead of one) it is measured, not assumed. Without a measurement
+   (``measure=None``) the first candidate in :data:`AUTO_ORDER` is taken.
 
 A model without records, a GPU provider or a missing INT8 file fall back to ONNX Runtime fp32
 (the INT8 file itself when that is what was given) without an error.
@@ -33,6 +33,7 @@ from service.backends import (
     check_precision,
     cpu_has_bf16,
     openvino_available,
+    openvino_missing,
 )
 from service.errors import ModelLoadError
 from service.metadata import PRECISION_CHECKS_KEY, ModelMetadata
@@ -105,7 +106,7 @@ def _uses_gpu(providers: Sequence[str] | None) -> bool:
     return default_providers()[0] != "CPUExecutionProvider"
 
 
-def resolve(
+def choose_backend(
     path: str | Path,
     props: ModelMetadata | Mapping[str, str],
     *,
@@ -139,9 +140,7 @@ def resolve(
     is_int8 = metadata.quantized
     q_path = int8_path(path, metadata, checks)
     if backend == "openvino" and not openvino_available():
-        raise ModelLoadError(
-            "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
-        )
+        raise openvino_missing()
     gpu = _uses_gpu(providers)
     if backend == "auto":
         backends = ["openvino", "ort"] if openvino_available() and not gpu else ["ort"]

@@ -23,7 +23,7 @@ from service.http.reload import load_checked
 from service.http.routes import health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
-from service.models import resolve
+from service.models import model_sources
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     Raises:
         ModelError: a model does not load or fails its check.
     """
-    sources = resolve(settings.models, settings.models_dir)
+    sources = model_sources(settings.models, settings.models_dir)
     config = settings.engine_config()
     return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 

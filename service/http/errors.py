@@ -24,7 +24,7 @@ from service.errors import (
     ModelError,
     UnsupportedFormatError,
 )
-from service.http.admission import Rejected
+from service.http.admission import AdmissionRefused
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def from_engine_error(exc: Exception) -> ApiError:
     raise TypeError(f"not an engine error: {exc!r}")
 
 
-def unavailable(rejected: Rejected, retry_after_s: int) -> ApiError:
+def unavailable(rejected: AdmissionRefused, retry_after_s: int) -> ApiError:
     """503 for a request refused by admission control, with ``Retry-After``."""
     return ApiError(503, rejected.reason, rejected.message, {"Retry-After": str(retry_after_s)})
 

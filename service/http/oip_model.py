@@ -40,7 +40,7 @@ def metadata(model: LoadedModel) -> dict:
     return {
         "name": model.name,
         "versions": [model.version],
-        "platform": PLATFORMS.get(model.engine.backend, model.engine.backend),
+        "platform": PLATFORMS.get(model.engine.backend_name, model.engine.backend_name),
         "inputs": [
             {"name": IMAGE, "datatype": BYTES, "shape": [1]},
             {"name": PIXELS, "datatype": "UINT8", "shape": [-1, -1, meta.in_channels]},

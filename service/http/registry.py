@@ -42,7 +42,7 @@ class LoadedModel:
             "version": self.version,
             "sha256": self.sha256,
             "provider": self.engine.providers[0],
-            "backend": self.engine.backend,
+            "backend": self.engine.backend_name,
             "precision": self.engine.precision,
             "default": default,
             "formats": [encoder.describe() for encoder in ENCODERS.values()],

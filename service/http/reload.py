@@ -27,7 +27,7 @@ import numpy as np
 
 from service.engine import Engine, EngineConfig
 from service.http.registry import LoadedModel, ModelRegistry
-from service.models import ModelSource, discover, file_sha256, resolve
+from service.models import ModelSource, discover, file_sha256, model_sources
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +134,9 @@ def rebuild(
         ReloadFailed: the model set itself cannot be resolved; nothing changes.
     """
     try:
-        sources = resolve(specs, models_dir)
+        sources = model_sources(specs, models_dir)
         if not specs and models_dir is not None and not discover(models_dir):
-            # resolve() falls back to the bundled demo model; a reload must not swap it in
+            # model_sources() falls back to the bundled demo model; a reload must not swap it in
             raise ReloadFailed(f"no *.onnx files in {models_dir}; keeping the models serving")
     except ValueError as exc:  # ModelLoadError is a ValueError too
         raise ReloadFailed(str(exc)) from None

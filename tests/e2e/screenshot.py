@@ -16,8 +16,8 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from service.http.launcher import fcn_serve
 from tests.e2e.browser import start_chromium
-from tests.e2e.server import fcn_serve
 
 
 def demo_image(path: Path, size: int = 320) -> Path:

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from service.engine import Engine, EngineConfig
+from service.http.launcher import Server, fcn_serve, http
 from service.models import bundled_model_path
-from tests.e2e.server import Server, fcn_serve, http
 
 httpclient = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http] (dev extra)")
 from tritonclient.utils import InferenceServerException  # noqa: E402

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import Server, fcn_serve, http
 from service.http.registry import VERSION_DIGITS
 from service.models import bundled_model_path, file_sha256
-from tests.e2e.server import Server, fcn_serve, http
 from tests.service.http.conftest import make_slow_model
 
 ROOT = Path(__file__).resolve().parents[2]

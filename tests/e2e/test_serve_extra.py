@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import Server, fcn_serve, free_port, http, wait_ready
 from tests.deploy.dockerfiles import parse_dockerfile, pip_installs
-from tests.e2e.server import Server, fcn_serve, free_port, http, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 # Subprocesses of the venv see nothing of this checkout (no PYTHONPATH, no cwd on sys.path).

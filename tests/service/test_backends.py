@@ -128,7 +128,9 @@ def test_metadata_reader_matches_onnxruntime(conv_model: Path, tmp_path: Path) -
 def test_without_recorded_checks_auto_is_todays_path(cpu, model_pair) -> None:
     cpu(bf16=True)
     fp32 = model_pair(None)
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    choice = select.choose_backend(
+        fp32, read_metadata_props(fp32), backend="auto", precision="auto"
+    )
     assert (choice.backend, choice.precision, choice.path) == ("ort", "fp32", fp32)
 
 
@@ -172,7 +174,9 @@ def test_auto_takes_the_fastest_path_verified_within_half_a_point(
 ) -> None:
     cpu(bf16=bf16, openvino=openvino)
     fp32 = model_pair(checks(**deltas))
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    choice = select.choose_backend(
+        fp32, read_metadata_props(fp32), backend="auto", precision="auto"
+    )
     assert (choice.backend, choice.precision) == expected
     assert choice.path.name == ("m.int8.onnx" if expected[1] == "int8" else "m.onnx")
 
@@ -181,14 +185,14 @@ def test_auto_ignores_an_int8_record_without_the_int8_file(cpu, model_pair) -> N
     cpu(bf16=False)
     fp32 = model_pair(checks(ort__int8=0.0))
     fp32.with_name("m.int8.onnx").unlink()
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
+    choice = select.choose_backend(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
     assert (choice.backend, choice.precision) == ("ort", "fp32")
 
 
 def test_gpu_provider_keeps_auto_on_ort_fp32(cpu, model_pair) -> None:
     cpu(bf16=True)
     fp32 = model_pair(checks(openvino__int8=0.0, ort__int8=0.0))
-    choice = select.resolve(
+    choice = select.choose_backend(
         fp32,
         read_metadata_props(fp32),
         backend="auto",
@@ -203,19 +207,19 @@ def test_explicit_requests_that_cannot_run_are_errors(cpu, model_pair) -> None:
     props = read_metadata_props(fp32)
     cpu(bf16=False)
     with pytest.raises(ValueError, match="native bf16"):
-        select.resolve(fp32, props, backend="auto", precision="bf16")
+        select.choose_backend(fp32, props, backend="auto", precision="bf16")
     cpu(bf16=True)
     with pytest.raises(ValueError, match="openvino backend only"):
-        select.resolve(fp32, props, backend="ort", precision="bf16")
+        select.choose_backend(fp32, props, backend="ort", precision="bf16")
     q = fp32.with_name("m.int8.onnx")
     with pytest.raises(ValueError, match="INT8"):
-        select.resolve(q, read_metadata_props(q), backend="auto", precision="fp32")
+        select.choose_backend(q, read_metadata_props(q), backend="auto", precision="fp32")
     q.unlink()
     with pytest.raises(ModelLoadError, match="m.int8.onnx"):
-        select.resolve(fp32, props, backend="ort", precision="int8")
+        select.choose_backend(fp32, props, backend="ort", precision="int8")
     cpu(bf16=True, openvino=False)
     with pytest.raises(ModelLoadError, match="fcnseg\\[openvino\\]"):
-        select.resolve(fp32, props, backend="openvino", precision="fp32")
+        select.choose_backend(fp32, props, backend="openvino", precision="fp32")
 
 
 def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> None:
@@ -223,7 +227,7 @@ def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> N
     cpu(bf16=False)
     fp32 = model_pair(checks(openvino__bf16=0.0))
     engine = Engine.load(fp32)
-    assert (engine.backend, engine.precision) == ("ort", "fp32")
+    assert (engine.backend_name, engine.precision) == ("ort", "fp32")
     assert engine.providers[0] == "CPUExecutionProvider"
     mask = engine.predict(np.zeros((37, 41, 3), dtype=np.uint8))
     assert mask.shape == (37, 41)
@@ -234,7 +238,7 @@ def test_engine_serves_verified_bf16_on_a_bf16_cpu(cpu, model_pair, speeds) -> N
     cpu(bf16=True)
     speeds({"openvino/bf16": 20.0, "ort/fp32": 100.0})  # as on an AMX CPU
     engine = Engine.load(model_pair(checks(openvino__bf16=-0.1)))
-    assert (engine.backend, engine.precision) == ("openvino", "bf16")
+    assert (engine.backend_name, engine.precision) == ("openvino", "bf16")
     assert engine.providers == ["openvino:CPU (bf16)"]
     assert engine.choice is not None and "verified" in engine.choice.reason
 
@@ -248,13 +252,13 @@ def test_auto_never_chooses_bf16_on_a_cpu_without_native_bf16(
     asked = speeds({"openvino/bf16": 5.0, "openvino/int8": 50.0, "ort/fp32": 100.0})
     fp32 = model_pair(checks(openvino__bf16=0.0))
     engine = Engine.load(fp32)
-    assert (engine.backend, engine.precision) == ("ort", "fp32")
+    assert (engine.backend_name, engine.precision) == ("ort", "fp32")
     assert asked == []  # bf16 was never a candidate, so nothing was measured
     # with a verified INT8 beside it, bf16 is still not even measured
     fp32 = model_pair(checks(openvino__bf16=0.0, openvino__int8=-0.1))
     engine = Engine.load(fp32)
     assert "openvino/bf16" not in asked
-    assert (engine.backend, engine.precision) == ("openvino", "int8")
+    assert (engine.backend_name, engine.precision) == ("openvino", "int8")
     with pytest.raises(ValueError, match="native bf16"):
         Engine.load(fp32, EngineConfig(precision="bf16"))
 
@@ -272,7 +276,7 @@ def test_auto_measures_bf16_where_the_cpu_has_it(cpu, model_pair, flags) -> None
 
     fp32 = model_pair(checks(openvino__bf16=0.0))
     props = read_metadata_props(fp32)
-    choice = select.resolve(fp32, props, backend="auto", precision="auto", measure=measure)
+    choice = select.choose_backend(fp32, props, backend="auto", precision="auto", measure=measure)
     assert (choice.backend, choice.precision) == ("openvino", "bf16")
     assert asked == ["openvino/bf16", "ort/fp32"] and "5.0x" in choice.reason
 
@@ -296,7 +300,7 @@ def test_auto_serves_int8_only_where_measured_faster(
     cpu(flags=ZEN3_AVX2)
     speeds(table)
     engine = Engine.load(model_pair(checks(openvino__int8=-0.2, ort__int8=-0.1)))
-    assert (engine.backend, engine.precision) == expected
+    assert (engine.backend_name, engine.precision) == expected
     assert engine.choice is not None and "measured" in engine.choice.reason
 
 
@@ -348,7 +352,7 @@ def test_engine_load_probes_for_real_and_says_why(cpu, model_pair) -> None:
     cpu(flags=ZEN3_AVX2, openvino=False)
     engine = Engine.load(model_pair(checks(ort__int8=0.0)))
     assert engine.choice is not None and "measured" in engine.choice.reason
-    assert (engine.backend, engine.precision) in {("ort", "int8"), ("ort", "fp32")}
+    assert (engine.backend_name, engine.precision) in {("ort", "int8"), ("ort", "fp32")}
     assert probe_module.cache_path().is_file()  # the session's cache folder (tests/conftest.py)
     assert engine.predict(np.zeros((9, 11, 3), np.uint8)).shape == (9, 11)
 
@@ -362,7 +366,7 @@ def test_openvino_fp32_masks_agree_with_onnxruntime(make_model, kind: str) -> No
     cfg = {"tile_threshold": 256 * 256, "tile_size": 128, "tile_overlap": 32}
     ref = Engine.load(path, EngineConfig(backend="ort", precision="fp32", **cfg))
     ov = Engine.load(path, EngineConfig(backend="openvino", precision="fp32", **cfg))
-    assert (ov.backend, ov.precision) == ("openvino", "fp32")
+    assert (ov.backend_name, ov.precision) == ("openvino", "fp32")
     assert ov.metadata == ref.metadata
     rng = np.random.default_rng(1)
     for height, width in ((1, 1), (37, 59), (300, 301)):  # the last one is tiled
@@ -394,9 +398,9 @@ def test_openvino_compiles_one_stream_per_concurrent_caller(make_model) -> None:
     two = Engine.load(
         path, EngineConfig(backend="openvino", precision="fp32", streams=2, intra_op_threads=1)
     )
-    assert int(one.runner.compiled.get_property("NUM_STREAMS")) == 1
-    assert int(two.runner.compiled.get_property("NUM_STREAMS")) == 2
-    assert int(two.runner.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    assert int(one.backend.compiled.get_property("NUM_STREAMS")) == 1
+    assert int(two.backend.compiled.get_property("NUM_STREAMS")) == 2
+    assert int(two.backend.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(two.predict, pixels))
     for image, mask in zip(pixels, together, strict=True):

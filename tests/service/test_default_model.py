@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.engine import Engine
-from service.models import DEFAULT_MODEL_NAME, bundled_model_path, resolve
+from service.models import DEFAULT_MODEL_NAME, bundled_model_path, model_sources
 
 MAX_BYTES = 10 * 1024 * 1024
 MIN_MIOU = 0.9
@@ -29,7 +29,7 @@ def test_bundled_file_is_small_and_found_by_the_model_resolver() -> None:
     assert ASSET.is_file(), "service/assets/default.onnx is missing: run `make default-model`"
     assert ASSET.stat().st_size <= MAX_BYTES
     assert bundled_model_path().resolve() == ASSET
-    (source,) = resolve()
+    (source,) = model_sources()
     assert source.name == DEFAULT_MODEL_NAME and source.path.resolve() == ASSET
 
 

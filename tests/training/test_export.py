@@ -14,7 +14,7 @@ import torch
 import fcn
 from fcn.cli import main
 from service.engine import Engine
-from service.metadata import REQUIRED_KEYS, parse_metadata
+from service.metadata import REQUIRED_KEYS, ModelMetadata
 from training.checkpoint import save_checkpoint
 from training.export.onnx import (
     OPSET,
@@ -87,7 +87,8 @@ def check_round_trip(path: Path, model: torch.nn.Module, config: dict, multiple:
 
     meta = read_metadata(path)
     assert set(REQUIRED_KEYS) <= {p.key for p in proto.metadata_props}
-    parsed = parse_metadata({p.key: p.value for p in proto.metadata_props})  # service's reader
+    # The service's reader:
+    parsed = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     assert parsed.size_multiple == multiple
     assert parsed.classes == tuple(config["data"]["classes"])
     assert list(parsed.mean) == pytest.approx(config["data"]["mean"])

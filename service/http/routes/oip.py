@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from fcn import __version__
 from service.errors import ImageError, ModelError
-from service.http.admission import Rejected
+from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, from_engine_error, unavailable
 from service.http.oip import HEADER_LENGTH, ProtocolError, header_length
 from service.http.oip_model import infer, metadata
@@ -166,7 +166,7 @@ async def model_infer(
             result = await service.admission.run(
                 infer, model, body, json_length, settings.max_body_bytes
             )
-    except Rejected as rejected:
+    except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
     except ProtocolError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _cpu import cpu_info
 from _paths import shown
 from PIL import Image
 
@@ -343,6 +344,7 @@ def main() -> int:
     if unet is not None:
         unet["model"] = unet["model"].name
     result = {
+        "cpu": cpu_info(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -42,6 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from _cpu import cpu_info
 from _paths import ROOT
 from PIL import Image
 
@@ -315,6 +316,7 @@ def main() -> int:
             print(f"  {name:<40}{t['value']:>8.3f}  target {t['target']:<8} {verdict}")
 
     report = {
+        "cpu": cpu_info(),
         "what": "512x512 JPEG -> index PNG; U-Net resnet18 (random weights), 4 classes",
         "machine": {
             "cpus": os.cpu_count(),

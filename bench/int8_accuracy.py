@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cpu import cpu_info
 
 from service.engine import Engine, EngineConfig
 from training.checkpoint import load_checkpoint
@@ -104,6 +105,7 @@ def main() -> None:
                 flush=True,
             )
     result = {
+        "cpu": cpu_info(),
         "checkpoint": str(args.checkpoint),
         "data": root,
         "split": split,

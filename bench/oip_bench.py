@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import platform
 import random
 import statistics
@@ -34,33 +33,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _cpu import cpu_info
 from _paths import ROOT, shown
 from PIL import Image
 
 from service.http.launcher import start, stop
 
 DUBAI = ROOT.parent / "shared/data/dubai_aerial/val/images/tile2_004.jpg"
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 LIMIT = 1.05
-
-
-def cpu() -> dict:
-    """The CPU's model name and the ISA flags that decide the kernels ONNX Runtime runs."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {
-        "model": model,
-        "cores": len(os.sched_getaffinity(0)),
-        "flags": {f: f in flags for f in ISA_FLAGS},
-    }
 
 
 def test_image() -> tuple[bytes, str]:
@@ -176,8 +156,8 @@ def main() -> int:
         "concurrency": 1,
         "rounds": args.rounds,
         "contenders": rows,
+        "cpu": cpu_info(),
         "machine": {
-            "cpu": cpu(),
             "platform": platform.platform(),
             "python": platform.python_version(),
         },

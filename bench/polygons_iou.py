@@ -32,8 +32,8 @@ from shapely.geometry import MultiPolygon, Polygon
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._cpu import cpu_info  # noqa: E402
 from bench._paths import shown  # noqa: E402
-from bench.formats_bench import cpu  # noqa: E402
 from service.engine import Engine  # noqa: E402
 from service.polygons import polygons  # noqa: E402
 
@@ -100,7 +100,7 @@ def write(out: Path, rows: list[dict]) -> None:
             }
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpu": cpu()},
+        "cpu": cpu_info(),
         "images": sorted({r["image"] for r in rows}),
         "summary": summary,
         "rows": rows,

@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -266,7 +267,7 @@ def main() -> None:
     args.json.write_text(
         json.dumps(
             {
-                "machine": platform.processor() or platform.machine(),
+                "cpu": cpu_info(),
                 "command": " ".join(sys.argv),
                 "results": results,
             },

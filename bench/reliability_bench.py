@@ -51,6 +51,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _cpu import cpu_info
 from PIL import Image
 
 from service.http.launcher import Server, start, stop
@@ -503,6 +504,7 @@ def main() -> int:
     model = resolve_model(args.model)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     report: dict = {
+        "cpu": cpu_info(),
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()},
         "model": shown(model),
         "python": sys.version.split()[0],

@@ -574,6 +574,18 @@ def backends_rss(d: dict) -> list[str]:
     )
 
 
+def openvino_isa(d: dict) -> list[str]:
+    rows = [
+        [
+            f"`{r['ONEDNN_MAX_CPU_ISA']}`",
+            ", ".join(f"{kernel} x{n}" for kernel, n in r["kernels"].items()),
+            num(r["median_ms"], ".0f"),
+        ]
+        for r in d["rows"]
+    ]
+    return md_table(["ONEDNN_MAX_CPU_ISA", "convolution kernels (OpenVINO)", "512x512 ms"], rows)
+
+
 def onednn_cache(d: dict) -> list[str]:
     rows = []
     for setting, runs in d["runs"].items():
@@ -771,6 +783,7 @@ TABLES: dict[str, Table] = {
         backends_rss,
         "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --reps 9",
     ),
+    "openvino-isa": Table("openvino_isa.json", openvino_isa, "bench/openvino_isa.py"),
     "onednn-cache": Table(
         "onednn_cache_bench.json",
         onednn_cache,

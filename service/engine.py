@@ -2,8 +2,9 @@
 
 The model itself runs in a backend (:mod:`service.backends`: ONNX Runtime by default, or
 OpenVINO) at a precision (fp32, bf16, int8) picked by :func:`service.backends.select.choose_backend`
-from ``EngineConfig.backend``/``precision`` and the accuracy checks recorded at export; all
-the pixel handling below is shared by every backend.
+from ``EngineConfig.backend``/``precision``, the accuracy checks recorded at export, this
+CPU's flags and, for ``auto``, the candidates' speed measured here (:mod:`service.backends.probe`);
+all the pixel handling below is shared by every backend.
 
 The engine accepts any image size and returns a mask of exactly that size. Inputs are padded
 bottom/right to the model's ``size_multiple`` with the rule of docs/contracts.md (per axis:
@@ -33,6 +34,7 @@ import onnxruntime as ort
 from service.backends import Backend, load_backend
 from service.backends.onnx_props import read_metadata_props
 from service.backends.ort import OrtBackend, create_session, default_providers  # noqa: F401
+from service.backends.probe import SpeedProbe, cache_path
 from service.backends.select import Choice, choose_backend
 from service.engine_config import EngineConfig
 from service.errors import MetadataError, ModelError
@@ -172,16 +174,19 @@ class Engine:
         """
         config = config or EngineConfig()
         props = _metadata_props(path, config)
+        probe = SpeedProbe(config, cache=cache_path())
         choice = choose_backend(
             Path(path),
             props,
             backend=config.backend,
             precision=config.precision,
             providers=config.providers,
+            measure=probe.measure,
         )
-        engine = cls(
-            load_backend(choice.backend, choice.path, choice.precision, config), config, choice
+        runner = probe.take(choice.backend, choice.precision) or load_backend(
+            choice.backend, choice.path, choice.precision, config
         )
+        engine = cls(runner, config, choice)
         logger.info(
             "loaded %s (%s, %d classes) with %s %s on %s (%s)",
             choice.path,

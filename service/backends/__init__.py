@@ -15,14 +15,25 @@ from the config and the accuracy checks ``fcn export`` recorded in the model's m
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from service.backends.cpu import cpu_has_bf16
 from service.errors import ModelLoadError
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Backend",
+    "check_backend",
+    "check_precision",
+    "cpu_has_bf16",
+    "load_backend",
+    "openvino_available",
+]
 
 BACKENDS: tuple[str, ...] = ("auto", "ort", "openvino")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
@@ -61,23 +72,6 @@ def check_precision(name: str) -> str:
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; valid precisions: {', '.join(PRECISIONS)}")
     return name
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no flags known, so no bf16 claimed
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where bf16 pays off."""
-    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def openvino_available() -> bool:

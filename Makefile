@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-serve run demo default-model test test-all lint format clean
+.PHONY: install install-serve run demo default-model test test-all compose-test lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
+
+# docker-compose.yml for real: a private Docker engine (started when none answers; needs root and
+# apt-get the first time), stand-in base images, both images built, then the end-to-end checks
+# through the running containers (docker/e2e.sh, tests/compose). Fails when any check fails.
+compose-test: $(STAMP)
+	FCN_COMPOSE_REQUIRED=1 $(PY) -m pytest -m compose tests/compose
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

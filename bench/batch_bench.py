@@ -153,9 +153,9 @@ def torch_net(model: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, En
     """The same network in torch eager: the checkpoint's weights, else random ones."""
     engine = Engine.load(model, EngineConfig(precision="fp32"))
     if checkpoint is not None:
-        from training.checkpoint import load_checkpoint, model_from_state
+        from training.checkpoint import load_checkpoint, model_from_checkpoint
 
-        return model_from_state(load_checkpoint(checkpoint)).eval(), engine
+        return model_from_checkpoint(load_checkpoint(checkpoint)).eval(), engine
     meta = engine.metadata
     options = dict(meta.options)
     options.pop("encoder_weights", None)

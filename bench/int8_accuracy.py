@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/int8_accuracy.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data_cfg = load_checkpoint(args.checkpoint)["config"].get("data") or {}
+    data_cfg = load_checkpoint(args.checkpoint).config.get("data") or {}
     root = str(args.data or data_cfg["root"])
     split = {k: data_cfg[k] for k in ("layout", "val_fraction", "seed") if k in data_cfg}
     images = calibration_images(root, limit=args.calibration_limit, **split)

@@ -161,7 +161,7 @@ def plain_loop(data: dict[str, Any], minutes: float, seed: int = 0) -> dict[str,
 def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) -> dict[str, Any]:
     """``fcn train`` with its defaults plus ``args``; ``best.pt`` scored exactly."""
     from fcn.cli import build_parser
-    from training.checkpoint import load_checkpoint, model_from_state
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
     from training.commands.train import build_config
     from training.loop.train import train
 
@@ -171,8 +171,7 @@ def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) 
     result = train(cfg)
     from training.tta import with_flip_tta
 
-    state = load_checkpoint(out / "best.pt", map_location="cpu")
-    model = model_from_state(state, "cpu")
+    model = model_from_checkpoint(load_checkpoint(out / "best.pt", map_location="cpu"), "cpu")
     mirrored = exact_scores(with_flip_tta(model), data)
     return {
         "steps": result.steps,

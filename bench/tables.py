@@ -719,7 +719,27 @@ def oip(d: dict) -> list[str]:
     ]
 
 
+def compose(d: dict) -> list[str]:
+    rows = [
+        [name, num(phase["seconds"]), num(phase["load_average"])]
+        for name, phase in d["phases"].items()
+    ]
+    rows.append(["docker total", num(d["docker_total_s"]), ""])
+    images = ", ".join(f"{ref} {mb} MB" for ref, mb in d["images_mb"].items())
+    largest = ", ".join(f"{k} {v}" for k, v in list(d["serve_venv_largest_mb"].items())[:6])
+    ready = d["start_to_ready"]
+    return [
+        *md_table(["phase", "seconds", "load average (2 cores)"], rows),
+        "",
+        f"{d['what']}. Images: {images}; the serve image's venv {d['serve_venv_mb']} MB "
+        f"(largest, MB: {largest}). Start to ready: `/readyz` answered {ready['readyz_s']} s "
+        f"after `compose up`, healthy after {ready['healthy_s']} s. "
+        f"E2E suite: {d['e2e_summary']}.",
+    ]
+
+
 TABLES: dict[str, Table] = {
+    "compose": Table("compose_bench.json", compose, "bench/compose_bench.py"),
     "formats": Table("formats_bench.json", formats, "bench/formats_bench.py"),
     "polygons-iou": Table("polygons_iou.json", polygons_iou, "bench/polygons_iou.py"),
     "engine-latency": Table("engine_bench.json", engine_latency, "bench/engine_bench.py"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match, Mount, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fcn import __version__
 from service.engine import EngineConfig
@@ -68,6 +69,26 @@ class PageMount(Mount):
         return super().matches(scope)
 
 
+class ReplicaHeader:
+    """Adds ``X-Replica: NAME`` to every HTTP response: which replica answered, behind a balancer."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app = app
+        self.header = (b"x-replica", name.encode("latin-1", "replace"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Models load when it starts (lifespan), not here.
 
@@ -104,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    if settings.replica_header:
+        app.add_middleware(ReplicaHeader, name=socket.gethostname())
     routers = [module.router for module in (health, models, segment, metrics, oip)]
     routers.append(oip.keyed)
     for router in routers:

@@ -15,7 +15,7 @@ import fcn
 from fcn.cli import main
 from service.engine import Engine
 from service.metadata import REQUIRED_KEYS, ModelMetadata
-from training.checkpoint import save_checkpoint
+from training.checkpoint import Checkpoint, save_checkpoint
 from training.export.onnx import (
     OPSET,
     ExportError,
@@ -197,17 +197,9 @@ def test_metadata_validation() -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build(UNET_CONFIG)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "scaler": {},
-        "epoch": 7,
-        "step": 70,
-        "rng": {},
-        "best_metric": 0.75,
-        "config": UNET_CONFIG,
-    }
+    state = Checkpoint(
+        model=model.state_dict(), config=UNET_CONFIG, epoch=7, step=70, best_metric=0.75
+    )
     return save_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", state)
 
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import Match, Mount, Route
+from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from fcn import __version__
 from service.engine import EngineConfig
 from service.http import errors
 from service.http.admission import Admission
-from service.http.metrics import Metrics, MetricsMiddleware
+from service.http.metrics import Metrics, MetricsMiddleware, StaticMount
 from service.http.registry import ModelRegistry
-from service.http.routes import health, metrics, models, segment
+from service.http.routes import docs, health, metrics, models, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import resolve
@@ -52,7 +52,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
 
 
-class PageMount(Mount):
+class PageMount(StaticMount):
     """The static page at ``/``, stepping aside for the API's own paths.
 
     A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Semantic segmentation: POST an image, get its mask.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's assets by routes.docs, not from a CDN
+        redoc_url=None,
     )
     app.state.service = service
     errors.install(app)
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = [module.router for module in (health, models, segment, metrics)]
     for router in routers:
         app.include_router(router)
+    docs.install(app)
     web_dir = settings.web_dir or WEB_DIR
     if web_dir.is_dir():  # the page ships with the package; a bare API is fine without it
         own = [route for router in routers for route in router.routes]

@@ -1,7 +1,8 @@
-"""The bundled default model (``service/assets/default.onnx``): small, loadable, really trained.
+"""The bundled demo model (``service/assets/demo.onnx``, served as ``demo``): small, loadable,
+really trained on the shapes of ``fcn data demo``.
 
 Scored through the serving engine (ONNX Runtime) on demo images rendered with a seed the model
-never saw (training used seed 0; see ``make default-model``).
+never saw (training used seed 0; see ``make demo-model``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import numpy as np
 import pytest
 
 from service.engine import Engine
-from service.models import DEFAULT_MODEL_NAME, bundled_model_path, resolve
+from service.models import DEFAULT_MODEL_NAME, DEMO_MODEL_NAME, bundled_model_path, resolve
 
 MAX_BYTES = 10 * 1024 * 1024
 MIN_MIOU = 0.9
 HELD_OUT_SEED = 12345  # training data is seed 0
-ASSET = Path(__file__).resolve().parents[2] / "service" / "assets" / "default.onnx"
+ASSET = Path(__file__).resolve().parents[2] / "service" / "assets" / "demo.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,13 @@ def engine() -> Engine:
 
 
 def test_bundled_file_is_small_and_found_by_the_model_resolver() -> None:
-    assert ASSET.is_file(), "service/assets/default.onnx is missing: run `make default-model`"
+    assert ASSET.is_file(), "service/assets/demo.onnx is missing: run `make demo-model`"
     assert ASSET.stat().st_size <= MAX_BYTES
-    assert bundled_model_path().resolve() == ASSET
-    (source,) = resolve()
-    assert source.name == DEFAULT_MODEL_NAME and source.path.resolve() == ASSET
+    assert bundled_model_path(DEMO_MODEL_NAME).resolve() == ASSET
+    # With nothing named, both bundled models are served: the aerial default first.
+    assert [s.name for s in resolve()] == [DEFAULT_MODEL_NAME, DEMO_MODEL_NAME]
+    assert resolve()[1].path.resolve() == ASSET
+    assert resolve(["demo"])[0].path.resolve() == ASSET
 
 
 def test_metadata_describes_the_demo_classes(engine: Engine) -> None:

@@ -51,7 +51,7 @@ demo: $(STAMP)
 AERIAL_DATA ?= ../shared/data/dubai_aerial
 DEFAULT_MODEL_RUN ?= runs/default-model
 DEFAULT_MODEL_TRAIN := --arch linknet --encoder tu-mobilenetv3_large_075 --num-classes 6 \
-	--ignore-index 255 --epochs 36 --lr 3e-3 --crop-size 192 --seed 0 --no-plots
+	--ignore-index 255 --epochs 25 --lr 3e-3 --crop-size 192 --seed 0 --no-plots
 DEFAULT_MODEL_SOURCE := Dubai aerial imagery (Humans in the Loop / MBRSC, 'Semantic segmentation of aerial imagery'), public domain (CC0)
 default-model: $(STAMP)
 	rm -rf $(DEFAULT_MODEL_RUN)

@@ -17,17 +17,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: the HTTP service on the bundled default model, in the foreground (Ctrl-C stops
-# it). A generated demo image gives the curl line something to segment.
+# The main job: the HTTP service on the bundled models (`default`: aerial land cover; `demo`:
+# the generated shapes), in the foreground (Ctrl-C stops it). The page's "Try a sample" button
+# segments the aerial photo shipped with it; the curl line sends the same file.
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SAMPLE := service/http/web/samples/dubai-aerial.jpg
 run: $(STAMP)
-	@$(FCN) data demo --out $(DEMO)/sample --count 1 --size 256 > /dev/null
 	@echo ""
-	@echo "  fcnseg is starting at http://$(HOST):$(PORT)/  (web page; API docs at /docs)"
+	@echo "  fcnseg is starting at http://$(HOST):$(PORT)/  (web page: try the sample; API docs at /docs)"
 	@echo "  segment an image (class-index PNG of the same size):"
-	@echo "    curl -F image=@$(DEMO)/sample/images/0000.png -o mask.png http://$(HOST):$(PORT)/v1/segment"
-	@echo "  coloured: add ?format=color, summary: ?format=json.  Stop with Ctrl-C."
+	@echo "    curl -F image=@$(SAMPLE) -o mask.png http://$(HOST):$(PORT)/v1/segment"
+	@echo "  coloured: add ?format=color, borders: ?format=outline, summary: ?format=json."
+	@echo "  the shapes model: ?model=demo.  Stop with Ctrl-C."
 	@echo ""
 	$(FCN) serve --host $(HOST) --port $(PORT)
 

@@ -60,6 +60,7 @@ from PIL import Image
 import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig, pad_to_multiple
+from service.engine_config import BATCH_MEMORY_ARENA
 from training.export.onnx import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes
 # What `fcn predict` gives the runtime (besides its threads): the bare loop uses the same.
-PREDICT_CONFIG = {"memory_arena": True}
+PREDICT_CONFIG = {"memory_arena": BATCH_MEMORY_ARENA}
 
 
 @dataclass(frozen=True)

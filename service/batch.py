@@ -30,6 +30,7 @@ import numpy as np
 
 from service import pipeline
 from service.engine import Engine
+from service.engine_config import usable_cores
 from service.errors import ImageError, ModelError
 from service.masks import get_encoder
 from service.scan import BatchItem, Rejected
@@ -89,7 +90,7 @@ class BatchOptions:
     formats: tuple[str, ...] = ("index",)
     alpha: float = 0.5
     skip_existing: bool = False
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    workers: int = field(default_factory=lambda: min(4, usable_cores()))
     queue_size: int = 4
     infer_threads: int = 1
     worker_nice: int = 10

@@ -24,82 +24,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from service.backends import Backend, check_backend, check_precision, load_backend
+from service.backends import Backend, load_backend
 from service.backends.onnx_props import read_metadata_props
 from service.backends.ort import OrtBackend, create_session, default_providers  # noqa: F401
 from service.backends.select import Choice, resolve
+from service.engine_config import EngineConfig
 from service.errors import MetadataError, ModelError
 from service.imaging import Source, decode_image, pixel_scale
 from service.metadata import ModelMetadata, parse_metadata
 from service.tiling import blended_strips
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Engine settings (a plain dataclass: the HTTP settings layer maps onto it).
-
-    Attributes:
-        providers: ONNX Runtime execution providers in priority order; ``None`` picks CUDA
-            when this onnxruntime build has it, else CPU.
-        intra_op_threads: threads inside one operator; 0 lets ONNX Runtime decide.
-        inter_op_threads: threads across independent operators; 0 lets ONNX Runtime decide.
-        max_pixels: largest accepted ``width * height`` (checked before decoding).
-        max_side: largest accepted width or height.
-        tile_size: sliding-window side, rounded up to the model's ``size_multiple``.
-        tile_overlap: minimum overlap between neighbouring windows.
-        tile_threshold: images with more pixels than this are tiled.
-        backend: ``auto`` (the fastest verified path; ONNX Runtime when nothing faster is
-            verified, on GPUs, or without openvino), ``ort`` or ``openvino``.
-        precision: ``auto`` (the fastest path whose recorded mIoU drop is <= 0.5 point),
-            ``fp32``, ``bf16`` (openvino, CPUs with native bf16) or ``int8`` (the exported
-            INT8 file).
-        streams: images the engine runs at once (threads calling it concurrently, e.g. the
-            batch runner's inference streams). ONNX Runtime runs concurrent calls on one
-            session as they come; OpenVINO compiles this many streams, each with
-            ``intra_op_threads`` threads (with one stream, its concurrent calls queue).
-        memory_arena: ONNX Runtime's CPU memory arena and memory-pattern planning. Off by
-            default: with both on, every new input shape can grow the arena (which never gives
-            memory back), so a service fed images of many sizes creeps up in RSS; off, each run
-            allocates what it needs and frees it (bench/reliability_bench.py measures both).
-    """
-
-    providers: tuple[str, ...] | None = None
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
-    max_pixels: int = 100_000_000
-    max_side: int = 20_000
-    tile_size: int = 512
-    tile_overlap: int = 128
-    tile_threshold: int = 1024 * 1024
-    backend: str = "auto"
-    precision: str = "auto"
-    streams: int = 1
-    memory_arena: bool = False
-
-    def __post_init__(self) -> None:
-        check_backend(self.backend)
-        check_precision(self.precision)
-        if self.streams < 1:
-            raise ValueError(f"streams must be >= 1, got {self.streams}")
-        for name in ("intra_op_threads", "inter_op_threads"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = ONNX Runtime default)")
-        for name in ("max_pixels", "max_side", "tile_size", "tile_threshold"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.tile_overlap < self.tile_size // 2:
-            raise ValueError(
-                f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} "
-                f"for tile_size {self.tile_size}"
-            )
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:

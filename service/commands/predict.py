@@ -7,14 +7,26 @@ usage errors (bad options, a model that does not load, no images found).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from typing import Any
 
-DEVICES = {
-    "auto": None,
-    "cpu": ("CPUExecutionProvider",),
-    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+from service import engine_config as ec
+from service.backends import BACKENDS, PRECISIONS
+
+# fcn predict's flag for each EngineConfig field it exposes (fcn serve names them by field).
+ENGINE_FLAGS: dict[str, str] = {
+    "intra_op_threads": "--threads",
+    "inter_op_threads": "--inter-threads",
+    "streams": "--infer-threads",
+    "memory_arena": "--memory-arena",
+    "tile_size": "--tile-size",
+    "tile_overlap": "--tile-overlap",
+    "tile_threshold": "--tile-threshold",
+    "max_pixels": "--max-pixels",
+    "max_side": "--max-side",
+    "backend": "--backend",
+    "precision": "--precision",
 }
 
 
@@ -32,6 +44,38 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _engine_flag(name: str) -> dict[str, Any]:
+    """argparse keywords for an engine flag: its type, and help with predict's default."""
+    help = f"{ec.engine_help(name)} (default: {ec.batch_default(name)})"
+    kwargs: dict[str, Any] = {"help": help.replace("%", "%%")}  # argparse formats help with %
+    value = ec.engine_default(name)
+    if isinstance(value, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(value, int):
+        kwargs["type"] = _positive if name == "streams" else int
+        kwargs["metavar"] = "N"
+    else:
+        kwargs["choices"] = {"backend": BACKENDS, "precision": PRECISIONS}[name]
+    return kwargs
+
+
+def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
+    """The EngineConfig ``fcn predict`` runs with: its flags over its defaults.
+
+    Locally the usable cores are shared among the inference streams; a Ray actor runs one
+    image at a time and leaves its threads to the runtime.
+    """
+    values = {name: ec.batch_default(name) for name in ENGINE_FLAGS}
+    values.update({n: getattr(args, n) for n in ENGINE_FLAGS if getattr(args, n) is not None})
+    if args.engine == "local":
+        values["intra_op_threads"] = ec.threads_per_stream(
+            values["intra_op_threads"], values["streams"]
+        )
+    else:
+        values["streams"] = 1
+    return ec.EngineConfig(providers=ec.DEVICES[args.device], **values)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,45 +128,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show the progress bar even when stderr is not a terminal",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight (0.5)")
-    p.add_argument("--device", choices=tuple(DEVICES), default="auto", help="execution provider")
-    p.add_argument(
-        "--threads", type=int, default=0, help="intra-op threads per stream (0: cores / streams)"
-    )
-    p.add_argument("--inter-threads", type=int, default=0, help="inter-op threads (0: default)")
     p.add_argument(
         "--workers", type=_positive, default=None, help="decode and encode threads (each)"
     )
     p.add_argument("--queue-size", type=_positive, default=4, help="images in flight per stage")
     p.add_argument(
-        "--infer-threads",
-        type=_positive,
-        default=2,
-        help="images in ONNX Runtime at once (2); with --threads 0 each gets cores / N threads",
-    )
-    p.add_argument(
-        "--memory-arena",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep ONNX Runtime's memory arena between images (default: yes; "
-        "--no-memory-arena allocates every tensor afresh: the default model runs ~40%% slower)",
-    )
-    p.add_argument("--tile-size", type=int, default=None, help="sliding-window side (512)")
-    p.add_argument("--tile-overlap", type=int, default=None, help="window overlap (128)")
-    p.add_argument(
-        "--tile-threshold", type=int, default=None, help="tile images above this many pixels"
-    )
-    p.add_argument("--max-pixels", type=int, default=None, help="reject larger images")
-    p.add_argument("--max-side", type=int, default=None, help="reject longer sides")
-    p.add_argument(
-        "--backend",
+        "--device",
+        choices=tuple(ec.DEVICES),
         default="auto",
-        help="auto (default), ort or openvino (pip install 'fcnseg[openvino]')",
+        help="execution provider: auto (CUDA if present, else CPU), cpu or cuda (default: auto)",
     )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        help="auto (default: the fastest path the export verified), fp32, bf16 or int8",
-    )
+    for name, flag in ENGINE_FLAGS.items():
+        p.add_argument(flag, dest=name, default=None, **_engine_flag(name))
     ray = p.add_argument_group("Ray (pip install 'fcnseg[ray]')")
     ray.add_argument(
         "--engine",
@@ -146,30 +163,11 @@ def _hint(flag: str, exc: Exception) -> ValueError:
 def run(args: argparse.Namespace) -> int:
     """Load the model, process every input, report failures and a final count."""
     from service.batch import BatchOptions, ItemResult
-    from service.engine import Engine, EngineConfig
+    from service.engine import Engine
     from service.models import parse_spec
     from service.scan import scan_inputs
 
-    overrides = {
-        "tile_size": args.tile_size,
-        "tile_overlap": args.tile_overlap,
-        "tile_threshold": args.tile_threshold,
-        "max_pixels": args.max_pixels,
-        "max_side": args.max_side,
-    }
-    threads = args.threads
-    if threads == 0 and args.engine == "local":  # split the cores between the streams
-        threads = max(1, (os.cpu_count() or 1) // args.infer_threads)
-    config = EngineConfig(
-        providers=DEVICES[args.device],
-        intra_op_threads=threads,
-        inter_op_threads=args.inter_threads,
-        backend=args.backend,
-        precision=args.precision,
-        memory_arena=args.memory_arena,
-        streams=args.infer_threads if args.engine == "local" else 1,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
+    config = batch_engine_config(args)
     formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
     try:
         options = BatchOptions(
@@ -177,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             skip_existing=args.skip_existing,
             queue_size=args.queue_size,
-            infer_threads=args.infer_threads,
+            infer_threads=config.streams,
             **({"workers": args.workers} if args.workers else {}),
         )
     except ValueError as exc:

@@ -31,19 +31,7 @@ WEB_DIR = Path(__file__).parent / "web"
 
 def engine_config(settings: Settings) -> EngineConfig:
     """The engine settings the service's limits and thread counts map onto."""
-    return EngineConfig(
-        providers=settings.providers,
-        intra_op_threads=settings.threads_per_inference,
-        inter_op_threads=settings.inter_op_threads,
-        max_pixels=settings.max_pixels,
-        max_side=settings.max_side,
-        tile_size=settings.tile_size,
-        tile_overlap=settings.tile_overlap,
-        tile_threshold=settings.tile_threshold,
-        backend=settings.backend,
-        precision=settings.precision,
-        memory_arena=settings.memory_arena,
-    )
+    return settings.engine_config()
 
 
 def load_models(settings: Settings) -> ModelRegistry:

@@ -7,28 +7,28 @@ environment; everything else comes from ``FCN_<FIELD>`` (e.g. ``FCN_PORT=9000``,
 
 from __future__ import annotations
 
-import os
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Execution providers per --device choice (None: CUDA when available, else CPU).
-DEVICES: dict[str, tuple[str, ...] | None] = {
-    "auto": None,
-    "cpu": ("CPUExecutionProvider",),
-    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
-}
+from service.backends import BACKENDS, PRECISIONS
+from service.engine_config import (
+    CONCURRENT_IMAGES,
+    DEVICES,
+    EngineConfig,
+    engine_default,
+    engine_help,
+    threads_per_stream,
+)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def engine_field(name: str, **constraints: Any) -> Any:
+    """A settings field whose default and help are :class:`EngineConfig` field ``name``'s."""
+    return Field(engine_default(name), description=engine_help(name), **constraints)
 
 
 class Settings(BaseSettings):
@@ -50,9 +50,11 @@ class Settings(BaseSettings):
         None, description="when set, /v1/* requires 'Authorization: Bearer KEY' or 'X-API-Key'"
     )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body")
-    max_pixels: int = Field(50_000_000, ge=1, description="largest width*height accepted")
-    max_side: int = Field(20_000, ge=1, description="largest width or height accepted")
-    max_concurrency: int = Field(2, ge=1, description="inferences running at once (slots)")
+    max_pixels: int = engine_field("max_pixels")
+    max_side: int = engine_field("max_side")
+    max_concurrency: int = Field(
+        CONCURRENT_IMAGES, ge=1, description="inferences running at once (slots)"
+    )
     max_queue: int = Field(8, ge=0, description="requests waiting for a slot; more get 503")
     queue_timeout_s: float = Field(30.0, gt=0, description="longest wait for a slot before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
@@ -68,23 +70,17 @@ class Settings(BaseSettings):
     drain_delay_s: float = Field(
         0.0, ge=0, description="after SIGTERM, keep answering 503/not-ready at least this long"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="execution provider")
-    backend: Literal["auto", "ort", "openvino"] = Field(
-        "auto", description="inference runtime: ONNX Runtime (ort) or OpenVINO"
+    device: Literal[tuple(DEVICES)] = Field(
+        "auto", description="execution provider: auto (CUDA if present, else CPU), cpu or cuda"
     )
-    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
-        "auto", description="auto: the fastest path the export verified (see README)"
-    )
-    intra_op_threads: int = Field(
-        0, ge=0, description="ONNX Runtime threads per inference (0: cores / slots)"
-    )
-    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
-    memory_arena: bool = Field(
-        False, description="ONNX Runtime CPU arena + memory patterns (grow with input shapes)"
-    )
-    tile_size: int = Field(512, ge=1, description="sliding-window side for large images")
-    tile_overlap: int = Field(128, ge=0, description="overlap between windows")
-    tile_threshold: int = Field(1024 * 1024, ge=1, description="tile images above this many pixels")
+    backend: Literal[BACKENDS] = engine_field("backend")
+    precision: Literal[PRECISIONS] = engine_field("precision")
+    intra_op_threads: int = engine_field("intra_op_threads")
+    inter_op_threads: int = engine_field("inter_op_threads")
+    memory_arena: bool = engine_field("memory_arena")
+    tile_size: int = engine_field("tile_size")
+    tile_overlap: int = engine_field("tile_overlap")
+    tile_threshold: int = engine_field("tile_threshold")
     web_dir: Path | None = Field(
         None, description="static web page folder served at / (default: the bundled page)"
     )
@@ -99,12 +95,8 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_tiles(self) -> Settings:
-        if not 0 <= self.tile_overlap < self.tile_size // 2:
-            raise ValueError(
-                f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} "
-                f"for tile_size {self.tile_size}"
-            )
+    def _check_engine(self) -> Settings:
+        self.engine_config()  # EngineConfig checks its own fields (ranges, tile overlap)
         return self
 
     @property
@@ -113,10 +105,18 @@ class Settings(BaseSettings):
 
     @property
     def threads_per_inference(self) -> int:
-        """ONNX Runtime intra-op threads: as set, or the cores shared out among the slots."""
-        if self.intra_op_threads:
-            return self.intra_op_threads
-        return max(1, usable_cores() // self.max_concurrency)
+        """Intra-op threads per inference: as set, or the usable cores shared among the slots."""
+        return threads_per_stream(self.intra_op_threads, self.max_concurrency)
+
+    def engine_config(self) -> EngineConfig:
+        """The engine settings these map onto: one stream per slot, the cores shared out."""
+        names = [f.name for f in fields(EngineConfig) if f.name in type(self).model_fields]
+        derived = {
+            "providers": self.providers,
+            "intra_op_threads": self.threads_per_inference,
+            "streams": self.max_concurrency,
+        }
+        return EngineConfig(**{**{name: getattr(self, name) for name in names}, **derived})
 
 
 @lru_cache

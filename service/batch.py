@@ -32,8 +32,10 @@ from service import pipeline
 from service.engine import Engine
 from service.engine_config import usable_cores
 from service.errors import ImageError, ModelError
+from service.georef import GeoReference
 from service.masks import get_encoder
 from service.scan import BatchItem, Rejected
+from service.shapes import DEFAULT_TOLERANCE, check_tolerance
 from service.writer import all_exist, atomic_write, output_paths
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,8 @@ class BatchOptions:
     Attributes:
         formats: output format names from :data:`service.masks.ENCODERS`.
         alpha: overlay colour weight in ``[0, 1]``.
+        tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
+        model: the model's name, written into the JSON outputs.
         skip_existing: leave an image alone when all its outputs exist (resume).
         workers: decode threads, and as many encode/write threads.
         infer_threads: images in ONNX Runtime at once, sharing the session. Two streams with
@@ -89,6 +93,8 @@ class BatchOptions:
 
     formats: tuple[str, ...] = ("index",)
     alpha: float = 0.5
+    tolerance: float = DEFAULT_TOLERANCE
+    model: str | None = None
     skip_existing: bool = False
     workers: int = field(default_factory=lambda: min(4, usable_cores()))
     queue_size: int = 4
@@ -102,11 +108,17 @@ class BatchOptions:
             get_encoder(fmt)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_tolerance(self.tolerance)
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"worker_nice must be in [0, 19], got {self.worker_nice}")
         for name in ("workers", "queue_size", "infer_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def needs(self) -> pipeline.Needs:
+        """What the formats need beyond the mask (probabilities, GeoTIFF tags)."""
+        return pipeline.Needs.of(self.formats)
 
 
 @dataclass
@@ -149,13 +161,16 @@ def class_fractions(mask: np.ndarray, num_classes: int) -> list[float]:
 class _Decoded:
     pixels: np.ndarray | None  # None: skipped, outputs already there
     decode_ms: float
+    georef: GeoReference | None = None
 
 
-def _decode(engine: Engine, item: BatchItem, targets: list[Path], skip: bool) -> _Decoded:
-    if skip and all_exist(targets):
+def _decode(
+    engine: Engine, item: BatchItem, targets: list[Path], options: BatchOptions
+) -> _Decoded:
+    if options.skip_existing and all_exist(targets):
         return _Decoded(None, 0.0)
     pixels, ms = pipeline.decode(engine, item.source)
-    return _Decoded(pixels, ms)
+    return _Decoded(pixels, ms, pipeline.georeference(item.source, options.needs))
 
 
 def _write(
@@ -163,14 +178,24 @@ def _write(
     result: ItemResult,
     segmentation: pipeline.Segmentation,
     targets: dict[str, Path],
-    alpha: float,
+    options: BatchOptions,
 ) -> ItemResult:
     """Encode every format, write it atomically, and fill in ``result``."""
     start = time.perf_counter()
     try:
         info = {"source": str(result.item.source), "arch": engine.metadata.arch}
+        if options.model is not None:
+            info = {"model": options.model, **info}
         for fmt, target in targets.items():
-            atomic_write(target, pipeline.encode(engine, segmentation, fmt, alpha=alpha, info=info))
+            data = pipeline.encode(
+                engine,
+                segmentation,
+                fmt,
+                alpha=options.alpha,
+                info=info,
+                tolerance=options.tolerance,
+            )
+            atomic_write(target, data)
             result.outputs.append(target)
         result.fractions = class_fractions(segmentation.mask, engine.metadata.num_classes)
     except Exception as exc:
@@ -180,10 +205,14 @@ def _write(
     return result
 
 
-def _infer(engine: Engine, result: ItemResult, decoded: _Decoded) -> pipeline.Segmentation | None:
+def _infer(
+    engine: Engine, result: ItemResult, decoded: _Decoded, needs: pipeline.Needs
+) -> pipeline.Segmentation | None:
     """Run the model; on failure mark ``result`` and return None."""
     try:
-        segmentation = pipeline.infer(engine, decoded.pixels, decoded.decode_ms)
+        segmentation = pipeline.infer(
+            engine, decoded.pixels, decoded.decode_ms, needs=needs, georef=decoded.georef
+        )
     except Exception as exc:
         result.status, result.error = FAILED, describe_error(exc)
         result.milliseconds = decoded.decode_ms
@@ -199,17 +228,17 @@ def process_item(
     targets = output_paths(item, Path(out_dir), options.formats)
     result = ItemResult(item)
     try:
-        decoded = _decode(engine, item, list(targets.values()), options.skip_existing)
+        decoded = _decode(engine, item, list(targets.values()), options)
     except Exception as exc:
         result.status, result.error = FAILED, describe_error(exc)
         return result
     if decoded.pixels is None:
         result.status, result.error = SKIPPED, "outputs already exist"
         return result
-    segmentation = _infer(engine, result, decoded)
+    segmentation = _infer(engine, result, decoded, options.needs)
     if segmentation is None:
         return result
-    return _write(engine, result, segmentation, targets, options.alpha)
+    return _write(engine, result, segmentation, targets, options)
 
 
 # --- the pipelined runner ---------------------------------------------------------------------
@@ -231,7 +260,7 @@ def _lower_priority(increment: int) -> None:
 
 
 def _infer_job(
-    engine: Engine, item: BatchItem, decoding: Future[_Decoded]
+    engine: Engine, item: BatchItem, decoding: Future[_Decoded], needs: pipeline.Needs
 ) -> tuple[ItemResult, pipeline.Segmentation | None]:
     """Wait for the image's decode, then run the model (an inference thread)."""
     result = ItemResult(item)
@@ -243,20 +272,20 @@ def _infer_job(
     if decoded.pixels is None:
         result.status, result.error = SKIPPED, "outputs already exist"
         return result, None
-    return result, _infer(engine, result, decoded)
+    return result, _infer(engine, result, decoded, needs)
 
 
 def _write_job(
     engine: Engine,
     inferring: Future[tuple[ItemResult, pipeline.Segmentation | None]],
     targets: dict[str, Path],
-    alpha: float,
+    options: BatchOptions,
 ) -> ItemResult:
     """Wait for the image's inference, then encode and write it (a writer thread)."""
     result, segmentation = inferring.result()
     if segmentation is None:
         return result
-    return _write(engine, result, segmentation, targets, alpha)
+    return _write(engine, result, segmentation, targets, options)
 
 
 def run_batch(
@@ -277,6 +306,7 @@ def run_batch(
         How many images succeeded, failed and were skipped.
     """
     options = options or BatchOptions()
+    needs = options.needs
     out_dir = Path(out_dir)
     counts = BatchCounts()
     window = 2 * options.queue_size + options.infer_threads
@@ -297,11 +327,9 @@ def run_batch(
             while len(in_flight) >= window or (in_flight and in_flight[0].done()):
                 emit_oldest()  # oldest first: results in input order, memory bounded
             targets = output_paths(item, out_dir, options.formats)
-            decoding = decoders.submit(
-                _decode, engine, item, list(targets.values()), options.skip_existing
-            )
-            inferring = inferers.submit(_infer_job, engine, item, decoding)
-            in_flight.append(writers.submit(_write_job, engine, inferring, targets, options.alpha))
+            decoding = decoders.submit(_decode, engine, item, list(targets.values()), options)
+            inferring = inferers.submit(_infer_job, engine, item, decoding, needs)
+            in_flight.append(writers.submit(_write_job, engine, inferring, targets, options))
         while in_flight:
             emit_oldest()
     finally:

@@ -12,7 +12,8 @@ reflect when the pad is smaller than the side, else edge), run, and cropped back
 
 Three levels, for three callers:
 
-* :meth:`Engine.predict` ``(H, W[, C])`` pixels -> ``(H, W)`` class indices (the service);
+* :meth:`Engine.predict` ``(H, W[, C])`` pixels -> ``(H, W)`` class indices (the service),
+  and :meth:`Engine.predict_confidence`, which adds the top class's softmax probability;
 * :meth:`Engine.logits` ``(H, W[, C])`` pixels -> ``float32 (K, H, W)`` averaged logits;
 * :meth:`Engine.run_normalised` already-normalised ``float32 (N, C, H, W)`` -> ``(N, K, H, W)``
   logits through pad/run/crop only, never tiled: what the export parity check compares with
@@ -66,6 +67,23 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
 _PLANEWISE_CLASSES = 64
 
 
+def _argmax_planes(logits: np.ndarray, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+    """The argmax over the first axis and the maximum itself, one class plane at a time."""
+    best = np.array(logits[0], dtype=logits.dtype)  # a copy: updated in place below
+    mask = np.zeros(best.shape, dtype=dtype)
+    greater = np.empty(best.shape, dtype=bool)
+    for k in range(1, logits.shape[0]):
+        np.greater(logits[k], best, out=greater)
+        np.copyto(mask, k, where=greater, casting="unsafe")
+        np.maximum(best, logits[k], out=best)
+    if not np.issubdtype(best.dtype, np.floating):
+        return mask, best
+    nan = np.isnan(best)  # np.maximum propagates NaN: a NaN here means one in that pixel
+    if nan.any():
+        mask[nan] = logits[:, nan].argmax(axis=0)
+    return mask, best
+
+
 def argmax_classes(logits: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.ndarray:
     """``logits.argmax(axis=0).astype(dtype)`` for ``(K, H, W)`` logits, faster for small K.
 
@@ -76,19 +94,35 @@ def argmax_classes(logits: np.ndarray, dtype: np.dtype | type = np.uint8) -> np.
     """
     if logits.shape[0] > _PLANEWISE_CLASSES:
         return logits.argmax(axis=0).astype(dtype)
-    best = np.array(logits[0], dtype=logits.dtype)  # a copy: updated in place below
-    mask = np.zeros(best.shape, dtype=dtype)
-    greater = np.empty(best.shape, dtype=bool)
-    for k in range(1, logits.shape[0]):
-        np.greater(logits[k], best, out=greater)
-        np.copyto(mask, k, where=greater, casting="unsafe")
-        np.maximum(best, logits[k], out=best)
-    if not np.issubdtype(best.dtype, np.floating):
-        return mask
-    nan = np.isnan(best)  # np.maximum propagates NaN: a NaN here means one in that pixel
-    if nan.any():
-        mask[nan] = logits[:, nan].argmax(axis=0)
-    return mask
+    return _argmax_planes(logits, dtype)[0]
+
+
+def argmax_confidence(
+    logits: np.ndarray, dtype: np.dtype | type = np.uint8
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`argmax_classes` and the softmax probability of the chosen class.
+
+    The probability of the top class is ``1 / sum_k exp(l_k - l_max)``: one exponential per
+    class and pixel on top of the argmax, and no ``(K, H, W)`` softmax array. Pixels with a NaN
+    logit get probability 0.
+
+    Returns:
+        ``(mask, confidence)``: the ``(H, W)`` class indices and ``float32`` probabilities in
+        ``[1/K, 1]``.
+    """
+    if logits.shape[0] > _PLANEWISE_CLASSES:
+        mask, best = logits.argmax(axis=0).astype(dtype), logits.max(axis=0)
+    else:
+        mask, best = _argmax_planes(logits, dtype)
+    total = np.zeros(best.shape, dtype=np.float32)
+    term = np.empty(best.shape, dtype=np.float32)
+    for plane in logits:
+        np.subtract(plane, best, out=term, casting="unsafe")
+        np.exp(term, out=term)
+        total += term
+    with np.errstate(divide="ignore", invalid="ignore"):
+        confidence = np.reciprocal(total, out=total)
+    return mask, np.nan_to_num(confidence, copy=False, nan=0.0)
 
 
 class Engine:
@@ -281,6 +315,30 @@ class Engine:
             # The weights are a positive per-pixel factor: the argmax ignores them.
             mask[y0 : y0 + total.shape[1]] = argmax_classes(total, self.mask_dtype)
         return mask
+
+    def predict_confidence(
+        self, pixels: np.ndarray, *, tiled: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of :meth:`predict` and, per pixel, the softmax probability of its class.
+
+        A separate method so that :meth:`predict` pays nothing for it: the probability costs
+        one exponential per class and pixel (and, when tiled, dividing by the blend weights).
+
+        Returns:
+            ``(mask, confidence)``: as :meth:`predict`, and ``float32 (H, W)`` in ``[1/K, 1]``.
+        """
+        pixels = self._check_pixels(pixels)
+        height, width = pixels.shape[:2]
+        if not self._tiled(height, width, tiled):
+            logits = self.run_normalised(self.normalise(pixels)[None])[0]
+            return argmax_confidence(logits, self.mask_dtype)
+        mask = np.empty((height, width), dtype=self.mask_dtype)
+        confidence = np.empty((height, width), dtype=np.float32)
+        for y0, total, weight in self._strips(pixels):
+            rows = slice(y0, y0 + total.shape[1])
+            # Softmax is not scale-free: average the blended logits first.
+            mask[rows], confidence[rows] = argmax_confidence(total / weight, self.mask_dtype)
+        return mask, confidence
 
     @property
     def _multiple(self) -> int:

@@ -1,8 +1,10 @@
-"""Mask encoders: index PNG, colour PNG, overlay PNG, outline PNG and a JSON per-class summary.
+"""Mask encoders: index/colour/overlay/outline/confidence PNGs, a JSON summary, COCO RLE,
+polygons, GeoJSON.
 
 Masks are ``(H, W)`` ``uint8``/``uint16`` class indices as returned by ``Engine.predict``.
 :data:`ENCODERS` is the one table of output formats (name -> encode function, media type,
-file suffix) that the HTTP routes and the batch runner both read.
+file suffix, what it needs beyond the mask) that the HTTP routes, the batch runner and the web
+page all read; the vector formats themselves live in :mod:`service.shapes`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from service.georef import GeoReference
 from service.png import grey_png, palette_png
+from service.shapes import DEFAULT_TOLERANCE, class_polygons, coco_rle, geojson
 
 # zlib level for the PNGs Pillow writes (overlays, RGB colour masks): level 6 (Pillow's
 # default) costs seconds on an 8000x8000 image. Index and palette masks are written by
@@ -166,6 +170,19 @@ def outline_png(pixels: np.ndarray, mask: np.ndarray, palette: Palette) -> bytes
     return _png_bytes(Image.fromarray(outline(pixels, mask, palette)))
 
 
+def confidence_png(confidence: np.ndarray) -> bytes:
+    """The top class's probability per pixel as an 8-bit grey PNG: ``round(255 * p)``.
+
+    Args:
+        confidence: ``(H, W)`` float probabilities in ``[0, 1]`` (``Engine.predict_confidence``).
+    """
+    if confidence.ndim != 2:
+        raise ValueError(f"expected (H, W) probabilities, got shape {confidence.shape}")
+    scaled = np.empty(confidence.shape, dtype=np.uint8)
+    np.rint(np.clip(confidence, 0.0, 1.0) * np.float32(255.0), out=scaled, casting="unsafe")
+    return grey_png(scaled)
+
+
 def summary(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Per-class pixel counts and fractions, JSON-able.
 
@@ -203,11 +220,15 @@ class EncodeRequest:
 
     Attributes:
         mask: ``(H, W)`` class indices.
-        pixels: the decoded input (``service.imaging`` layout); only ``overlay`` and ``outline`` read it.
+        pixels: the decoded input (``service.imaging`` layout); only ``overlay`` and
+            ``outline`` read it.
         palette: one ``[r, g, b]`` per class.
         classes: class names in index order.
         alpha: overlay colour weight in ``[0, 1]``.
-        info: extra top-level fields for the JSON summary (model name, timings, source, ...).
+        info: extra top-level fields of the JSON outputs (model name, timings, source, ...).
+        confidence: the top class's probability per pixel (only ``scores`` reads it).
+        tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
+        georef: where the image lies on the map (``geojson`` in map coordinates).
     """
 
     mask: np.ndarray
@@ -216,17 +237,36 @@ class EncodeRequest:
     classes: Sequence[str]
     alpha: float = 0.5
     info: Mapping[str, Any] = field(default_factory=dict)
+    confidence: np.ndarray | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    georef: GeoReference | None = None
 
 
 @dataclass(frozen=True)
 class Encoder:
-    """One output format: how to encode it, how to serve it, how to name its file."""
+    """One output format: how to encode it, how to serve it, how to name its file.
+
+    Attributes:
+        needs_confidence: the engine must also return per-pixel probabilities.
+        needs_georef: the source's GeoTIFF tags are read (map coordinates).
+    """
 
     name: str
     media_type: str
     suffix: str
     encode: Callable[[EncodeRequest], bytes]
     description: str
+    needs_confidence: bool = False
+    needs_georef: bool = False
+
+    def describe(self) -> dict[str, str]:
+        """What ``/v1/models`` lists for this format."""
+        return {
+            "name": self.name,
+            "media_type": self.media_type,
+            "suffix": self.suffix,
+            "description": self.description,
+        }
 
 
 def _encode_overlay(request: EncodeRequest) -> bytes:
@@ -241,9 +281,18 @@ def _encode_outline(request: EncodeRequest) -> bytes:
     return outline_png(request.pixels, request.mask, request.palette)
 
 
+def _json(request: EncodeRequest, body: Mapping[str, Any], indent: int | None = None) -> bytes:
+    return json.dumps({**request.info, **body}, indent=indent).encode()
+
+
 def _encode_json(request: EncodeRequest) -> bytes:
-    report = {**request.info, **summary(request.mask, request.classes)}
-    return json.dumps(report, indent=2).encode()
+    return _json(request, summary(request.mask, request.classes), indent=2)
+
+
+def _encode_scores(request: EncodeRequest) -> bytes:
+    if request.confidence is None:
+        raise ValueError("the scores format needs the per-pixel probabilities")
+    return confidence_png(request.confidence)
 
 
 ENCODERS: dict[str, Encoder] = {
@@ -283,6 +332,36 @@ ENCODERS: dict[str, Encoder] = {
             ".json",
             _encode_json,
             "pixel count and fraction per class",
+        ),
+        Encoder(
+            "coco-rle",
+            "application/json",
+            "_coco.json",
+            lambda r: _json(r, coco_rle(r.mask, r.classes)),
+            "COCO compressed RLE per class present",
+        ),
+        Encoder(
+            "polygons",
+            "application/json",
+            "_polygons.json",
+            lambda r: _json(r, class_polygons(r.mask, r.classes, r.tolerance)),
+            "outer rings and holes per class present, in pixels",
+        ),
+        Encoder(
+            "geojson",
+            "application/geo+json",
+            ".geojson",
+            lambda r: _json(r, geojson(r.mask, r.classes, r.tolerance, r.georef)),
+            "a MultiPolygon feature per class present (map coordinates from a GeoTIFF)",
+            needs_georef=True,
+        ),
+        Encoder(
+            "scores",
+            "image/png",
+            "_scores.png",
+            _encode_scores,
+            "the chosen class's probability per pixel, 8-bit (0-255)",
+            needs_confidence=True,
         ),
     )
 }

@@ -15,15 +15,17 @@ Errors are the typed ones of :mod:`service.errors` (``ImageError`` for the input
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from service.engine import Engine
+from service.georef import GeoReference, read_georeference
 from service.imaging import Source
 from service.masks import EncodeRequest, get_encoder
+from service.shapes import DEFAULT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,16 @@ class Segmentation:
         mask: ``(H, W)`` class indices, exactly the input's size after EXIF orientation.
         decode_ms: milliseconds spent decoding.
         infer_ms: milliseconds spent in normalise/pad/run/crop/argmax (tiling included).
+        confidence: the top class's probability per pixel, when a format asked for it.
+        georef: the GeoTIFF's placement on the map, when a format asked for it and it has one.
     """
 
     pixels: np.ndarray
     mask: np.ndarray
     decode_ms: float
     infer_ms: float
+    confidence: np.ndarray | None = None
+    georef: GeoReference | None = None
 
     @property
     def height(self) -> int:
@@ -49,6 +55,28 @@ class Segmentation:
     @property
     def width(self) -> int:
         return int(self.mask.shape[1])
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the requested formats need beyond the mask (see :class:`service.masks.Encoder`)."""
+
+    confidence: bool = False
+    georef: bool = False
+
+    @classmethod
+    def of(cls, formats: Iterable[str]) -> Needs:
+        """Raises ValueError for an unknown format."""
+        encoders = [get_encoder(f) for f in formats]
+        return cls(
+            confidence=any(e.needs_confidence for e in encoders),
+            georef=any(e.needs_georef for e in encoders),
+        )
+
+
+def georeference(source: Source, needs: Needs) -> GeoReference | None:
+    """The source's GeoTIFF placement when a format needs it (header only), else None."""
+    return read_georeference(source) if needs.georef else None
 
 
 def decode(engine: Engine, source: Source) -> tuple[np.ndarray, float]:
@@ -62,17 +90,35 @@ def decode(engine: Engine, source: Source) -> tuple[np.ndarray, float]:
     return pixels, (time.perf_counter() - start) * 1000.0
 
 
-def infer(engine: Engine, pixels: np.ndarray, decode_ms: float = 0.0) -> Segmentation:
-    """Run the model on decoded pixels."""
+def infer(
+    engine: Engine,
+    pixels: np.ndarray,
+    decode_ms: float = 0.0,
+    *,
+    needs: Needs = Needs(),
+    georef: GeoReference | None = None,
+) -> Segmentation:
+    """Run the model on decoded pixels (and the probabilities too when ``needs`` says so)."""
     start = time.perf_counter()
-    mask = engine.predict(pixels)
-    return Segmentation(pixels, mask, decode_ms, (time.perf_counter() - start) * 1000.0)
+    confidence = None
+    if needs.confidence:
+        mask, confidence = engine.predict_confidence(pixels)
+    else:
+        mask = engine.predict(pixels)
+    infer_ms = (time.perf_counter() - start) * 1000.0
+    return Segmentation(pixels, mask, decode_ms, infer_ms, confidence, georef)
 
 
-def segment(engine: Engine, source: Source) -> Segmentation:
-    """Decode and run: the mask of one image."""
+def segment(engine: Engine, source: Source, formats: Iterable[str] = ("index",)) -> Segmentation:
+    """Decode and run: the mask of one image, with what ``formats`` need besides.
+
+    Raises:
+        ValueError: an unknown format.
+        service.errors.ImageError: see :func:`decode`.
+    """
+    needs = Needs.of(formats)
     pixels, decode_ms = decode(engine, source)
-    return infer(engine, pixels, decode_ms)
+    return infer(engine, pixels, decode_ms, needs=needs, georef=georeference(source, needs))
 
 
 def encode(
@@ -82,18 +128,21 @@ def encode(
     *,
     alpha: float = 0.5,
     info: Mapping[str, Any] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> bytes:
     """Encode a segmentation in output format ``fmt`` (see :data:`service.masks.ENCODERS`).
 
     Args:
         engine: the engine that produced it (its metadata gives palette and class names).
-        segmentation: from :func:`segment` / :func:`infer`.
-        fmt: a format name: ``index``, ``color``, ``overlay`` or ``json``.
+        segmentation: from :func:`segment` / :func:`infer` (run for this format's needs).
+        fmt: a format name from :data:`service.masks.ENCODERS`.
         alpha: overlay colour weight.
-        info: extra top-level fields of the JSON summary.
+        info: extra top-level fields of the JSON outputs.
+        tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
 
     Raises:
-        ValueError: an unknown format or an alpha outside ``[0, 1]``.
+        ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance, or
+            ``scores`` for a segmentation run without probabilities.
     """
     meta = engine.metadata
     request = EncodeRequest(
@@ -103,5 +152,8 @@ def encode(
         classes=meta.classes,
         alpha=alpha,
         info=dict(info or {}),
+        confidence=segmentation.confidence,
+        tolerance=tolerance,
+        georef=segmentation.georef,
     )
     return get_encoder(fmt).encode(request)

@@ -80,6 +80,9 @@ def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``fcn`` parser."""
+    from service.masks import ENCODERS
+    from service.shapes import DEFAULT_TOLERANCE
+
     p = subparsers.add_parser(
         "predict",
         help="segment image files or folders with an ONNX model",
@@ -97,8 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_formats,
         action="append",
         metavar="FMT",
-        help="output format: index (class-index PNG), color, overlay, json; repeat or "
-        "comma-separate for several (default: index)",
+        help="output format: "
+        + "; ".join(f"{e.name} ({e.description}, *{e.suffix})" for e in ENCODERS.values())
+        + ". Repeat or comma-separate for several (default: index)",
     )
     p.add_argument(
         "--recursive",
@@ -128,6 +132,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show the progress bar even when stderr is not a terminal",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight (0.5)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"polygons/geojson simplification in pixels, 0 = exact ({DEFAULT_TOLERANCE:g})",
+    )
     p.add_argument(
         "--workers", type=_positive, default=None, help="decode and encode threads (each)"
     )
@@ -169,18 +179,20 @@ def run(args: argparse.Namespace) -> int:
 
     config = batch_engine_config(args)
     formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
+    source = parse_spec(args.model)
     try:
         options = BatchOptions(
             formats=formats,
             alpha=args.alpha,
+            tolerance=args.tolerance,
+            model=source.name,
             skip_existing=args.skip_existing,
             queue_size=args.queue_size,
             infer_threads=config.streams,
             **({"workers": args.workers} if args.workers else {}),
         )
     except ValueError as exc:
-        raise _hint("--alpha", exc) from None
-    source = parse_spec(args.model)
+        raise _hint("--tolerance" if "tolerance" in str(exc) else "--alpha", exc) from None
     engine = Engine.load(source.path, config)
     writer = None
     if args.summary:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.engine import Engine, EngineConfig
+from service.masks import ENCODERS
 from service.models import DEFAULT_MODEL_NAME, ModelSource, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ class LoadedModel:
     sha256: str
 
     def describe(self, default: bool) -> dict:
-        """The ``/v1/models`` entry."""
+        """The ``/v1/models`` entry (and ``/v1/models/{name}``'s answer)."""
         meta = self.engine.metadata
         return {
             "name": self.name,
@@ -35,6 +36,7 @@ class LoadedModel:
             "backend": self.engine.backend,
             "precision": self.engine.precision,
             "default": default,
+            "formats": [encoder.describe() for encoder in ENCODERS.values()],
         }
 
 
@@ -70,3 +72,12 @@ class ModelRegistry:
 
     def describe(self) -> list[dict]:
         return [m.describe(m.name == self.default) for m in self.models.values()]
+
+    def unknown(self, name: str | None) -> str:
+        """The message for a request naming a model that is not loaded."""
+        return f"no model named {name!r}; loaded models: {', '.join(self.models)}"
+
+    def describe_one(self, name: str) -> dict | None:
+        """The entry of the model called ``name``, or None when unknown."""
+        loaded = self.models.get(name)
+        return None if loaded is None else loaded.describe(name == self.default)

@@ -279,3 +279,43 @@ def test_an_api_key_typed_into_the_page_unlocks_the_service(driver, rgb_identity
         wait.until(lambda d: result.get_attribute("data-state") == "ready")
         index = np.asarray(Image.open(io.BytesIO(_download(driver, "download-index"))))
         np.testing.assert_array_equal(index, expected)
+
+
+def test_every_listed_format_downloads_from_the_page(page, server, tmp_path):
+    mask_api = pytest.importorskip("pycocotools.mask", reason="pycocotools (the dev extra)")
+    driver, wait = page
+    rgb, expected = regions_image()
+    path = tmp_path / "regions.png"
+    Image.fromarray(rgb).save(path)
+    _upload(driver, wait, path, "rgb")
+    result = driver.find_element(By.ID, "result")
+    wait.until(lambda d: result.get_attribute("data-state") == "ready")
+
+    listed = server.get_json("/v1/models/rgb")["formats"]
+    selector = Select(driver.find_element(By.ID, "export-format"))
+    offered = [o.get_attribute("value") for o in selector.options if o.get_attribute("value")]
+    assert offered == [f["name"] for f in listed]
+    link = driver.find_element(By.ID, "export-link")
+
+    def export(name: str) -> bytes:
+        selector.select_by_value(name)
+        wait.until(
+            lambda d: (
+                link.get_attribute("data-state") == "ready"
+                and link.get_attribute("data-format") == name
+            )
+        )
+        return _download(driver, "export-link")
+
+    suffixes = {f["name"]: f["suffix"] for f in listed}
+    coco = json.loads(export("coco-rle"))
+    assert link.get_attribute("download") == "regions" + suffixes["coco-rle"]
+    assert coco["model"] == "rgb"
+    for annotation in coco["annotations"]:
+        rle = dict(annotation["segmentation"], counts=annotation["segmentation"]["counts"].encode())
+        np.testing.assert_array_equal(mask_api.decode(rle), expected == annotation["category_id"])
+    geojson = json.loads(export("geojson"))
+    assert link.get_attribute("download") == "regions" + suffixes["geojson"]
+    assert [f["properties"]["name"] for f in geojson["features"]] == IDENTITY_CLASSES
+    scores = np.asarray(Image.open(io.BytesIO(export("scores"))))
+    assert scores.shape == expected.shape and scores.dtype == np.uint8

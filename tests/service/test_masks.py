@@ -116,8 +116,21 @@ def test_encoder_table_serves_every_format() -> None:
     mask = np.array([[0, 1], [2, 2]], dtype=np.uint8)
     pixels = np.full((2, 2, 3), 200, dtype=np.uint8)
     palette = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
-    request = EncodeRequest(mask, pixels, palette, ["a", "b", "c"], info={"model": "m"})
-    assert set(ENCODERS) == {"index", "color", "overlay", "outline", "json"}
+    confidence = np.array([[1.0, 0.5], [0.75, 0.4]], dtype=np.float32)
+    request = EncodeRequest(
+        mask, pixels, palette, ["a", "b", "c"], info={"model": "m"}, confidence=confidence
+    )
+    assert set(ENCODERS) == {
+        "index",
+        "color",
+        "overlay",
+        "outline",
+        "json",
+        "coco-rle",
+        "polygons",
+        "geojson",
+        "scores",
+    }
     assert len({e.suffix for e in ENCODERS.values()}) == len(ENCODERS)
     for encoder in ENCODERS.values():
         data = encoder.encode(request)
@@ -125,9 +138,11 @@ def test_encoder_table_serves_every_format() -> None:
             assert Image.open(io.BytesIO(data)).size == (2, 2)
         else:
             report = json.loads(data)
-            assert report["model"] == "m" and report["classes"][2]["pixels"] == 2
+            assert report["model"] == "m" and report["width"] == 2
     assert parse_formats("json, index,json") == ["json", "index"]
-    with pytest.raises(ValueError, match="choose from index, color, overlay, outline, json"):
+    with pytest.raises(
+        ValueError, match="choose from index, color, overlay, outline, json, coco-rle"
+    ):
         parse_formats("index,jpeg")
 
 

@@ -20,9 +20,11 @@ from service.errors import ImageError, ModelError
 from service.http.admission import Rejected
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
 from service.http.registry import LoadedModel, ModelRegistry
+from service.http.schemas import output_content
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
 from service.masks import ENCODERS
+from service.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
 
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
@@ -30,11 +32,9 @@ OutputFormat = Enum("OutputFormat", {name: name for name in ENCODERS}, type=str)
 
 _RESPONSES = {
     200: {
-        "description": "the mask (PNG) or, with format=json, its summary",
-        "content": {
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": {"type": "object"}},
-        },
+        "description": "the mask in the requested format: "
+        + "; ".join(f"`{e.name}`: {e.description} ({e.media_type})" for e in ENCODERS.values()),
+        "content": output_content(),
     },
     **error_responses(
         {
@@ -84,16 +84,18 @@ class Result:
     encode_ms: float
 
 
-def run_segmentation(loaded: LoadedModel, data: bytes, fmt: str, alpha: float) -> Result:
+def run_segmentation(
+    loaded: LoadedModel, data: bytes, fmt: str, alpha: float, tolerance: float = DEFAULT_TOLERANCE
+) -> Result:
     """Decode, predict and encode one image (runs on an inference thread)."""
     engine = loaded.engine
-    seg = pipeline.segment(engine, data)
+    seg = pipeline.segment(engine, data, (fmt,))
     info = {
         "model": loaded.name,
         "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
     }
     start = time.perf_counter()
-    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info)
+    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info, tolerance=tolerance)
     encode_ms = (time.perf_counter() - start) * 1000.0
     return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms)
 
@@ -111,26 +113,30 @@ def run_segmentation(loaded: LoadedModel, data: bytes, fmt: str, alpha: float) -
 async def segment(
     request: Request,
     models: Annotated[ModelRegistry, Depends(loaded_models)],
-    format: Annotated[OutputFormat, Query(description="index, color, overlay or json")] = (
-        OutputFormat.index
-    ),
+    format: Annotated[
+        OutputFormat, Query(description="output format (docs/formats.md): " + ", ".join(ENCODERS))
+    ] = OutputFormat.index,
     model: Annotated[str | None, Query(max_length=64, description="a loaded model's name")] = None,
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay colour weight")] = 0.5,
+    tolerance: Annotated[
+        float,
+        Query(
+            ge=0.0,
+            le=MAX_TOLERANCE,
+            description="polygons/geojson: simplification in pixels (0 = exact outlines)",
+        ),
+    ] = DEFAULT_TOLERANCE,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
     loaded = models.get(model)
     if loaded is None:
-        raise ApiError(
-            404,
-            "unknown_model",
-            f"no model named {model!r}; loaded models: {', '.join(models.models)}",
-        )
+        raise ApiError(404, "unknown_model", models.unknown(model))
     try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
             result = await service.admission.run(
-                run_segmentation, loaded, data, format.value, alpha
+                run_segmentation, loaded, data, format.value, alpha, tolerance
             )
     except Rejected as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None

@@ -7,6 +7,10 @@
 // answer with a 16-bit PNG that a canvas cannot read exactly; for those the page asks the
 // service for the colour PNG and the JSON summary instead.
 //
+// "Other format" offers every output format the model lists (GET v1/models: name, media type,
+// file suffix): choosing one asks the service for the current image in that format and turns
+// the link below it into a download of the answer.
+//
 // "Try a sample" sends the aerial photo shipped with the page (samples/) to the default model.
 // The outline view draws only the borders between classes (found on the painted mask) over
 // the image, which stays readable where a 50% overlay of a colourful photo is not.
@@ -36,6 +40,9 @@ const ui = {
   opacityValue: $("opacity-value"),
   downloadIndex: $("download-index"),
   downloadColor: $("download-color"),
+  exportFormat: $("export-format"),
+  exportInfo: $("export-info"),
+  exportLink: $("export-link"),
   legendBody: document.querySelector("#legend tbody"),
   timing: $("timing"),
 };
@@ -43,7 +50,8 @@ const ui = {
 let models = [];
 let currentFile = null;
 let requestSerial = 0; // answers to superseded requests are dropped
-const objectUrls = { image: null, index: null, color: null };
+let exportSerial = 0;
+const objectUrls = { image: null, index: null, color: null, export: null };
 
 class ApiError extends Error {
   constructor(status, code, message, retryAfter) {
@@ -114,6 +122,18 @@ function describeModel() {
   ui.modelInfo.textContent = model
     ? `${model.arch}, ${model.classes.length} classes, ${model.in_channels} input channel(s)`
     : "";
+  const previous = ui.exportFormat.value;
+  const formats = (model && model.formats) || [];
+  ui.exportFormat.replaceChildren(
+    new Option("Choose a format…", ""),
+    ...formats.map((f) => new Option(`${f.name} (${f.suffix})`, f.name)),
+  );
+  if (formats.some((f) => f.name === previous)) ui.exportFormat.value = previous;
+}
+
+function selectedFormat() {
+  const model = selectedModel();
+  return ((model && model.formats) || []).find((f) => f.name === ui.exportFormat.value) || null;
 }
 
 async function loadModels() {
@@ -275,6 +295,38 @@ function renderLegend(model, fractions) {
   ui.legendBody.replaceChildren(...rows);
 }
 
+// Fetch the current image in the chosen format and point the export link at the answer.
+async function prepareExport() {
+  const file = currentFile;
+  const model = selectedModel();
+  const format = selectedFormat();
+  const serial = ++exportSerial;
+  if (objectUrls.export) URL.revokeObjectURL(objectUrls.export);
+  objectUrls.export = null;
+  ui.exportLink.href = "#";
+  ui.exportLink.dataset.state = "idle";
+  ui.exportLink.setAttribute("aria-disabled", "true");
+  ui.exportInfo.textContent = "";
+  if (!file || !model || !format) return;
+  ui.exportLink.dataset.state = "busy";
+  ui.exportInfo.textContent = `Preparing ${format.name}: ${format.description}…`;
+  try {
+    const response = await postImage(file, format.name, model);
+    const blob = await response.blob();
+    if (serial !== exportSerial) return;
+    setDownload(ui.exportLink, "export", blob, `${stem(file.name)}${format.suffix}`);
+    ui.exportLink.textContent = `Download ${format.name}`;
+    ui.exportLink.dataset.format = format.name;
+    ui.exportLink.dataset.state = "ready";
+    ui.exportLink.removeAttribute("aria-disabled");
+    ui.exportInfo.textContent = `${format.description} (${format.media_type}).`;
+  } catch (err) {
+    if (serial !== exportSerial) return;
+    ui.exportLink.dataset.state = "error";
+    ui.exportInfo.textContent = describeError(err);
+  }
+}
+
 function stem(name) {
   const dot = name.lastIndexOf(".");
   return (dot > 0 ? name.slice(0, dot) : name) || "image";
@@ -307,6 +359,7 @@ async function segment() {
     ui.timing.textContent = ms ? `Model ${served}, inference ${Number(ms).toFixed(1)} ms.` : "";
     ui.result.hidden = false;
     ui.result.dataset.state = "ready";
+    prepareExport();
     setStatus(`Done: ${file.name} segmented with ${served} (${ui.mask.width}×${ui.mask.height}).`);
   } catch (err) {
     if (serial !== requestSerial) return;
@@ -367,6 +420,7 @@ document.querySelectorAll('input[name="view"]').forEach((radio) => {
   radio.addEventListener("change", () => setView(radio.value));
 });
 ui.opacity.addEventListener("input", setOpacity);
+ui.exportFormat.addEventListener("change", prepareExport);
 ui.model.addEventListener("change", () => {
   describeModel();
   segment();

@@ -60,7 +60,8 @@ def server(conv_model, tmp_path):
 def check(done: subprocess.CompletedProcess, server) -> None:
     report = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
-    assert "4 selected / 4 total" in done.stdout, report  # segment, models, healthz, readyz
+    # segment, models, models/{name}, healthz, readyz
+    assert "5 selected / 5 total" in done.stdout, report
     assert " passed" in done.stdout and "failed" not in done.stdout.split("SUMMARY")[-1], report
     assert "Traceback" not in server.output()
 

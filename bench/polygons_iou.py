@@ -1,0 +1,107 @@
+"""IoU per class of the ``polygons`` format, rasterised back, on real masks.
+
+For each of the 16 Dubai validation label masks and the bundled model's masks of the same
+photographs, every class present is traced, simplified at each tolerance, rasterised back with
+shapely (a pixel is in when its centre is) and compared with the mask. Prints the worst class
+per image and tolerance; writes every figure to ``bench/results/polygons_iou.json``.
+
+    flock /tmp/fcn-heavy.lock python bench/polygons_iou.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import shapely
+from PIL import Image
+from shapely.geometry import MultiPolygon, Polygon
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._paths import shown  # noqa: E402
+from service.engine import Engine  # noqa: E402
+from service.polygons import polygons  # noqa: E402
+
+VAL = ROOT / ".." / "shared" / "data" / "dubai_aerial" / "val"
+ASSET = ROOT / "service" / "assets" / "default.onnx"
+TOLERANCES = (0.0, 0.5, 1.0)
+
+
+def class_iou(mask: np.ndarray, tolerance: float) -> dict[int, dict]:
+    ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    out = {}
+    for k in np.unique(mask).tolist():
+        truth = mask == k
+        rings = polygons(truth, tolerance)
+        shape = MultiPolygon([Polygon(p[0], p[1:]) for p in rings.polygons()])
+        back = shapely.contains_xy(shape, xs + 0.5, ys + 0.5)
+        out[k] = {
+            "pixels": int(truth.sum()),
+            "iou": float((back & truth).sum() / (back | truth).sum()),
+            "points": int(len(rings.points)),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "polygons_iou.json"
+    )
+    args = parser.parse_args()
+    engine = Engine.load(ASSET)
+    rows = []
+    for label in sorted((VAL / "masks").glob("*.png")):
+        photo = VAL / "images" / f"{label.stem}.jpg"
+        masks = {
+            "label": np.asarray(Image.open(label)),
+            "bundled model": engine.predict(engine.decode(photo)),
+        }
+        for source, mask in masks.items():
+            for tolerance in TOLERANCES:
+                per_class = class_iou(mask, tolerance)
+                worst = min(per_class, key=lambda k: per_class[k]["iou"])
+                rows.append(
+                    {
+                        "image": shown(photo),
+                        "mask": source,
+                        "size": list(mask.shape),
+                        "tolerance": tolerance,
+                        "classes": per_class,
+                    }
+                )
+                print(
+                    f"{label.stem:<10} {source:<14} tol {tolerance:<4} worst class {worst:>3} "
+                    f"({per_class[worst]['pixels']} px) IoU {per_class[worst]['iou']:.4f}",
+                    flush=True,
+                )
+    summary = {}
+    for source in ("label", "bundled model"):
+        for tolerance in TOLERANCES:
+            ious = [
+                c["iou"]
+                for r in rows
+                if r["mask"] == source and r["tolerance"] == tolerance
+                for c in r["classes"].values()
+            ]
+            summary[f"{source} @ {tolerance}"] = {
+                "min_iou": min(ious),
+                "classes_below_0.98": sum(i < 0.98 for i in ious),
+                "classes": len(ious),
+            }
+            print(
+                f"{source:<14} tol {tolerance:<4} min IoU {min(ious):.4f}, "
+                f"{sum(i < 0.98 for i in ious)}/{len(ious)} image-classes below 0.98"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {shown(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -29,11 +29,13 @@ CLASSES = ["building", "land", "road", "vegetation", "water", "unlabeled"]
 IGNORE = 255
 SAMPLE_MASK = Path(__file__).parent / "data" / "dubai-aerial_mask.png"
 
-# What `make default-model` achieved (docs/default-model.md), asserted as measured. The
-# target was mIoU >= 0.62 with every class but `unlabeled` >= 0.45: see the docs for the gap.
-MIN_MIOU = 0.0
-MIN_CLASS_IOU = {"building": 0.0, "land": 0.0, "road": 0.0, "vegetation": 0.0, "water": 0.0}
-MIN_SAMPLE_ACCURACY = 0.0
+# What `make default-model` achieved, asserted as measured (docs/default-model.md: INT8 served
+# by auto, mIoU 0.4337 on OpenVINO, 0.4335 on ONNX Runtime; floored to two decimals). This is
+# BELOW the target it was built for (mIoU >= 0.62, every class but `unlabeled` >= 0.45): road
+# and vegetation miss it, see the docs for the gap. Raise these with a better model.
+MIN_MIOU = 0.43
+MIN_CLASS_IOU = {"building": 0.53, "land": 0.76, "road": 0.08, "vegetation": 0.43, "water": 0.76}
+MIN_SAMPLE_ACCURACY = 0.64  # measured 0.654 (OpenVINO INT8) and 0.656 (ONNX Runtime INT8)
 
 
 def dubai_root() -> Path | None:
@@ -80,12 +82,12 @@ def test_bundled_file_is_at_most_15_mb_and_is_the_default() -> None:
 
 def test_metadata_has_the_datasets_classes_palette_source_and_recipe(engine: Engine) -> None:
     meta = engine.metadata
-    assert meta.classes == CLASSES and meta.in_channels == 3
+    assert list(meta.classes) == CLASSES and meta.in_channels == 3
     root = dubai_root()
     if root is not None:
         described = json.loads((root / "dataset.json").read_text())
-        assert meta.classes == described["classes"]
-        assert meta.palette == described["palette"]
+        assert list(meta.classes) == described["classes"]
+        assert [list(colour) for colour in meta.palette] == described["palette"]
     assert "Dubai" in meta.extra["source"] and "CC0" in meta.extra["source"]
     assert meta.extra["recipe"].startswith("make default-model: fcn train")
     # the precision auto serves was checked against fp32 on the validation images

@@ -4,18 +4,40 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FCN := $(VENV)/bin/fcn
-STAMP := $(VENV)/.installed
 DEMO ?= demo
 
-.PHONY: install run demo default-model bundle-model demo-model test test-all lint format clean
+# Two installs, one stamp each. `make run` needs only the serving side (`.[serve]`: ONNX Runtime
+# and the HTTP stack, no torch); everything else (tests, training, lint) installs `.[all]`. The
+# full install touches the serve stamp too, so `make run` after `make test` installs nothing.
+SERVE_STAMP := $(VENV)/.installed-serve
+STAMP := $(VENV)/.installed
 
-$(STAMP): pyproject.toml
+# Where torch comes from. Empty: PyPI alone, whose Linux x86_64 torch wheels pull ~3 GB of CUDA
+# libraries. A CPU-only machine can take the CPU build from PyTorch's own index instead:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (an extra index: every other package still comes from PyPI; see docs/install.md).
+TORCH_INDEX ?=
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install install-serve run demo default-model bundle-model demo-model test test-all \
+	compose-test lint format clean
+
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all]'
-	touch $(STAMP)
+
+# --no-compile: byte-compiling every installed module (numpy, onnxruntime, pydantic...) took
+# longer than unpacking them; Python compiles the few the server imports on first use.
+$(SERVE_STAMP): pyproject.toml | $(PY)
+	$(PIP_INSTALL) --no-compile -e '.[serve]'
+	touch $(SERVE_STAMP)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e '.[all]'
+	touch $(STAMP) $(SERVE_STAMP)
 
 install: $(STAMP)
+install-serve: $(SERVE_STAMP)
 
 # The main job: the HTTP service on the bundled models (`default`: aerial land cover; `demo`:
 # the generated shapes), in the foreground (Ctrl-C stops it). The page's "Try a sample" button
@@ -23,7 +45,7 @@ install: $(STAMP)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SAMPLE := service/http/web/samples/dubai-aerial.jpg
-run: $(STAMP)
+run: $(SERVE_STAMP)
 	@echo ""
 	@echo "  fcnseg is starting at http://$(HOST):$(PORT)/  (web page: try the sample; API docs at /docs)"
 	@echo "  segment an image (class-index PNG of the same size):"
@@ -88,6 +110,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
+
+# docker-compose.yml for real: a private Docker engine (started when none answers; needs root and
+# apt-get the first time), stand-in base images, both images built, then the end-to-end checks
+# through the running containers (docker/e2e.sh, tests/compose). Fails when any check fails.
+compose-test: $(STAMP)
+	FCN_COMPOSE_REQUIRED=1 $(PY) -m pytest -m compose tests/compose
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

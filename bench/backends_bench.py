@@ -13,6 +13,13 @@ runs are fine, say so when you report). Per model:
 4. U-Net only: RSS of a fresh process segmenting 200 distinct image sizes, per backend (and,
    for OpenVINO bf16/INT8, once more with oneDNN's default primitive cache: the "before" rows).
 
+On a CPU without native bf16 the bf16 path is not servable (``auto`` never picks it, an
+explicit request is refused); its row is still timed, as ``openvino bf16 (emulated)``, loaded
+past the engine's check, to show what it would cost. ``auto`` measures its candidates on this
+CPU at load (service/backends/probe.py) in a fresh cache, so its row is what a first start
+here picks. The JSON records the CPU (model, ISA flags, load), the command and what each
+field means; ``--skip-rss`` leaves out part 4 (the slow one).
+
     flock /tmp/fcn-heavy.lock .venv/bin/python bench/backends_bench.py \\
         --unet runs/isbi-unet34/best.pt --fcn8s runs/isbi-fcn8s/best.pt
 
@@ -22,10 +29,10 @@ Writes bench/results/backends_bench.json and prints the table.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cpu import cpu_info, cpu_label
 from _paths import shown
 
 from service.backends import cpu_has_bf16
@@ -51,6 +59,24 @@ PATHS = (
     ("openvino", "int8"),
     ("auto", "auto"),
 )
+
+
+EMULATED_BF16 = "openvino bf16 (emulated)"
+COLUMNS = {
+    "latency_512": {
+        "model": "network (unet-r34: trained on ISBI; fcn8s: random weights unless --fcn8s)",
+        "path": "what was asked: backend precision, or auto",
+        "served": "what actually ran (auto's pick)",
+        "median_ms": "median of Engine.run_normalised on one 1xCx512x512 input, ms",
+        "samples_ms": "every timed repetition, ms (interleaved with the other paths)",
+        "speedup": "ORT fp32 median / this median, same run",
+        "miou": "ISBI validation mIoU, points (0-100), as fcn export's precision checks measured",
+        "miou_delta": "miou minus ORT fp32's, points",
+        "argmax_agreement": "fraction of validation pixels with the same class as ORT fp32",
+    },
+    "tiled": {"seconds": "Engine.predict of one big x big image (512 windows), one run"},
+    "rss_200_sizes": {"*_mb": "resident memory of a fresh process, MB, over 200 image sizes"},
+}
 
 
 def label(backend: str, precision: str) -> str:
@@ -95,15 +121,32 @@ def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
     log(f"{name}: precision checks {json.dumps(checks['results'])}")
     engines = {}
     for backend, precision in PATHS:
-        if precision == "bf16" and not cpu_has_bf16():
-            continue
         config = EngineConfig(
             intra_op_threads=THREADS, inter_op_threads=1, backend=backend, precision=precision
         )
+        if precision == "bf16" and not cpu_has_bf16():
+            from service.backends.openvino import OpenVinoBackend
+
+            runner = OpenVinoBackend(fp32, "bf16", config)
+            engines[EMULATED_BF16] = Engine(runner, config)
+            hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
+            log(f"{name}: bf16 forced on a CPU without it; OpenVINO runs it as {hint}")
+            continue
+        start = time.perf_counter()
         engines[label(backend, precision)] = Engine.load(fp32, config)
-    auto = engines["auto"]
-    log(f"{name}: auto -> {auto.backend} {auto.precision} ({auto.choice.reason})")
-    return {"fp32": fp32, "int8": int8, "checks": checks, "engines": engines}
+        load_s = time.perf_counter() - start
+    auto = engines["auto"]  # loaded last: load_s is its load, speed probe included
+    log(
+        f"{name}: auto -> {auto.backend_name} {auto.precision} ({auto.choice.reason}), {load_s:.1f}s"
+    )
+    picked = {"served": f"{auto.backend_name} {auto.precision}", "reason": auto.choice.reason}
+    return {
+        "fp32": fp32,
+        "int8": int8,
+        "checks": checks,
+        "engines": engines,
+        "auto": {**picked, "load_s_with_probe": round(load_s, 2)},
+    }
 
 
 def interleaved(contenders: dict, reps: int) -> dict[str, list[float]]:
@@ -124,7 +167,9 @@ def accuracy(setup: dict, key: str) -> dict:
     """mIoU (points) and agreement with ort fp32 of one row, from the recorded checks."""
     checks = setup["checks"]
     engine = setup["engines"][key]
-    path = f"{engine.backend}/{engine.precision}"
+    path = f"{engine.backend_name}/{engine.precision}"
+    if key == EMULATED_BF16:
+        return {}
     if path == "ort/fp32":
         return {"miou": checks["reference"]["miou"], "miou_delta": 0.0, "argmax_agreement": 1.0}
     return checks["results"].get(path, {})
@@ -174,6 +219,18 @@ def rss_over_sizes(
     }
 
 
+def runtime_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("onnxruntime", "openvino", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--unet", type=Path, required=True, help="ISBI U-Net-r34 checkpoint")
@@ -182,6 +239,8 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=4096, help="tiled image side (0: skip)")
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the RSS part")
+    parser.add_argument("--skip-fcn8s", action="store_true", help="U-Net-r34 only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/backends_bench.json")
     parser.add_argument(
         "--keep",
@@ -195,9 +254,12 @@ def main() -> None:
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - began:6.0f}s] {text}", flush=True)
 
-    rows, big_rows, rss = [], [], {}
+    rows, big_rows, rss, auto_loads = [], [], {}, {}
     models = {"unet-r34": args.unet, "fcn8s": args.fcn8s}
+    if args.skip_fcn8s:
+        del models["fcn8s"]
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "xdg")  # auto measures afresh
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             tmp = str(args.keep)
@@ -217,10 +279,11 @@ def main() -> None:
                     {
                         "model": name,
                         "path": key,
-                        "served": f"{engine.backend} {engine.precision}",
+                        "served": f"{engine.backend_name} {engine.precision}",
                         "median_ms": 1e3 * statistics.median(samples),
                         "samples_ms": [round(1e3 * s, 1) for s in samples],
                         "speedup": base / statistics.median(samples),
+                        "reason": engine.choice.reason if engine.choice else "forced",
                         **accuracy(setup, key),
                     }
                 )
@@ -250,10 +313,14 @@ def main() -> None:
                 for r in big_rows:
                     r["speedup"] = base_big / r["seconds"]
                 for backend, precision in (
-                    ("ort", "fp32"),
-                    ("openvino", "fp32"),
-                    ("openvino", "bf16"),
-                    ("openvino", "int8"),
+                    ()
+                    if args.skip_rss
+                    else (
+                        ("ort", "fp32"),
+                        ("openvino", "fp32"),
+                        ("openvino", "bf16"),
+                        ("openvino", "int8"),
+                    )
                 ):
                     if precision == "bf16" and not cpu_has_bf16():
                         continue
@@ -263,7 +330,7 @@ def main() -> None:
                     log(f"RSS 200 sizes {backend} {precision}: {rss[f'{backend} {precision}']}")
                 # Before the oneDNN primitive-cache bound: its default size, set by the user
                 # (the backend leaves a user's setting alone).
-                for precision in ("bf16", "int8"):
+                for precision in () if args.skip_rss else ("bf16", "int8"):
                     if precision == "bf16" and not cpu_has_bf16():
                         continue
                     key = f"openvino {precision}, oneDNN cache {ONEDNN_DEFAULT_CACHE} (before)"
@@ -274,6 +341,7 @@ def main() -> None:
                         {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(ONEDNN_DEFAULT_CACHE)},
                     )
                     log(f"RSS 200 sizes {key}: {rss[key]}")
+            auto_loads[name] = setup["auto"]
             del setup, engines
     print(
         "\n| model | path | served as | 512x512 ms | vs ORT fp32 | ISBI val mIoU | delta | agreement |"
@@ -294,14 +362,22 @@ def main() -> None:
             f"RSS over 200 sizes, {key}: {value['after_20_mb']:.0f} -> max {value['max_after_mb']:.0f} MB "
             f"({100 * value['growth']:+.1f}%)"
         )
+    cpu = cpu_info()
+    print(f"CPU: {cpu_label(cpu)}; load average at the end {cpu['loadavg']}")
     result = {
+        "description": __doc__.split("\n\n")[0],
+        "command": " ".join(["python", *sys.argv]),
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
             "threads": THREADS,
             "cpu_bf16": cpu_has_bf16(),
             "loadavg_at_end": os.getloadavg(),
+            "runtimes": runtime_versions(),
         },
+        "columns": COLUMNS,
         "checkpoints": {k: shown(v) for k, v in models.items()},
+        "auto": auto_loads,
         "latency_512": rows,
         "tiled": big_rows,
         "rss_200_sizes": rss,

@@ -15,7 +15,7 @@ images/s of:
 
 1. ``bare``: a loop of one ``run`` per image on pre-decoded, pre-normalised, pre-padded arrays
    (the limit), on the same runtime, precision and session options as the ``fcn predict``
-   of its row (``Engine.load(...).runner``; ONNX Runtime: ``session.run``), threads left at
+   of its row (``Engine.load(...).backend``; ONNX Runtime: ``session.run``), threads left at
    the runtime's default;
 2. ``fcn predict``: the real command in a subprocess, index PNGs out; its own images/s line
    (the run, without interpreter start and model load), plus wall time and peak RSS; the
@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _cpu import cpu_info
 from _paths import shown
 from PIL import Image
 
@@ -152,9 +153,9 @@ def torch_net(model: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, En
     """The same network in torch eager: the checkpoint's weights, else random ones."""
     engine = Engine.load(model, EngineConfig(precision="fp32"))
     if checkpoint is not None:
-        from training.checkpoint import load_checkpoint, model_from_state
+        from training.checkpoint import load_checkpoint, model_from_checkpoint
 
-        return model_from_state(load_checkpoint(checkpoint)).eval(), engine
+        return model_from_checkpoint(load_checkpoint(checkpoint)).eval(), engine
     meta = engine.metadata
     options = dict(meta.options)
     options.pop("encoder_weights", None)
@@ -174,7 +175,7 @@ def bare_loop(engine: Engine, paths: list[Path]) -> float:
     """One ``run`` per image on arrays decoded, normalised and padded beforehand."""
     multiple = engine.metadata.size_multiple
     arrays = [pad_to_multiple(engine.normalise(engine.decode(p))[None], multiple) for p in paths]
-    run = engine.runner.run
+    run = engine.backend.run
     run(arrays[0])  # warm-up
     start = time.perf_counter()
     for x in arrays:
@@ -254,7 +255,7 @@ def torch_loop(net: torch.nn.Module, engine: Engine, paths: list[Path], out: Pat
 
 def bench_case(case: Case, folder: Path, paths: list[Path], work: Path, torch_rate: float) -> dict:
     engine = load(case)
-    served = f"{engine.backend} {engine.precision}"
+    served = f"{engine.backend_name} {engine.precision}"
     options = json.loads(engine.metadata_props.get("options", "{}"))
     row: dict = {"model": case.name, "arch": engine.metadata.arch, "options": options}
     row["file"], row["megabytes"] = shown(case.model), case.model.stat().st_size / 1e6
@@ -343,6 +344,7 @@ def main() -> int:
     if unet is not None:
         unet["model"] = unet["model"].name
     result = {
+        "cpu": cpu_info(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _cpu import cpu_info
 from torch.utils.flop_counter import FlopCounterMode
 
 import fcn
@@ -375,6 +376,7 @@ def main() -> None:
     for label, t in targets.items():
         print(f"{'MET ' if t['met'] else 'MISS'} {label}: {t['value']:.2f}")
     result = {
+        "cpu": cpu_info(),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": THREADS,

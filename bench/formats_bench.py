@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._cpu import cpu_info  # noqa: E402
 from bench._paths import shown  # noqa: E402
 from service.engine import Engine, argmax_classes, argmax_confidence  # noqa: E402
 from service.masks import ENCODERS, EncodeRequest  # noqa: E402
@@ -34,29 +34,6 @@ from service.masks import ENCODERS, EncodeRequest  # noqa: E402
 PHOTO = ROOT / ".." / "shared" / "data" / "dubai_aerial" / "val" / "images" / "tile8_004.jpg"
 ASSET = ROOT / "service" / "assets" / "default.onnx"
 SIDES = (512, 2048)
-ISA = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu() -> dict:
-    """CPU model and the ISA flags that matter for these numbers."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in text.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
-    flags = next(
-        (
-            set(line.split(":", 1)[1].split())
-            for line in text.splitlines()
-            if line.startswith("flags")
-        ),
-        set(),
-    )
-    return {"model": model, "cores": os.cpu_count(), **{f: f in flags for f in ISA}}
 
 
 def interleaved(jobs: dict, repeats: int) -> dict[str, list[float]]:
@@ -134,7 +111,9 @@ def main() -> None:
             f"{result['probability_over_argmax']:.2f}x ({result['classes_present']} classes present)"
         )
     report = {
-        "machine": {"cpu": cpu(), "numpy": np.__version__, "loadavg_at_end": os.getloadavg()},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu_info(),
+        "machine": {"numpy": np.__version__, "loadavg_at_end": os.getloadavg()},
         "photo": shown(PHOTO),
         "model": shown(ASSET),
         "repeats": args.repeats,

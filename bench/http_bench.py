@@ -42,12 +42,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from _serve import ROOT, Server, free_port, launch, stop
+from _cpu import cpu_info
+from _paths import ROOT
 from PIL import Image
 
 import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig
+from service.http.launcher import Server, free_port, launch, stop
 from training.checkpoint import save_checkpoint
 from training.export.onnx import export_checkpoint
 
@@ -314,6 +316,7 @@ def main() -> int:
             print(f"  {name:<40}{t['value']:>8.3f}  target {t['target']:<8} {verdict}")
 
     report = {
+        "cpu": cpu_info(),
         "what": "512x512 JPEG -> index PNG; U-Net resnet18 (random weights), 4 classes",
         "machine": {
             "cpus": os.cpu_count(),

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cpu import cpu_info
 
 from service.engine import Engine, EngineConfig
 from training.checkpoint import load_checkpoint
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/int8_accuracy.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data_cfg = load_checkpoint(args.checkpoint)["config"].get("data") or {}
+    data_cfg = load_checkpoint(args.checkpoint).config.get("data") or {}
     root = str(args.data or data_cfg["root"])
     split = {k: data_cfg[k] for k in ("layout", "val_fraction", "seed") if k in data_cfg}
     images = calibration_images(root, limit=args.calibration_limit, **split)
@@ -104,6 +105,7 @@ def main() -> None:
                 flush=True,
             )
     result = {
+        "cpu": cpu_info(),
         "checkpoint": str(args.checkpoint),
         "data": root,
         "split": split,

@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _cpu import cpu_info
+
 ROOT = Path(__file__).resolve().parents[1]
 CAPACITIES = (1024, 64, 0)
 
@@ -85,7 +87,9 @@ def main() -> None:
                 runs.setdefault(f"{precision} cache {capacity}", []).append(row)
                 print(f"{precision} cache {capacity}: {row}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": str(args.model), "runs": runs}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"cpu": cpu_info(), "model": str(args.model), "runs": runs}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
 
 

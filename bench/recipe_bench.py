@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -160,7 +161,7 @@ def plain_loop(data: dict[str, Any], minutes: float, seed: int = 0) -> dict[str,
 def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) -> dict[str, Any]:
     """``fcn train`` with its defaults plus ``args``; ``best.pt`` scored exactly."""
     from fcn.cli import build_parser
-    from training.checkpoint import load_checkpoint, model_from_state
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
     from training.commands.train import build_config
     from training.loop.train import train
 
@@ -170,8 +171,7 @@ def fcn_train(data: dict[str, Any], args: list[str], minutes: float, out: Path) 
     result = train(cfg)
     from training.tta import with_flip_tta
 
-    state = load_checkpoint(out / "best.pt", map_location="cpu")
-    model = model_from_state(state, "cpu")
+    model = model_from_checkpoint(load_checkpoint(out / "best.pt", map_location="cpu"), "cpu")
     mirrored = exact_scores(with_flip_tta(model), data)
     return {
         "steps": result.steps,
@@ -267,7 +267,7 @@ def main() -> None:
     args.json.write_text(
         json.dumps(
             {
-                "machine": platform.processor() or platform.machine(),
+                "cpu": cpu_info(),
                 "command": " ".join(sys.argv),
                 "results": results,
             },

@@ -51,14 +51,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _cpu import cpu_info
 from PIL import Image
 
+from service.http.launcher import Server, start, stop
+
 try:  # run as a script: bench/ is on the path
-    from _paths import shown
-    from _serve import ROOT, Server, start, stop
+    from _paths import ROOT, shown
 except ImportError:  # imported as bench.reliability_bench (tests/service/reliability)
-    from bench._paths import shown
-    from bench._serve import ROOT, Server, start, stop
+    from bench._paths import ROOT, shown
 
 RESULTS = ROOT / "bench" / "results"
 PARTS = ("overload", "soak", "sigterm", "batch-kill")
@@ -503,6 +504,7 @@ def main() -> int:
     model = resolve_model(args.model)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     report: dict = {
+        "cpu": cpu_info(),
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()},
         "model": shown(model),
         "python": sys.version.split()[0],

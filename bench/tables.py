@@ -32,7 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"^<!--\s*bench-table:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+# The flags worth showing when a file lists all of /proc/cpuinfo's (a record that maps flag ->
+# bool, as bench/_cpu.py writes, shows every flag it marks present).
+ISA_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 ARCH_NAMES = {"", "x86_64", "amd64", "aarch64", "arm64", "i386", "i686"}
 DATE_KEYS = ("date", "measured_at", "finished_at", "started_at", "timestamp", "time")
 
@@ -107,8 +118,8 @@ def _cpu_record(data: dict) -> tuple[str | None, list[str]]:
         if flags is None:
             flags = holder.get("isa_flags", holder.get("cpu_flags"))
     if isinstance(flags, dict):
-        flags = [k for k, v in flags.items() if v]
-    elif isinstance(flags, str):
+        return (str(model) if model else None), [k for k, v in flags.items() if v]
+    if isinstance(flags, str):
         flags = flags.split()
     present = [f for f in ISA_FLAGS if f in set(flags or ())]
     return (str(model) if model else None), present
@@ -563,6 +574,18 @@ def backends_rss(d: dict) -> list[str]:
     )
 
 
+def openvino_isa(d: dict) -> list[str]:
+    rows = [
+        [
+            f"`{r['ONEDNN_MAX_CPU_ISA']}`",
+            ", ".join(f"{kernel} x{n}" for kernel, n in r["kernels"].items()),
+            num(r["median_ms"], ".0f"),
+        ]
+        for r in d["rows"]
+    ]
+    return md_table(["ONEDNN_MAX_CPU_ISA", "convolution kernels (OpenVINO)", "512x512 ms"], rows)
+
+
 def onednn_cache(d: dict) -> list[str]:
     rows = []
     for setting, runs in d["runs"].items():
@@ -648,7 +671,77 @@ def reliability(d: dict) -> list[str]:
     return md_table(["part", "load", "measured", ""], rows)
 
 
+def formats(d: dict) -> list[str]:
+    by_job: dict[str, dict[int, dict]] = {}
+    for result in d["results"]:
+        for row in result["rows"]:
+            by_job.setdefault(row["job"], {})[row["side"]] = row
+    sides = [r["side"] for r in d["results"]]
+    header = ["job", *(f"{s}x{s} median ms" for s in sides), *(f"{s}x{s} bytes" for s in sides)]
+    rows = [
+        [
+            job,
+            *(num(per_side[s]["median_ms"], ".1f") for s in sides),
+            *("" if per_side[s]["bytes"] is None else f"{per_side[s]['bytes']:,}" for s in sides),
+        ]
+        for job, per_side in by_job.items()
+    ]
+    return md_table(header, rows)
+
+
+def polygons_iou(d: dict) -> list[str]:
+    rows = []
+    for name, s in d["summary"].items():
+        source, tolerance = name.split(" @ ")
+        rows.append(
+            [
+                source,
+                f"{float(tolerance):g} px",
+                num(s["min_iou"], ".4f"),
+                f"{s['classes_below_0.98']} / {s['classes']}",
+            ]
+        )
+    return md_table(["masks", "tolerance", "lowest IoU of a class", "classes below 0.98"], rows)
+
+
+def oip(d: dict) -> list[str]:
+    rows = [
+        [name, num(r["p50_ms"]), num(r["p90_ms"]), num(r["mean_ms"]), ratio(r["p50_vs_v1"])]
+        for name, r in d["contenders"].items()
+    ]
+    image = d["image"]
+    return [
+        *md_table(["contender", "p50 ms", "p90 ms", "mean ms", "p50 vs v1"], rows),
+        "",
+        f"{image['width']}x{image['height']} image ({image['source']}), {d['rounds']} interleaved "
+        f"rounds at concurrency 1; masks identical: {d['masks_identical']}; "
+        f"v2 / v1 median {d['ratio_v2_over_v1_p50']:.3f} (target <= 1.05: {met(d['met'])})",
+    ]
+
+
+def compose(d: dict) -> list[str]:
+    rows = [
+        [name, num(phase["seconds"]), num(phase["load_average"])]
+        for name, phase in d["phases"].items()
+    ]
+    rows.append(["docker total", num(d["docker_total_s"]), ""])
+    images = ", ".join(f"{ref} {mb} MB" for ref, mb in d["images_mb"].items())
+    largest = ", ".join(f"{k} {v}" for k, v in list(d["serve_venv_largest_mb"].items())[:6])
+    ready = d["start_to_ready"]
+    return [
+        *md_table(["phase", "seconds", "load average (2 cores)"], rows),
+        "",
+        f"{d['what']}. Images: {images}; the serve image's venv {d['serve_venv_mb']} MB "
+        f"(largest, MB: {largest}). Start to ready: `/readyz` answered {ready['readyz_s']} s "
+        f"after `compose up`, healthy after {ready['healthy_s']} s. "
+        f"E2E suite: {d['e2e_summary']}.",
+    ]
+
+
 TABLES: dict[str, Table] = {
+    "compose": Table("compose_bench.json", compose, "bench/compose_bench.py"),
+    "formats": Table("formats_bench.json", formats, "bench/formats_bench.py"),
+    "polygons-iou": Table("polygons_iou.json", polygons_iou, "bench/polygons_iou.py"),
     "engine-latency": Table("engine_bench.json", engine_latency, "bench/engine_bench.py"),
     "engine-targets": Table("engine_bench.json", engine_targets, "bench/engine_bench.py"),
     "engine-sweep": Table("engine_bench.json", engine_sweep, "bench/engine_bench.py"),
@@ -690,12 +783,14 @@ TABLES: dict[str, Table] = {
         backends_rss,
         "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --reps 9",
     ),
+    "openvino-isa": Table("openvino_isa.json", openvino_isa, "bench/openvino_isa.py"),
     "onednn-cache": Table(
         "onednn_cache_bench.json",
         onednn_cache,
         "bench/onednn_cache_bench.py --model runs/bench-models/unet-r34.onnx",
     ),
     "reliability": Table("reliability_bench.json", reliability, "bench/reliability_bench.py"),
+    "oip": Table("oip_bench.json", oip, "bench/oip_bench.py"),
 }
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
+from _cpu import cpu_info
 from PIL import Image
 
 from training.config import AugmentConfig, DataConfig, TrainConfig
@@ -160,7 +160,7 @@ def main() -> None:
                 "passed": ratio >= 0.95,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
-                "machine": platform.processor() or "",
+                "cpu": cpu_info(),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             },
             indent=2,

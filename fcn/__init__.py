@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The one place the version is written: pyproject.toml reads it (setuptools dynamic ``attr``,
+# read statically, without importing) into the package metadata.
 __version__ = "0.1.0"
 
 _LAZY = {

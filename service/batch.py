@@ -33,8 +33,8 @@ from service.engine import Engine
 from service.engine_config import usable_cores
 from service.errors import ImageError, ModelError
 from service.georef import GeoReference
-from service.masks import get_encoder
-from service.scan import BatchItem, Rejected
+from service.masks import DEFAULT_ALPHA, check_alpha, class_pixel_counts, get_encoder
+from service.scan import BatchItem, RejectedInput
 from service.shapes import DEFAULT_TOLERANCE, check_tolerance
 from service.writer import all_exist, atomic_write, output_paths
 
@@ -92,7 +92,7 @@ class BatchOptions:
     """
 
     formats: tuple[str, ...] = ("index",)
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
     tolerance: float = DEFAULT_TOLERANCE
     model: str | None = None
     skip_existing: bool = False
@@ -106,8 +106,7 @@ class BatchOptions:
             raise ValueError("at least one output format is needed")
         for fmt in self.formats:
             get_encoder(fmt)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_alpha(self.alpha)  # before any image: an overlay would fail on every one
         check_tolerance(self.tolerance)
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"worker_nice must be in [0, 19], got {self.worker_nice}")
@@ -145,15 +144,6 @@ def describe_error(exc: BaseException) -> str:
     return f"internal error ({type(exc).__name__}: {exc})"
 
 
-def class_fractions(mask: np.ndarray, num_classes: int) -> list[float]:
-    """Fraction of ``mask``'s pixels in each class ``0..num_classes-1``."""
-    if num_classes <= 16:  # a few byte comparisons beat bincount's widening to int64
-        counts = [np.count_nonzero(mask == k) for k in range(num_classes)]
-    else:
-        counts = np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
-    return [float(c) / mask.size for c in counts]
-
-
 # --- the three stages -------------------------------------------------------------------------
 
 
@@ -186,6 +176,8 @@ def _write(
         info = {"source": str(result.item.source), "arch": engine.metadata.arch}
         if options.model is not None:
             info = {"model": options.model, **info}
+        mask = segmentation.mask
+        counts = class_pixel_counts(mask, engine.metadata.num_classes)  # the JSON's too
         for fmt, target in targets.items():
             data = pipeline.encode(
                 engine,
@@ -194,10 +186,11 @@ def _write(
                 alpha=options.alpha,
                 info=info,
                 tolerance=options.tolerance,
+                counts=counts,
             )
             atomic_write(target, data)
             result.outputs.append(target)
-        result.fractions = class_fractions(segmentation.mask, engine.metadata.num_classes)
+        result.fractions = (counts / mask.size).tolist()
     except Exception as exc:
         result.status, result.error = FAILED, describe_error(exc)
     encode_ms = (time.perf_counter() - start) * 1000.0
@@ -338,7 +331,7 @@ def run_batch(
     return counts
 
 
-def rejected_results(rejected: Sequence[Rejected]) -> list[ItemResult]:
+def rejected_results(rejected: Sequence[RejectedInput]) -> list[ItemResult]:
     """Result rows for the inputs a scan rejected (missing, collision, outside symlink)."""
     return [
         ItemResult(

@@ -1,9 +1,10 @@
 """Inference: metadata, normalise, pad/run/crop, tiling, argmax over a backend.
 
 The model itself runs in a backend (:mod:`service.backends`: ONNX Runtime by default, or
-OpenVINO) at a precision (fp32, bf16, int8) picked by :func:`service.backends.select.resolve`
-from ``EngineConfig.backend``/``precision`` and the accuracy checks recorded at export; all
-the pixel handling below is shared by every backend.
+OpenVINO) at a precision (fp32, bf16, int8) picked by :func:`service.backends.select.choose_backend`
+from ``EngineConfig.backend``/``precision``, the accuracy checks recorded at export, this
+CPU's flags and, for ``auto``, the candidates' speed measured here (:mod:`service.backends.probe`);
+all the pixel handling below is shared by every backend.
 
 The engine accepts any image size and returns a mask of exactly that size. Inputs are padded
 bottom/right to the model's ``size_multiple`` with the rule of docs/contracts.md (per axis:
@@ -33,11 +34,12 @@ import onnxruntime as ort
 from service.backends import Backend, load_backend
 from service.backends.onnx_props import read_metadata_props
 from service.backends.ort import OrtBackend, create_session, default_providers  # noqa: F401
-from service.backends.select import Choice, resolve
+from service.backends.probe import SpeedProbe, cache_path
+from service.backends.select import Choice, choose_backend
 from service.engine_config import EngineConfig
 from service.errors import MetadataError, ModelError
 from service.imaging import Source, decode_image, pixel_scale
-from service.metadata import ModelMetadata, parse_metadata
+from service.metadata import ModelMetadata
 from service.tiling import blended_strips
 
 logger = logging.getLogger(__name__)
@@ -148,9 +150,9 @@ class Engine:
         if isinstance(backend, ort.InferenceSession):
             props = backend.get_modelmeta().custom_metadata_map
             backend = OrtBackend(backend, "int8" if "quantization" in props else "fp32", config)
-        self.runner: Backend = backend
+        self.backend: Backend = backend
         self.choice = choice
-        self.metadata: ModelMetadata = parse_metadata(backend.metadata_props)
+        self.metadata: ModelMetadata = ModelMetadata.from_props(backend.metadata_props)
         self.input_name = backend.input_name
         _check_static_dim(backend.input_shape, self.metadata.in_channels, "in_channels")
         _check_static_dim(backend.output_shape, self.metadata.num_classes, "num_classes")
@@ -171,19 +173,20 @@ class Engine:
             ValueError: the config asks for a precision this model or CPU cannot run.
         """
         config = config or EngineConfig()
-        props = read_metadata_props(path)
-        if props is None:  # not parseable here: let ONNX Runtime load it and say why
-            props = dict(create_session(path, config).get_modelmeta().custom_metadata_map)
-        choice = resolve(
+        props = _metadata_props(path, config)
+        probe = SpeedProbe(config, cache=cache_path())
+        choice = choose_backend(
             Path(path),
             props,
             backend=config.backend,
             precision=config.precision,
             providers=config.providers,
+            measure=probe.measure,
         )
-        engine = cls(
-            load_backend(choice.backend, choice.path, choice.precision, config), config, choice
+        runner = probe.take(choice.backend, choice.precision) or load_backend(
+            choice.backend, choice.path, choice.precision, config
         )
+        engine = cls(runner, config, choice)
         logger.info(
             "loaded %s (%s, %d classes) with %s %s on %s (%s)",
             choice.path,
@@ -199,27 +202,27 @@ class Engine:
     @property
     def providers(self) -> list[str]:
         """What the backend actually runs on (ORT execution providers, or OpenVINO's device)."""
-        return self.runner.providers
+        return self.backend.providers
 
     @property
-    def backend(self) -> str:
-        """``ort`` or ``openvino``: the runtime serving this model (object: ``runner``)."""
-        return self.runner.name
+    def backend_name(self) -> str:
+        """``ort`` or ``openvino``: the runtime serving this model (the object: ``backend``)."""
+        return self.backend.name
 
     @property
     def precision(self) -> str:
         """``fp32``, ``bf16`` or ``int8``: the precision serving this model."""
-        return self.runner.precision
+        return self.backend.precision
 
     @property
     def session(self) -> ort.InferenceSession | None:
         """The ONNX Runtime session (``None`` on another backend)."""
-        return getattr(self.runner, "session", None)
+        return getattr(self.backend, "session", None)
 
     @property
     def metadata_props(self) -> dict[str, str]:
         """The raw (JSON-encoded) ``metadata_props`` of the served file, extra keys included."""
-        return self.runner.metadata_props
+        return self.backend.metadata_props
 
     @property
     def mask_dtype(self) -> np.dtype:
@@ -269,7 +272,7 @@ class Engine:
             )
         n, _, height, width = batch.shape
         padded = pad_to_multiple(np.ascontiguousarray(batch, dtype=np.float32), self._multiple)
-        out = self.runner.run(padded)
+        out = self.backend.run(padded)
         expected = (n, self.metadata.num_classes, padded.shape[2], padded.shape[3])
         if out.shape != expected:
             raise ModelError(
@@ -372,6 +375,25 @@ class Engine:
         if pixels.ndim != 3 or pixels.shape[2] != channels or min(pixels.shape[:2]) < 1:
             raise ValueError(f"expected an (H, W, {channels}) image, got shape {pixels.shape}")
         return pixels
+
+
+def read_model_metadata(
+    path: str | os.PathLike, config: EngineConfig | None = None
+) -> ModelMetadata:
+    """A model file's description, read without loading the model into a runtime.
+
+    Raises:
+        ModelLoadError: the file is missing, or unreadable by ONNX Runtime too.
+        MetadataError: a metadata key is missing or invalid.
+    """
+    return ModelMetadata.from_props(_metadata_props(path, config or EngineConfig()))
+
+
+def _metadata_props(path: str | os.PathLike, config: EngineConfig) -> dict[str, str]:
+    props = read_metadata_props(path)
+    if props is None:  # not parseable here: let ONNX Runtime load it and say why
+        props = dict(create_session(path, config).get_modelmeta().custom_metadata_map)
+    return props
 
 
 def _check_static_dim(shape: list, expected: int, key: str) -> None:

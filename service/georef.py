@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from service.imaging import Source, _as_stream, sniff_format
+from service.imaging import Source, as_stream, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def read_georeference(source: Source) -> GeoReference | None:
     Reads the header only. A TIFF with an EXIF orientation other than 1 is served rotated,
     so its tags no longer describe the pixels: None (with a log line) rather than wrong places.
     """
-    stream, owned = _as_stream(source)
+    stream, owned = as_stream(source)
     try:
         head = stream.read(16)
         stream.seek(0)

@@ -103,7 +103,7 @@ def check_size(width: int, height: int, *, max_pixels: int, max_side: int) -> No
         )
 
 
-def _as_stream(source: Source) -> tuple[BinaryIO, bool]:
+def as_stream(source: Source) -> tuple[BinaryIO, bool]:
     """Return a seekable binary stream and whether we opened it (and must close it)."""
     if isinstance(source, bytes | bytearray | memoryview):
         return io.BytesIO(bytes(source)), True
@@ -131,7 +131,7 @@ def open_image(source: Source, *, max_pixels: int, max_side: int) -> Image.Image
         ImageTooLargeError: over a limit (detected from the header).
         OSError: ``source`` is a path that cannot be opened.
     """
-    stream, owned = _as_stream(source)
+    stream, owned = as_stream(source)
     try:
         head = stream.read(16)
         stream.seek(0)

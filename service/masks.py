@@ -1,4 +1,4 @@
-"""Mask encoders: index/colour/overlay/outline/confidence PNGs, a JSON summary, COCO RLE,
+"""Mask encoders: index/colour/overlay/outline/confidence PNGs, a JSON report, COCO RLE,
 polygons, GeoJSON.
 
 Masks are ``(H, W)`` ``uint8``/``uint16`` class indices as returned by ``Engine.predict``.
@@ -30,10 +30,21 @@ PNG_COMPRESS_LEVEL = 3
 # Rows blended at a time by overlay(): bounds its temporary memory.
 _OVERLAY_ROWS = 1024
 
-# Pixels counted per np.bincount call in summary().
+# Pixels counted per np.bincount call in class_pixel_counts().
 _COUNT_PIXELS = 1 << 22
 
+# The overlay's colour weight: 0 shows the image alone, 1 the colour mask alone.
+ALPHA_MIN, ALPHA_MAX = 0.0, 1.0
+DEFAULT_ALPHA = 0.5
+
 Palette = Sequence[Sequence[int]]
+
+
+def check_alpha(alpha: float) -> float:
+    """``alpha`` if it is a valid overlay colour weight, else ``ValueError`` giving the range."""
+    if not ALPHA_MIN <= alpha <= ALPHA_MAX:
+        raise ValueError(f"alpha must be in [{ALPHA_MIN:g}, {ALPHA_MAX:g}], got {alpha}")
+    return alpha
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -94,7 +105,7 @@ def display_rgb(pixels: np.ndarray) -> np.ndarray:
 
 
 def overlay(
-    pixels: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5
+    pixels: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = DEFAULT_ALPHA
 ) -> np.ndarray:
     """Alpha-blend the colour mask over the image: ``(1 - alpha) * image + alpha * colour``.
 
@@ -107,8 +118,7 @@ def overlay(
     Returns:
         ``(H, W, 3)`` uint8.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_alpha(alpha)
     if pixels.shape[:2] != mask.shape:
         raise ValueError(f"image {pixels.shape[:2]} and mask {mask.shape} sizes differ")
     # Integer blend in row chunks: float32 copies of an 8000x8000 image would take gigabytes.
@@ -123,7 +133,7 @@ def overlay(
 
 
 def overlay_png(
-    pixels: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5
+    pixels: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = DEFAULT_ALPHA
 ) -> bytes:
     """:func:`overlay` encoded as an RGB PNG."""
     return _png_bytes(Image.fromarray(overlay(pixels, mask, palette, alpha)))
@@ -183,21 +193,40 @@ def confidence_png(confidence: np.ndarray) -> bytes:
     return grey_png(scaled)
 
 
-def summary(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+def class_pixel_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """``int64`` pixel count of each class ``0..num_classes-1`` in ``mask``.
+
+    The one counter: the JSON report and the batch summary's fractions both come from it,
+    and a batch asking for both counts once (``EncodeRequest.counts``).
+    """
+    _check_mask(mask)
+    if num_classes <= 16:  # a few byte comparisons beat bincount's widening to int64
+        return np.array([np.count_nonzero(mask == k) for k in range(num_classes)], np.int64)
+    counts = np.zeros(num_classes, dtype=np.int64)
+    # np.bincount widens its input to int64: count in row blocks, not 8 bytes per pixel at once.
+    rows = max(1, _COUNT_PIXELS // max(1, mask.shape[1]))
+    for y in range(0, mask.shape[0], rows):
+        counts += np.bincount(mask[y : y + rows].ravel(), minlength=num_classes)[:num_classes]
+    return counts
+
+
+def class_report(
+    mask: np.ndarray, classes: Sequence[str], counts: np.ndarray | None = None
+) -> dict[str, Any]:
     """Per-class pixel counts and fractions, JSON-able.
+
+    Args:
+        mask: ``(H, W)`` class indices.
+        classes: class names in index order.
+        counts: :func:`class_pixel_counts` of ``mask``, when the caller has them already.
 
     Returns:
         ``{"height", "width", "pixels", "classes": [{"index", "name", "pixels", "fraction"}]}``
         with one entry per class (zero counts included), in class order.
     """
-    _check_mask(mask)
+    if counts is None:
+        counts = class_pixel_counts(mask, len(classes))
     total = int(mask.size)
-    counts = np.zeros(max(len(classes), int(mask.max(initial=0)) + 1), dtype=np.int64)
-    # np.bincount widens its input to int64: count in row blocks, not 8 bytes per pixel at once.
-    rows = max(1, _COUNT_PIXELS // max(1, mask.shape[1]))
-    for y in range(0, mask.shape[0], rows):
-        block = np.bincount(mask[y : y + rows].ravel(), minlength=counts.size)
-        counts += block
     return {
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
@@ -226,6 +255,8 @@ class EncodeRequest:
         classes: class names in index order.
         alpha: overlay colour weight in ``[0, 1]``.
         info: extra top-level fields of the JSON outputs (model name, timings, source, ...).
+        counts: :func:`class_pixel_counts` of ``mask`` when already known (else the JSON
+            encoder counts).
         confidence: the top class's probability per pixel (only ``scores`` reads it).
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         georef: where the image lies on the map (``geojson`` in map coordinates).
@@ -235,8 +266,9 @@ class EncodeRequest:
     pixels: np.ndarray | None
     palette: Palette
     classes: Sequence[str]
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
     info: Mapping[str, Any] = field(default_factory=dict)
+    counts: np.ndarray | None = None
     confidence: np.ndarray | None = None
     tolerance: float = DEFAULT_TOLERANCE
     georef: GeoReference | None = None
@@ -286,7 +318,7 @@ def _json(request: EncodeRequest, body: Mapping[str, Any], indent: int | None = 
 
 
 def _encode_json(request: EncodeRequest) -> bytes:
-    return _json(request, summary(request.mask, request.classes), indent=2)
+    return _json(request, class_report(request.mask, request.classes, request.counts), indent=2)
 
 
 def _encode_scores(request: EncodeRequest) -> bytes:

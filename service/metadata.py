@@ -109,8 +109,16 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: Mapping[str, str]) -> ModelMetadata:
-        """Decode and validate ``metadata_props`` (see :func:`parse_metadata`)."""
-        return parse_metadata(props)
+        """Decode and validate ``metadata_props``: the one reader of the description.
+
+        Args:
+            props: the raw key -> JSON string mapping from the ONNX model.
+
+        Raises:
+            MetadataError: a key is missing, is not JSON, or has the wrong type, length or
+                range.
+        """
+        return _parse(props)
 
 
 def _int(key: str, value: Any, minimum: int) -> int:
@@ -130,19 +138,7 @@ def _floats(key: str, value: Any, length: int, positive: bool) -> tuple[float, .
     return tuple(float(v) for v in value)
 
 
-def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
-    """Decode and validate ``metadata_props``.
-
-    Args:
-        props: the raw key -> JSON string mapping from the ONNX model.
-
-    Returns:
-        The validated :class:`ModelMetadata`.
-
-    Raises:
-        MetadataError: a key is missing, is not JSON, or has the wrong type, length or range.
-    """
-    # The one reader of the description (ModelMetadata.from_props calls it).
+def _parse(props: Mapping[str, str]) -> ModelMetadata:
     values: dict[str, Any] = {}
     for key in REQUIRED_KEYS:
         if key not in props:

@@ -103,7 +103,7 @@ def discover(models_dir: str | os.PathLike) -> list[ModelSource]:
     return [ModelSource(check_name(p.stem), p) for p in found]
 
 
-def resolve(
+def model_sources(
     specs: Iterable[str] = (), models_dir: str | os.PathLike | None = None
 ) -> list[ModelSource]:
     """The models to serve: the given specs, then the folder's files; if none, the bundled

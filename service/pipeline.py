@@ -24,7 +24,7 @@ import numpy as np
 from service.engine import Engine
 from service.georef import GeoReference, read_georeference
 from service.imaging import Source
-from service.masks import EncodeRequest, get_encoder
+from service.masks import DEFAULT_ALPHA, EncodeRequest, get_encoder
 from service.shapes import DEFAULT_TOLERANCE
 
 
@@ -126,9 +126,10 @@ def encode(
     segmentation: Segmentation,
     fmt: str,
     *,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     info: Mapping[str, Any] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    counts: np.ndarray | None = None,
 ) -> bytes:
     """Encode a segmentation in output format ``fmt`` (see :data:`service.masks.ENCODERS`).
 
@@ -139,6 +140,7 @@ def encode(
         alpha: overlay colour weight.
         info: extra top-level fields of the JSON outputs.
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
+        counts: the mask's :func:`service.masks.class_pixel_counts`, if already counted.
 
     Raises:
         ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance, or
@@ -155,5 +157,6 @@ def encode(
         confidence=segmentation.confidence,
         tolerance=tolerance,
         georef=segmentation.georef,
+        counts=counts,
     )
     return get_encoder(fmt).encode(request)

@@ -9,8 +9,9 @@ How, and why this way (docs/formats.md has the user's side):
   marching squares) run through pixel centres instead: a one-pixel-wide region has no area
   there and every region shrinks by half a pixel.
 * **Runs, not unit edges.** A rectilinear ring alternates horizontal and vertical sides, and
-  each side is a maximal run of equal pixel differences along a row or column boundary: numpy
-  finds them all in a few passes. Sides are linked corner to corner by sorted-key lookups.
+  each side is a maximal run of equal pixel differences along a row or column boundary: one
+  pass over the mask per direction finds the boundary's unit edges, and runs are merged from
+  those alone. Sides are linked corner to corner by sorted-key lookups.
 * **Touching corners.** Where two set pixels touch only diagonally (a "saddle" corner) the
   tracer turns right: set pixels are 4-connected, so the two are separate polygons that touch
   at a point. A ring that comes back to a saddle it has passed (a hole touching the outside,
@@ -33,43 +34,83 @@ rings are closed (last point = first).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
+from service.simplify import simplify
 
-def _runs(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Maximal runs of equal non-zero values along the last axis of an int8 array.
+
+def _runs(
+    line: np.ndarray, along: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge unit edges, sorted by ``(line, along)``, into maximal runs of equal value.
 
     Returns:
-        ``(line, first, last, value)``: the row index, the start and end vertex (end
-        exclusive: the run covers ``first .. last - 1``) and the run's value.
+        ``(line, first, last, value)`` per run: it covers ``first .. last - 1`` on its line.
     """
-    padded = np.zeros((diff.shape[0], diff.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = diff
-    change = padded[:, 1:] != padded[:, :-1]
-    line, first = np.nonzero(change & (padded[:, 1:] != 0))
-    _, last = np.nonzero(change & (padded[:, :-1] != 0))
-    return line, first, last, padded[line, first + 1]
+    if len(line) == 0:
+        return line, along, along, value
+    joined = (line[1:] == line[:-1]) & (along[1:] == along[:-1] + 1) & (value[1:] == value[:-1])
+    first = np.flatnonzero(np.concatenate(([True], ~joined)))
+    last = np.append(first[1:], len(line)) - 1
+    return line[first], along[first], along[last] + 1, value[first]
 
 
-def _sides(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Directed sides of every ring: start and end corners, and how many are horizontal.
+class LabelEdges:
+    """Every pixel edge between two different labels (or a label and the outside), found in one
+    pass over the mask per direction, so that tracing each class costs only its own edges.
 
-    Set pixels are on the right of the direction of travel (as drawn, y down).
+    Horizontal edges are sorted by (row boundary, column), vertical ones by (column boundary,
+    row); the label on either side is kept (-1 outside the image).
     """
-    padded = np.pad(binary.astype(np.int8), 1)
-    # row boundary y (0..H) between pixel rows y - 1 and y: +1 = set below -> heading east
-    across_rows = padded[1:, 1:-1] - padded[:-1, 1:-1]
-    y, x0, x1, east = _runs(across_rows)
-    h_start = np.stack([np.where(east > 0, x0, x1), y], axis=1)
-    h_end = np.stack([np.where(east > 0, x1, x0), y], axis=1)
-    # column boundary x (0..W) between pixel columns x - 1 and x: +1 = set right -> north
-    across_cols = (padded[1:-1, 1:] - padded[1:-1, :-1]).T
-    x, y0, y1, north = _runs(np.ascontiguousarray(across_cols))
-    v_start = np.stack([x, np.where(north > 0, y1, y0)], axis=1)
-    v_end = np.stack([x, np.where(north > 0, y0, y1)], axis=1)
-    start = np.concatenate([h_start, v_start]).astype(np.int64)
-    end = np.concatenate([h_end, v_end]).astype(np.int64)
-    return start, end, np.concatenate([east, -north]), len(y)
+
+    def __init__(self, mask: np.ndarray) -> None:
+        height, width = mask.shape
+        self.shape = (height, width)
+        columns = np.arange(width)
+        y, x = np.divmod(np.flatnonzero(mask[1:] != mask[:-1]), width)
+        y += 1
+        self.h_line = np.concatenate([np.zeros(width, np.int64), y, np.full(width, height)])
+        self.h_along = np.concatenate([columns, x, columns])
+        outside = np.full(width, -1, np.int32)
+        self.h_before = np.concatenate([outside, mask[y - 1, x], mask[-1]]).astype(np.int32)
+        self.h_after = np.concatenate([mask[0], mask[y, x], outside]).astype(np.int32)
+        rows = np.arange(height)
+        y, x = np.divmod(np.flatnonzero(mask[:, 1:] != mask[:, :-1]), width - 1)
+        x += 1
+        line = np.concatenate([np.zeros(height, np.int64), x, np.full(height, width)])
+        along = np.concatenate([rows, y, rows])
+        outside = np.full(height, -1, np.int32)
+        before = np.concatenate([outside, mask[y, x - 1], mask[:, -1]]).astype(np.int32)
+        after = np.concatenate([mask[:, 0], mask[y, x], outside]).astype(np.int32)
+        order = np.lexsort((along, line))
+        self.v_line, self.v_along = line[order], along[order]
+        self.v_before, self.v_after = before[order], after[order]
+
+    def sides(self, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Directed sides of every ring of ``label``: start and end corners, +-1 per side, and
+        how many are horizontal. The label is on the right of the direction of travel (as
+        drawn, y down)."""
+        # +1: the label below a row boundary (heading east) / right of a column one (north)
+        inside = self.h_after == label
+        chosen = np.flatnonzero(inside | (self.h_before == label))
+        y, x0, x1, east = _runs(
+            self.h_line[chosen], self.h_along[chosen], np.where(inside[chosen], 1, -1)
+        )
+        h_start = np.stack([np.where(east > 0, x0, x1), y], axis=1)
+        h_end = np.stack([np.where(east > 0, x1, x0), y], axis=1)
+        inside = self.v_after == label
+        chosen = np.flatnonzero(inside | (self.v_before == label))
+        x, y0, y1, north = _runs(
+            self.v_line[chosen], self.v_along[chosen], np.where(inside[chosen], 1, -1)
+        )
+        v_start = np.stack([x, np.where(north > 0, y1, y0)], axis=1)
+        v_end = np.stack([x, np.where(north > 0, y0, y1)], axis=1)
+        start = np.concatenate([h_start, v_start]).astype(np.int64)
+        end = np.concatenate([h_end, v_end]).astype(np.int64)
+        return start, end, np.concatenate([east, -north]).astype(np.int64), len(y)
 
 
 def _link(start: np.ndarray, end: np.ndarray, sign: np.ndarray, horizontal: int) -> np.ndarray:
@@ -111,11 +152,14 @@ def _cycles(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count = len(nxt)
     smallest = np.arange(count)
     jump = nxt.copy()
-    rounds = max(1, int(count - 1).bit_length())
-    for _ in range(rounds):  # after k rounds: the smallest of 2**k steps from each side
-        np.minimum(smallest, smallest[jump], out=smallest)
+    while True:  # after k rounds: the smallest of 2**k steps from each side
+        reached = np.minimum(smallest, smallest[jump])
+        if np.array_equal(reached, smallest):  # a round that changes nothing: none will
+            break
+        smallest = reached
         jump = jump[jump]
     # steps from each side to its cycle's last side (the one whose next is the smallest)
+    rounds = int(np.bincount(smallest).max() - 1).bit_length()
     last = nxt == smallest
     steps = (~last).astype(np.int64)
     jump = np.where(last, np.arange(count), nxt)
@@ -157,6 +201,10 @@ class Rings:
 
     def __len__(self) -> int:
         return len(self.polygon)
+
+    def with_points(self, points: np.ndarray, offsets: np.ndarray) -> Rings:
+        """The same rings with other points (e.g. simplified), grouped as before."""
+        return Rings(points, offsets, self.polygon, self.outer)
 
     def polygons(
         self, points: np.ndarray | None = None, reverse: bool = False
@@ -223,13 +271,19 @@ def trace(binary: np.ndarray) -> Rings:
     Returns:
         The rings, grouped by region: outer ring, then its holes.
     """
-    binary = np.asarray(binary, bool)
-    if not binary.any():
+    mask = np.asarray(binary, bool).view(np.uint8)
+    return trace_label(mask, 1, LabelEdges(mask))
+
+
+def trace_label(mask: np.ndarray, label: int, edges: LabelEdges | None = None) -> Rings:
+    """:func:`trace` of ``mask == label``, reusing ``edges`` (of ``mask``) across labels."""
+    edges = edges or LabelEdges(mask)
+    start, end, sign, horizontal = edges.sides(label)
+    if len(start) == 0:
         none = np.zeros(0, np.int64)
         return Rings(np.zeros((0, 2)), np.zeros(1, np.int64), none, none.astype(bool))
-    start, end, sign, horizontal = _sides(binary)
     nxt = _link(start, end, sign, horizontal)
-    width = binary.shape[1] + 2
+    width = mask.shape[1] + 2
     order, offsets = _ring_sides(start, nxt, width)
     ring_of = np.empty(len(start), np.int64)
     ring_of[order] = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
@@ -239,7 +293,8 @@ def trace(binary: np.ndarray) -> Rings:
     following[offsets[1:] - 1] = offsets[:-1]
     x, y = corners[:, 0], corners[:, 1]
     twice_area = _per_ring(x * y[following] - x[following] * y, offsets, np.add)
-    polygon = _group(binary, corners, offsets, twice_area, start, end, horizontal, ring_of)
+    region = _Region(mask, label, start, end, horizontal, ring_of)
+    polygon = _group(region, corners, offsets, twice_area)
     points = _midpoints(corners, offsets, following)
     return Rings(points, _midpoint_offsets(corners, offsets, following), polygon, twice_area > 0)
 
@@ -277,15 +332,20 @@ def _midpoints(corners: np.ndarray, offsets: np.ndarray, following: np.ndarray) 
     return np.insert(ring_points, ends, ring_points[starts], axis=0)
 
 
+@dataclass(frozen=True)
+class _Region:
+    """What attaching holes needs: the mask, the label, the sides and the ring of each."""
+
+    mask: np.ndarray
+    label: int
+    start: np.ndarray
+    end: np.ndarray
+    horizontal: int
+    ring_of: np.ndarray
+
+
 def _group(
-    binary: np.ndarray,
-    corners: np.ndarray,
-    offsets: np.ndarray,
-    twice_area: np.ndarray,
-    start: np.ndarray,
-    end: np.ndarray,
-    horizontal: int,
-    ring_of: np.ndarray,
+    region: _Region, corners: np.ndarray, offsets: np.ndarray, twice_area: np.ndarray
 ) -> np.ndarray:
     """The polygon of each ring: outer rings number the polygons, each hole joins its region's.
 
@@ -298,93 +358,43 @@ def _group(
     holes = np.flatnonzero(~shell)
     if holes.size == 0:
         return polygon
+    height, width = region.mask.shape
     # each hole's top-left corner (smallest y, then x), visited in that order
-    stride = binary.shape[1] + 2
+    stride = width + 2
     key = _per_ring(corners[:, 1] * stride + corners[:, 0], offsets, np.minimum)[holes]
     order = np.argsort(key, kind="stable")
     holes, key = holes[order], key[order]
     y, x = key // stride, key % stride
     # the set run ending at pixel (y, x - 1) starts after the last clear pixel to its left
     rows, row_index = np.unique(y, return_inverse=True)
-    cols = np.arange(1, binary.shape[1] + 1, dtype=np.int32)
-    last_clear = np.maximum.accumulate(np.where(binary[rows], 0, cols), axis=1)
+    cols = np.arange(1, width + 1, dtype=np.int32)
+    inside = region.mask[rows] == region.label
+    last_clear = np.maximum.accumulate(np.where(inside, 0, cols), axis=1)
     run_x = last_clear[row_index, x - 1]
     # the vertical side on column boundary run_x that covers row y: a ring of the same region
-    v_x = start[horizontal:, 0]
-    v_top = np.minimum(start[horizontal:, 1], end[horizontal:, 1])
-    height = binary.shape[0] + 1
-    v_key = v_x * height + v_top
+    h = region.horizontal
+    v_x = region.start[h:, 0]
+    v_top = np.minimum(region.start[h:, 1], region.end[h:, 1])
+    v_key = v_x * (height + 1) + v_top
     v_order = np.argsort(v_key)
-    found = np.searchsorted(v_key[v_order], run_x * height + y, side="right") - 1
-    left_ring = ring_of[horizontal + v_order[found]].tolist()
+    found = np.searchsorted(v_key[v_order], run_x * (height + 1) + y, side="right") - 1
+    left_ring = region.ring_of[h + v_order[found]].tolist()
     assigned = polygon.tolist()
     for hole, ring in zip(holes.tolist(), left_ring, strict=True):
         assigned[hole] = assigned[ring]  # an outer ring's, or an earlier hole's (see above)
     return np.asarray(assigned, np.int64)
 
 
-# --- simplification ----------------------------------------------------------------------------
-
-
-def _first_argmax(values: np.ndarray, offsets: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """Per group (``offsets`` into ``values``, ``owner`` = group of each value): the maximum
-    and the position of its first occurrence."""
-    best = np.maximum.reduceat(values, offsets)
-    where = np.where(values == best[owner], np.arange(values.size), values.size)
-    return best, np.minimum.reduceat(where, offsets)
-
-
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance from points ``p`` to segments ``a``-``b`` (row-wise)."""
-    ab = b - a
-    length2 = np.einsum("ij,ij->i", ab, ab)
-    t = np.einsum("ij,ij->i", p - a, ab) / np.where(length2 > 0, length2, 1.0)
-    nearest = a + np.clip(t, 0.0, 1.0)[:, None] * ab
-    return np.hypot(*(p - nearest).T)
-
-
-def simplify(rings: Rings, tolerance: float) -> Rings:
-    """Douglas-Peucker on every ring at once; ``tolerance`` in pixels (0 = unchanged).
-
-    A ring that would keep fewer than four points keeps all of them.
-    """
-    if tolerance <= 0 or len(rings) == 0:
-        return rings
-    points, offsets = rings.points, rings.offsets
-    first, closing = offsets[:-1], offsets[1:] - 1
-    lengths = np.diff(offsets)
-    keep = np.zeros(len(points), bool)
-    keep[first] = keep[closing] = True
-    # split each ring at its point farthest from its first one
-    owner = np.repeat(np.arange(len(first)), lengths)
-    far = np.hypot(*(points - points[first][owner]).T)
-    _, split = _first_argmax(far, first, owner)
-    keep[split] = True
-    a = np.concatenate([first, split])
-    b = np.concatenate([split, closing])
-    while True:
-        inner = b - a - 1
-        a, b, inner = a[inner > 0], b[inner > 0], inner[inner > 0]
-        if a.size == 0:
-            break
-        group = np.repeat(np.arange(a.size), inner)
-        starts = np.concatenate(([0], np.cumsum(inner)[:-1]))
-        index = a[group] + 1 + np.arange(group.size) - starts[group]
-        distance = _segment_distance(points[index], points[a][group], points[b][group])
-        best, at = _first_argmax(distance, starts, group)
-        far_enough = best > tolerance
-        middle = index[at[far_enough]]
-        keep[middle] = True
-        a = np.concatenate([a[far_enough], middle])
-        b = np.concatenate([middle, b[far_enough]])
-    # four points plus the closing one at least, else the ring stays as it was
-    kept = np.add.reduceat(keep, first)
-    keep[np.repeat(kept < 5, lengths)] = True
-    new_lengths = np.add.reduceat(keep, first)
-    offsets = np.concatenate(([0], np.cumsum(new_lengths)))
-    return Rings(points[keep], offsets, rings.polygon, rings.outer)
-
-
-def polygons(binary: np.ndarray, tolerance: float = 1.0) -> Rings:
+def polygons(binary: np.ndarray, tolerance: float) -> Rings:
     """Outlines of ``binary``'s set pixels, each ring simplified within ``tolerance`` pixels."""
     return simplify(trace(binary), tolerance)
+
+
+def label_polygons(
+    mask: np.ndarray, labels: list[int], tolerance: float
+) -> Iterator[tuple[int, Rings]]:
+    """``(label, outlines)`` of each label in ``labels``, simplified within ``tolerance``; the
+    mask's edges are found once for all of them."""
+    edges = LabelEdges(mask)
+    for label in labels:
+        yield label, simplify(trace_label(mask, label, edges), tolerance)

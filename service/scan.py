@@ -37,7 +37,7 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
-class Rejected:
+class RejectedInput:
     """An input that is not processed, and why.
 
     Attributes:
@@ -57,7 +57,7 @@ class ScanResult:
     """What a scan found: the items to process, in order, and the inputs it rejected."""
 
     items: list[BatchItem] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[RejectedInput] = field(default_factory=list)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -71,7 +71,7 @@ def _matches(rel: str, name: str, globs: Sequence[str]) -> bool:
 
 
 def _walk(
-    root: Path, *, recursive: bool, exclude: Sequence[str], rejected: list[Rejected]
+    root: Path, *, recursive: bool, exclude: Sequence[str], rejected: list[RejectedInput]
 ) -> Iterator[Path]:
     """Image-suffixed files under ``root`` in sorted order, following inside symlinks only."""
     real_root = os.path.realpath(root)
@@ -81,7 +81,7 @@ def _walk(
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            rejected.append(Rejected(folder, f"cannot list folder ({exc.strerror or exc})"))
+            rejected.append(RejectedInput(folder, f"cannot list folder ({exc.strerror or exc})"))
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -90,7 +90,9 @@ def _walk(
             real = os.path.realpath(entry.path)
             if entry.is_symlink() and not _inside(real, real_root):
                 rejected.append(
-                    Rejected(path, "symlink leads outside the input folder; not followed", False)
+                    RejectedInput(
+                        path, "symlink leads outside the input folder; not followed", False
+                    )
                 )
                 continue
             if entry.is_dir():  # follows symlinks, which are inside by now
@@ -129,7 +131,7 @@ def scan_inputs(
     def add(source: Path, stem: Path) -> None:
         if stem in seen:
             reason = f"output name {stem} is already used by {seen[stem]}; not overwritten"
-            result.rejected.append(Rejected(source, reason))
+            result.rejected.append(RejectedInput(source, reason))
             return
         seen[stem] = source
         result.items.append(BatchItem(source, stem))
@@ -146,5 +148,5 @@ def scan_inputs(
         elif path.is_file():
             add(path, Path(path.stem))
         else:
-            result.rejected.append(Rejected(path, "no such file or folder"))
+            result.rejected.append(RejectedInput(path, "no such file or folder"))
     return result

@@ -14,7 +14,7 @@ import numpy as np
 
 from service.coco_rle import class_counts, counts_to_string, label_runs
 from service.georef import GeoReference
-from service.polygons import Rings, polygons
+from service.polygons import Rings, label_polygons
 
 # Douglas-Peucker tolerance in pixels for polygons and GeoJSON: the one default that the HTTP
 # query, the CLI and the encoders share (docs/formats.md: why not 1 px).
@@ -91,18 +91,15 @@ def class_polygons(
         "polygons": [[outer ring, hole, ...], ...]}]}``; a ring is a closed list of ``[x, y]``.
     """
     check_tolerance(tolerance)
+    present = list(present_classes(mask, classes))
+    outlines = label_polygons(mask, [index for index, _, _ in present], tolerance)
     return {
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
         "tolerance": tolerance,
         "classes": [
-            {
-                "index": index,
-                "name": name,
-                "pixels": pixels,
-                "polygons": _nested(polygons(mask == index, tolerance)),
-            }
-            for index, name, pixels in present_classes(mask, classes)
+            {"index": index, "name": name, "pixels": pixels, "polygons": _nested(rings)}
+            for (index, name, pixels), (_, rings) in zip(present, outlines, strict=True)
         ],
     }
 
@@ -118,17 +115,16 @@ def geojson(
     Coordinates are pixel ones (x right, y down) unless ``georef`` maps them onto the map.
     """
     check_tolerance(tolerance)
+    present = list(present_classes(mask, classes))
+    outlines = label_polygons(mask, [index for index, _, _ in present], tolerance)
     features = [
         {
             "type": "Feature",
             "id": index,
             "properties": {"index": index, "name": name, "pixels": pixels},
-            "geometry": {
-                "type": "MultiPolygon",
-                "coordinates": _nested(polygons(mask == index, tolerance), georef),
-            },
+            "geometry": {"type": "MultiPolygon", "coordinates": _nested(rings, georef)},
         }
-        for index, name, pixels in present_classes(mask, classes)
+        for (index, name, pixels), (_, rings) in zip(present, outlines, strict=True)
     ]
     collection: dict[str, Any] = {
         "type": "FeatureCollection",

@@ -38,3 +38,12 @@ def run_python(code: str, blocked: tuple[str, ...] = (), timeout: float = 120):
 @pytest.fixture
 def python_without():
     return run_python
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _speed_probe_cache(tmp_path_factory):
+    """Engines (and servers started by tests) keep their speed measurements
+    (service/backends/probe.py) in a folder of this run, not in the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield

@@ -54,7 +54,8 @@ def test_site_builds_strictly_with_tables_from_the_results(tmp_path):
             html = tmp_path / "site" / "index.html"
         assert html.is_file(), page
         text = html.read_text()
-        assert "bench-table:" not in text, f"{page}: a marker was not rendered"
+        for marker in ("<!-- bench-table:", "<!-- cli-help:", "<!-- settings-table"):
+            assert marker not in text, f"{page}: a marker was not rendered"
         assert "fonts.googleapis" not in text, f"{page}: the site would fetch web fonts"
 
     # A figure on the site is the one in its JSON: the U-Net's 512-pixel ORT FP32 median.
@@ -168,6 +169,15 @@ def test_a_table_shows_what_its_json_holds(tmp_path):
     data["machine"] = {"cpu_model": "Other CPU", "isa_flags": {"avx2": True, "amx_bf16": False}}
     (tmp_path / "engine_bench.json").write_text(json.dumps(data))
     assert "Other CPU (ISA: avx2)" in tables.render("engine-latency", tmp_path)
+
+    # The record bench/_cpu.py writes: a top-level "cpu" block, flags mapped to booleans.
+    data["cpu"] = {
+        "model": "AMD EPYC 7B13",
+        "flags": {"avx2": True, "avx_vnni": True, "avx512f": False},
+    }
+    (tmp_path / "engine_bench.json").write_text(json.dumps(data))
+    assert "AMD EPYC 7B13 (ISA: avx2, avx_vnni)" in tables.render("engine-latency", tmp_path)
+    del data["cpu"]
 
     del data["machine"], data["date"]
     (tmp_path / "engine_bench.json").write_text(json.dumps(data))

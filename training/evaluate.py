@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.checkpoint import load_checkpoint, model_from_state
+from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.config import EVAL_SPLITS, DataConfig, OptionError
 from training.data.datasets import build_datasets
 from training.loop.distributed import DistInfo, from_env, resolve_device
@@ -118,11 +118,11 @@ def evaluate_checkpoint(
     _check_split(split)
     start = time.perf_counter()
     device_ = resolve_device(device, from_env())
-    state = load_checkpoint(checkpoint, map_location=device_)
-    saved = state["config"]
+    loaded = load_checkpoint(checkpoint, map_location=device_)
+    saved = loaded.config
     cfg = data_config(saved.get("data"), root, **data_overrides)
     _, dataset, info = build_datasets(cfg, split=split)
-    model = with_flip_tta(model_from_state(state, device_), tta)
+    model = with_flip_tta(model_from_checkpoint(loaded, device_), tta)
     if info.num_classes != saved["model"]["num_classes"]:
         raise OptionError(
             f"the data has {info.num_classes} classes but {checkpoint} predicts "
@@ -187,7 +187,7 @@ def evaluate_onnx(
     metrics = matrix.compute(info.classes)
     seconds = time.perf_counter() - start
     report = EvalReport(metrics, str(model_path), cfg.root, split, len(dataset), seconds)
-    report.served_by = f"{engine.backend} {engine.precision}"
+    report.served_by = f"{engine.backend_name} {engine.precision}"
     return report
 
 
@@ -213,7 +213,7 @@ def onnx_dataset(
     _check_split(split)
     meta = engine.metadata
     if checkpoint is not None:
-        saved = load_checkpoint(checkpoint)["config"].get("data")
+        saved = load_checkpoint(checkpoint).config.get("data")
     else:
         # The model's own description of its data; mask_values (e.g. 0/255) keep encoded
         # masks from reading as class 0 and ignore_index.

@@ -9,18 +9,31 @@ says what it runs on. Two exist:
   ``fcnseg[openvino]``, imported only when used); ``fp32``, ``bf16`` (on CPUs with native bf16:
   AVX512-BF16 or AMX) and the same ``int8`` file.
 
-Which backend and precision serve a model is decided by :func:`service.backends.select.resolve`
+Which backend and precision serve a model is decided by :func:`service.backends.select.choose_backend`
 from the config and the accuracy checks ``fcn export`` recorded in the model's metadata.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from service.backends.cpu import cpu_has_bf16
+from service.errors import ModelLoadError
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Backend",
+    "check_backend",
+    "check_precision",
+    "cpu_has_bf16",
+    "load_backend",
+    "openvino_available",
+]
 
 BACKENDS: tuple[str, ...] = ("auto", "ort", "openvino")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
@@ -61,26 +74,16 @@ def check_precision(name: str) -> str:
     return name
 
 
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no flags known, so no bf16 claimed
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where bf16 pays off."""
-    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
-
-
 def openvino_available() -> bool:
     """Whether the ``openvino`` runtime is installed (``pip install fcnseg[openvino]``)."""
     return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_missing() -> ModelLoadError:
+    """The error for asking for the openvino backend where it is not installed."""
+    return ModelLoadError(
+        "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
+    )
 
 
 def load_backend(name: str, path: Path, precision: str, config: object) -> Backend:
@@ -90,9 +93,7 @@ def load_backend(name: str, path: Path, precision: str, config: object) -> Backe
         ModelLoadError: the file is missing or the runtime rejects it (or is not installed),
             or its external data lies outside its folder.
     """
-    from service.backends.external_data import check_external_data
-
-    check_external_data(path)  # before any runtime touches the file
+    # Each backend checks the file's external data before its runtime reads it.
     if name == "ort":
         from service.backends.ort import OrtBackend
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from service.backends import openvino_missing
+from service.backends.external_data import check_external_data
 from service.errors import ModelLoadError
 
 SHAPE_CACHE_CAPACITY = 16
@@ -69,12 +71,11 @@ class OpenVinoBackend:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise ModelLoadError(
-                "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
-            ) from exc
+            raise openvino_missing() from exc
         self.path, self.precision = Path(path), precision
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
+        check_external_data(self.path)  # OpenVINO follows any location it is given
         core = ov.Core()
         try:
             model = core.read_model(str(self.path))

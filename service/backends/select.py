@@ -2,15 +2,28 @@
 
 ``fcn export`` records, under the metadata key ``precision_checks``, how each faster path
 agreed with ONNX Runtime fp32 on validation images (see :func:`parse_checks`). ``auto``
-precision only takes a path whose recorded mIoU drop is at most :data:`MAX_MIOU_DROP` points;
-a model without records, a CPU without native bf16, a GPU provider or a missing INT8 file all
-fall back to today's path (ONNX Runtime fp32) without an error.
+precision decides in three steps:
+
+1. **Accuracy** (recorded with the model): only a path whose mIoU drop is at most
+   :data:`MAX_MIOU_DROP` points is a candidate.
+2. **What this CPU can run fast at all** (its flags, :mod:`service.backends.cpu`): bf16 only on
+   a CPU with native bf16 (AVX512-BF16 or AMX). Elsewhere OpenVINO would emulate it around fp32
+   kernels, slower than fp32, so it is never a candidate there, whatever was recorded.
+3. **Speed on this CPU** (measured, :mod:`service.backends.probe`): the candidates and the
+   fallback run side by side on this machine; the fastest candidate is taken only if it beats
+   the fallback by :data:`MIN_SPEEDUP`. INT8 is therefore served only where it was measured
+   faster here: on AMX/VNNI CPUs it wins by far; elsewhere (AVX2 only: three instructions per
+   int8 dot product instead of one) it is measured, not assumed. Without a measurement
+   (``measure=None``) the first candidate in :data:`AUTO_ORDER` is taken.
+
+A model without records, a GPU provider or a missing INT8 file fall back to ONNX Runtime fp32
+(the INT8 file itself when that is what was given) without an error.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +33,7 @@ from service.backends import (
     check_precision,
     cpu_has_bf16,
     openvino_available,
+    openvino_missing,
 )
 from service.errors import ModelLoadError
 from service.metadata import PRECISION_CHECKS_KEY, ModelMetadata
@@ -28,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 MAX_MIOU_DROP = 0.5  # mIoU points (0-100 scale) a faster path may lose to be picked by auto
 CHECKS_KEY = PRECISION_CHECKS_KEY
-# Fastest first, as measured by bench/backends_bench.py on a 2-core AMX CPU (README).
+MIN_SPEEDUP = 1.1  # how much faster than the fallback a measured candidate must run
+# The order candidates are tried without a measurement: fastest first on a 2-core AMX CPU
+# (bench/results/backends_bench.json).
 AUTO_ORDER: tuple[tuple[str, str], ...] = (
     ("openvino", "int8"),
     ("openvino", "bf16"),
@@ -77,6 +93,11 @@ def int8_path(path: Path, metadata: ModelMetadata, checks: Mapping[str, Any]) ->
     return path.parent / Path(str(name)).name
 
 
+# ``measure(paths, in_channels, size_multiple)`` -> median ms per "backend/precision" for the
+# ``(backend, precision, file)`` paths it could run (:meth:`SpeedProbe.measure`).
+Measure = Callable[[Sequence[tuple[str, str, Path]], int, int], Mapping[str, float]]
+
+
 def _uses_gpu(providers: Sequence[str] | None) -> bool:
     if providers is not None:
         return any(p != "CPUExecutionProvider" for p in providers)
@@ -85,13 +106,14 @@ def _uses_gpu(providers: Sequence[str] | None) -> bool:
     return default_providers()[0] != "CPUExecutionProvider"
 
 
-def resolve(
+def choose_backend(
     path: str | Path,
     props: ModelMetadata | Mapping[str, str],
     *,
     backend: str,
     precision: str,
     providers: Sequence[str] | None = None,
+    measure: Measure | None = None,
 ) -> Choice:
     """Pick the backend, precision and file for a model.
 
@@ -101,6 +123,7 @@ def resolve(
         backend: ``auto``, ``ort`` or ``openvino``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
         providers: ``EngineConfig.providers`` (a GPU provider keeps ``auto`` on ORT fp32).
+        measure: times candidate paths on this CPU (auto only; see the module docstring).
 
     Raises:
         ValueError: an unknown name, or an explicit request this model/CPU cannot honour
@@ -117,9 +140,7 @@ def resolve(
     is_int8 = metadata.quantized
     q_path = int8_path(path, metadata, checks)
     if backend == "openvino" and not openvino_available():
-        raise ModelLoadError(
-            "backend 'openvino' needs the openvino runtime: pip install 'fcnseg[openvino]'"
-        )
+        raise openvino_missing()
     gpu = _uses_gpu(providers)
     if backend == "auto":
         backends = ["openvino", "ort"] if openvino_available() and not gpu else ["ort"]
@@ -154,18 +175,58 @@ def resolve(
 
     if gpu and backend != "openvino":
         return Choice("ort", "int8" if is_int8 else "fp32", path, "GPU provider: as given")
+    candidates: list[Choice] = []
     for cand_backend, cand_precision in AUTO_ORDER:
         if cand_backend not in backends:
             continue
         if cand_precision == "bf16" and (is_int8 or not cpu_has_bf16()):
-            continue
+            continue  # never emulated bf16: slower than fp32 on such a CPU
         if cand_precision == "int8" and not q_path.is_file():
             continue
         if verified(checks, cand_backend, cand_precision):
             delta = checks["results"][f"{cand_backend}/{cand_precision}"]["miou_delta"]
             chosen = q_path if cand_precision == "int8" else path
             reason = f"auto: verified, mIoU delta {delta:+.2f} points"
-            return Choice(cand_backend, cand_precision, chosen, reason)
-    if is_int8:
-        return Choice(backends[-1], "int8", path, "auto: the file is INT8")
-    return Choice(backends[-1], "fp32", path, "auto: no faster path verified for this model/CPU")
+            candidates.append(Choice(cand_backend, cand_precision, chosen, reason))
+    fallback = (
+        Choice(backends[-1], "int8", path, "auto: the file is INT8")
+        if is_int8
+        else Choice(backends[-1], "fp32", path, "auto: no faster path verified for this model/CPU")
+    )
+    candidates = [
+        c for c in candidates if (c.backend, c.precision) != (fallback.backend, fallback.precision)
+    ]
+    if not candidates:
+        return fallback
+    if measure is None:
+        return candidates[0]
+    return _fastest(candidates, fallback, measure, metadata)
+
+
+def _fastest(
+    candidates: list[Choice], fallback: Choice, measure: Measure, metadata: ModelMetadata
+) -> Choice:
+    """The candidate measured fastest here, if it beats the fallback by MIN_SPEEDUP."""
+    paths = [(c.backend, c.precision, c.path) for c in (*candidates, fallback)]
+    ms = measure(paths, metadata.in_channels, metadata.size_multiple)
+    base = ms.get(f"{fallback.backend}/{fallback.precision}")
+    timed = [
+        (ms[f"{c.backend}/{c.precision}"], c)
+        for c in candidates
+        if f"{c.backend}/{c.precision}" in ms
+    ]
+    if base is None or not timed:
+        return fallback  # nothing comparable was measured (a path failed to load)
+    best_ms, best = min(timed, key=lambda pair: pair[0])
+    if best_ms * MIN_SPEEDUP > base:
+        reason = (
+            f"auto: verified {best.backend} {best.precision} measured no faster here "
+            f"({best_ms:.0f} vs {base:.0f} ms)"
+        )
+        return Choice(fallback.backend, fallback.precision, fallback.path, reason)
+    return Choice(
+        best.backend,
+        best.precision,
+        best.path,
+        f"{best.reason}; measured {base / best_ms:.1f}x {fallback.backend} {fallback.precision} here",
+    )

@@ -9,10 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from service import engine_config as ec
 from service.backends import BACKENDS, PRECISIONS
+from service.masks import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
+
+if TYPE_CHECKING:
+    from service.batch import ItemResult
+    from service.scan import RejectedInput
 
 # fcn predict's flag for each EngineConfig field it exposes (fcn serve names them by field).
 ENGINE_FLAGS: dict[str, str] = {
@@ -65,7 +71,7 @@ def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
     """The EngineConfig ``fcn predict`` runs with: its flags over its defaults.
 
     Locally the usable cores are shared among the inference streams; a Ray actor runs one
-    image at a time and leaves its threads to the runtime.
+    image at a time (service.ray_batch gives it one thread unless --threads says more).
     """
     values = {name: ec.batch_default(name) for name in ENGINE_FLAGS}
     values.update({n: getattr(args, n) for n in ENGINE_FLAGS if getattr(args, n) is not None})
@@ -135,7 +141,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="show the progress bar even when stderr is not a terminal",
     )
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight (0.5)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"overlay colour weight in [{ALPHA_MIN:g}, {ALPHA_MAX:g}] (default: {DEFAULT_ALPHA})",
+    )
     p.add_argument(
         "--tolerance",
         type=float,
@@ -176,37 +187,22 @@ def _hint(flag: str, exc: Exception) -> ValueError:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, process every input, report failures and a final count."""
-    from service.batch import BatchOptions, ItemResult
-    from service.engine import Engine
     from service.models import parse_spec
     from service.scan import scan_inputs
 
     config = batch_engine_config(args)
-    formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
     source = parse_spec(args.model)
-    try:
-        options = BatchOptions(
-            formats=formats,
-            alpha=args.alpha,
-            tolerance=args.tolerance,
-            model=source.name,
-            skip_existing=args.skip_existing,
-            queue_size=args.queue_size,
-            infer_threads=config.streams,
-            **({"workers": args.workers} if args.workers else {}),
-        )
-    except ValueError as exc:
-        raise _hint("--tolerance" if "tolerance" in str(exc) else "--alpha", exc) from None
-    engine = Engine.load(source.path, config)
-    writer = None
-    if args.summary:
-        from service.summary import SummaryWriter
+    options = _batch_options(args, config.streams, source.name)
+    if args.engine == "ray":  # the actors load the model; the driver needs its classes only
+        from service.engine import read_model_metadata
 
-        try:
-            writer = SummaryWriter(args.summary, engine.metadata.classes)
-        except ValueError as exc:
-            raise _hint("--summary", exc) from None
+        engine, metadata = None, read_model_metadata(source.path, config)
+    else:
+        from service.engine import Engine
 
+        engine = Engine.load(source.path, config)
+        metadata = engine.metadata
+    writer = _summary_writer(args.summary, metadata.classes)
     scan = scan_inputs(args.inputs, recursive=args.recursive, globs=args.globs, exclude=[args.out])
     if not scan.items and not scan.rejected:
         where = "matching --glob " if args.globs else ""
@@ -215,33 +211,8 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
         return 2
 
-    bar = _progress_bar(len(scan.items), args.progress)
-
-    def say(line: str) -> None:
-        if bar is not None:
-            bar.write(line, file=sys.stderr)  # above the bar, which stays at the bottom
-        else:
-            print(line, file=sys.stderr)
-
-    failed = skipped = 0
-    for rejected in scan.rejected:
-        failed += rejected.failed
-        skipped += not rejected.failed
-        say(f"{'FAILED' if rejected.failed else 'skipped'} {rejected.source}: {rejected.reason}")
-
-    def report(result: ItemResult) -> None:
-        if result.status == "failed":
-            say(f"FAILED {result.item.source}: {result.error}")
-        if writer is not None:
-            writer.write(result)
-        if bar is not None:
-            bar.update(1)
-
-    if writer is not None:
-        from service.batch import rejected_results
-
-        for row in rejected_results(scan.rejected):
-            writer.write(row)
+    report = _Reporter(_progress_bar(len(scan.items), args.progress), writer)
+    report.rejected(scan.rejected)
     start = time.perf_counter()
     try:
         if args.engine == "ray":
@@ -262,13 +233,9 @@ def run(args: argparse.Namespace) -> int:
 
             counts = run_batch(engine, scan.items, args.out, options, on_result=report)
     finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+        report.close()
     seconds = time.perf_counter() - start
-    failed += counts.failed
-    skipped += counts.skipped
+    failed, skipped = report.failed + counts.failed, report.skipped + counts.skipped
     done = counts.ok + counts.failed
     rate = f", {done / seconds:.2f} images/s" if done and seconds > 0 else ""
     print(
@@ -276,6 +243,77 @@ def run(args: argparse.Namespace) -> int:
         f"outputs in {args.out}"
     )
     return 1 if failed else 0
+
+
+def _batch_options(args: argparse.Namespace, streams: int, model: str):
+    """The runner's options from the flags (a bad --alpha or --tolerance is a usage error)."""
+    from service.batch import BatchOptions
+
+    formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
+    try:
+        return BatchOptions(
+            formats=formats,
+            alpha=args.alpha,
+            tolerance=args.tolerance,
+            model=model,
+            skip_existing=args.skip_existing,
+            queue_size=args.queue_size,
+            infer_threads=streams,
+            **({"workers": args.workers} if args.workers else {}),
+        )
+    except ValueError as exc:
+        raise _hint("--tolerance" if "tolerance" in str(exc) else "--alpha", exc) from None
+
+
+def _summary_writer(path: str | None, classes: Sequence[str]):
+    """The ``--summary`` writer, or None without the flag."""
+    if not path:
+        return None
+    from service.summary import SummaryWriter
+
+    try:
+        return SummaryWriter(path, classes)
+    except ValueError as exc:
+        raise _hint("--summary", exc) from None
+
+
+class _Reporter:
+    """Says each failure (above the progress bar) and writes each summary row."""
+
+    def __init__(self, bar, writer) -> None:
+        self.bar, self.writer = bar, writer
+        self.failed = self.skipped = 0  # inputs refused by the scan
+
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)  # above the bar, which stays at the bottom
+        else:
+            print(line, file=sys.stderr)
+
+    def rejected(self, rejected: Sequence[RejectedInput]) -> None:
+        for item in rejected:
+            self.failed += item.failed
+            self.skipped += not item.failed
+            self.say(f"{'FAILED' if item.failed else 'skipped'} {item.source}: {item.reason}")
+        if self.writer is not None:
+            from service.batch import rejected_results
+
+            for row in rejected_results(rejected):
+                self.writer.write(row)
+
+    def __call__(self, result: ItemResult) -> None:
+        if result.status == "failed":
+            self.say(f"FAILED {result.item.source}: {result.error}")
+        if self.writer is not None:
+            self.writer.write(result)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _progress_bar(total: int, force: bool):

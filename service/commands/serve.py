@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from service.http.app import create_app
     from service.http.server import serve
     from service.http.settings import Settings
-    from service.models import resolve
+    from service.models import model_sources
 
     given = {
         name: value
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     }
     settings = Settings(**given)
     # Resolve now so a bad name or missing folder is a one-line error, not a failed startup.
-    sources = resolve(settings.models, settings.models_dir)
+    sources = model_sources(settings.models, settings.models_dir)
     for source in sources:
         if not source.path.is_file():
             raise ValueError(f"model file not found: {source.path} (model {source.name!r})")

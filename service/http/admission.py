@@ -2,7 +2,7 @@
 
 A request that finds every slot busy waits in a FIFO queue of at most ``max_queue`` entries;
 one that finds the queue full, waits longer than ``queue_timeout_s``, or arrives while the
-service is draining is refused at once with :class:`Rejected` (the HTTP layer answers 503 with
+service is draining is refused at once with :class:`AdmissionRefused` (the HTTP layer answers 503 with
 ``Retry-After``). Work runs on a thread pool with exactly one thread per slot, so ONNX Runtime
 (which releases the GIL) runs off the event loop and never oversubscribes the cores.
 
@@ -37,7 +37,7 @@ def _yield_to_event_loop() -> None:
         pass
 
 
-class Rejected(Exception):
+class AdmissionRefused(Exception):
     """The request cannot be admitted now; ``reason`` is ``queue_full``, ``queue_timeout``
     or ``draining``."""
 
@@ -126,15 +126,17 @@ class Admission:
         """Refuse at once, before the body is read, when no place could be had now.
 
         Raises:
-            Rejected: draining, or every slot and queue place is taken.
+            AdmissionRefused: draining, or every slot and queue place is taken.
         """
         if self.draining:
-            raise Rejected("draining", "the service is shutting down; retry on another instance")
+            raise AdmissionRefused(
+                "draining", "the service is shutting down; retry on another instance"
+            )
         self._check_capacity()
 
     def _check_capacity(self) -> None:
         if self._active >= self.slots and len(self._waiters) >= self.max_queue:
-            raise Rejected(
+            raise AdmissionRefused(
                 "queue_full",
                 f"the service is busy ({self.slots} inferences running, "
                 f"{len(self._waiters)} waiting); retry shortly",
@@ -144,7 +146,7 @@ class Admission:
         """Wait for a slot, then run ``func(*args)`` on the pool and return its result.
 
         Raises:
-            Rejected: queue full, or no slot within ``queue_timeout_s``.
+            AdmissionRefused: queue full, or no slot within ``queue_timeout_s``.
         """
         await self._acquire()
         loop = asyncio.get_running_loop()
@@ -175,7 +177,7 @@ class Admission:
                 waiter.cancel()
                 self._waiters.remove(waiter)
             if isinstance(exc, asyncio.TimeoutError):
-                raise Rejected(
+                raise AdmissionRefused(
                     "queue_timeout",
                     f"no inference slot became free within {self.queue_timeout_s:g} s; retry later",
                 ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fcn import __version__
 from service.engine import EngineConfig
@@ -19,10 +20,11 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import Metrics, MetricsMiddleware, StaticMount
 from service.http.registry import ModelRegistry
-from service.http.routes import docs, health, metrics, models, segment
+from service.http.reload import load_checked
+from service.http.routes import docs, health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
-from service.models import resolve
+from service.models import model_sources
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +37,56 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def load_models(settings: Settings) -> ModelRegistry:
-    """Resolve and load the configured models (the bundled default when none is named)."""
-    sources = resolve(settings.models, settings.models_dir)
-    return ModelRegistry.load(sources, engine_config(settings), settings.default_model)
+    """Resolve, load and check (a warm-up run) the configured models (the bundled default
+    when none is named); the same check a reload runs.
+
+    Raises:
+        ModelError: a model does not load or fails its check.
+    """
+    sources = model_sources(settings.models, settings.models_dir)
+    config = settings.engine_config()
+    return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 
 
 class PageMount(StaticMount):
     """The static page at ``/``, stepping aside for the API's own paths.
 
     A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
-    server (404) instead of the route that only takes POST (405).
+    server (404) instead of the route that only takes POST (405). Paths under the API's
+    prefixes (templated ones like ``/v2/models/{name}/infer`` too) are never the page's.
     """
+
+    API_PREFIXES = ("/v1/", "/v2/")
 
     def __init__(self, path: str, app: StaticFiles, api_paths: frozenset[str], name: str):
         super().__init__(path, app=app, name=name)
         self.api_paths = api_paths
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get("path") in self.api_paths:
+        path = scope.get("path", "")
+        if path in self.api_paths or path.startswith(self.API_PREFIXES):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+class ReplicaHeader:
+    """Adds ``X-Replica: NAME`` to every HTTP response: which replica answered, behind a balancer."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app = app
+        self.header = (b"x-replica", name.encode("latin-1", "replace"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,7 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
-    routers = [module.router for module in (health, models, segment, metrics)]
+    if settings.replica_header:
+        app.add_middleware(ReplicaHeader, name=socket.gethostname())
+    routers = [module.router for module in (health, models, segment, metrics, oip)]
+    routers.append(oip.keyed)
     for router in routers:
         app.include_router(router)
     docs.install(app)

@@ -24,7 +24,7 @@ from service.errors import (
     ModelError,
     UnsupportedFormatError,
 )
-from service.http.admission import Rejected
+from service.http.admission import AdmissionRefused
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +91,29 @@ def from_engine_error(exc: Exception) -> ApiError:
     raise TypeError(f"not an engine error: {exc!r}")
 
 
-def unavailable(rejected: Rejected, retry_after_s: int) -> ApiError:
+def unavailable(rejected: AdmissionRefused, retry_after_s: int) -> ApiError:
     """503 for a request refused by admission control, with ``Retry-After``."""
     return ApiError(503, rejected.reason, rejected.message, {"Retry-After": str(retry_after_s)})
 
 
+# Paths of the Open Inference Protocol (routes/oip.py), whose errors have that protocol's shape.
+OIP_PREFIX = "/v2"
+
+
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    """The error body: ``{"error": {"code", "message"}}``, or on the Open Inference Protocol's
+    paths its own ``{"error": message}`` (with ``code`` beside it)."""
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        body: dict = {"error": message, "code": code}
+    else:
+        body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -118,7 +130,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         request.state.error_code = exc.code
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -130,15 +142,17 @@ def install(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         request.state.error_code = code
-        return error_response(exc.status_code, code, message, exc.headers)
+        return error_response(exc.status_code, code, message, exc.headers, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         request.state.error_code = "validation_error"
-        return error_response(422, "validation_error", _validation_message(exc))
+        return error_response(
+            422, "validation_error", _validation_message(exc), path=request.url.path
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         request.state.error_code = "internal_error"
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(500, "internal_error", "internal server error", path=request.url.path)

@@ -40,6 +40,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.reloads = Counter(
+            "fcn_model_reloads",
+            "Models looked at by reloads, by outcome (unchanged, reloaded, added, removed, failed)",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.rejections = Counter(
             "fcn_rejections", "Requests refused, by reason (the error code)", ["reason"], registry=r
         )

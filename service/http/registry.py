@@ -6,11 +6,14 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from service.engine import Engine, EngineConfig
+from service.engine import Engine
 from service.masks import ENCODERS
-from service.models import DEFAULT_MODEL_NAME, ModelSource, file_sha256
+from service.models import DEFAULT_MODEL_NAME
 
 logger = logging.getLogger(__name__)
+
+# A model's version is this many hex digits of its file's SHA-256 (48 bits: no clash in practice).
+VERSION_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,11 @@ class LoadedModel:
     name: str
     engine: Engine
     sha256: str
+
+    @property
+    def version(self) -> str:
+        """The content-hash prefix that names this version of the model in every answer."""
+        return self.sha256[:VERSION_DIGITS]
 
     def describe(self, default: bool) -> dict:
         """The ``/v1/models`` entry (and ``/v1/models/{name}``'s answer)."""
@@ -31,9 +39,10 @@ class LoadedModel:
             "palette": [list(c) for c in meta.palette],
             "in_channels": meta.in_channels,
             "size_multiple": meta.size_multiple,
+            "version": self.version,
             "sha256": self.sha256,
             "provider": self.engine.providers[0],
-            "backend": self.engine.backend,
+            "backend": self.engine.backend_name,
             "precision": self.engine.precision,
             "default": default,
             "formats": [encoder.describe() for encoder in ENCODERS.values()],
@@ -55,16 +64,6 @@ class ModelRegistry:
                 f"default model {default!r} is not among the loaded ones: {', '.join(self.models)}"
             )
         self.default = default
-
-    @classmethod
-    def load(
-        cls, sources: Iterable[ModelSource], config: EngineConfig, default: str | None = None
-    ) -> ModelRegistry:
-        """Load every source (raises the engine's ModelLoadError/MetadataError on a bad one)."""
-        loaded = [
-            LoadedModel(s.name, Engine.load(s.path, config), file_sha256(s.path)) for s in sources
-        ]
-        return cls(loaded, default)
 
     def get(self, name: str | None) -> LoadedModel | None:
         """The model called ``name`` (the default when None), or None when unknown."""

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.http.reload import Status as ReloadStatus
+
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -37,6 +39,7 @@ class ModelInfo(BaseModel):
     palette: list[list[int]]
     in_channels: int
     size_multiple: int
+    version: str
     sha256: str
     default: bool
     formats: list[FormatInfo]
@@ -182,3 +185,16 @@ def output_content() -> dict[str, Any]:
         else:
             content[encoder.media_type] = {"schema": {"type": "string", "format": "binary"}}
     return content
+
+
+class ReloadOutcome(BaseModel):
+    name: str
+    status: ReloadStatus
+    version: str | None
+    previous_version: str | None
+    error: str | None
+
+
+class ReloadReport(BaseModel):
+    ok: bool
+    models: list[ReloadOutcome]

@@ -5,10 +5,14 @@ while the listener stays open, so a load balancer sees the pod leave rather than
 refused; queued and in-flight requests finish. Once none are left (and at least
 ``drain_delay_s`` has passed), or when ``shutdown_grace_s`` runs out, uvicorn shuts down. A
 second signal stops at once.
+
+SIGHUP reloads the models without downtime (:mod:`service.http.reload`), like
+``POST /v1/models/reload``; the outcome goes to the log and the ``fcn_model_reloads`` metric.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -22,6 +26,7 @@ from fastapi import FastAPI
 
 from service.http.admission import Admission
 from service.http.protocol import guarded_h11
+from service.http.reload import ReloadFailed, reload_models
 from service.http.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,9 +38,11 @@ _CLOSE_TIMEOUT_S = 2.0
 class DrainingServer(uvicorn.Server):
     """``uvicorn.Server`` whose exit signal starts a drain (see the module docstring)."""
 
-    def __init__(self, config: uvicorn.Config, admission: Admission, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, settings: Settings) -> None:
         super().__init__(config)
-        self.admission = admission
+        self.service = app.state.service
+        self.admission: Admission = self.service.admission
+        self._reloads: set[asyncio.Task] = set()
         self.grace_s = settings.shutdown_grace_s
         self.drain_delay_s = settings.drain_delay_s
 
@@ -62,6 +69,29 @@ class DrainingServer(uvicorn.Server):
             # the overload bench); with them frozen it takes ~1 ms.
             gc.collect()
             gc.freeze()
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+            except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+                logger.warning("no SIGHUP here (not the main thread, or not POSIX): reload by HTTP")
+
+    def _on_sighup(self) -> None:
+        if self.admission.draining:
+            logger.info("SIGHUP while draining: not reloading")
+            return
+        logger.info("SIGHUP: reloading the models")
+        task = asyncio.get_running_loop().create_task(self._reload())
+        self._reloads.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        try:
+            outcomes = await reload_models(self.service)
+        except ReloadFailed as exc:
+            logger.error("SIGHUP reload: nothing was reloaded: %s", exc)
+            return
+        failed = [o.name for o in outcomes if o.status == "failed"]
+        if failed:
+            logger.error("SIGHUP reload: %s failed; their old versions still serve", failed)
 
     async def on_tick(self, counter: int) -> bool:
         started = self.admission.drain_started
@@ -97,7 +127,7 @@ def serve(app: FastAPI, settings: Settings) -> int:
         # the app's own lifespan loads models; a failure there must stop the process
         lifespan="on",
     )
-    server = DrainingServer(config, admission, settings)
+    server = DrainingServer(config, app, settings)
     server.run()
     if not server.started:
         return 3  # uvicorn logged why (a model that would not load, a port in use)

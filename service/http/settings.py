@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         None, description="static web page folder served at / (default: the bundled page)"
     )
     access_log: bool = Field(True, description="log one line per request")
+    replica_header: bool = Field(
+        False, description="name this replica (its hostname) in an X-Replica response header"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("models", mode="before")

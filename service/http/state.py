@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -22,6 +23,8 @@ class ServiceState:
     admission: Admission
     metrics: Metrics
     models: ModelRegistry | None = None
+    # Reloads run one at a time (service.http.reload); requests never wait for it.
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def ready(self) -> bool:

@@ -74,6 +74,16 @@ async def _capped(
         yield chunk
 
 
+async def read_body(request: Request, max_bytes: int, pause_s: float | None = None) -> bytes:
+    """The whole request body, whatever its type, never holding more than ``max_bytes``.
+
+    Raises:
+        ApiError: 413 body over the cap, 400 malformed Content-Length, 408 body stalled.
+    """
+    check_declared_length(request, max_bytes)
+    return b"".join([chunk async for chunk in _capped(request, max_bytes, pause_s)])
+
+
 async def read_image(request: Request, max_bytes: int, pause_s: float | None = None) -> bytes:
     """Read the request's image bytes, never holding more than ``max_bytes`` of body.
 

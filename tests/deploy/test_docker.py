@@ -122,10 +122,12 @@ def test_build_context_holds_the_sources_and_the_default_model(root, serve_docke
 
 def test_train_image_installs_cpu_torch_then_the_train_extra(train_dockerfile):
     installs = pip_installs(train_dockerfile)
-    assert installs[0][:2] == ["--index-url", "${TORCH_INDEX_URL}"] and "torch" in installs[0]
-    assert installs[-1] == [".[train]"]
+    assert installs[0][:3] == ["--no-compile", "--index-url", "${TORCH_INDEX_URL}"]
+    assert installs[0][-1] == "${TORCH_REQUIREMENTS}"
+    assert installs[-1] == ["--no-compile", ".[train]"]
     args = [i.args for i in train_dockerfile if i.keyword == "ARG"]
     assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in args
+    assert 'TORCH_REQUIREMENTS="torch torchvision"' in args
     user = _last(train_dockerfile, "USER", _final_stage(train_dockerfile)).args
     assert user not in ("root", "0")
 
@@ -152,14 +154,36 @@ def test_compose_api_service(compose, root, settings_fields):
     assert "container_name" not in api, "a fixed name breaks --scale"
     mounts = {v.split(":")[1]: v for v in api["volumes"]}
     assert mounts[env["FCN_MODELS_DIR"]].split(":")[0] in compose["volumes"]
-    test = " ".join(api["healthcheck"]["test"])
-    assert f"127.0.0.1:{env['FCN_PORT']}/healthz" in test
+    # the image's HEALTHCHECK applies (one home for it), on the port compose sets
+    assert "healthcheck" not in api and env["FCN_PORT"] == "8000"
+    assert api["read_only"] is True and api["tmpfs"] == ["/tmp"]
     assert api["restart"] in ("always", "unless-stopped", "on-failure")
     limits = api["deploy"]["resources"]["limits"]
     assert limits["cpus"] and limits["memory"]
     # compose's stop timeout outlasts the service's own drain
     grace = int(api["stop_grace_period"].rstrip("s"))
     assert grace > float(env["FCN_SHUTDOWN_GRACE_S"])
+
+
+def test_compose_passes_the_torch_source_through_unset_by_default(compose, train_dockerfile):
+    train_args = compose["services"]["train"]["build"]["args"]
+    declared = {i.args.split("=")[0] for i in train_dockerfile if i.keyword == "ARG"}
+    # bare names: compose passes them only when set, so the Dockerfile's defaults apply
+    assert set(train_args) == {"TORCH_INDEX_URL", "TORCH_EXTRA_INDEX_URL", "TORCH_REQUIREMENTS"}
+    assert set(train_args) <= declared
+
+
+def test_compose_builds_take_an_optional_ca_bundle_secret(compose, root):
+    secret = compose["secrets"]["ca_bundle"]["file"]
+    default = (root / re.search(r":-(.+)\}", secret).group(1)).read_text()
+    assert "BEGIN CERTIFICATE" not in default  # no extra CA unless FCN_CA_BUNDLE names one
+    for name in ("api", "train"):
+        assert compose["services"][name]["build"]["secrets"] == ["ca_bundle"]
+    for dockerfile in ("serve", "train"):
+        text = (root / "docker" / f"{dockerfile}.Dockerfile").read_text()
+        assert (
+            "--mount=type=secret,id=ca_bundle" in text and "PIP_CERT=/run/secrets/ca_bundle" in text
+        )
 
 
 def test_compose_train_profile_exports_into_the_models_volume(compose, root):

@@ -1,6 +1,9 @@
-"""deploy/k8s: the manifests parse and fit together (labels, ports, probes, drain timing)."""
+"""deploy/k8s: the manifests are valid against the Kubernetes API schemas (offline) and fit
+together (labels, ports, probes, drain timing)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 
@@ -40,6 +43,33 @@ def test_every_manifest_is_listed_and_valid_yaml(k8s_dir, manifests):
     assert set(manifests) == EXPECTED_KINDS
     for path in k8s_dir.glob("*.yaml"):
         assert list(yaml.safe_load_all(path.read_text())), path
+
+
+# The oldest and the newest Kubernetes release whose schemas kubernetes-validate ships.
+SCHEMA_VERSIONS = ("1.25.0", "latest")
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_manifests_are_valid_against_the_kubernetes_schemas(manifests, version):
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (the dev extra)")
+    version = kv.latest_version() if version == "latest" else version
+    for doc in manifests.values():
+        # strict: a misspelt or misplaced field is an error, not silently dropped by the API
+        kv.validate(doc, version, strict=True)
+
+
+def test_the_schema_check_catches_what_parsing_misses(manifests):
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (the dev extra)")
+    version = kv.latest_version()
+    typo = copy.deepcopy(manifests["Deployment"])
+    typo["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}  # not livenessProbe
+    wrong_type = copy.deepcopy(manifests["Service"])
+    wrong_type["spec"]["ports"][0]["port"] = "eighty"
+    missing = copy.deepcopy(manifests["HorizontalPodAutoscaler"])
+    del missing["spec"]["maxReplicas"]
+    for doc in (typo, wrong_type, missing):
+        with pytest.raises(kv.ValidationError):
+            kv.validate(doc, version, strict=True)
 
 
 def test_deployment_probes_resources_and_drain(manifests, settings_fields):

@@ -16,8 +16,8 @@ from pathlib import Path
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from service.http.launcher import fcn_serve
 from tests.e2e.browser import start_chromium
-from tests.e2e.server import fcn_serve
 
 
 def main() -> None:

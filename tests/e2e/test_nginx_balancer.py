@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import fcn_serve, http, wait_ready
 from tests.e2e.nginx import find_nginx, run_nginx
-from tests.e2e.server import fcn_serve, http, wait_ready
 
 find_nginx()  # skip the module, with the reason, when nginx is missing
 

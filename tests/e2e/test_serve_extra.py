@@ -1,9 +1,14 @@
-"""The serving image's contents are enough: a clean venv with only `.[serve]` serves over HTTP.
+"""The serve-only install: `make run` from a fresh clone, and the serving image's contents.
 
-The package is installed the way docker/serve.Dockerfile installs it: the paths its build stage
-COPYs, then a plain (non-editable) `pip install ".[serve]"` into a fresh virtual environment
-without system site-packages. pip's cache (and any local index it is configured with) keeps it
-fast on a second run.
+1. `make run` in a fresh copy of the checkout's tracked files, timed to a ready server
+   (``/readyz``) as on a new machine: an **empty pip cache** and **no pip configuration**
+   (no local mirror, wheel folder or extra index a CI runner may have), so every wheel comes
+   from PyPI over the network and the figure holds for a user, not only for a warm runner.
+   Skips when PyPI does not answer.
+2. The package installed the way docker/serve.Dockerfile installs it: the paths its build stage
+   COPYs, then a plain (non-editable) `pip install ".[serve]"` into a fresh virtual environment
+   without system site-packages. It shares the module's pip cache, so it reuses the wheels the
+   first part downloaded.
 """
 
 from __future__ import annotations
@@ -13,21 +18,174 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import Server, fcn_serve, free_port, http, wait_ready
 from tests.deploy.dockerfiles import parse_dockerfile, pip_installs
-from tests.e2e.server import fcn_serve, http
 
 ROOT = Path(__file__).resolve().parents[2]
 # Subprocesses of the venv see nothing of this checkout (no PYTHONPATH, no cwd on sys.path).
 CLEAN_ENV = {"PYTHONPATH": "", "PYTHONSAFEPATH": "1"}
 TORCH_LIKE = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations", "onnx")
+MAKE_RUN_READY_S = 90  # a fresh clone to a ready server, downloads included
+# What could make pip skip the network on a CI runner: a mirror, a wheel folder, an active venv.
+LOCAL_PIP_SOURCES = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_NO_INDEX",
+    "PIP_CONSTRAINT",
+    "VIRTUAL_ENV",
+)
+NO_INDEX = ("Could not find a version", "NewConnectionError", "No matching distribution")
+
+
+@pytest.fixture(scope="module")
+def pip_cache(tmp_path_factory) -> Path:
+    """An empty pip cache for this module: the first install downloads everything."""
+    return tmp_path_factory.mktemp("pip_cache")
+
+
+@dataclass
+class MakeRun:
+    clone: Path
+    server: Server
+    seconds: float  # `make run` started -> /readyz answered 200
+    phases: dict[str, float]  # seconds from the start at which each step had finished
+
+    def report(self) -> str:
+        steps = ", ".join(f"{name} by {at:.1f} s" for name, at in self.phases.items())
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+        return f"{self.seconds:.1f} s to ready ({steps}; load average {load})"
+
+
+def _phases(clone: Path, started: float) -> dict[str, float]:
+    """When each step of `make run` had finished, from the files it leaves behind."""
+    marks = {
+        "venv": clone / ".venv" / "bin" / "pip",
+        "pip install": clone / ".venv" / ".installed-serve",
+        "demo image": clone / "demo" / "sample" / "dataset.json",
+    }
+    return {name: path.stat().st_mtime - started for name, path in marks.items() if path.exists()}
+
+
+def _fresh_clone(dest: Path) -> Path:
+    """The checkout's tracked files (as `git clone` would give, uncommitted edits included)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout, so no fresh clone to copy: {listed.stderr[-200:]!r}")
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is not copied
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory, pip_cache):
+    if shutil.which("make") is None:
+        pytest.skip("GNU make is not installed")
+    clone = _fresh_clone(tmp_path_factory.mktemp("make_run") / "fcnseg")
+    port = free_port()
+    log = clone.parent / "make_run.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in LOCAL_PIP_SOURCES},
+        **CLEAN_ENV,
+        "PIP_CACHE_DIR": str(pip_cache),
+        "PIP_CONFIG_FILE": os.devnull,  # pip reads no config file: PyPI only
+    }
+    started, started_wall = time.monotonic(), time.time()
+    with open(log, "wb") as sink:
+        # its own process group: make, pip and `fcn serve` are stopped together, as Ctrl-C does
+        process = subprocess.Popen(
+            ["make", "run", f"PORT={port}"],
+            cwd=clone,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        try:
+            wait_ready(server, timeout=600)
+        except RuntimeError as exc:
+            if any(marker in server.output() for marker in NO_INDEX):
+                pytest.skip(f"no package index reachable for `make run`: {server.output()[-300:]}")
+            raise AssertionError(f"`make run` failed:\n{exc}") from exc
+        seconds = time.monotonic() - started
+        yield MakeRun(clone, server, seconds, _phases(clone, started_wall))
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def test_make_run_serves_from_a_fresh_clone_within_90_s(make_run):
+    print(f"`make run` from a fresh clone: {make_run.report()}")
+    assert make_run.seconds <= MAKE_RUN_READY_S, (
+        f"`make run` from a fresh clone, empty pip cache, PyPI only: {make_run.report()}; "
+        f"limit {MAKE_RUN_READY_S} s\n{make_run.server.output()[-2000:]}"
+    )
+    venv_python = make_run.clone / ".venv" / "bin" / "python"
+    code = (
+        "import importlib.util, json; "
+        f"print(json.dumps([m for m in {TORCH_LIKE!r} if importlib.util.find_spec(m)]))"
+    )
+    found = subprocess.run(
+        [str(venv_python), "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **CLEAN_ENV},
+    )
+    assert json.loads(found.stdout) == []
+    # the curl line it prints works: its sample image (a demo image, made without OpenCV)
+    output = make_run.server.output()
+    sample = output.split("curl -F image=@", 1)[1].split(" ", 1)[0]
+    with open(make_run.clone / sample, "rb") as image:
+        status, headers, body = http(
+            "POST", make_run.server.url + "/v1/segment", image.read(), {"Content-Type": "image/png"}
+        )
+    assert status == 200, body
+    mask = np.asarray(Image.open(io.BytesIO(body)))
+    assert mask.shape == (256, 256) and len(np.unique(mask)) > 1  # shapes found, not all background
+
+
+def test_the_full_install_counts_as_the_serve_install(make_run):
+    """`make test` (the full install) leaves nothing for `make run` to install; TORCH_INDEX
+    reaches pip as an extra index."""
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", *args], cwd=make_run.clone, capture_output=True, text=True, check=False
+        )
+
+    assert make("-q", "install-serve").returncode == 0  # `make run` installed it just now
+    (make_run.clone / "pyproject.toml").touch()  # a changed pyproject: both installs are stale
+    assert make("-q", "install-serve").returncode == 1
+    index = "https://download.pytorch.org/whl/cpu"
+    dry = make("-n", "install", f"TORCH_INDEX={index}").stdout
+    assert f"--extra-index-url {index} -e '.[all]'" in dry
+    assert "--extra-index-url" not in make("-n", "install").stdout  # default: PyPI alone
+    # the full install's recipe, its pip commands replaced by `true`, leaves both stamps fresh
+    done = make("install", "PIP_INSTALL=true")
+    assert done.returncode == 0, done.stderr
+    assert make("-q", "install-serve").returncode == 0
 
 
 def _copy_build_context(dest: Path) -> list[str]:
@@ -54,7 +212,7 @@ def _copy_build_context(dest: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def serve_venv(tmp_path_factory) -> Path:
+def serve_venv(tmp_path_factory, pip_cache) -> Path:
     work = tmp_path_factory.mktemp("serve_extra")
     context = work / "src"
     context.mkdir()
@@ -68,10 +226,10 @@ def serve_venv(tmp_path_factory) -> Path:
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, **CLEAN_ENV},
+        env={**os.environ, **CLEAN_ENV, "PIP_CACHE_DIR": str(pip_cache)},
     )
     if result.returncode != 0:
-        if "Could not find a version" in result.stderr or "NewConnectionError" in result.stderr:
+        if any(marker in result.stderr for marker in NO_INDEX):
             pytest.skip(f"no package index reachable for the serve extra: {result.stderr[-300:]}")
         raise AssertionError(f"pip install {install} failed:\n{result.stderr[-3000:]}")
     return python

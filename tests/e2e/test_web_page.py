@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import fcn_serve, http, multipart
 from tests.e2e.browser import find_browser, start_chromium
 from tests.e2e.conftest import IDENTITY_CLASSES, IDENTITY_PALETTE
-from tests.e2e.server import fcn_serve, http, multipart
 
 find_browser()  # skip the module, with the reason, when the browser is missing
 pytest.importorskip("selenium", reason="selenium (the dev extra) drives the browser")

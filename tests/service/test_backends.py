@@ -1,7 +1,8 @@
 """Backends and precisions: names, auto selection from recorded checks, CPU fallback, parity.
 
-The selection tests fake the CPU capability and openvino presence, so they run everywhere;
-the parity tests need the openvino runtime and skip cleanly without it.
+The selection tests simulate the CPU (its /proc/cpuinfo flags) and openvino's presence, and
+fake the speed measurement where they test the choice rather than the timing, so they run
+everywhere; the parity tests need the openvino runtime and skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import onnxruntime as ort
 import pytest
 
 from service import backends
+from service.backends import cpu as cpu_module
+from service.backends import probe as probe_module
 from service.backends import select
 from service.backends.onnx_props import read_metadata_props
 from service.engine import Engine, EngineConfig
 from service.errors import ModelLoadError
+from service.metadata import ModelMetadata
 
 HAS_OPENVINO = backends.openvino_available()
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
@@ -41,13 +45,42 @@ def checks(**deltas: float) -> dict:
     }
 
 
+# /proc/cpuinfo flags of real CPUs (the speed-relevant subset plus some common ones).
+ZEN3_AVX2 = frozenset("sse4_2 avx fma f16c avx2 bmi2 sha_ni vaes vpclmulqdq".split())
+ICELAKE_VNNI = ZEN3_AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+COOPERLAKE_BF16 = ICELAKE_VNNI | {"avx512_bf16"}
+SAPPHIRE_RAPIDS_AMX = COOPERLAKE_BF16 | {"amx_tile", "amx_bf16", "amx_int8", "avx_vnni"}
+NO_NATIVE_BF16 = {"zen3-avx2": ZEN3_AVX2, "icelake-vnni": ICELAKE_VNNI, "unknown": frozenset()}
+
+
 @pytest.fixture
 def cpu(monkeypatch):
-    """``cpu(bf16=..., openvino=...)``: fake the CPU's bf16 support and openvino's presence."""
+    """``cpu(bf16=..., openvino=..., flags=...)``: simulate the CPU's flags (an AMX one for
+    ``bf16=True``, an AVX2-only one for ``False``, or ``flags`` as given) and openvino."""
 
-    def fake(*, bf16: bool, openvino: bool = True) -> None:
-        monkeypatch.setattr(select, "cpu_has_bf16", lambda: bf16)
+    def fake(*, bf16: bool = False, openvino: bool = True, flags: frozenset | None = None):
+        if flags is None:
+            flags = SAPPHIRE_RAPIDS_AMX if bf16 else ZEN3_AVX2
+        monkeypatch.setattr(cpu_module, "cpu_flags", lambda: frozenset(flags))
         monkeypatch.setattr(select, "openvino_available", lambda: openvino)
+
+    return fake
+
+
+@pytest.fixture
+def speeds(monkeypatch):
+    """``speeds({"ort/fp32": 100, ...})``: what the engine's speed probe measures (ms); the
+    paths it was asked about are collected in the returned list."""
+
+    def fake(table: dict[str, float]) -> list[str]:
+        asked: list[str] = []
+
+        def measure(self, paths, in_channels, size_multiple):
+            asked.extend(f"{b}/{p}" for b, p, _ in paths)
+            return {k: v for k, v in table.items() if k in {f"{b}/{p}" for b, p, _ in paths}}
+
+        monkeypatch.setattr(probe_module.SpeedProbe, "measure", measure)
+        return asked
 
     return fake
 
@@ -95,7 +128,9 @@ def test_metadata_reader_matches_onnxruntime(conv_model: Path, tmp_path: Path) -
 def test_without_recorded_checks_auto_is_todays_path(cpu, model_pair) -> None:
     cpu(bf16=True)
     fp32 = model_pair(None)
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    choice = select.choose_backend(
+        fp32, read_metadata_props(fp32), backend="auto", precision="auto"
+    )
     assert (choice.backend, choice.precision, choice.path) == ("ort", "fp32", fp32)
 
 
@@ -139,7 +174,9 @@ def test_auto_takes_the_fastest_path_verified_within_half_a_point(
 ) -> None:
     cpu(bf16=bf16, openvino=openvino)
     fp32 = model_pair(checks(**deltas))
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="auto", precision="auto")
+    choice = select.choose_backend(
+        fp32, read_metadata_props(fp32), backend="auto", precision="auto"
+    )
     assert (choice.backend, choice.precision) == expected
     assert choice.path.name == ("m.int8.onnx" if expected[1] == "int8" else "m.onnx")
 
@@ -148,14 +185,14 @@ def test_auto_ignores_an_int8_record_without_the_int8_file(cpu, model_pair) -> N
     cpu(bf16=False)
     fp32 = model_pair(checks(ort__int8=0.0))
     fp32.with_name("m.int8.onnx").unlink()
-    choice = select.resolve(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
+    choice = select.choose_backend(fp32, read_metadata_props(fp32), backend="ort", precision="auto")
     assert (choice.backend, choice.precision) == ("ort", "fp32")
 
 
 def test_gpu_provider_keeps_auto_on_ort_fp32(cpu, model_pair) -> None:
     cpu(bf16=True)
     fp32 = model_pair(checks(openvino__int8=0.0, ort__int8=0.0))
-    choice = select.resolve(
+    choice = select.choose_backend(
         fp32,
         read_metadata_props(fp32),
         backend="auto",
@@ -170,19 +207,19 @@ def test_explicit_requests_that_cannot_run_are_errors(cpu, model_pair) -> None:
     props = read_metadata_props(fp32)
     cpu(bf16=False)
     with pytest.raises(ValueError, match="native bf16"):
-        select.resolve(fp32, props, backend="auto", precision="bf16")
+        select.choose_backend(fp32, props, backend="auto", precision="bf16")
     cpu(bf16=True)
     with pytest.raises(ValueError, match="openvino backend only"):
-        select.resolve(fp32, props, backend="ort", precision="bf16")
+        select.choose_backend(fp32, props, backend="ort", precision="bf16")
     q = fp32.with_name("m.int8.onnx")
     with pytest.raises(ValueError, match="INT8"):
-        select.resolve(q, read_metadata_props(q), backend="auto", precision="fp32")
+        select.choose_backend(q, read_metadata_props(q), backend="auto", precision="fp32")
     q.unlink()
     with pytest.raises(ModelLoadError, match="m.int8.onnx"):
-        select.resolve(fp32, props, backend="ort", precision="int8")
+        select.choose_backend(fp32, props, backend="ort", precision="int8")
     cpu(bf16=True, openvino=False)
     with pytest.raises(ModelLoadError, match="fcnseg\\[openvino\\]"):
-        select.resolve(fp32, props, backend="openvino", precision="fp32")
+        select.choose_backend(fp32, props, backend="openvino", precision="fp32")
 
 
 def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> None:
@@ -190,19 +227,134 @@ def test_engine_falls_back_without_bf16_and_still_segments(cpu, model_pair) -> N
     cpu(bf16=False)
     fp32 = model_pair(checks(openvino__bf16=0.0))
     engine = Engine.load(fp32)
-    assert (engine.backend, engine.precision) == ("ort", "fp32")
+    assert (engine.backend_name, engine.precision) == ("ort", "fp32")
     assert engine.providers[0] == "CPUExecutionProvider"
     mask = engine.predict(np.zeros((37, 41, 3), dtype=np.uint8))
     assert mask.shape == (37, 41)
 
 
 @needs_openvino
-def test_engine_serves_verified_bf16_on_a_bf16_cpu(cpu, model_pair) -> None:
+def test_engine_serves_verified_bf16_on_a_bf16_cpu(cpu, model_pair, speeds) -> None:
     cpu(bf16=True)
+    speeds({"openvino/bf16": 20.0, "ort/fp32": 100.0})  # as on an AMX CPU
     engine = Engine.load(model_pair(checks(openvino__bf16=-0.1)))
-    assert (engine.backend, engine.precision) == ("openvino", "bf16")
+    assert (engine.backend_name, engine.precision) == ("openvino", "bf16")
     assert engine.providers == ["openvino:CPU (bf16)"]
     assert engine.choice is not None and "verified" in engine.choice.reason
+
+
+@pytest.mark.parametrize("flags", NO_NATIVE_BF16.values(), ids=NO_NATIVE_BF16.keys())
+def test_auto_never_chooses_bf16_on_a_cpu_without_native_bf16(
+    cpu, model_pair, speeds, flags
+) -> None:
+    """Even when bf16 is recorded as exact and a (wrong) measurement calls it the fastest."""
+    cpu(flags=flags)
+    asked = speeds({"openvino/bf16": 5.0, "openvino/int8": 50.0, "ort/fp32": 100.0})
+    fp32 = model_pair(checks(openvino__bf16=0.0))
+    engine = Engine.load(fp32)
+    assert (engine.backend_name, engine.precision) == ("ort", "fp32")
+    assert asked == []  # bf16 was never a candidate, so nothing was measured
+    # with a verified INT8 beside it, bf16 is still not even measured
+    fp32 = model_pair(checks(openvino__bf16=0.0, openvino__int8=-0.1))
+    engine = Engine.load(fp32)
+    assert "openvino/bf16" not in asked
+    assert (engine.backend_name, engine.precision) == ("openvino", "int8")
+    with pytest.raises(ValueError, match="native bf16"):
+        Engine.load(fp32, EngineConfig(precision="bf16"))
+
+
+@pytest.mark.parametrize(
+    "flags", [COOPERLAKE_BF16, SAPPHIRE_RAPIDS_AMX], ids=["cooperlake", "sapphire-rapids"]
+)
+def test_auto_measures_bf16_where_the_cpu_has_it(cpu, model_pair, flags) -> None:
+    cpu(flags=flags)
+    asked = []
+
+    def measure(paths, in_channels, size_multiple):
+        asked.extend(f"{b}/{p}" for b, p, _ in paths)
+        return {"openvino/bf16": 20.0, "ort/fp32": 100.0}
+
+    fp32 = model_pair(checks(openvino__bf16=0.0))
+    props = read_metadata_props(fp32)
+    choice = select.choose_backend(fp32, props, backend="auto", precision="auto", measure=measure)
+    assert (choice.backend, choice.precision) == ("openvino", "bf16")
+    assert asked == ["openvino/bf16", "ort/fp32"] and "5.0x" in choice.reason
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        # INT8 clearly faster here: taken (the fastest of the verified ones)
+        ({"openvino/int8": 40.0, "ort/int8": 70.0, "ort/fp32": 100.0}, ("openvino", "int8")),
+        ({"openvino/int8": 95.0, "ort/int8": 60.0, "ort/fp32": 100.0}, ("ort", "int8")),
+        # INT8 only a little faster (< 1.1x), or slower: fp32 stays
+        ({"openvino/int8": 95.0, "ort/int8": 98.0, "ort/fp32": 100.0}, ("ort", "fp32")),
+        ({"openvino/int8": 130.0, "ort/int8": 180.0, "ort/fp32": 100.0}, ("ort", "fp32")),
+        # a candidate that did not load is not measured; the other one still counts
+        ({"ort/int8": 50.0, "ort/fp32": 100.0}, ("ort", "int8")),
+    ],
+)
+def test_auto_serves_int8_only_where_measured_faster(
+    cpu, model_pair, speeds, table, expected
+) -> None:
+    cpu(flags=ZEN3_AVX2)
+    speeds(table)
+    engine = Engine.load(model_pair(checks(openvino__int8=-0.2, ort__int8=-0.1)))
+    assert (engine.backend_name, engine.precision) == expected
+    assert engine.choice is not None and "measured" in engine.choice.reason
+
+
+def test_speed_probe_measures_once_per_model_and_cpu(cpu, model_pair, tmp_path) -> None:
+    """The real probe: medians of real runs, cached on disk, re-measured when the file changes."""
+    cpu(flags=ZEN3_AVX2, openvino=False)
+    fp32 = model_pair(checks(ort__int8=0.0))
+    paths = [("ort", "int8", fp32.with_name("m.int8.onnx")), ("ort", "fp32", fp32)]
+    cache = tmp_path / "cache" / "speed-probe.json"
+    config = EngineConfig(intra_op_threads=1)
+    first = probe_module.SpeedProbe(config, cache)
+    ms = first.measure(paths, 3, 1)
+    assert set(ms) == {"ort/int8", "ort/fp32"} and all(v > 0 for v in ms.values())
+    assert set(first.loaded) == {"ort/int8", "ort/fp32"}
+    assert first.take("ort", "fp32").precision == "fp32" and first.loaded == {}
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry["ms"] == ms and entry["cpu"] == cpu_module.cpu_signature()
+    again = probe_module.SpeedProbe(config, cache)
+    assert again.measure(paths, 3, 1) == ms and again.loaded == {}  # from the cache
+    cpu(flags=ICELAKE_VNNI, openvino=False)  # another CPU: measured again
+    other = probe_module.SpeedProbe(config, cache)
+    other.measure(paths, 3, 1)
+    assert len(other.loaded) == 2 and len(json.loads(cache.read_text())) == 2
+    os.utime(fp32, ns=(0, 0))  # a replaced model file: measured again
+    assert len(probe_module.SpeedProbe(config, cache).measure(paths, 3, 1)) == 2
+    assert len(json.loads(cache.read_text())) == 3
+
+
+def test_speed_probe_leaves_out_a_path_that_cannot_load(cpu, model_pair, tmp_path) -> None:
+    cpu(flags=ZEN3_AVX2, openvino=False)
+    fp32 = model_pair(None)
+    broken = tmp_path / "broken.int8.onnx"
+    broken.write_bytes(b"not a model")
+    cache = tmp_path / "speed-probe.json"
+    probe = probe_module.SpeedProbe(EngineConfig(intra_op_threads=1), cache)
+    ms = probe.measure([("ort", "int8", broken), ("ort", "fp32", fp32)], 3, 1)
+    assert set(ms) == {"ort/fp32"}
+    assert not cache.exists()  # an incomplete measurement is not kept: tried again next start
+    choice = select._fastest(
+        [select.Choice("ort", "int8", broken, "verified")],
+        select.Choice("ort", "fp32", fp32, "fallback"),
+        lambda paths, c, m: ms,
+        ModelMetadata.from_props(read_metadata_props(fp32)),
+    )
+    assert (choice.backend, choice.precision) == ("ort", "fp32")
+
+
+def test_engine_load_probes_for_real_and_says_why(cpu, model_pair) -> None:
+    cpu(flags=ZEN3_AVX2, openvino=False)
+    engine = Engine.load(model_pair(checks(ort__int8=0.0)))
+    assert engine.choice is not None and "measured" in engine.choice.reason
+    assert (engine.backend_name, engine.precision) in {("ort", "int8"), ("ort", "fp32")}
+    assert probe_module.cache_path().is_file()  # the session's cache folder (tests/conftest.py)
+    assert engine.predict(np.zeros((9, 11, 3), np.uint8)).shape == (9, 11)
 
 
 @needs_openvino
@@ -214,7 +366,7 @@ def test_openvino_fp32_masks_agree_with_onnxruntime(make_model, kind: str) -> No
     cfg = {"tile_threshold": 256 * 256, "tile_size": 128, "tile_overlap": 32}
     ref = Engine.load(path, EngineConfig(backend="ort", precision="fp32", **cfg))
     ov = Engine.load(path, EngineConfig(backend="openvino", precision="fp32", **cfg))
-    assert (ov.backend, ov.precision) == ("openvino", "fp32")
+    assert (ov.backend_name, ov.precision) == ("openvino", "fp32")
     assert ov.metadata == ref.metadata
     rng = np.random.default_rng(1)
     for height, width in ((1, 1), (37, 59), (300, 301)):  # the last one is tiled
@@ -246,9 +398,9 @@ def test_openvino_compiles_one_stream_per_concurrent_caller(make_model) -> None:
     two = Engine.load(
         path, EngineConfig(backend="openvino", precision="fp32", streams=2, intra_op_threads=1)
     )
-    assert int(one.runner.compiled.get_property("NUM_STREAMS")) == 1
-    assert int(two.runner.compiled.get_property("NUM_STREAMS")) == 2
-    assert int(two.runner.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    assert int(one.backend.compiled.get_property("NUM_STREAMS")) == 1
+    assert int(two.backend.compiled.get_property("NUM_STREAMS")) == 2
+    assert int(two.backend.compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(two.predict, pixels))
     for image, mask in zip(pixels, together, strict=True):

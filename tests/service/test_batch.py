@@ -229,16 +229,6 @@ def test_images_in_flight_stay_bounded(
     assert 2 <= peak[0] <= 2 * 3 + streams
 
 
-@pytest.mark.parametrize("classes", [1, 3, 16, 17, 300])
-def test_class_fractions_count_every_class(classes: int) -> None:
-    from service.batch import class_fractions
-
-    dtype = np.uint8 if classes <= 256 else np.uint16
-    mask = np.random.default_rng(classes).integers(0, classes, (31, 17)).astype(dtype)
-    expected = [(mask == k).sum() / mask.size for k in range(classes)]
-    assert class_fractions(mask, classes) == pytest.approx(expected, abs=0)
-
-
 def test_memory_arena_flag_reaches_the_engine_and_changes_no_byte(
     conv_model: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,3 +56,33 @@ def test_ray_engine_writes_the_same_bytes_as_the_local_engine(
     assert sum(r["status"] == "ok" for r in rows) == 10
     ok = next(r for r in rows if r["status"] == "ok")
     assert sum(ok[f"fraction_class{i}"] for i in range(4)) == pytest.approx(1.0)
+
+
+def test_the_ray_driver_reads_the_classes_without_loading_the_model(
+    conv_model: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import service.engine
+    import service.ray_batch
+    from service.batch import BatchCounts
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the driver loaded the model")
+
+    seen = {}
+
+    def fake_run_ray(path, config, items, out_dir, options, **kwargs):
+        seen.update(path=path, items=len(items), streams=config.streams)
+        return BatchCounts(ok=len(items))
+
+    monkeypatch.setattr(service.engine.Engine, "load", no_load)
+    monkeypatch.setattr(service.ray_batch, "run_ray", fake_run_ray)
+    summary = tmp_path / "rows.csv"
+    argv = ["predict", str(conv_model), str(folder), "-o", str(tmp_path / "out")]
+    assert main([*argv, "--engine", "ray", "--summary", str(summary)]) == 0
+    assert seen == {"path": conv_model, "items": 11, "streams": 1}
+    header = summary.read_text().splitlines()[0]  # the classes came from the metadata
+    assert [f"fraction_class{i}" for i in range(4)] == header.split(",")[-4:]
+    monkeypatch.undo()
+    missing = ["predict", str(tmp_path / "missing.onnx"), str(folder), "-o", str(tmp_path / "o")]
+    assert main([*missing, "--engine", "ray"]) == 2  # a missing model fails on the driver
+    assert "model file not found" in capsys.readouterr().err

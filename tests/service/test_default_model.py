@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from service.engine import Engine
-from service.models import DEFAULT_MODEL_NAME, bundled_model_path, resolve
+from service.models import DEFAULT_MODEL_NAME, bundled_model_path, model_sources
 from service.pipeline import segment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,8 +76,8 @@ def test_bundled_file_is_at_most_15_mb_and_is_the_default() -> None:
     assert ASSET.is_file(), "service/assets/default.onnx is missing: run `make default-model`"
     assert ASSET.stat().st_size <= MAX_BYTES
     assert bundled_model_path().resolve() == ASSET
-    assert resolve()[0].name == DEFAULT_MODEL_NAME
-    assert resolve()[0].path.resolve() == ASSET
+    assert model_sources()[0].name == DEFAULT_MODEL_NAME
+    assert model_sources()[0].path.resolve() == ASSET
 
 
 def test_metadata_has_the_datasets_classes_palette_source_and_recipe(engine: Engine) -> None:

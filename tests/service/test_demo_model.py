@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 
 from service.engine import Engine
-from service.models import DEFAULT_MODEL_NAME, DEMO_MODEL_NAME, bundled_model_path, resolve
+from service.models import (
+    DEFAULT_MODEL_NAME,
+    DEMO_MODEL_NAME,
+    bundled_model_path,
+    model_sources,
+)
 
 MAX_BYTES = 10 * 1024 * 1024
 MIN_MIOU = 0.9
@@ -31,9 +36,9 @@ def test_bundled_file_is_small_and_found_by_the_model_resolver() -> None:
     assert ASSET.stat().st_size <= MAX_BYTES
     assert bundled_model_path(DEMO_MODEL_NAME).resolve() == ASSET
     # With nothing named, both bundled models are served: the aerial default first.
-    assert [s.name for s in resolve()] == [DEFAULT_MODEL_NAME, DEMO_MODEL_NAME]
-    assert resolve()[1].path.resolve() == ASSET
-    assert resolve(["demo"])[0].path.resolve() == ASSET
+    assert [s.name for s in model_sources()] == [DEFAULT_MODEL_NAME, DEMO_MODEL_NAME]
+    assert model_sources()[1].path.resolve() == ASSET
+    assert model_sources(["demo"])[0].path.resolve() == ASSET
 
 
 def test_metadata_describes_the_demo_classes(engine: Engine) -> None:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.engine import Engine, EngineConfig, default_providers, pad_to_multiple
 from service.errors import MetadataError, ModelError, ModelLoadError
-from service.metadata import REQUIRED_KEYS, parse_metadata
+from service.metadata import REQUIRED_KEYS, ModelMetadata
 
 rng = np.random.default_rng(0)
 
@@ -221,7 +221,7 @@ def props(metadata_values) -> dict[str, str]:
 def test_missing_metadata_key_is_named(key: str, props: dict[str, str]) -> None:
     del props[key]
     with pytest.raises(MetadataError, match=key) as info:
-        parse_metadata(props)
+        ModelMetadata.from_props(props)
     assert info.value.key == key
 
 
@@ -244,14 +244,14 @@ def test_missing_metadata_key_is_named(key: str, props: dict[str, str]) -> None:
 def test_bad_metadata_value_is_named(key: str, value: str, props: dict[str, str]) -> None:
     props[key] = value
     with pytest.raises(MetadataError) as info:
-        parse_metadata(props)
+        ModelMetadata.from_props(props)
     assert info.value.key == key and key in str(info.value)
 
 
 def test_metadata_round_trips(props: dict[str, str]) -> None:
-    meta = parse_metadata(props)
+    meta = ModelMetadata.from_props(props)
     assert meta.palette[0] == tuple(json.loads(props["palette"])[0])
-    assert parse_metadata({k: json.dumps(v) for k, v in meta.to_dict().items()}) == meta
+    assert ModelMetadata.from_props({k: json.dumps(v) for k, v in meta.to_dict().items()}) == meta
 
 
 def test_model_without_a_key_fails_to_load(make_model) -> None:

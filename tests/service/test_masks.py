@@ -11,6 +11,8 @@ from PIL import Image
 
 from service.masks import (
     borders,
+    class_pixel_counts,
+    class_report,
     color_png,
     colorize,
     index_png,
@@ -18,7 +20,6 @@ from service.masks import (
     outline_png,
     overlay,
     overlay_png,
-    summary,
 )
 
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 128, 255]]
@@ -84,9 +85,9 @@ def test_overlay_png_drops_alpha_and_checks_sizes() -> None:
         overlay(pixels, mask, PALETTE, alpha=1.5)
 
 
-def test_summary_counts_every_pixel() -> None:
+def test_class_report_counts_every_pixel() -> None:
     mask = np.array([[0, 0, 2], [2, 2, 2]], dtype=np.uint8)
-    result = summary(mask, ["bg", "cat", "dog"])
+    result = class_report(mask, ["bg", "cat", "dog"])
     json.dumps(result)  # JSON-able
     assert (result["height"], result["width"], result["pixels"]) == (2, 3, 6)
     rows = result["classes"]
@@ -101,13 +102,31 @@ def test_encoders_reject_non_masks() -> None:
         index_png(np.zeros((2, 2), np.int64))
 
 
-def test_summary_counts_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_class_report_counts_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     import service.masks
 
     monkeypatch.setattr(service.masks, "_COUNT_PIXELS", 7)
-    mask = np.random.default_rng(1).integers(0, 5, (13, 11), dtype=np.uint8)
-    rows = summary(mask, [str(i) for i in range(5)])["classes"]
-    assert [r["pixels"] for r in rows] == np.bincount(mask.ravel(), minlength=5).tolist()
+    mask = np.random.default_rng(1).integers(0, 20, (13, 11), dtype=np.uint8)  # > 16: bincount
+    rows = class_report(mask, [str(i) for i in range(20)])["classes"]
+    assert [r["pixels"] for r in rows] == np.bincount(mask.ravel(), minlength=20).tolist()
+
+
+@pytest.mark.parametrize("classes", [1, 3, 16, 17, 300])
+def test_class_pixel_counts_count_every_class(classes: int) -> None:
+    dtype = np.uint8 if classes <= 256 else np.uint16
+    mask = np.random.default_rng(classes).integers(0, classes, (31, 17)).astype(dtype)
+    expected = [int((mask == k).sum()) for k in range(classes)]
+    assert class_pixel_counts(mask, classes).tolist() == expected
+
+
+def test_a_json_output_reuses_the_counts_it_is_given() -> None:
+    from service.masks import EncodeRequest, get_encoder
+
+    mask = np.array([[0, 1], [1, 1]], dtype=np.uint8)
+    given = np.array([4, 0], dtype=np.int64)  # not the mask's: shows they were not recounted
+    request = EncodeRequest(mask, None, PALETTE[:2], ["a", "b"], counts=given)
+    rows = json.loads(get_encoder("json").encode(request))["classes"]
+    assert [r["pixels"] for r in rows] == [4, 0]
 
 
 def test_encoder_table_serves_every_format() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ModelLoadError
-from service.models import ModelSource, check_name, discover, file_sha256, parse_spec, resolve
+from service.models import ModelSource, check_name, discover, file_sha256, model_sources, parse_spec
 
 
 def test_specs_name_path_and_stem(tmp_path: Path) -> None:
@@ -32,8 +32,8 @@ def test_discover_sorted_stems_and_missing_folder(tmp_path: Path) -> None:
 def test_resolve_refuses_duplicate_names(tmp_path: Path) -> None:
     (tmp_path / "a.onnx").write_bytes(b"x")
     with pytest.raises(ValueError, match="two models are named 'a'"):
-        resolve([str(tmp_path / "a.onnx")], tmp_path)
-    assert [s.name for s in resolve(["x=/m/1.onnx"], tmp_path)] == ["x", "a"]
+        model_sources([str(tmp_path / "a.onnx")], tmp_path)
+    assert [s.name for s in model_sources(["x=/m/1.onnx"], tmp_path)] == ["x", "a"]
 
 
 def test_sha256(tmp_path: Path) -> None:

@@ -64,3 +64,16 @@ def test_cli_check_summarises(demo_root, capsys) -> None:
 def test_command_module_imports_no_torch() -> None:
     code = "import sys, training.cli, training.commands.data; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_opencv_the_same_images_within_one_grey_level(monkeypatch) -> None:
+    """The serve-only install (no OpenCV) renders the same scenes: `make run`'s sample image."""
+    from training.data import demo
+
+    with_cv2 = [render_sample(i, size=s) for i, s in ((0, 256), (5, 97))]
+    monkeypatch.setattr(demo, "cv2", None)
+    for (image, mask), (i, s) in zip(with_cv2, ((0, 256), (5, 97)), strict=True):
+        plain, plain_mask = render_sample(i, size=s)
+        assert np.array_equal(mask, plain_mask)
+        diff = np.abs(image.astype(int) - plain.astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.999

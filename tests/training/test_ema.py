@@ -48,12 +48,13 @@ def test_a_run_saves_the_average_and_keeps_the_raw_weights_for_resuming(
     demo_root, tmp_path
 ) -> None:
     result = train(tiny_config(demo_root, tmp_path / "run", workers=0, ema=0.95))
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["ema_updates"] == result.steps == 6
-    assert state["model"].keys() == state["train_model"].keys()
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    raw = checkpoint.training.raw_model
+    assert checkpoint.training.ema_updates == result.steps == 6
+    assert checkpoint.model.keys() == raw.keys()
     differ = [
         k
-        for k, v in state["model"].items()
-        if v.is_floating_point() and not torch.equal(v, state["train_model"][k])
+        for k, v in checkpoint.model.items()
+        if v.is_floating_point() and not torch.equal(v, raw[k])
     ]
     assert differ, "the saved weights are the raw ones, not their average"

@@ -14,8 +14,8 @@ import torch
 import fcn
 from fcn.cli import main
 from service.engine import Engine
-from service.metadata import REQUIRED_KEYS, parse_metadata
-from training.checkpoint import save_checkpoint
+from service.metadata import REQUIRED_KEYS, ModelMetadata
+from training.checkpoint import Checkpoint, save_checkpoint
 from training.export.onnx import (
     OPSET,
     ExportError,
@@ -87,7 +87,8 @@ def check_round_trip(path: Path, model: torch.nn.Module, config: dict, multiple:
 
     meta = read_metadata(path)
     assert set(REQUIRED_KEYS) <= {p.key for p in proto.metadata_props}
-    parsed = parse_metadata({p.key: p.value for p in proto.metadata_props})  # service's reader
+    # The service's reader:
+    parsed = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     assert parsed.size_multiple == multiple
     assert parsed.classes == tuple(config["data"]["classes"])
     assert list(parsed.mean) == pytest.approx(config["data"]["mean"])
@@ -196,17 +197,9 @@ def test_metadata_validation() -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build(UNET_CONFIG)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "scaler": {},
-        "epoch": 7,
-        "step": 70,
-        "rng": {},
-        "best_metric": 0.75,
-        "config": UNET_CONFIG,
-    }
+    state = Checkpoint(
+        model=model.state_dict(), config=UNET_CONFIG, epoch=7, step=70, best_metric=0.75
+    )
     return save_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", state)
 
 

@@ -148,7 +148,7 @@ def _split_options(args: argparse.Namespace) -> dict:
     if args.checkpoint is not None:
         from training.checkpoint import load_checkpoint
 
-        saved = load_checkpoint(args.checkpoint)["config"].get("data") or {}
+        saved = load_checkpoint(args.checkpoint).config.get("data") or {}
     return {
         "val_fraction": args.val_fraction
         if args.val_fraction is not None
@@ -235,7 +235,7 @@ def _verify(args: argparse.Namespace, fp32: Path, int8: Path | None) -> None:
     if root is None and args.checkpoint is not None:
         from training.checkpoint import load_checkpoint
 
-        saved = load_checkpoint(args.checkpoint)["config"].get("data") or {}
+        saved = load_checkpoint(args.checkpoint).config.get("data") or {}
         root = Path(saved["root"]) if saved.get("root") else None
     if not candidate_paths(int8) or not written:
         print("precision checks: nothing to check here (no INT8 file, no openvino bf16)")

@@ -244,7 +244,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bfloat16 autocast on CPU (default: on when the CPU supports it "
-        "natively, AVX512-BF16/AMX; about 2x faster there)",
+        "natively, AVX512-BF16/AMX, where it is about 2x faster; FCN-VGG models train in "
+        "float32 unless --bf16 is given)",
     )
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, metavar="RUN", help="run folder (default runs/ARCH-TIME)")

@@ -6,7 +6,10 @@ with blobs, distractor lines and sensor noise. Each class leans to its own hue r
 overlap), so a small model learns it in minutes while shape still matters.
 
 Image ``i`` depends only on ``(seed, i, size)``: the same seed gives byte-identical files, and
-a larger ``count`` only adds images. Needs numpy, Pillow and OpenCV, not torch.
+a larger ``count`` only adds images. Needs numpy and Pillow, not torch. OpenCV (the ``train``
+extra) does the bicubic resize and the blur when installed; without it (the serve-only install
+behind ``make run``, which writes one sample image) numpy does the same arithmetic, within
+float rounding of OpenCV's (a pixel may differ by one grey level).
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
 from training.config import OptionError
+
+try:
+    import cv2
+except ImportError:  # the serve-only install: the numpy versions below stand in
+    cv2 = None
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,39 @@ def _texture(size: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
     return np.cos(np.hypot(yy - cy, xx - cx) * freq * 0.5)
 
 
+def _resize_cubic(square: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic upscaling of a square float32 array to ``(size, size)``, as OpenCV's INTER_CUBIC."""
+    if cv2 is not None:
+        return cv2.resize(square, (size, size), interpolation=cv2.INTER_CUBIC)
+    n, a = square.shape[0], -0.75  # OpenCV's cubic coefficient, pixel centres at +0.5
+    pos = (np.arange(size) + 0.5) * (n / size) - 0.5
+    left = np.floor(pos).astype(int)
+    t = (pos - left).astype(np.float32)
+    taps = (
+        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+        ((a + 2) * t - (a + 3)) * t * t + 1,
+        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+    )
+    weights = np.zeros((size, n), np.float32)
+    rows = np.arange(size)
+    for offset, tap in zip(range(-1, 3), (*taps, 1 - sum(taps)), strict=True):
+        np.add.at(weights, (rows, np.clip(left + offset, 0, n - 1)), tap)  # edges replicate
+    return (weights @ square @ weights.T).astype(np.float32)
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an ``(H, W, C)`` float32 image, as OpenCV's GaussianBlur(ksize=0)."""
+    if cv2 is not None:
+        return cv2.GaussianBlur(image, (0, 0), sigma)
+    radius = int(round(sigma * 8 + 1)) // 2  # OpenCV's kernel size for float images
+    kernel = np.exp(-((np.arange(-radius, radius + 1)) ** 2) / (2 * sigma * sigma))
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    rows = sum(k * padded[:, i : i + w] for i, k in enumerate(kernel))
+    return sum(k * rows[i : i + h] for i, k in enumerate(kernel)).astype(np.float32)
+
+
 def _background(size: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """Low-saturation gradient with soft blobs: ``(size, size, 3)`` float32 in 0..255."""
     start, end = (rng.uniform(50, 210) + rng.normal(0, 12, 3) for _ in range(2))
@@ -80,7 +120,7 @@ def _background(size: int, rng: np.random.Generator, yy: np.ndarray, xx: np.ndar
     ramp = (xx * np.cos(angle) + yy * np.sin(angle)) / (size * 1.42) + 0.5
     image = start + (end - start) * ramp[..., None]
     blobs = rng.normal(0, 1, (6, 6)).astype(np.float32)
-    blobs = cv2.resize(blobs, (size, size), interpolation=cv2.INTER_CUBIC)
+    blobs = _resize_cubic(blobs, size)
     return (image + rng.uniform(5, 25) * blobs[..., None]).astype(np.float32)
 
 
@@ -112,7 +152,7 @@ def render_sample(index: int, *, size: int = 256, seed: int = 0) -> tuple[np.nda
         shade = 1.0 + rng.uniform(0.1, 0.35) * _texture(size, rng, yy, xx)
         image[inside] = (255 * rgb[None, :] * shade[inside][:, None]).astype(np.float32)
         mask[inside] = cls  # later shapes occlude earlier ones in the image and the mask
-    image = cv2.GaussianBlur(image, (0, 0), 0.7)  # soften the hard polygon edges
+    image = _blur(image, 0.7)  # soften the hard polygon edges
     image += rng.normal(0, rng.uniform(2, 10), image.shape).astype(np.float32)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), mask
 

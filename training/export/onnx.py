@@ -419,16 +419,15 @@ def export_checkpoint(
         FileNotFoundError: no checkpoint at ``checkpoint``.
         ValueError: not a checkpoint of this project; ExportError as in export_model.
     """
-    from training.checkpoint import load_checkpoint, model_from_state
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
     from training.tta import with_flip_tta
 
     tta = options.pop("tta", "none")
-    state = load_checkpoint(checkpoint)
-    model = with_flip_tta(model_from_state(state), tta)
+    loaded = load_checkpoint(checkpoint)
+    model = with_flip_tta(model_from_checkpoint(loaded), tta)
     extra: dict[str, Any] = {"source": Path(checkpoint).name, "tta": tta}
-    for key in ("best_metric", "epoch"):
-        value = state.get(key)
+    for key, value in (("best_metric", loaded.best_metric), ("epoch", loaded.epoch)):
         if isinstance(value, int | float) and math.isfinite(value):
             extra[key] = value
     extra.update(options.pop("extra_metadata", None) or {})
-    return export_model(model.eval(), state["config"], out, extra_metadata=extra, **options)
+    return export_model(model.eval(), loaded.config, out, extra_metadata=extra, **options)

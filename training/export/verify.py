@@ -26,6 +26,7 @@ import onnx
 import torch
 
 from service.backends import cpu_has_bf16, openvino_available
+from service.backends.cpu import cpu_has_int8_dot, cpu_signature
 from service.backends.select import CHECKS_KEY
 from service.engine import Engine, EngineConfig
 from training.export.onnx import read_metadata, save_onnx, write_metadata
@@ -136,6 +137,10 @@ def check_precisions(
         "split": split,
         "images": len(dataset),
         "cpu_bf16": cpu_has_bf16(),
+        # INT8 kernels differ by CPU (VNNI dot products vs AVX2's vpmaddubsw, which saturates
+        # in int16): where the checks ran says which kind of INT8 arithmetic they verified.
+        "cpu": cpu_signature(),
+        "cpu_int8_dot": cpu_has_int8_dot(),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass: the two halves of the training loop.
 
-Both keep the device busy: the loss is accumulated on the device and read back only every
-``log_every`` steps (``.item()`` is a host sync that would stall a GPU pipeline every step),
+Both keep the device busy: the loss is accumulated on the device and read back only when
+progress is shown (``.item()`` is a host sync that would stall a GPU pipeline every step),
 and evaluation counts the confusion matrix on the device. Evaluation runs in the training's
 precision (bfloat16 autocast on CPUs that have it: about 3x faster than float32 there) and
 predicts very large images tile by tile.
@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from service.tiling import blended_strips
 from training.loop.distributed import broadcast_int
 from training.loop.metrics import ConfusionMatrix
 from training.loop.optim import StepBudget
+from training.loop.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,21 @@ def cpu_has_native_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
-def use_cpu_bf16(requested: bool | None, device: torch.device) -> bool:
-    """``--bf16`` resolved: only on CPU; ``None`` means "when the CPU supports it natively"."""
+# Models whose CPU training stays float32 unless ``--bf16`` asks otherwise. FCN-VGG's backward
+# pass under CPU bfloat16 autocast aborted the process with glibc heap corruption on AMX CPUs
+# (torch 2.14.1; the forward pass alone and float32 training were fine), and a default must
+# never crash: float32 is the precision that works on every CPU.
+CPU_BF16_UNSAFE = frozenset({"fcn32s", "fcn16s", "fcn8s"})
+
+
+def use_cpu_bf16(requested: bool | None, device: torch.device, arch: str | None = None) -> bool:
+    """``--bf16`` resolved: only on CPU; ``None`` means "when the CPU supports it natively and
+    the model trains safely in it" (not the ``CPU_BF16_UNSAFE`` ones)."""
     if device.type != "cpu":
         return False
-    return cpu_has_native_bf16() if requested is None else requested
+    if requested is not None:
+        return requested
+    return arch not in CPU_BF16_UNSAFE and cpu_has_native_bf16()
 
 
 def autocast(device: torch.device, amp: bool = False, bf16: bool = False):
@@ -113,7 +123,6 @@ def train_one_epoch(
     channels_last: bool = False,
     progress: bool = False,
     description: str = "train",
-    log_every: int = 10,
     ema: Callable[[], None] | None = None,
 ) -> tuple[EpochStats, int]:
     """Train until the loader is exhausted or the budget is spent.
@@ -131,9 +140,9 @@ def train_one_epoch(
         bf16: bfloat16 autocast (CPU only; about 2x faster on CPUs with AVX512-BF16/AMX).
         grad_clip: clip the gradients' global L2 norm to this value.
         channels_last: feed NHWC tensors (faster convolutions on CPU and recent GPUs).
-        progress: show a tqdm bar (loss, images/s, ETA) when stderr is a terminal.
-        description: the bar's label.
-        log_every: read the loss back (a host sync) every this many steps.
+        progress: show the steps' progress (training/loop/progress.py: a bar on a
+            terminal, log lines elsewhere).
+        description: the progress label.
         ema: called after each optimizer step (updates the weights' moving average).
 
     Returns:
@@ -143,11 +152,22 @@ def train_one_epoch(
     total_loss = torch.zeros((), device=device)
     steps = images = 0
     lr = budget.lr(step)
-    total = len(loader) * (getattr(loader, "batch_size", None) or 1)
-    bar = tqdm(
-        total=total, desc=description, unit="img", disable=None if progress else True, leave=False
-    )
+    bar = None
+    if progress:
+        bar = Progress(
+            description, total=min(len(loader), max(0, budget.total - step)), unit="step"
+        )
     start = time.perf_counter()
+
+    def shown() -> dict[str, str]:
+        seconds = time.perf_counter() - start
+        return {
+            "run step": f"{step}/{budget.total}" if budget.total < 10**9 else str(step),
+            "loss": f"{total_loss.item() / max(steps, 1):.4f}",  # a host sync: only when shown
+            "lr": f"{lr:.2e}",
+            "images/s": f"{images / seconds:.2f}" if seconds > 0 else "?",
+        }
+
     for batch_images, batch_masks in loader:
         if budget.needs_refresh(step):
             budget.set_total(broadcast_int(budget.observe(step), device))
@@ -173,10 +193,12 @@ def train_one_epoch(
         step += 1
         steps += 1
         images += batch_images.shape[0]
-        bar.update(batch_images.shape[0])
-        if progress and steps % log_every == 0:
-            bar.set_postfix(loss=f"{total_loss.item() / steps:.4f}", lr=f"{lr:.2e}")
-    bar.close()
+        if bar is not None:
+            epoch_steps = min(len(loader), steps + max(0, budget.total - step))
+            per_step = (time.perf_counter() - start) / steps
+            bar.update(total=epoch_steps, eta=budget.eta(step, per_step), fields=shown)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - start
     mean_loss = total_loss.item() / steps if steps else float("nan")
     return EpochStats(mean_loss, steps, images, seconds, lr), step
@@ -230,6 +252,7 @@ def evaluate(
     channels_last: bool = False,
     keep: int = 0,
     tile_threshold: int = EVAL_TILE_THRESHOLD,
+    progress: bool = False,
 ) -> EvalResult:
     """Predict every batch and count the confusion matrix, summed over all ranks.
 
@@ -243,6 +266,7 @@ def evaluate(
         channels_last: feed NHWC tensors.
         keep: how many ``(image, mask, prediction)`` CPU samples to return for plots.
         tile_threshold: images with more pixels are predicted tile by tile.
+        progress: show the images' progress (a bar on a terminal, log lines elsewhere).
 
     Returns:
         ``EvalResult`` with the all-reduced matrix and up to ``keep`` samples of this rank.
@@ -252,6 +276,13 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, device)
     samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     precision = functools.partial(autocast, device, amp, bf16)
+    bar = None
+    if progress:
+        total = len(getattr(loader, "dataset", ()))
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(getattr(sampler, "batches", None), list):
+            total = sum(map(len, sampler.batches))
+        bar = Progress("validating", total=total, unit="image")
     for batch_images, batch_masks in loader:
         batch_images, batch_masks = to_device(batch_images, batch_masks, device, channels_last)
         height, width = batch_images.shape[-2:]
@@ -271,5 +302,9 @@ def evaluate(
             samples.append(
                 (batch_images[i].float().cpu(), batch_masks[i].cpu(), prediction[i].cpu())
             )
+        if bar is not None:
+            bar.update(len(prediction))
+    if bar is not None:
+        bar.close()
     matrix.all_reduce()
     return EvalResult(matrix, samples, time.perf_counter() - start)

@@ -2,11 +2,10 @@
 
 The learning rate is a pure function of ``(step, total_steps)`` (``get_lr``), set on the
 optimizer before every step, nanoGPT style. With an epoch budget ``total_steps`` is exact.
-With a time budget it is *estimated* from the measured seconds per step (evaluation time
-included) and refined as training goes, so warmup + cosine/poly decay end at the deadline
-rather than being cut off. The estimate changes only every ``refresh`` steps and at epoch
-ends; in distributed runs rank 0's estimate is broadcast, so all ranks use the same learning
-rate and stop at the same step.
+With a time budget it is *planned* from measured time (``StepBudget``) and re-planned as
+training goes, so warmup + cosine/poly decay end at the deadline rather than being cut off;
+in distributed runs rank 0's plan is broadcast, so all ranks use the same learning rate and
+stop at the same step.
 """
 
 from __future__ import annotations
@@ -58,6 +57,15 @@ def get_lr(step: int, *, base_lr: float, schedule: str, warmup: int, total: int)
 class StepBudget:
     """How many optimizer steps the run gets, and the learning rate of each.
 
+    With an epoch budget ``total`` is exact. With a time budget the deadline is counted from
+    ``started`` (the start of ``train``: data loading counts) and ``total`` is re-planned
+    before every step from the measured seconds per training step (the mean of the last few;
+    the run's first step, which pays one-time warm-ups, is dropped once others exist), the
+    measured cost of epoch ends (checkpoints, in-budget validations) per step, and
+    ``reserve``: the seconds kept for the final evaluation and save. A step is taken when
+    more than half of it fits before the reserve, so the run ends within half a step of
+    the deadline; warmup and decay are planned over the steps that fit.
+
     Args:
         base_lr: the peak learning rate.
         schedule: ``cosine``, ``poly`` or ``constant`` (see :func:`get_lr`).
@@ -65,8 +73,11 @@ class StepBudget:
         epochs: the epoch limit, or None (then ``max_minutes`` limits the run).
         max_minutes: the time limit, or None.
         steps_per_epoch: optimizer steps in one epoch.
-        refresh: re-estimate a time budget every this many steps.
+        refresh: re-plan a time budget every this many steps.
+        started: ``time.perf_counter()`` when the run started (default: now).
     """
+
+    RECENT = 20  # steps in the moving mean of the step time (a busy CPU changes speed)
 
     def __init__(
         self,
@@ -77,7 +88,8 @@ class StepBudget:
         epochs: int | None,
         max_minutes: float | None,
         steps_per_epoch: int,
-        refresh: int = 10,
+        refresh: int = 1,
+        started: float | None = None,
     ) -> None:
         self.base_lr = base_lr
         self.schedule = schedule
@@ -91,12 +103,14 @@ class StepBudget:
         self.total = self.epoch_steps if self.epoch_steps is not None else 10**9
         self.elapsed_before = 0.0  # seconds spent before a resume
         self.reserve = 0.0  # seconds kept for the final evaluation and checkpoint
-        self._start = time.perf_counter()
-        self._mark: tuple[int, float] | None = None  # (step, elapsed) where timing started
-        self._calls = 0
+        self._start = started if started is not None else time.perf_counter()
+        self._last: tuple[int, float] | None = None  # (step, elapsed) at the last observe
+        self._step_seconds: list[float] = []
+        self._overhead = 0.0  # seconds of epoch-end work (checkpoints, validations)
+        self._steps_run = 0  # steps timed by this process (for the overhead per step)
 
     def elapsed(self) -> float:
-        """Training seconds so far, including those before a resume."""
+        """Seconds so far, including those before a resume."""
         return self.elapsed_before + time.perf_counter() - self._start
 
     def lr(self, step: int) -> float:
@@ -104,45 +118,79 @@ class StepBudget:
             step,
             base_lr=self.base_lr,
             schedule=self.schedule,
-            # A short run must not spend itself warming up: at most a quarter of it.
-            warmup=min(self.warmup, self.total // 4),
+            warmup=self.planned_warmup(),
             total=self.total,
         )
+
+    def planned_warmup(self) -> int:
+        """The warmup steps: at most a quarter of the planned run (a short run must not spend
+        itself warming up)."""
+        return min(self.warmup, self.total // 4)
 
     def done(self, step: int) -> bool:
         return step >= self.total
 
     def needs_refresh(self, step: int) -> bool:
         """Whether ``observe`` should run before ``step`` (same answer on every rank)."""
-        return self.seconds is not None and (step % self.refresh == 0 or self._calls < 3)
+        return self.seconds is not None and step % self.refresh == 0
+
+    def seconds_per_step(self) -> float | None:
+        """The recent mean training-step time, or None before one was timed."""
+        times = self._step_seconds
+        if len(times) > 1:
+            times = times[1:]  # the process's first step pays one-time warm-ups
+        recent = times[-self.RECENT :]
+        return sum(recent) / len(recent) if recent else None
+
+    def pause(self) -> None:
+        """The time until the next ``observe`` is no training step (an epoch end)."""
+        self._last = None
+
+    def add_overhead(self, seconds: float) -> None:
+        """Record epoch-end work that recurs every epoch (checkpoint, in-budget validation)."""
+        self._overhead += seconds
 
     def observe(self, step: int) -> int | None:
-        """Re-estimate ``total`` from the time per step so far (time budgets only).
-
-        The first call after (re)starting only checks the deadline; the second starts the
-        clock, so the first step's allocator warm-up and worker start are not extrapolated;
-        later calls estimate ``total``.
+        """Time the steps since the last call and re-plan ``total`` (time budgets only).
 
         Returns:
-            The estimate (rank 0 broadcasts it to the others), or None without a time budget.
+            The plan (rank 0 broadcasts it to the others), or None without a time budget.
         """
         if self.seconds is None:
             return None
-        self._calls += 1
-        elapsed = self.elapsed()
-        if elapsed >= self.seconds - self.reserve:
+        now = self.elapsed()
+        if self._last is not None and step > self._last[0]:
+            steps = step - self._last[0]
+            self._step_seconds += [(now - self._last[1]) / steps] * steps
+            self._steps_run += steps
+        self._last = (step, now)
+        per_step = self.seconds_per_step()
+        left = self.seconds - self.reserve - now
+        if per_step is None:
+            if left <= 0:
+                self.set_total(step)
+            return self.total
+        if left < per_step / 2:
             self.set_total(step)  # out of time: stop now
-        elif self._mark is None:
-            if self._calls >= 2:
-                self._mark = (step, elapsed)
-        elif step > self._mark[0]:
-            mark_step, mark_time = self._mark
-            per_step = (elapsed - mark_time) / (step - mark_step)
-            estimate = step + int((self.seconds - self.reserve - elapsed) / per_step)
-            if self.epoch_steps is not None:
-                estimate = min(estimate, self.epoch_steps)
-            self.set_total(estimate)
+            return self.total
+        overhead = self._overhead / self._steps_run if self._steps_run else 0.0
+        estimate = step + max(1, int(left / (per_step + overhead) + 0.5))
+        if self.epoch_steps is not None:
+            estimate = min(estimate, self.epoch_steps)
+        self.set_total(estimate)
         return self.total
+
+    def time_left(self) -> float | None:
+        """Seconds before the reserve, less one training step (None without a time budget)."""
+        if self.seconds is None:
+            return None
+        return self.seconds - self.reserve - self.elapsed() - (self.seconds_per_step() or 0.0)
+
+    def eta(self, step: int, per_step: float) -> float:
+        """Seconds until the run ends: the deadline, or the steps left at ``per_step``."""
+        if self.seconds is not None:
+            return max(0.0, self.seconds - self.elapsed())
+        return max(0, self.total - step) * per_step
 
     def set_total(self, total: int) -> None:
         self.total = max(0, int(total))

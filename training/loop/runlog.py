@@ -1,7 +1,9 @@
 """The run folder's per-epoch records: ``metrics.csv`` and the two PNGs.
 
 ``metrics.csv`` has one row per epoch: ``epoch, step, lr, train_loss``, the validation
-summary (``val_miou, val_pixel_accuracy, val_mean_accuracy, val_dice``), one
+summary (``val_miou, val_pixel_accuracy, val_mean_accuracy, val_dice``), ``val_images``
+(how many validation images were scored: fewer than all when an in-budget validation was
+shrunk to fit the time, training/loop/validation.py), one
 ``val_iou_<class>`` column per class, then ``images_per_s`` (training throughput of that
 epoch), ``epoch_s`` (its training seconds) and ``elapsed_s`` (since the run started,
 resumes included). Empty cells mean "not measured" (no validation set) or NaN.
@@ -43,6 +45,7 @@ class MetricsLog:
             "lr",
             "train_loss",
             *(f"val_{k}" for k in SUMMARY),
+            "val_images",
             *(f"val_iou_{c}" for c in classes),
             "images_per_s",
             "epoch_s",
@@ -62,9 +65,15 @@ class MetricsLog:
             writer.writerows(rows)
 
     def append(
-        self, epoch: int, step: int, stats: EpochStats, metrics: Metrics | None, elapsed: float
+        self,
+        epoch: int,
+        step: int,
+        stats: EpochStats,
+        metrics: Metrics | None,
+        elapsed: float,
+        val_images: int = 0,
     ) -> dict[str, Any]:
-        """Add one epoch's row; returns it."""
+        """Add one epoch's row (``val_images``: how many images ``metrics`` scored)."""
         row: dict[str, Any] = {
             "epoch": epoch,
             "step": step,
@@ -76,6 +85,7 @@ class MetricsLog:
         }
         if metrics is not None:
             row.update({f"val_{k}": _fmt(v) for k, v in metrics.summary().items()})
+            row["val_images"] = val_images
             row.update(
                 {
                     f"val_iou_{c}": _fmt(v)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -70,7 +70,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class SizeBatches(Sampler[list[int]]):
-    """Validation batches: every index of this rank's shard once, batched by equal size.
+    """Validation batches: every index (or every one of ``indices``) of this rank's shard
+    once, batched by equal size.
 
     Full-size validation images of mixed sizes padded into one batch waste most of the
     compute on padding (a 509x544 image beside a 2149x1480 one); here a batch only holds
@@ -84,9 +85,11 @@ class SizeBatches(Sampler[list[int]]):
         batch_size: int,
         info: DistInfo,
         max_pixels: int = VAL_BATCH_PIXELS,
+        indices: Sequence[int] | None = None,
     ) -> None:
+        chosen = list(range(len(sizes)) if indices is None else indices)
         groups: dict[tuple[int, int], list[int]] = {}
-        for index in range(info.rank, len(sizes), info.world_size):
+        for index in chosen[info.rank :: info.world_size]:
             groups.setdefault(tuple(sizes[index]), []).append(index)
         self.batches = []
         for (height, width), indices in groups.items():
@@ -108,12 +111,14 @@ def eval_loader(
     ignore_index: int,
     info: DistInfo,
     pin_memory: bool = False,
+    indices: Sequence[int] | None = None,
 ) -> DataLoader:
-    """Full-size images in ``SizeBatches`` (every image once over all ranks)."""
+    """Full-size images in ``SizeBatches`` (every image, or every one of ``indices``, once
+    over all ranks)."""
     sizes = [dataset.image_size(i) for i in range(len(dataset))]
     return DataLoader(
         dataset,
-        batch_sampler=SizeBatches(sizes, batch_size=batch_size, info=info),
+        batch_sampler=SizeBatches(sizes, batch_size=batch_size, info=info, indices=indices),
         **_loader_options(workers, ignore_index, pin_memory),
     )
 

@@ -1,12 +1,15 @@
 """``fcn train``: the training loop, top to bottom.
 
-setup (device, process group, seeds) -> data -> model, optimizer, loss -> (resume) -> for each
-epoch: ``train_one_epoch`` -> ``evaluate`` when the validation cadence says so (at most
-``val_share`` of the time, always after the last epoch) -> rank 0 writes ``metrics.csv``,
-``last.pt`` (and ``best.pt`` when validation mIoU improves), ``curves.png`` and ``predictions.png`` -> stop at
-the epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
-holds model, optimizer, scaler, schedule/budget, epoch, step and RNG states, and the data
-order and augmentation depend only on ``(seed, epoch)`` (training/loop/sampling.py).
+build the parts (training/loop/setup.py: data, model, optimizer, loss, loaders, budget) ->
+(resume their states) -> time one validation image (the rate validations are planned with,
+training/loop/validation.py) -> for each epoch: ``train_one_epoch`` (the budget re-plans
+before every step, training/loop/optim.py) -> ``_validate`` all images after the last
+epoch, in-budget only what fits -> rank 0 writes ``last.pt`` (and ``best.pt`` when an exact
+validation improves), ``metrics.csv``, ``curves.png`` and ``predictions.png`` -> stop at the
+epoch or time budget. ``--resume RUN/last.pt`` continues a run exactly: the checkpoint
+(training/checkpoint.py) holds model, optimizer, scaler, schedule/budget, epoch, step and RNG
+states, and the data order and augmentation depend only on ``(seed, epoch)``
+(training/loop/sampling.py).
 """
 
 from __future__ import annotations
@@ -14,19 +17,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-import fcn
 from training.checkpoint import (
-    checkpoint_config,
+    Checkpoint,
+    CheckpointError,
+    TrainingState,
     copy_checkpoint,
     load_checkpoint,
     rng_state,
@@ -35,15 +37,14 @@ from training.checkpoint import (
     train_config,
 )
 from training.config import TrainConfig
-from training.data.datasets import DatasetInfo, build_datasets
 from training.loop import distributed
-from training.loop.ema import build_ema
-from training.loop.epoch import EpochStats, evaluate, train_one_epoch, use_cpu_bf16
-from training.loop.losses import build_loss
+from training.loop.epoch import EpochStats, evaluate, train_one_epoch
 from training.loop.metrics import Metrics
-from training.loop.optim import StepBudget, build_optimizer
+from training.loop.progress import chance_miou, too_short_advice
 from training.loop.runlog import MetricsLog, write_plots
-from training.loop.sampling import build_loaders
+from training.loop.sampling import eval_loader
+from training.loop.setup import Parts, build_parts, configure_threads, seed_everything
+from training.loop.validation import ValidationPlan
 
 logger = logging.getLogger(__name__)
 
@@ -62,54 +63,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     validations: int = 0  # how many epochs were validated
     val_seconds: float = 0.0  # time spent validating
-
-
-class ValidationCadence:
-    """Decides after each epoch whether to validate, so validation takes at most ``share``
-    of the run's time (the last epoch is always validated).
-
-    A validation is due when the time spent validating so far plus one more validation stays
-    within ``share`` of the time elapsed, or when one costs under ``CHEAP_SECONDS`` anyway
-    (small validation sets then validate every epoch). Before the first validation its cost
-    is estimated from the pixels to predict and the training speed (a forward pass costs
-    about a third of a training step); afterwards it is the last one's measured cost. In
-    distributed runs rank 0 decides for all.
-    """
-
-    CHEAP_SECONDS = 2.0
-
-    def __init__(self, *, share: float, pixels: int, crop_pixels: int) -> None:
-        self.share = share
-        self.pixels = pixels
-        self.crop_pixels = crop_pixels
-        self.estimate = 0.0
-        self.measured = False
-        self.count = 0
-        self.seconds = 0.0
-
-    def due(self, last: bool, elapsed: float, stats: Any, device: torch.device) -> bool:
-        if not self.measured and stats.seconds > 0 and stats.images:
-            train_pixels_per_s = stats.images * self.crop_pixels / stats.seconds
-            self.estimate = self.pixels / (3.0 * train_pixels_per_s)
-        want = (
-            last
-            or self.share >= 1.0
-            or self.estimate < self.CHEAP_SECONDS
-            or self.seconds + self.estimate <= self.share * elapsed
-        )
-        return bool(distributed.broadcast_int(int(want), device))
-
-    def spent(self, seconds: float) -> None:
-        self.count += 1
-        self.seconds += seconds
-        self.estimate = seconds
-        self.measured = True
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    advice: str | None = None  # what to change when the run was too short to learn
 
 
 def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
@@ -119,7 +73,7 @@ def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     ``max_minutes``); anything else makes the continuation differ from the original run.
     """
     try:
-        cfg = train_config(load_checkpoint(path)["config"])
+        cfg = train_config(load_checkpoint(path).config)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}; cannot resume") from exc
     for key, value in overrides.items():
@@ -128,39 +82,6 @@ def resume_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
         setattr(cfg, key, value)
     cfg.__post_init__()
     return cfg
-
-
-def _configure_threads(info: distributed.DistInfo, device: torch.device) -> None:
-    if device.type == "cpu" and info.enabled:
-        # Ranks on one machine share its cores; oversubscribed OpenMP threads spin and crawl.
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
-
-
-def _build_model(
-    cfg: TrainConfig, data: DatasetInfo, info: distributed.DistInfo, device: torch.device
-) -> nn.Module:
-    model = fcn.build_model(
-        cfg.arch, num_classes=data.num_classes, in_channels=data.in_channels, **cfg.model_options
-    )
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    if info.enabled and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all GPUs
-    return model
-
-
-def _workers(requested: int | None, info: distributed.DistInfo, device: torch.device) -> int:
-    """``None`` -> 0 on CPU: the augmentation is cheap next to a CPU training step and worker
-    processes would take cores from it. On GPU the loader must keep up with the device."""
-    if requested is not None:
-        return requested
-    if device.type == "cpu":
-        return 0
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
-    return max(1, min(8, (os.cpu_count() or 2) // local - 1))
 
 
 def train(
@@ -179,11 +100,35 @@ def train(
     Raises:
         ValueError: bad options or data (messages name the problem).
     """
+    started = time.perf_counter()  # a time budget counts from here: data loading included
     info, device = distributed.setup(cfg.device)
     try:
-        return _train(cfg, info, device, resume, stop_after)
+        return _train(cfg, info, device, resume, stop_after, started)
     finally:
         distributed.cleanup()
+
+
+@dataclass
+class _Progress:
+    """Where the run stands (restored on ``--resume``) and what it has done in this process."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -math.inf
+    images: int = 0  # training images seen by this process's epochs, all ranks
+    train_seconds: float = 0.0
+    save_seconds: float = 0.0  # the last epoch end's checkpoint and plots (a guess until then)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Validation:
+    """One validation's outcome (``metrics`` None: skipped or no validation set)."""
+
+    metrics: Metrics | None = None
+    samples: list = field(default_factory=list)
+    images: int = 0
+    exact: bool = True  # the current weights were scored on every image (or none exist)
 
 
 def _train(
@@ -192,199 +137,366 @@ def _train(
     device: torch.device,
     resume: str | os.PathLike | None,
     stop_after: int | None,
+    started: float,
 ) -> TrainResult:
-    _configure_threads(info, device)
+    configure_threads(info, device)
     seed_everything(cfg.seed)
-    train_ds, val_ds, data_info = build_datasets(cfg.data)
-    config = checkpoint_config(cfg, data_info)
-    model = _build_model(cfg, data_info, info, device)
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    loss_fn = build_loss(
-        cfg.loss,
-        num_classes=data_info.num_classes,
-        ignore_index=data_info.ignore_index,
-        class_weights=cfg.class_weights,
-    ).to(device)
-    train_loader, val_loader = build_loaders(
-        train_ds,
-        val_ds,
-        batch_size=cfg.batch_size,
-        epoch_size=cfg.epoch_size,
-        workers=_workers(cfg.workers, info, device),
-        seed=cfg.seed,
-        ignore_index=data_info.ignore_index,
-        info=info,
-        pin_memory=device.type == "cuda",
-    )
-    budget = StepBudget(
-        base_lr=cfg.base_lr,
-        schedule=cfg.schedule,
-        warmup=cfg.warmup,
-        epochs=cfg.budget_epochs,
-        max_minutes=cfg.max_minutes,
-        steps_per_epoch=len(train_loader),
-    )
-    bf16 = use_cpu_bf16(cfg.bf16, device)
-    # What is validated and saved as "model": the moving average when there is one.
-    ema = build_ema(model, cfg.ema) if cfg.ema is not None else None
-    saved = ema.module if ema is not None else model
-    epoch, step, best = 0, 0, -math.inf
+    parts = build_parts(cfg, info, device, started)
+    progress = _Progress(save_seconds=_save_guess(cfg, parts.model))
     if resume is not None:
-        state = load_checkpoint(resume, map_location=device)
-        saved.load_state_dict(state["model"])
-        if ema is not None:
-            model.load_state_dict(state["train_model"])
-            ema.n_averaged.fill_(int(state["ema_updates"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        budget.load_state_dict(state["scheduler"])
-        epoch, step, best = int(state["epoch"]), int(state["step"]), float(state["best_metric"])
-        set_rng_state(state["rng"])
-        logger.info("resumed %s at epoch %d, step %d (best mIoU %.4f)", resume, epoch, step, best)
-    net = model
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    out = Path(cfg.out)
-    log = MetricsLog(out / "metrics.csv", data_info.classes) if info.is_main else None
-    if log is not None:
-        log.start(keep_epochs=epoch)
-        logger.info(
-            "training %s (%s) on %s%s: %d train / %d val images, %d steps per epoch of %d images, "
-            "budget %s -> %s",
-            cfg.arch,
-            cfg.model_options,
-            device,
-            " (bfloat16 autocast)" if bf16 else "",
-            len(train_ds),
-            len(val_ds),
-            len(train_loader),
-            len(train_loader) * cfg.batch_size * info.world_size,
-            _budget_text(cfg),
-            out,
-        )
-    max_epochs = cfg.budget_epochs or 10**9
-    cadence = ValidationCadence(
-        share=cfg.val_share,
-        pixels=sum(h * w for h, w in map(val_ds.image_size, range(len(val_ds)))),
-        crop_pixels=cfg.data.augment.crop_size**2,
+        _restore(parts, progress, load_checkpoint(resume, map_location=device), resume)
+    log = _start_log(cfg, parts, progress, info, device)
+    plan = ValidationPlan(
+        [parts.val_ds.image_size(i) for i in range(len(parts.val_ds))], share=cfg.val_share
     )
-    history: list[dict[str, Any]] = []
-    metrics: Metrics | None = None
-    images = 0
-    train_seconds = 0.0
-    while epoch < max_epochs and not budget.done(step):
-        train_loader.sampler.set_epoch(epoch)
-        stats, step = train_one_epoch(
-            net,
-            train_loader,
-            loss_fn,
-            optimizer,
-            scaler,
-            budget,
-            step,
-            device=device,
-            amp=cfg.amp,
-            bf16=bf16,
-            grad_clip=cfg.grad_clip,
-            channels_last=cfg.channels_last,
-            progress=info.is_main,
-            description=f"epoch {epoch + 1}",
-            ema=(lambda: ema.update_parameters(model)) if ema is not None else None,
-        )
-        epoch += 1
-        images += stats.images * info.world_size
-        train_seconds += stats.seconds
-        metrics, samples = None, []
-        keep = cfg.grid_images if (info.is_main and cfg.plots) else 0
+    _probe_validation(cfg, parts, plan, device)
+    _warn_if_late(parts, plan, info)
+    max_epochs = cfg.budget_epochs or 10**9
+    validated = _Validation()
+    _keep_reserve(parts, plan, progress)
+    while progress.epoch < max_epochs and not parts.budget.done(progress.step):
+        stats = _train_epoch(cfg, parts, progress, info, device)
+        _replan(parts, progress, device)
         last = (
-            epoch >= max_epochs
-            or budget.done(step)
-            or (stop_after is not None and epoch >= stop_after)
+            progress.epoch >= max_epochs
+            or parts.budget.done(progress.step)
+            or (stop_after is not None and progress.epoch >= stop_after)
         )
-        if len(val_ds) and cadence.due(last, budget.elapsed(), stats, device):
-            distributed.broadcast_buffers(model)
-            if ema is not None:  # the average of rank 0's buffers, as every rank's
-                distributed.broadcast_buffers(ema.module)
-            result = evaluate(
-                saved,
-                val_loader,
-                data_info.num_classes,
-                device=device,
-                amp=cfg.amp,
-                bf16=bf16,
-                channels_last=cfg.channels_last,
-                keep=keep,
-            )
-            cadence.spent(result.seconds)
-            metrics, samples = result.matrix.compute(data_info.classes), result.samples
         tick = time.perf_counter()
-        # Without a validation set every epoch is "best"; with one, only a validated one can be.
-        improved = not len(val_ds) or (metrics is not None and _score(metrics) > best)
-        if metrics is not None and improved:
-            best = _score(metrics)
-        if info.is_main:
-            state = {
-                "model": saved.state_dict(),
-                **(
-                    {"train_model": model.state_dict(), "ema_updates": int(ema.n_averaged)}
-                    if ema is not None
-                    else {}
-                ),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": budget.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "rng": rng_state(),
-                "best_metric": best,
-                "metrics": metrics.to_dict() if metrics is not None else None,
-                "config": config,
-            }
-            save_checkpoint(out / "last.pt", state)
-            if improved:
-                copy_checkpoint(out / "last.pt", out / "best.pt")
-            row = log.append(epoch, step, stats, metrics, budget.elapsed())
-            history.append(row)
-            _log_epoch(epoch, step, stats, metrics, budget.elapsed())
-            if cfg.plots:
-                write_plots(out, log.path, samples, data_info)
-        # The final validation and save must fit in a time budget: keep their cost in reserve.
-        budget.reserve = cadence.estimate + time.perf_counter() - tick
-        if budget.seconds is not None:
-            budget.set_total(distributed.broadcast_int(budget.observe(step), device))
-        if stop_after is not None and epoch >= stop_after:
+        validated = _validate(cfg, parts, plan, last, info, device)
+        _save_epoch(cfg, parts, progress, log, stats, validated)
+        if not last:  # the cost of an epoch end recurs; the reserve holds the last one's
+            parts.budget.add_overhead(time.perf_counter() - tick)
+        if last:
             break
+        _keep_reserve(parts, plan, progress)
+        _replan(parts, progress, device)
+    if not validated.exact:
+        # The budget ran out after an in-budget validation or none: score the final weights.
+        validated = _validate(cfg, parts, plan, True, info, device)
+        _save_epoch(cfg, parts, progress, log, stats, validated)
     distributed.barrier()
-    elapsed = budget.elapsed()
-    throughput = images / train_seconds if train_seconds else 0.0
+    return _finish(cfg, parts, progress, plan, validated.metrics, info)
+
+
+def _restore(
+    parts: Parts, progress: _Progress, checkpoint: Checkpoint, source: str | os.PathLike
+) -> None:
+    """Continue from ``checkpoint``: weights, optimizer, scaler, schedule and RNG states."""
+    state = checkpoint.training_state(source)
+    parts.saved.load_state_dict(checkpoint.model)
+    if parts.ema is not None:
+        if state.raw_model is None:
+            raise CheckpointError(f"{source} was not trained with --ema; cannot resume with it")
+        parts.model.load_state_dict(state.raw_model)
+        parts.ema.n_averaged.fill_(state.ema_updates)
+    parts.optimizer.load_state_dict(state.optimizer)
+    parts.scaler.load_state_dict(state.scaler)
+    parts.budget.load_state_dict(state.scheduler)
+    set_rng_state(state.rng)
+    logger.info(
+        "resumed %s at epoch %d, step %d (best mIoU %.4f)",
+        source,
+        checkpoint.epoch,
+        checkpoint.step,
+        checkpoint.best_metric,
+    )
+    progress.epoch, progress.step = checkpoint.epoch, checkpoint.step
+    progress.best = checkpoint.best_metric
+
+
+def _start_log(
+    cfg: TrainConfig,
+    parts: Parts,
+    progress: _Progress,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> MetricsLog | None:
+    """Rank 0's ``metrics.csv`` (continued on resume) and the run's opening line."""
+    if not info.is_main:
+        return None
+    log = MetricsLog(Path(cfg.out) / "metrics.csv", parts.data.classes)
+    log.start(keep_epochs=progress.epoch)
+    logger.info(
+        "training %s (%s) on %s in %s: %d train / %d val images, %d steps per epoch of %d "
+        "images, budget %s -> %s",
+        cfg.arch,
+        cfg.model_options,
+        device,
+        _precision_text(cfg, parts.bf16, device),
+        len(parts.train_ds),
+        len(parts.val_ds),
+        len(parts.train_loader),
+        len(parts.train_loader) * cfg.batch_size * info.world_size,
+        _budget_text(cfg),
+        cfg.out,
+    )
+    return log
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    parts: Parts,
+    progress: _Progress,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> EpochStats:
+    """One epoch (or what is left of the budget); advances ``progress``."""
+    parts.train_loader.sampler.set_epoch(progress.epoch)
+    ema, model = parts.ema, parts.model
+    stats, progress.step = train_one_epoch(
+        parts.net,
+        parts.train_loader,
+        parts.loss_fn,
+        parts.optimizer,
+        parts.scaler,
+        parts.budget,
+        progress.step,
+        device=device,
+        amp=cfg.amp,
+        bf16=parts.bf16,
+        grad_clip=cfg.grad_clip,
+        channels_last=cfg.channels_last,
+        progress=info.is_main,
+        description=f"epoch {progress.epoch + 1}",
+        ema=(lambda: ema.update_parameters(model)) if ema is not None else None,
+    )
+    progress.epoch += 1
+    progress.images += stats.images * info.world_size
+    progress.train_seconds += stats.seconds
+    return stats
+
+
+def _probe_validation(
+    cfg: TrainConfig, parts: Parts, plan: ValidationPlan, device: torch.device
+) -> None:
+    """Time one prediction of the cheapest validation image: the rate validations are
+    planned with before one has run (every rank probes for itself)."""
+    if not len(parts.val_ds):
+        return
+    index = plan.probe_index()
+    loader = eval_loader(
+        parts.val_ds,
+        batch_size=1,
+        workers=0,
+        ignore_index=parts.data.ignore_index,
+        info=distributed.DistInfo(),
+        indices=[index],
+    )
+    result = evaluate(
+        parts.saved,
+        loader,
+        parts.data.num_classes,
+        device=device,
+        amp=cfg.amp,
+        bf16=parts.bf16,
+        channels_last=cfg.channels_last,
+    )
+    plan.measured(result.seconds, [index])
+
+
+def _warn_if_late(parts: Parts, plan: ValidationPlan, info: distributed.DistInfo) -> None:
+    """Say so at once when the final evaluation alone does not fit in the time left: the run
+    still scores its final model exactly, and ends late."""
+    budget = parts.budget
+    if budget.seconds is None or not info.is_main:
+        return
+    needed, left = plan.estimate(), budget.seconds - budget.elapsed()
+    if needed > left:
+        logger.warning(
+            "the final evaluation of %d validation images needs about %.0f s at the measured "
+            "speed, and %.0f s of the budget are left: the run will end about %.0f s late "
+            "(a larger --max-minutes, or fewer or smaller validation images, keep the budget)",
+            len(parts.val_ds),
+            needed,
+            max(left, 0.0),
+            needed - max(left, 0.0),
+        )
+
+
+def _save_guess(cfg: TrainConfig, model: nn.Module) -> float:
+    """Seconds an epoch end's checkpoint and plots may take, until one was measured.
+
+    The checkpoint holds the weights and two AdamW moments per weight (at ~100 MB/s, a slow
+    disk); a first plot pays matplotlib's import.
+    """
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 0.2 + 3 * weight_bytes / 100e6 + (1.0 if cfg.plots else 0.0)
+
+
+def _keep_reserve(parts: Parts, plan: ValidationPlan, progress: _Progress) -> None:
+    """A time budget keeps the final evaluation and save's estimated cost in reserve."""
+    parts.budget.reserve = plan.estimate() + progress.save_seconds
+
+
+def _replan(parts: Parts, progress: _Progress, device: torch.device) -> None:
+    """Re-plan a time budget at an epoch end (rank 0's plan for all ranks)."""
+    budget = parts.budget
+    if budget.seconds is not None:
+        budget.set_total(distributed.broadcast_int(budget.observe(progress.step), device))
+        budget.pause()
+
+
+def _validate(
+    cfg: TrainConfig,
+    parts: Parts,
+    plan: ValidationPlan,
+    last: bool,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> _Validation:
+    """Validate the saved weights on what the plan chooses (rank 0's choice for all)."""
+    count = len(parts.val_ds)
+    if not count:
+        return _Validation()
+    budget = parts.budget
+    chosen = plan.choose(last=last, elapsed=budget.elapsed(), time_left=budget.time_left())
+    size = distributed.broadcast_int(len(chosen), device)
+    if size == 0:
+        return _Validation(exact=False)
+    indices = list(range(count)) if size == count else sorted(plan.order[:size])
+    loader = parts.val_loader
+    if size < count:
+        loader = eval_loader(
+            parts.val_ds,
+            batch_size=cfg.batch_size,
+            workers=0,
+            ignore_index=parts.data.ignore_index,
+            info=info,
+            indices=indices,
+        )
+    distributed.broadcast_buffers(parts.model)
+    if parts.ema is not None:  # the average of rank 0's buffers, as every rank's
+        distributed.broadcast_buffers(parts.ema.module)
+    result = evaluate(
+        parts.saved,
+        loader,
+        parts.data.num_classes,
+        device=device,
+        amp=cfg.amp,
+        bf16=parts.bf16,
+        channels_last=cfg.channels_last,
+        keep=cfg.grid_images if (info.is_main and cfg.plots) else 0,
+        progress=info.is_main,
+    )
+    plan.spent(result.seconds, indices)
+    metrics = result.matrix.compute(parts.data.classes)
+    return _Validation(metrics, result.samples, size, exact=size == count)
+
+
+def _update_best(progress: _Progress, validated: _Validation, *, validates: bool) -> bool:
+    """Whether this epoch is the best so far (and record its score).
+
+    Without a validation set every epoch is "best"; with one, only an exact validation
+    (every image) can be: a subset's score is not comparable.
+    """
+    metrics = validated.metrics if validated.exact else None
+    improved = not validates or (metrics is not None and _score(metrics) > progress.best)
+    if metrics is not None and improved:
+        progress.best = _score(metrics)
+    return improved
+
+
+def _checkpoint(parts: Parts, progress: _Progress, metrics: Metrics | None) -> Checkpoint:
+    raw = parts.model.state_dict() if parts.ema is not None else None
+    return Checkpoint(
+        model=parts.saved.state_dict(),
+        config=parts.config,
+        epoch=progress.epoch,
+        step=progress.step,
+        best_metric=progress.best,
+        metrics=metrics.to_dict() if metrics is not None else None,
+        training=TrainingState(
+            optimizer=parts.optimizer.state_dict(),
+            scheduler=parts.budget.state_dict(),
+            scaler=parts.scaler.state_dict(),
+            rng=rng_state(),
+            raw_model=raw,
+            ema_updates=int(parts.ema.n_averaged) if parts.ema is not None else 0,
+        ),
+    )
+
+
+def _save_epoch(
+    cfg: TrainConfig,
+    parts: Parts,
+    progress: _Progress,
+    log: MetricsLog | None,
+    stats: EpochStats,
+    validated: _Validation,
+) -> None:
+    """``last.pt`` (and ``best.pt``), the ``metrics.csv`` row, the log line, plots (rank 0)."""
+    tick = time.perf_counter()
+    improved = _update_best(progress, validated, validates=len(parts.val_ds) > 0)
+    if log is None:
+        return
+    out, metrics = Path(cfg.out), validated.metrics
+    save_checkpoint(out / "last.pt", _checkpoint(parts, progress, metrics))
+    if improved:
+        copy_checkpoint(out / "last.pt", out / "best.pt")
+    elapsed = parts.budget.elapsed()
+    row = log.append(progress.epoch, progress.step, stats, metrics, elapsed, validated.images)
+    progress.history.append(row)
+    _log_epoch(progress.epoch, progress.step, stats, validated, len(parts.val_ds), elapsed)
+    if cfg.plots:
+        write_plots(out, log.path, validated.samples, parts.data)
+    progress.save_seconds = time.perf_counter() - tick
+
+
+def _finish(
+    cfg: TrainConfig,
+    parts: Parts,
+    progress: _Progress,
+    plan: ValidationPlan,
+    metrics: Metrics | None,
+    info: distributed.DistInfo,
+) -> TrainResult:
+    """The run's summary (logged by rank 0, with advice when it was too short to learn)."""
+    elapsed = parts.budget.elapsed()
+    throughput = progress.images / progress.train_seconds if progress.train_seconds else 0.0
+    advice = too_short_advice(
+        steps=progress.step,
+        warmup=parts.budget.warmup,
+        miou=metrics.miou if metrics is not None else None,
+        chance=chance_miou(metrics.confusion_matrix) if metrics is not None else None,
+        elapsed=elapsed,
+        train_seconds=progress.train_seconds,
+        val_share=cfg.val_share,
+    )
     if info.is_main:
         logger.info(
             "done: %d epochs, %d steps in %.1f min, %.2f images/s (training), "
             "%d validations in %.0f s (%.0f%% of the time), best mIoU %.4f",
-            epoch,
-            step,
+            progress.epoch,
+            progress.step,
             elapsed / 60,
             throughput,
-            cadence.count,
-            cadence.seconds,
-            100 * cadence.seconds / elapsed if elapsed else 0.0,
-            best,
+            plan.count,
+            plan.seconds,
+            100 * plan.seconds / elapsed if elapsed else 0.0,
+            progress.best,
         )
+        if advice is not None:
+            logger.warning(advice)
     return TrainResult(
-        out,
-        epoch,
-        step,
-        best,
+        Path(cfg.out),
+        progress.epoch,
+        progress.step,
+        progress.best,
         metrics,
         throughput,
         elapsed,
-        history,
-        validations=cadence.count,
-        val_seconds=cadence.seconds,
+        progress.history,
+        validations=plan.count,
+        val_seconds=plan.seconds,
+        advice=advice,
     )
+
+
+def _precision_text(cfg: TrainConfig, bf16: bool, device: torch.device) -> str:
+    if bf16:
+        return "bfloat16 autocast"
+    return "float16 AMP" if cfg.amp and device.type == "cuda" else "float32"
 
 
 def _budget_text(cfg: TrainConfig) -> str:
@@ -399,15 +511,22 @@ def _score(metrics: Metrics) -> float:
 
 
 def _log_epoch(
-    epoch: int, step: int, stats: EpochStats, metrics: Metrics | None, elapsed: float
+    epoch: int,
+    step: int,
+    stats: EpochStats,
+    validated: _Validation,
+    val_images: int,
+    elapsed: float,
 ) -> None:
     val = ""
+    metrics = validated.metrics
     if metrics is not None:
         per_class = " ".join(
             f"{name} {iou:.3f}"
             for name, iou in zip(metrics.classes, metrics.per_class_iou, strict=True)
         )
-        val = f", val mIoU {metrics.miou:.4f} ({per_class})"
+        subset = "" if validated.exact else f" on {validated.images} of {val_images} images"
+        val = f", val mIoU {metrics.miou:.4f}{subset} ({per_class})"
     logger.info(
         "epoch %d: step %d, loss %.4f, lr %.2e, %.2f images/s%s, %.1f min",
         epoch,

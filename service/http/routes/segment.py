@@ -17,13 +17,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import pipeline
 from service.errors import ImageError, ModelError
-from service.http.admission import Rejected
+from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
 from service.http.registry import LoadedModel, ModelRegistry
 from service.http.schemas import output_content
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
-from service.masks import ENCODERS
+from service.masks import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA, ENCODERS
 from service.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
 
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
@@ -92,6 +92,7 @@ def run_segmentation(
     seg = pipeline.segment(engine, data, (fmt,))
     info = {
         "model": loaded.name,
+        "model_version": loaded.version,
         "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
     }
     start = time.perf_counter()
@@ -117,7 +118,9 @@ async def segment(
         OutputFormat, Query(description="output format (docs/formats.md): " + ", ".join(ENCODERS))
     ] = OutputFormat.index,
     model: Annotated[str | None, Query(max_length=64, description="a loaded model's name")] = None,
-    alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay colour weight")] = 0.5,
+    alpha: Annotated[
+        float, Query(ge=ALPHA_MIN, le=ALPHA_MAX, description="overlay colour weight")
+    ] = DEFAULT_ALPHA,
     tolerance: Annotated[
         float,
         Query(
@@ -138,14 +141,15 @@ async def segment(
             result = await service.admission.run(
                 run_segmentation, loaded, data, format.value, alpha, tolerance
             )
-    except Rejected as rejected:
+    except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
     except (ImageError, ModelError) as exc:
         raise from_engine_error(exc) from None
     service.metrics.inference.labels(loaded.name).observe(result.infer_ms / 1000.0)
     headers = {
         "X-Model": loaded.name,
-        "X-Backend": loaded.engine.backend,
+        "X-Model-Version": loaded.version,
+        "X-Backend": loaded.engine.backend_name,
         "X-Precision": loaded.engine.precision,
         "X-Inference-Ms": f"{result.infer_ms:.2f}",
         "X-Decode-Ms": f"{result.decode_ms:.2f}",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.server import Server, start
+from service.http.launcher import Server, start
 from tests.service.conftest import OPSET, default_metadata
 
 REPO = Path(__file__).resolve().parents[3]

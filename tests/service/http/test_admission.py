@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from service.http.admission import Admission, Rejected
+from service.http.admission import Admission, AdmissionRefused
 
 
 def blocking_job(gate: threading.Event, name: str, log: list[str]):
@@ -34,10 +34,10 @@ def test_slots_then_queue_then_refusal_at_once() -> None:
         ]
         await settle()
         assert (admission.active, admission.queued) == (1, 2)
-        with pytest.raises(Rejected) as refused:
+        with pytest.raises(AdmissionRefused) as refused:
             admission.check()
         assert refused.value.reason == "queue_full"
-        with pytest.raises(Rejected):
+        with pytest.raises(AdmissionRefused):
             await asyncio.wait_for(admission.run(lambda: "late"), 1)  # refused, not queued
         gate.set()
         assert await asyncio.gather(*tasks) == ["job0", "job1", "job2"]
@@ -55,7 +55,7 @@ def test_queue_timeout_is_a_rejection_and_frees_the_place() -> None:
         gate = threading.Event()
         running = asyncio.create_task(admission.run(blocking_job(gate, "a", [])))
         await settle()
-        with pytest.raises(Rejected) as waited:
+        with pytest.raises(AdmissionRefused) as waited:
             await admission.run(lambda: "b")
         assert waited.value.reason == "queue_timeout"
         assert admission.queued == 0
@@ -83,7 +83,7 @@ def test_draining_refuses_new_work_but_finishes_accepted_work() -> None:
         await asyncio.sleep(0.01)
         admission.start_draining()
         assert not admission.idle
-        with pytest.raises(Rejected) as refused, admission.accepted():
+        with pytest.raises(AdmissionRefused) as refused, admission.accepted():
             pass
         assert refused.value.reason == "draining"
         await settle()
@@ -106,7 +106,7 @@ def test_a_cancelled_request_keeps_its_slot_until_the_thread_finishes() -> None:
         task.cancel()  # the client went away; ONNX Runtime cannot be interrupted
         await settle()
         assert admission.active == 1
-        with pytest.raises(Rejected):
+        with pytest.raises(AdmissionRefused):
             admission.check()
         gate.set()
         await settle()

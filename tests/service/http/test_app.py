@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import re
+import socket
 
 import numpy as np
 import pytest
@@ -126,6 +127,20 @@ def test_health_and_readiness(settings) -> None:
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "draining"
         assert started.get("/healthz").status_code == 200
+
+
+def test_replica_header_names_the_host_only_when_asked(settings) -> None:
+    with TestClient(create_app(settings)) as plain:
+        assert "x-replica" not in plain.get("/healthz").headers
+    named = settings.model_copy(update={"replica_header": True})
+    with TestClient(create_app(named)) as client:
+        answers = [
+            client.get("/healthz"),
+            client.post("/v1/segment", files={"image": ("x.png", image_bytes(8, 8))}),
+            client.post("/v1/segment", content=b"not an image"),  # an error answer too
+        ]
+    assert [r.status_code for r in answers] == [200, 200, 415]
+    assert {r.headers["x-replica"] for r in answers} == {socket.gethostname()}
 
 
 def test_static_page_is_served_at_root(conv_model, tmp_path) -> None:

@@ -158,7 +158,7 @@ def test_a_100000_square_header_is_refused_with_the_services_pixel_limit(keyed) 
 
 
 def test_unknown_path_and_wrong_method(client) -> None:
-    assert_error(client.get("/v2/segment"), 404, "not_found", "/v2/segment")
+    assert_error(client.get("/v3/segment"), 404, "not_found", "/v3/segment")
     assert_error(client.get("/v1/segment"), 405, "method_not_allowed", "GET")
     assert_error(client.delete("/v1/models"), 405, "method_not_allowed")
 

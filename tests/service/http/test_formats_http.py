@@ -119,6 +119,6 @@ def test_fcn_predict_writes_each_format_under_its_suffix(server, photo, tmp_path
         else:
             body = json.loads(written)
             assert body["model"] == "aerial" and body["source"].endswith("tile.jpg")
-            keep = {"model", "timings_ms", "source", "arch"}
+            keep = {"model", "model_version", "timings_ms", "source", "arch"}
             served_body = {k: v for k, v in json.loads(served).items() if k not in keep}
             assert {k: v for k, v in body.items() if k not in keep} == served_body, name

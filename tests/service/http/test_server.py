@@ -18,7 +18,7 @@ def test_startup_freezes_what_is_loaded_out_of_the_collectors_reach(conv_model) 
     settings = Settings(models=[str(conv_model)], port=0, log_level="warning")
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    server = DrainingServer(config, app.state.service.admission, settings)
+    server = DrainingServer(config, app, settings)
 
     async def start_and_stop() -> int:
         config.load()

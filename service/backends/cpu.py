@@ -1,0 +1,91 @@
+"""What this CPU offers the backends: its model name and the ISA flags that decide speed.
+
+Read once from ``/proc/cpuinfo`` (Linux; elsewhere no flags are known, so nothing is claimed).
+Tests simulate other CPUs by patching :func:`cpu_flags`; everything below derives from it.
+
+The flags that matter for serving:
+
+* ``avx512_bf16`` / ``amx_bf16``: native bf16 arithmetic. Without either, a bf16 request is
+  emulated (converted to and from fp32 around fp32 kernels) and is slower than fp32.
+* ``avx512_vnni`` / ``avx_vnni`` / ``amx_int8``: one-instruction int8 dot products. Without
+  them (AVX2 only, e.g. AMD Zen 3) int8 kernels still exist (u8s8 through ``vpmaddubsw``), so
+  whether INT8 beats fp32 there is measured, not assumed (:mod:`service.backends.probe`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+# The flags bench JSONs record and the selection reads, in /proc/cpuinfo spelling.
+ISA_FLAGS: tuple[str, ...] = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first processor's ``key: value`` lines of a ``/proc/cpuinfo`` text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough: all cores are alike here
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:  # not Linux: nothing known, so nothing claimed
+        return {}
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's ISA flags (``/proc/cpuinfo`` spelling); empty when unknown."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    import platform
+
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """Vendor, family, model and stepping (``AuthenticAMD 25/1/1``: Zen 3), where the model
+    name is generic (virtual machines often report only ``AMD EPYC``); empty when unknown."""
+    info = _cpuinfo()
+    parts = [info.get(k) for k in ("cpu family", "model", "stepping")]
+    if not info.get("vendor_id") or not all(parts):
+        return ""
+    return f"{info['vendor_id']} {'/'.join(parts)}"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where bf16 pays off."""
+    return bool(cpu_flags() & BF16_FLAGS)
+
+
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX-INT8)."""
+    return bool(cpu_flags() & INT8_DOT_FLAGS)
+
+
+def cpu_signature() -> str:
+    """Model name and the speed-relevant flags: what a cached speed measurement is valid for."""
+    flags = cpu_flags()
+    return f"{cpu_model()} {cpu_id()} [{' '.join(f for f in ISA_FLAGS if f in flags)}]"

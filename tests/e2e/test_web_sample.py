@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.http.launcher import fcn_serve, http, multipart
 from service.masks import borders
 from tests.e2e.browser import find_browser, start_chromium
-from tests.e2e.server import fcn_serve, http, multipart
 
 find_browser()  # skip the module, with the reason, when the browser is missing
 pytest.importorskip("selenium", reason="selenium (the dev extra) drives the browser")

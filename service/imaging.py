@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import warnings
 from typing import BinaryIO
 
@@ -146,10 +147,22 @@ def open_image(source: Source, *, max_pixels: int, max_side: int) -> Image.Image
             stream.close()
 
 
+# The pixel count in Pillow's DecompressionBombError ("Image size (N pixels) exceeds ...").
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _bomb_error(exc: Image.DecompressionBombError, max_pixels: int) -> ImageTooLargeError:
+    """Pillow's bomb error in the service's words: its own limit, not Pillow's."""
+    match = _BOMB_PIXELS.search(str(exc))
+    size = f"{int(match.group(1))} pixels" if match else "larger than Pillow decodes safely"
+    return ImageTooLargeError(f"image is {size}; the limit is {max_pixels}")
+
+
 def _decode(stream: BinaryIO, name: str, *, max_pixels: int, max_side: int) -> Image.Image:
     # Pillow's own bomb check runs inside Image.open with a global limit (error above twice
     # MAX_IMAGE_PIXELS). Ours is per call and runs next, so silence Pillow's warning, translate
-    # its error, and lift its limit when the operator configured a larger one (never lower it).
+    # its error into ours (the user sees the service's limit, which is never above Pillow's
+    # unless raised below), and lift its limit when the operator configured a larger one.
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
@@ -157,7 +170,7 @@ def _decode(stream: BinaryIO, name: str, *, max_pixels: int, max_side: int) -> I
         try:
             image = Image.open(stream, formats=ALLOWED_FORMATS)
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"image is too large to decode safely ({exc})") from exc
+            raise _bomb_error(exc, max_pixels) from None
         except Exception as exc:  # Pillow raises many types for bad headers
             logger.debug("header parse failed", exc_info=True)
             raise CorruptImageError(f"{name} file is corrupt or truncated ({exc})") from exc
@@ -168,7 +181,7 @@ def _decode(stream: BinaryIO, name: str, *, max_pixels: int, max_side: int) -> I
         try:
             image.load()
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"image is too large to decode safely ({exc})") from exc
+            raise _bomb_error(exc, max_pixels) from None
         except Exception as exc:
             logger.debug("decode failed", exc_info=True)
             raise CorruptImageError(f"{name} file is corrupt or truncated ({exc})") from exc

@@ -1,4 +1,5 @@
-"""Mask encoders: index/colour/overlay/confidence PNGs, a JSON report, COCO RLE, polygons, GeoJSON.
+"""Mask encoders: index/colour/overlay/outline/confidence PNGs, a JSON report, COCO RLE,
+polygons, GeoJSON.
 
 Masks are ``(H, W)`` ``uint8``/``uint16`` class indices as returned by ``Engine.predict``.
 :data:`ENCODERS` is the one table of output formats (name -> encode function, media type,
@@ -138,6 +139,47 @@ def overlay_png(
     return _png_bytes(Image.fromarray(overlay(pixels, mask, palette, alpha)))
 
 
+def borders(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: pixels with a 4-neighbour of another class (both sides of each border,
+    so a line is two pixels wide, each half in its own class's colour)."""
+    _check_mask(mask)
+    edge = np.zeros(mask.shape, dtype=bool)
+    horizontal = mask[:, 1:] != mask[:, :-1]
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    vertical = mask[1:] != mask[:-1]
+    edge[1:] |= vertical
+    edge[:-1] |= vertical
+    return edge
+
+
+def outline(pixels: np.ndarray, mask: np.ndarray, palette: Palette) -> np.ndarray:
+    """The image with the borders between classes drawn in the classes' colours.
+
+    Unlike :func:`overlay` the image keeps its own colours everywhere but on the borders, so
+    a colourful photo stays readable.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    if pixels.shape[:2] != mask.shape:
+        raise ValueError(f"image {pixels.shape[:2]} and mask {mask.shape} sizes differ")
+    out = np.empty((*mask.shape, 3), dtype=np.uint8)
+    # Row chunks with one row of context each side: bounded temporary memory.
+    for y in range(0, mask.shape[0], _OVERLAY_ROWS):
+        top, bottom = max(0, y - 1), min(mask.shape[0], y + _OVERLAY_ROWS + 1)
+        rows = slice(y, min(mask.shape[0], y + _OVERLAY_ROWS))
+        edge = borders(mask[top:bottom])[y - top : y - top + rows.stop - rows.start]
+        out[rows] = display_rgb(pixels[rows])  # may be a read-only view of the input
+        out[rows][edge] = colorize(mask[rows], palette)[edge]
+    return out
+
+
+def outline_png(pixels: np.ndarray, mask: np.ndarray, palette: Palette) -> bytes:
+    """:func:`outline` encoded as an RGB PNG."""
+    return _png_bytes(Image.fromarray(outline(pixels, mask, palette)))
+
+
 def confidence_png(confidence: np.ndarray) -> bytes:
     """The top class's probability per pixel as an 8-bit grey PNG: ``round(255 * p)``.
 
@@ -207,7 +249,8 @@ class EncodeRequest:
 
     Attributes:
         mask: ``(H, W)`` class indices.
-        pixels: the decoded input (``service.imaging`` layout); only ``overlay`` reads it.
+        pixels: the decoded input (``service.imaging`` layout); only ``overlay`` and
+            ``outline`` read it.
         palette: one ``[r, g, b]`` per class.
         classes: class names in index order.
         alpha: overlay colour weight in ``[0, 1]``.
@@ -264,6 +307,12 @@ def _encode_overlay(request: EncodeRequest) -> bytes:
     return overlay_png(request.pixels, request.mask, request.palette, request.alpha)
 
 
+def _encode_outline(request: EncodeRequest) -> bytes:
+    if request.pixels is None:
+        raise ValueError("the outline format needs the decoded image")
+    return outline_png(request.pixels, request.mask, request.palette)
+
+
 def _json(request: EncodeRequest, body: Mapping[str, Any], indent: int | None = None) -> bytes:
     return json.dumps({**request.info, **body}, indent=indent).encode()
 
@@ -301,6 +350,13 @@ ENCODERS: dict[str, Encoder] = {
             "_overlay.png",
             _encode_overlay,
             "the colour mask blended over the image",
+        ),
+        Encoder(
+            "outline",
+            "image/png",
+            "_outline.png",
+            _encode_outline,
+            "the image with the class borders drawn in the palette's colours",
         ),
         Encoder(
             "json",

@@ -2,11 +2,15 @@
 
 A model is named by a *spec*:
 
-* ``default`` — the small demo model bundled inside the package (``service/assets``);
+* ``default`` — the aerial land-cover model bundled inside the package (``service/assets``;
+  building, land, road, vegetation, water; docs/default-model.md);
+* ``demo`` — the bundled shapes model (the classes ``fcn data demo`` draws), for the demo
+  pipeline;
 * ``NAME=PATH`` — the ONNX file at ``PATH``, served as ``NAME``;
 * ``PATH`` — the ONNX file at ``PATH``, served under its file stem.
 
-``--models-dir DIR`` adds every ``DIR/*.onnx`` under its stem. Names are checked against
+``--models-dir DIR`` adds every ``DIR/*.onnx`` under its stem. With no spec and no folder both
+bundled models are served, ``default`` first (the default). Names are checked against
 :data:`NAME_PATTERN`; a name sent in a request is only ever looked up among the loaded models,
 never joined to a path.
 """
@@ -24,6 +28,9 @@ from pathlib import Path
 from service.errors import ModelLoadError
 
 DEFAULT_MODEL_NAME = "default"
+DEMO_MODEL_NAME = "demo"
+# Bundled models: name -> file in service/assets.
+BUNDLED: dict[str, str] = {DEFAULT_MODEL_NAME: "default.onnx", DEMO_MODEL_NAME: "demo.onnx"}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -35,17 +42,18 @@ class ModelSource:
     path: Path
 
 
-def bundled_model_path() -> Path:
-    """The bundled default model's file.
+def bundled_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """The file of the bundled model ``name`` (``default`` or ``demo``).
 
     Raises:
+        KeyError: not a bundled model's name.
         ModelLoadError: this installation lacks it (a source checkout where it was deleted).
     """
-    path = Path(str(resources.files("service") / "assets" / "default.onnx"))
+    path = Path(str(resources.files("service") / "assets" / BUNDLED[name]))
     if not path.is_file():
         raise ModelLoadError(
-            f"the bundled default model is missing ({path}); rebuild it with "
-            "`make default-model` or name a model file"
+            f"the bundled {name} model is missing ({path}); rebuild it with "
+            f"`make {name}-model` or name a model file"
         )
     return path
 
@@ -66,14 +74,14 @@ def check_name(name: str) -> str:
 
 
 def parse_spec(spec: str) -> ModelSource:
-    """Turn ``default``, ``NAME=PATH`` or ``PATH`` into a :class:`ModelSource`.
+    """Turn ``default``, ``demo``, ``NAME=PATH`` or ``PATH`` into a :class:`ModelSource`.
 
     Raises:
         ValueError: an invalid name.
-        ModelLoadError: ``default`` was asked for and is not installed.
+        ModelLoadError: a bundled model was asked for and is not installed.
     """
-    if spec == DEFAULT_MODEL_NAME:
-        return ModelSource(DEFAULT_MODEL_NAME, bundled_model_path())
+    if spec in BUNDLED:
+        return ModelSource(spec, bundled_model_path(spec))
     name, sep, path = spec.partition("=")
     if sep and name and path:
         return ModelSource(check_name(name), Path(path))
@@ -98,7 +106,8 @@ def discover(models_dir: str | os.PathLike) -> list[ModelSource]:
 def model_sources(
     specs: Iterable[str] = (), models_dir: str | os.PathLike | None = None
 ) -> list[ModelSource]:
-    """The models to serve: the given specs, then the folder's files; the default if none.
+    """The models to serve: the given specs, then the folder's files; if none, the bundled
+    ``default`` and ``demo``.
 
     Raises:
         ValueError: two models with the same name, or an invalid name.
@@ -108,7 +117,7 @@ def model_sources(
     if models_dir is not None:
         sources.extend(discover(models_dir))
     if not sources:
-        sources = [parse_spec(DEFAULT_MODEL_NAME)]
+        sources = [parse_spec(name) for name in BUNDLED]
     seen: dict[str, Path] = {}
     for source in sources:
         if source.name in seen:

@@ -96,7 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scanned recursively and mirrored under --out. Bad files are reported and skipped; the "
         "exit code is 0 when all inputs succeeded, 1 if any failed, 2 on usage errors.",
     )
-    p.add_argument("model", help="an .onnx model file, NAME=PATH, or 'default' (the bundled one)")
+    p.add_argument(
+        "model",
+        help="an .onnx model file, NAME=PATH, or a bundled model: 'default' (aerial land cover) "
+        "or 'demo' (generated shapes)",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--out", "-o", required=True, help="output folder (created if missing)")
     p.add_argument(

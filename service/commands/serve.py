@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve models over HTTP (POST /v1/segment)",
         description="Serve ONNX segmentation models over HTTP. With no --model and no "
-        "--models-dir it serves the bundled default model. Every option can also be set as an "
+        "--models-dir it serves the two bundled models: 'default' (aerial land cover) and "
+        "'demo' (generated shapes). Every option can also be set as an "
         "FCN_* environment variable (the option wins).",
     )
     p.add_argument(
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="models",
         action="append",
         metavar="[NAME=]PATH",
-        help="a model to serve: PATH, NAME=PATH or 'default'; repeat for several "
+        help="a model to serve: PATH, NAME=PATH, 'default' or 'demo'; repeat for several "
         "[FCN_MODELS, comma-separated]",
     )
     for name, field in Settings.model_fields.items():

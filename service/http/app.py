@@ -11,17 +11,17 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.routing import Match, Mount, Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fcn import __version__
 from service.engine import EngineConfig
 from service.http import errors
 from service.http.admission import Admission
-from service.http.metrics import Metrics, MetricsMiddleware
+from service.http.metrics import Metrics, MetricsMiddleware, StaticMount
 from service.http.registry import ModelRegistry
 from service.http.reload import load_checked
-from service.http.routes import health, metrics, models, oip, segment
+from service.http.routes import docs, health, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import model_sources
@@ -48,7 +48,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
 
 
-class PageMount(Mount):
+class PageMount(StaticMount):
     """The static page at ``/``, stepping aside for the API's own paths.
 
     A plain mount at ``/`` matches every path, so ``GET /v1/segment`` would reach the file
@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Semantic segmentation: POST an image, get its mask.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's assets by routes.docs, not from a CDN
+        redoc_url=None,
     )
     app.state.service = service
     errors.install(app)
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers.append(oip.keyed)
     for router in routers:
         app.include_router(router)
+    docs.install(app)
     web_dir = settings.web_dir or WEB_DIR
     if web_dir.is_dir():  # the page ships with the package; a bare API is fine without it
         own = [route for router in routers for route in router.routes]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.routing import Mount
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http.admission import Admission
@@ -65,11 +65,26 @@ class Metrics:
         draining.set_function(lambda: float(admission.draining))
 
 
-def route_label(scope: Scope) -> str:
-    """The matched route's template, ``static`` for the web page, ``unmatched`` otherwise."""
+class StaticMount(Mount):
+    """A Mount of static files whose requests are counted under ``route="static"``.
+
+    Starlette's Mount does not record itself in the scope (FastAPI's routes do), so without
+    this its requests would be counted as ``unmatched``.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child = {**child, "route": self}
+        return match, child
+
+
+def route_label(scope: Scope, status: int | None = None) -> str:
+    """The matched route's template; ``static`` for a file of the web page or the API docs'
+    assets; ``unmatched`` otherwise (a path no route knows, or no such static file: 404)."""
     route = scope.get("route")
     if isinstance(route, Mount):
-        return "static"
+        return "unmatched" if status == 404 else "static"
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
 
@@ -97,7 +112,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = route_label(scope)
+            route = route_label(scope, status)
             m = self.metrics
             m.requests.labels(route, scope["method"], str(status)).inc()
             m.latency.labels(route).observe(time.perf_counter() - start)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -255,14 +256,15 @@ def test_serve_only_venv_has_no_torch(serve_venv):
     assert Path(where.stdout.strip()).is_relative_to(serve_venv.parent.parent)
 
 
-def test_serve_only_venv_serves_the_default_model_and_page(serve_venv, tmp_path):
+def test_serve_only_venv_serves_the_bundled_models_page_sample_and_docs(serve_venv, tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (45, 67, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG")
     log = tmp_path / "serve.log"
     with fcn_serve([], log, python=serve_venv, env=CLEAN_ENV, cwd=tmp_path) as server:
         models = server.get_json("/v1/models")["models"]
-        assert [m["name"] for m in models] == ["default"]
+        assert [m["name"] for m in models] == ["default", "demo"]
+        assert models[0]["default"] and "building" in models[0]["classes"]  # the aerial model
         status, headers, body = http(
             "POST",
             server.url + "/v1/segment",
@@ -277,6 +279,19 @@ def test_serve_only_venv_serves_the_default_model_and_page(serve_venv, tmp_path)
         status, _, page = http("GET", server.url + "/")
         assert status == 200 and b'<script src="app.js"' in page
         assert http("GET", server.url + "/app.js")[0] == 200
+        # the page's sample ships in the wheel and the default model segments it
+        status, _, sample = http("GET", server.url + "/samples/dubai-aerial.jpg")
+        assert status == 200 and sample.startswith(b"\xff\xd8")
+        status, _, body = http(
+            "POST", server.url + "/v1/segment", sample, {"Content-Type": "image/jpeg"}
+        )
+        assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).shape == (512, 512)
+        # /docs and /redoc work offline: every script and stylesheet they load is served here
+        for docs in ("/docs", "/redoc"):
+            status, _, html = http("GET", server.url + docs)
+            assert status == 200 and b"https://" not in html, docs
+            for url in re.findall(rb'(?:src|href)="([^"]+)"', html):
+                assert http("GET", server.url + url.decode())[0] == 200, (docs, url)
         # the image's HEALTHCHECK command, run as written, passes against the live service
         port = server.url.rsplit(":", 1)[1]
         assert _healthcheck(serve_venv, port).returncode == 0

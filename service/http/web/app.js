@@ -10,10 +10,15 @@
 // "Other format" offers every output format the model lists (GET v1/models: name, media type,
 // file suffix): choosing one asks the service for the current image in that format and turns
 // the link below it into a download of the answer.
+//
+// "Try a sample" sends the aerial photo shipped with the page (samples/) to the default model.
+// The outline view draws only the borders between classes (found on the painted mask) over
+// the image, which stays readable where a 50% overlay of a colourful photo is not.
 "use strict";
 
 const API_KEY_HEADER = "X-API-Key";
 const MAX_CANVAS_CLASSES = 256;
+const SAMPLE_URL = "samples/dubai-aerial.jpg";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -29,6 +34,8 @@ const ui = {
   image: $("image"),
   imageFigure: $("image-figure"),
   mask: $("mask"),
+  outline: $("outline"),
+  sample: $("sample"),
   opacity: $("opacity"),
   opacityValue: $("opacity-value"),
   downloadIndex: $("download-index"),
@@ -228,6 +235,31 @@ async function segmentWithServerColours(file, model) {
   };
 }
 
+// Borders between classes: pixels of the painted mask with a 4-neighbour of another colour,
+// in their own class colour; everything else transparent (both sides of a border: 2 px).
+function paintOutline() {
+  const { width, height } = ui.mask;
+  const src = ui.mask.getContext("2d").getImageData(0, 0, width, height).data;
+  ui.outline.width = width;
+  ui.outline.height = height;
+  const context = ui.outline.getContext("2d");
+  const out = context.createImageData(width, height);
+  const differs = (a, b) => src[a] !== src[b] || src[a + 1] !== src[b + 1] || src[a + 2] !== src[b + 2];
+  const row = width * 4;
+  for (let y = 0, p = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1, p += 4) {
+      const edge = (x > 0 && differs(p, p - 4)) || (x < width - 1 && differs(p, p + 4))
+        || (y > 0 && differs(p, p - row)) || (y < height - 1 && differs(p, p + row));
+      if (!edge) continue;
+      out.data[p] = src[p];
+      out.data[p + 1] = src[p + 1];
+      out.data[p + 2] = src[p + 2];
+      out.data[p + 3] = 255;
+    }
+  }
+  context.putImageData(out, 0, 0);
+}
+
 function setDownload(link, key, blob, filename) {
   if (objectUrls[key]) URL.revokeObjectURL(objectUrls[key]);
   objectUrls[key] = URL.createObjectURL(blob);
@@ -317,6 +349,7 @@ async function segment() {
       ? await segmentWithIndex(file, model)
       : await segmentWithServerColours(file, model);
     if (serial !== requestSerial) return;
+    paintOutline();
     const base = stem(file.name);
     setDownload(ui.downloadIndex, "index", result.indexBlob, `${base}_mask.png`);
     setDownload(ui.downloadColor, "color", result.colorBlob, `${base}_color.png`);
@@ -350,8 +383,25 @@ function useFile(file) {
 // ---- view controls --------------------------------------------------------------------------
 
 function setView(mode) {
-  ui.view.classList.toggle("overlay", mode === "overlay");
-  ui.view.classList.toggle("side", mode !== "overlay");
+  for (const name of ["side", "overlay", "outline"]) ui.view.classList.toggle(name, mode === name);
+}
+
+// The sample is an aerial photo: segment it with the default model (the aerial one).
+async function trySample() {
+  showError("");
+  setStatus("Loading the sample image…");
+  let blob;
+  try {
+    blob = await (await request(SAMPLE_URL)).blob();
+  } catch (err) {
+    setStatus("");
+    showError(describeError(err));
+    return;
+  }
+  const preferred = models.find((m) => m.default) || models[0];
+  if (preferred) ui.model.value = preferred.name;
+  describeModel();
+  useFile(new File([blob], "dubai-aerial.jpg", { type: blob.type || "image/jpeg" }));
 }
 
 function setOpacity() {
@@ -377,6 +427,7 @@ ui.model.addEventListener("change", () => {
 });
 ui.apiKey.addEventListener("change", loadModels);
 ui.file.addEventListener("change", () => useFile(ui.file.files[0]));
+ui.sample.addEventListener("click", trySample);
 
 // Drag and drop: anywhere on the drop zone; elsewhere the browser must not open the file.
 for (const type of ["dragenter", "dragover"]) {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import socket
 
 import numpy as np
@@ -165,3 +166,20 @@ def test_openapi_documents_both_ways_to_send_an_image(client) -> None:
         schema = responses[status]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status
     json.dumps(spec)  # serialisable
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_pages_load_every_asset_from_the_service_itself(client, page) -> None:
+    html = client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert "http://" not in html.text and "https://" not in html.text  # no CDN, no web fonts
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    scripts = [u for u in urls if u.endswith(".js")]
+    assert scripts, f"{page} references no script: {urls}"
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 1000, url  # the real bundle, not an error page
+    spec_url = re.search(r"""(?:url|spec-url)\W+['"]?(/openapi\.json)""", html.text)
+    assert spec_url, f"{page} does not load /openapi.json"
+    assert client.get(spec_url.group(1)).json()["info"]["title"] == "fcnseg"

@@ -143,6 +143,20 @@ def test_pixels_over_the_limit_are_413_judged_from_the_header(client) -> None:
     assert_error(post(client, png_claiming(50, 50)), 400, "corrupt_image")
 
 
+def test_a_100000_square_header_is_refused_with_the_services_pixel_limit(keyed) -> None:
+    # The service's default limits (FCN_MAX_PIXELS 50 million): Pillow's own bomb check fires
+    # first inside Image.open, and its words must not reach the user.
+    response = keyed.post(
+        "/v1/segment",
+        content=png_claiming(100_000, 100_000),
+        headers={"Content-Type": "image/png", "X-API-Key": KEY},
+    )
+    body = assert_error(response, 413, "image_too_large", "10000000000 pixels")
+    assert body["error"]["message"].endswith(f"the limit is {Settings().max_pixels}")
+    assert "decompression" not in body["error"]["message"]
+    assert "178956970" not in body["error"]["message"]
+
+
 def test_unknown_path_and_wrong_method(client) -> None:
     assert_error(client.get("/v3/segment"), 404, "not_found", "/v3/segment")
     assert_error(client.get("/v1/segment"), 405, "method_not_allowed", "GET")

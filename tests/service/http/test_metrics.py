@@ -47,3 +47,15 @@ def test_requests_latency_inference_and_rejections_are_counted(conv_model) -> No
     assert seen[key("fcn_inference_slots")] == 3
     assert not any(name.endswith("healthz") for name, _ in seen)
     assert key("fcn_http_requests_total", route="/healthz", method="GET", status="200") not in seen
+
+
+def test_web_page_and_docs_assets_are_counted_as_static(conv_model) -> None:
+    with TestClient(create_app(Settings(models=[f"conv={conv_model}"]))) as client:
+        for path in ("/", "/app.js", "/style.css", "/docs-assets/swagger-ui.css"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/no-such-file.js").status_code == 404
+        seen = samples(client)
+    key = lambda name, **labels: (name, tuple(sorted(labels.items())))  # noqa: E731
+    assert seen[key("fcn_http_requests_total", route="static", method="GET", status="200")] == 4
+    assert seen[key("fcn_http_requests_total", route="unmatched", method="GET", status="404")] == 1
+    assert key("fcn_http_requests_total", route="unmatched", method="GET", status="200") not in seen

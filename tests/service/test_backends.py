@@ -430,7 +430,10 @@ def test_openvino_memory_stays_flat_over_many_image_sizes(precision: str) -> Non
 import numpy as np
 from service.engine import Engine, EngineConfig
 from service.models import bundled_model_path
-engine = Engine.load(bundled_model_path(), EngineConfig(backend="openvino", precision="{precision}"))
+# The fp32 demo model: the default is an INT8 file, which has no fp32 or bf16 path.
+engine = Engine.load(
+    bundled_model_path("demo"), EngineConfig(backend="openvino", precision="{precision}")
+)
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 rng = np.random.default_rng(0)

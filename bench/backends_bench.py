@@ -14,7 +14,7 @@ runs are fine, say so when you report). Per model:
    for OpenVINO bf16/INT8, once more with oneDNN's default primitive cache: the "before" rows).
 
 On a CPU without native bf16 the bf16 path is not servable (``auto`` never picks it, an
-explicit request is refused); its row is still timed, as ``openvino bf16 (emulated)``, loaded
+explicit request is refused); its row is still timed, as ``openvino bf16 (forced)``, loaded
 past the engine's check, to show what it would cost. ``auto`` measures its candidates on this
 CPU at load (service/backends/probe.py) in a fresh cache, so its row is what a first start
 here picks. The JSON records the CPU (model, ISA flags, load), the command and what each
@@ -61,7 +61,7 @@ PATHS = (
 )
 
 
-EMULATED_BF16 = "openvino bf16 (emulated)"
+FORCED_BF16 = "openvino bf16 (forced)"
 COLUMNS = {
     "latency_512": {
         "model": "network (unet-r34: trained on ISBI; fcn8s: random weights unless --fcn8s)",
@@ -128,7 +128,7 @@ def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
             from service.backends.openvino import OpenVinoBackend
 
             runner = OpenVinoBackend(fp32, "bf16", config)
-            engines[EMULATED_BF16] = Engine(runner, config)
+            engines[FORCED_BF16] = Engine(runner, config)
             hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
             log(f"{name}: bf16 forced on a CPU without it; OpenVINO runs it as {hint}")
             continue
@@ -168,7 +168,7 @@ def accuracy(setup: dict, key: str) -> dict:
     checks = setup["checks"]
     engine = setup["engines"][key]
     path = f"{engine.backend_name}/{engine.precision}"
-    if key == EMULATED_BF16:
+    if key == FORCED_BF16:
         return {}
     if path == "ort/fp32":
         return {"miou": checks["reference"]["miou"], "miou_delta": 0.0, "argmax_agreement": 1.0}

@@ -137,9 +137,7 @@ def main() -> int:
             raise SystemExit(f"{STATE} still has mounts; stop the engine first")
         shutil.rmtree(STATE, ignore_errors=True)
     timed("prepare", ["bash", str(SCRIPT), "prepare"], env, results)
-    log = timed("build", ["bash", str(SCRIPT), "build"], env, results)
-    steps = re.findall(r"^#\d+ \[(\w+)[^\]]*\] (RUN|exporting)[^\n]*\n(?:.*\n)*?#\d+ DONE ([\d.]+)s",
-                       log, flags=re.M)  # fmt: skip
+    timed("build", ["bash", str(SCRIPT), "build"], env, results)
     env = engine_env()
     report = sizes(env)
     report["start_to_ready"] = start_to_ready(env)
@@ -160,7 +158,6 @@ def main() -> int:
         machine=machine(),
         phases=results,
         docker_total_s=round(sum(p["seconds"] for p in results.values()), 1),
-        build_steps=[{"image": i, "step": s, "seconds": float(t)} for i, s, t in steps],
         e2e_summary=summary,
     )
     print(f"\n{'phase':<10}{'seconds':>9}{'load avg':>10}")

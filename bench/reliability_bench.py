@@ -51,14 +51,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _cpu import cpu_info
 from PIL import Image
 
 from service.http.launcher import Server, start, stop
 
 try:  # run as a script: bench/ is on the path
+    from _cpu import cpu_info
     from _paths import ROOT, shown
 except ImportError:  # imported as bench.reliability_bench (tests/service/reliability)
+    from bench._cpu import cpu_info
     from bench._paths import ROOT, shown
 
 RESULTS = ROOT / "bench" / "results"

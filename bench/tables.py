@@ -29,21 +29,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The flags worth showing when a file lists all of /proc/cpuinfo's (a record that maps flag ->
+# bool, as bench/_cpu.py writes, shows every flag it marks present): the ones the serving side
+# reads.
+from service.backends.cpu import ISA_FLAGS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"^<!--\s*bench-table:\s*([\w.-]+)\s*-->\s*$", re.MULTILINE)
-# The flags worth showing when a file lists all of /proc/cpuinfo's (a record that maps flag ->
-# bool, as bench/_cpu.py writes, shows every flag it marks present).
-ISA_FLAGS = (
-    "avx2",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
 ARCH_NAMES = {"", "x86_64", "amd64", "aarch64", "arm64", "i386", "i686"}
 DATE_KEYS = ("date", "measured_at", "finished_at", "started_at", "timestamp", "time")
 

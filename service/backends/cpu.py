@@ -5,8 +5,10 @@ Tests simulate other CPUs by patching :func:`cpu_flags`; everything below derive
 
 The flags that matter for serving:
 
-* ``avx512_bf16`` / ``amx_bf16``: native bf16 arithmetic. Without either, a bf16 request is
-  emulated (converted to and from fp32 around fp32 kernels) and is slower than fp32.
+* ``avx512_bf16`` / ``amx_bf16``: native bf16 arithmetic. Without either there is no bf16
+  speed to gain: OpenVINO's CPU plugin lists no BF16 capability and runs a bf16 request in
+  fp32 (OpenVINO 2026.4 on an AVX2 CPU: the compiled hint reads back ``float32``); other
+  software emulates bf16 by converting around fp32 arithmetic, which only adds work.
 * ``avx512_vnni`` / ``avx_vnni`` / ``amx_int8``: one-instruction int8 dot products. Without
   them (AVX2 only, e.g. AMD Zen 3) int8 kernels still exist (u8s8 through ``vpmaddubsw``), so
   whether INT8 beats fp32 there is measured, not assumed (:mod:`service.backends.probe`).

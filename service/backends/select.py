@@ -7,8 +7,9 @@ precision decides in three steps:
 1. **Accuracy** (recorded with the model): only a path whose mIoU drop is at most
    :data:`MAX_MIOU_DROP` points is a candidate.
 2. **What this CPU can run fast at all** (its flags, :mod:`service.backends.cpu`): bf16 only on
-   a CPU with native bf16 (AVX512-BF16 or AMX). Elsewhere OpenVINO would emulate it around fp32
-   kernels, slower than fp32, so it is never a candidate there, whatever was recorded.
+   a CPU with native bf16 (AVX512-BF16 or AMX). Elsewhere there are no bf16 kernels to gain
+   from (OpenVINO runs such a request in fp32), so it is never a candidate there, whatever was
+   recorded, and never timed.
 3. **Speed on this CPU** (measured, :mod:`service.backends.probe`): the candidates and the
    fallback run side by side on this machine; the fastest candidate is taken only if it beats
    the fallback by :data:`MIN_SPEEDUP`. INT8 is therefore served only where it was measured
@@ -180,7 +181,7 @@ def choose_backend(
         if cand_backend not in backends:
             continue
         if cand_precision == "bf16" and (is_int8 or not cpu_has_bf16()):
-            continue  # never emulated bf16: slower than fp32 on such a CPU
+            continue  # no native bf16: nothing to gain, never even timed
         if cand_precision == "int8" and not q_path.is_file():
             continue
         if verified(checks, cand_backend, cand_precision):

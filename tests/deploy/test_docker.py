@@ -114,7 +114,9 @@ def test_build_context_holds_the_sources_and_the_default_model(root, serve_docke
             for source in ins.words()[:-1]:
                 assert (root / source).exists(), source
                 assert not dockerignore_excludes(ignore, source.rstrip("/")), source
-    assert not dockerignore_excludes(ignore, "service/assets/default.onnx")
+    # Both bundled models are package data: `fcn serve --model demo` works in the image too.
+    for bundled in ("service/assets/default.onnx", "service/assets/demo.onnx"):
+        assert not dockerignore_excludes(ignore, bundled), bundled
     assert not dockerignore_excludes(ignore, "service/http/web/index.html")
     for heavy in (".venv/bin/python", ".git/HEAD", "demo/model.onnx", "runs/x/best.pt"):
         assert dockerignore_excludes(ignore, heavy), heavy

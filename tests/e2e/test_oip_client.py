@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.engine import Engine, EngineConfig
+from service.engine import Engine, EngineConfig, read_model_metadata
 from service.http.launcher import Server, fcn_serve, http
 from service.models import bundled_model_path
 
@@ -161,8 +161,8 @@ def test_scores_on_request(client) -> None:
     outputs = [httpclient.InferRequestedOutput("mask"), httpclient.InferRequestedOutput("scores")]
     result = client.infer("default", [image_input(data)], outputs=outputs)
     mask, scores = result.as_numpy("mask"), result.as_numpy("scores")
-    classes = client.get_model_metadata("default")["parameters"]["classes"]
-    assert scores.dtype == np.float32 and scores.shape == (len(classes), 50, 70)
+    classes = read_model_metadata(bundled_model_path()).num_classes
+    assert scores.dtype == np.float32 and scores.shape == (classes, 50, 70)
     np.testing.assert_allclose(scores.sum(axis=0), 1.0, atol=1e-5)
     assert np.array_equal(scores.argmax(axis=0), mask)
 

@@ -1,9 +1,7 @@
 """Model reload without downtime, against a real ``fcn serve``: under load, by HTTP and SIGHUP.
 
-Versions are copies of the bundled demo model (an fp32 file served by ONNX Runtime) that differ
-only in a metadata entry (so in their content hash): what is measured is the swap, not a
-model's speed. (The INT8 default model, served by OpenVINO where it is installed, grew the
-process by 13% over 20 reloads when measured: a separate matter from the swap.)
+Versions are copies of the bundled default model that differ only in a metadata entry (so in
+their content hash): what is measured is the swap, not a model's speed.
 """
 
 from __future__ import annotations
@@ -33,10 +31,9 @@ MIN_REQUESTS = 200
 
 
 def variant(path: Path, revision: int, source: Path | None = None) -> str:
-    """Write ``source`` (the bundled demo model) with an extra metadata entry; return its
-    version."""
+    """Write ``source`` (the bundled model) with an extra metadata entry; return its version."""
     onnx = pytest.importorskip("onnx")
-    model = onnx.load(str(source or bundled_model_path("demo")))
+    model = onnx.load(str(source or bundled_model_path()))
     entry = model.metadata_props.add()
     entry.key, entry.value = "revision", str(revision)
     staging = path.with_suffix(".staging")  # not *.onnx: the server never sees half a file
@@ -169,15 +166,19 @@ def rss_kib(pid: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for RSS")
 def test_memory_after_twenty_reloads_is_within_ten_percent_of_after_one(tmp_path: Path) -> None:
+    # The fp32 `demo` model. The INT8 (QDQ) `default` model measured 1.155x here: RSS steps up
+    # over the first three reloads, then stays flat (about 260 MB +-5 over reloads 3..20);
+    # an open gap, recorded in docs/protocols.md.
+    source = bundled_model_path("demo")
     folder = tmp_path / "models"
     folder.mkdir()
-    variant(folder / "m.onnx", 0)
+    variant(folder / "m.onnx", 0, source)
     image = png(96, 80, seed=1)
     headers = {"Content-Type": "image/png", **AUTH}
     with start(tmp_path, folder) as server:
         rss: list[int] = []
         for i in range(1, 21):
-            version = variant(folder / "m.onnx", i)
+            version = variant(folder / "m.onnx", i, source)
             assert reload(server)["m"]["version"] == version
             for _ in range(3):  # use each version, so its session has run
                 status, answer, _ = http("POST", f"{server.url}/v1/segment?model=m", image, headers)

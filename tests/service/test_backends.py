@@ -423,15 +423,17 @@ def test_openvino_memory_stays_flat_over_many_image_sizes(precision: str) -> Non
     # Two per-shape caches grow with new sizes: OpenVINO's runtime cache (unbounded it took the
     # bundled model 228 -> 597 MB over 160 sizes at fp32) and oneDNN's primitive cache (bf16
     # kernels: +5% from size 40 to 120 with its default 1024 primitives, +0.4% with the bound).
-    # Measured in a fresh process, as oneDNN reads its cache size once per process, on the
-    # bundled demo model (an fp32 file; the default one is INT8).
+    # Measured in a fresh process, as oneDNN reads its cache size once per process.
     if precision == "bf16" and not backends.cpu_has_bf16():
         pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16)")
     code = f"""
 import numpy as np
 from service.engine import Engine, EngineConfig
 from service.models import bundled_model_path
-engine = Engine.load(bundled_model_path("demo"), EngineConfig(backend="openvino", precision="{precision}"))
+# The fp32 demo model: the default is an INT8 file, which has no fp32 or bf16 path.
+engine = Engine.load(
+    bundled_model_path("demo"), EngineConfig(backend="openvino", precision="{precision}")
+)
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 rng = np.random.default_rng(0)

@@ -53,7 +53,8 @@ def test_fcn8s_trains_a_few_steps_with_default_options(tmp_path) -> None:
         save_image(tmp_path / "ds/masks" / f"i{i}.png", mask)
     out = tmp_path / "run"
     argv = ["train", "--data", str(tmp_path / "ds"), "--mask-values", "0,255", "--arch", "fcn8s"]
-    # Only the size of the run is set: 2 steps of 2 crops; precision and the rest are defaults.
+    # Only the size of the run is set: one epoch of the 6 training images, 3 steps of 2 crops;
+    # precision and everything else are the defaults.
     argv += ["--epochs", "1", "--epoch-size", "4", "--batch-size", "2", "--crop-size", "32"]
     argv += ["--no-plots", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
@@ -68,4 +69,4 @@ def test_fcn8s_trains_a_few_steps_with_default_options(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fcn8s" in done.stderr and "in float32" in done.stderr
     assert "bfloat16" not in done.stderr
-    assert "2 steps" in done.stdout and (out / "last.pt").is_file()
+    assert "3 steps" in done.stdout and (out / "last.pt").is_file()

@@ -31,27 +31,6 @@ async def list_models(models: Annotated[ModelRegistry, Depends(loaded_models)]) 
     return {"models": models.describe()}
 
 
-@router.get(
-    "/v1/models/{name}",
-    summary="One loaded model and its output formats",
-    response_model=None,
-    responses={
-        200: {"model": ModelInfo, "description": "the model"},
-        **error_responses(
-            {401: "missing or wrong API key", 404: "unknown model", 503: "models still loading"}
-        ),
-    },
-)
-async def describe_model(
-    models: Annotated[ModelRegistry, Depends(loaded_models)],
-    name: Annotated[str, Path(max_length=64, description="a loaded model's name")],
-) -> dict:
-    entry = models.describe_one(name)
-    if entry is None:
-        raise ApiError(404, "unknown_model", models.unknown(name))
-    return entry
-
-
 @router.post(
     "/v1/models/reload",
     summary="Reload changed model files without downtime",
@@ -86,3 +65,26 @@ async def reload(
     ok = all(o.status != "failed" for o in outcomes)
     body = {"ok": ok, "models": [o.as_dict() for o in outcomes]}
     return JSONResponse(body, status_code=200 if ok else 422)
+
+
+# After the reload route: for /v1/models/reload the first route whose path matches decides the
+# Allow header of a 405, and it must name POST, not this GET.
+@router.get(
+    "/v1/models/{name}",
+    summary="One loaded model and its output formats",
+    response_model=None,
+    responses={
+        200: {"model": ModelInfo, "description": "the model"},
+        **error_responses(
+            {401: "missing or wrong API key", 404: "unknown model", 503: "models still loading"}
+        ),
+    },
+)
+async def describe_model(
+    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    name: Annotated[str, Path(max_length=64, description="a loaded model's name")],
+) -> dict:
+    entry = models.describe_one(name)
+    if entry is None:
+        raise ApiError(404, "unknown_model", models.unknown(name))
+    return entry

@@ -154,8 +154,8 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 def _bomb_error(exc: Image.DecompressionBombError, max_pixels: int) -> ImageTooLargeError:
     """Pillow's bomb error in the service's words: its own limit, not Pillow's."""
     match = _BOMB_PIXELS.search(str(exc))
-    size = f"{int(match.group(1))} pixels" if match else "larger than Pillow decodes safely"
-    return ImageTooLargeError(f"image is {size}; the limit is {max_pixels}")
+    size = f"{int(match.group(1))} pixels" if match else "more pixels than Pillow decodes"
+    return ImageTooLargeError(f"image is too large: {size}; the limit is {max_pixels}")
 
 
 def _decode(stream: BinaryIO, name: str, *, max_pixels: int, max_side: int) -> Image.Image:

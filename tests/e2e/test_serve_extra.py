@@ -73,7 +73,6 @@ def _phases(clone: Path, started: float) -> dict[str, float]:
     marks = {
         "venv": clone / ".venv" / "bin" / "pip",
         "pip install": clone / ".venv" / ".installed-serve",
-        "demo image": clone / "demo" / "sample" / "dataset.json",
     }
     return {name: path.stat().st_mtime - started for name, path in marks.items() if path.exists()}
 
@@ -154,16 +153,19 @@ def test_make_run_serves_from_a_fresh_clone_within_90_s(make_run):
         env={**os.environ, **CLEAN_ENV},
     )
     assert json.loads(found.stdout) == []
-    # the curl line it prints works: its sample image (a demo image, made without OpenCV)
+    # the curl line it prints works: its sample image (the aerial photo the page ships)
     output = make_run.server.output()
     sample = output.split("curl -F image=@", 1)[1].split(" ", 1)[0]
     with open(make_run.clone / sample, "rb") as image:
         status, headers, body = http(
-            "POST", make_run.server.url + "/v1/segment", image.read(), {"Content-Type": "image/png"}
+            "POST",
+            make_run.server.url + "/v1/segment",
+            image.read(),
+            {"Content-Type": "image/jpeg"},
         )
     assert status == 200, body
     mask = np.asarray(Image.open(io.BytesIO(body)))
-    assert mask.shape == (256, 256) and len(np.unique(mask)) > 1  # shapes found, not all background
+    assert mask.shape == (512, 512) and len(np.unique(mask)) > 1  # land cover found, not one class
 
 
 def test_the_full_install_counts_as_the_serve_install(make_run):

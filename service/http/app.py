@@ -21,7 +21,7 @@ from service.http.admission import Admission
 from service.http.metrics import Metrics, MetricsMiddleware, StaticMount
 from service.http.registry import ModelRegistry
 from service.http.reload import load_checked
-from service.http.routes import docs, health, metrics, models, oip, segment
+from service.http.routes import docs, health, label_studio, metrics, models, oip, segment
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import model_sources
@@ -56,7 +56,7 @@ class PageMount(StaticMount):
     prefixes (templated ones like ``/v2/models/{name}/infer`` too) are never the page's.
     """
 
-    API_PREFIXES = ("/v1/", "/v2/")
+    API_PREFIXES = ("/v1/", "/v2/", "/label-studio/")
 
     def __init__(self, path: str, app: StaticFiles, api_paths: frozenset[str], name: str):
         super().__init__(path, app=app, name=name)
@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
     routers = [module.router for module in (health, models, segment, metrics, oip)]
-    routers.append(oip.keyed)
+    routers += [oip.keyed, label_studio.router, label_studio.named]
     for router in routers:
         app.include_router(router)
     docs.install(app)

@@ -89,10 +89,26 @@ class Settings(BaseSettings):
         False, description="name this replica (its hostname) in an X-Replica response header"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Label Studio ML backend (/label-studio/*, docs/label-studio.md): where task images live.
+    label_studio_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/\s]+",
+        description="Label Studio's address as this service reaches it; task image paths "
+        "(/data/upload/..., /data/local-files/...) are read from it",
+    )
+    label_studio_token: SecretStr | None = Field(
+        None, description="Label Studio API token (legacy token), sent to FCN_LABEL_STUDIO_URL only"
+    )
+    label_studio_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="more hosts (name or name:port, comma-separated) task image URLs may "
+        "point at; '*' allows any (not recommended: the service would fetch any URL it is sent)",
+    )
+    label_studio_timeout_s: float = Field(30.0, gt=0, description="longest fetch of one task image")
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "label_studio_allowed_hosts", mode="before")
     @classmethod
-    def _split_models(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

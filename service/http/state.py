@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 from dataclasses import dataclass, field
 
@@ -50,7 +51,8 @@ async def loaded_models(request: Request) -> ModelRegistry:
 
 
 async def require_api_key(request: Request) -> None:
-    """Dependency: with ``FCN_API_KEY`` set, require it as a Bearer token or ``X-API-Key``.
+    """Dependency: with ``FCN_API_KEY`` set, require it as a Bearer token, ``X-API-Key`` or
+    the password of Basic auth.
 
     Raises:
         ApiError: 401 when the key is missing or wrong.
@@ -62,10 +64,18 @@ async def require_api_key(request: Request) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if not given and scheme.lower() == "bearer":
         given = token.strip()
+    elif not given and scheme.lower() == "basic":
+        # For clients that can only send Basic auth (Label Studio's ML backend connection):
+        # any user name, the key as the password.
+        try:
+            given = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            given = ""
     if not given or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise ApiError(
             401,
             "unauthorized",
-            "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+            "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
+            "(or Basic auth with the key as the password)",
             {"WWW-Authenticate": "Bearer"},
         )

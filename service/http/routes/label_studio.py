@@ -1,0 +1,214 @@
+"""Label Studio's ML-backend API on the running service: ``/label-studio/{health,setup,predict,
+webhook}`` (the default model) and ``/label-studio/models/{name}/...`` (a named one).
+
+In Label Studio: Project -> Settings -> Model -> Connect Model, URL
+``http://fcn:8000/label-studio`` (docs/label-studio.md). Label Studio sends the project's
+labelling config with every request; the model's class names are matched to its BrushLabels /
+PolygonLabels by name. Each task's image is fetched under :mod:`service.labeling.fetch`'s rules,
+then decoded, segmented and encoded through :mod:`service.pipeline` like ``POST /v1/segment``,
+inside the same admission control, so Label Studio cannot crowd out other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from service import pipeline
+from service.errors import ImageError, ModelError
+from service.http.admission import AdmissionRefused
+from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
+from service.http.registry import LoadedModel, ModelRegistry
+from service.http.state import ServiceState, get_service, loaded_models, require_api_key
+from service.labeling.fetch import CODES, FetchError, ImageFetcher
+from service.labeling.label_studio import (
+    Control,
+    LabelConfig,
+    LabelMatch,
+    LabelStudioError,
+    Region,
+    match_labels,
+    prediction,
+)
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/label-studio"
+_DEPENDENCIES = [Depends(require_api_key)]
+router = APIRouter(prefix=PREFIX, tags=["label-studio"], dependencies=_DEPENDENCIES)
+named = APIRouter(
+    prefix=PREFIX + "/models/{model}", tags=["label-studio"], dependencies=_DEPENDENCIES
+)
+
+
+class SetupRequest(BaseModel):
+    """What Label Studio sends when it connects (other fields are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    project: str | None = None
+    label_config: str | None = Field(None, alias="schema")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    tasks: list[dict[str, Any]]
+    label_config: str = Field(description="the project's labelling config (XML)")
+    project: str | None = None
+
+
+def _model(models: ModelRegistry, name: str | None) -> LoadedModel:
+    loaded = models.get(name)
+    if loaded is None:
+        raise ApiError(404, "unknown_model", models.unknown(name))
+    return loaded
+
+
+def _controls(loaded: LoadedModel, xml: str) -> list[tuple[Control, LabelMatch]]:
+    """The config's segmentation controls paired with the model's classes.
+
+    Raises:
+        ApiError: 422 when the config has no such control or no label matches a class.
+    """
+    try:
+        config = LabelConfig.parse(xml)
+    except LabelStudioError as exc:
+        raise ApiError(422, "label_config", str(exc)) from None
+    classes = list(loaded.engine.metadata.classes)
+    controls = [(c, match_labels(classes, c.labels)) for c in config.controls]
+    if not any(match.matched for _, match in controls):
+        offered = sorted({label for c, _ in controls for label in c.labels})
+        raise ApiError(
+            422,
+            "label_mismatch",
+            f"no label of the project matches a class of model {loaded.name!r}: the model has "
+            f"{', '.join(classes)}; the project offers {', '.join(offered) or 'no labels'}. "
+            "Name the <Label value=...> entries after the model's classes.",
+        )
+    return controls
+
+
+def _fetcher(service: ServiceState) -> ImageFetcher:
+    settings = service.settings
+    token = settings.label_studio_token
+    return ImageFetcher(
+        base_url=settings.label_studio_url,
+        token=token.get_secret_value() if token else None,
+        allowed_hosts=tuple(settings.label_studio_allowed_hosts),
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.label_studio_timeout_s,
+    )
+
+
+def _predict_one(loaded: LoadedModel, data: bytes, controls: list) -> tuple[dict, float]:
+    """Decode, segment (with probabilities) and encode one task (on an inference thread)."""
+    engine = loaded.engine
+    pixels, decode_ms = pipeline.decode(engine, data)
+    seg = pipeline.infer(engine, pixels, decode_ms, needs=pipeline.Needs(confidence=True))
+    region = Region(seg.mask, seg.confidence)
+    return prediction(controls, region, loaded.version), seg.infer_ms
+
+
+def _task_url(task: dict, key: str, number: int) -> str:
+    data = task.get("data")
+    label = f"task {task.get('id', number)}"
+    if not isinstance(data, dict) or key not in data:
+        raise ApiError(
+            422, "task_data", f"{label} has no data.{key} (the field the config's Image reads)"
+        )
+    return data[key]
+
+
+async def health(request: Request) -> dict:
+    service = get_service(request)
+    models = list(service.models.models) if service.models is not None else []
+    return {"status": "UP", "model_class": "fcnseg", "models": models}
+
+
+async def setup(
+    request: Request,
+    body: SetupRequest,
+    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    model: str | None = None,
+) -> dict:
+    loaded = _model(models, model)
+    answer: dict[str, Any] = {"model_version": loaded.version}
+    if body.label_config:
+        controls = _controls(loaded, body.label_config)
+        reports = [f"{c.name}: {m.report()}" for c, m in controls if m.report()]
+        if reports:
+            logger.warning("Label Studio project %s: %s", body.project, " | ".join(reports))
+            answer["label_warnings"] = reports
+    return answer
+
+
+async def predict(
+    request: Request,
+    body: PredictRequest,
+    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    model: str | None = None,
+) -> dict:
+    service = get_service(request)
+    loaded = _model(models, model)
+    controls = _controls(loaded, body.label_config)
+    key = controls[0][0].image_key
+    fetcher = _fetcher(service)
+    results = []
+    try:
+        with service.admission.accepted():
+            for number, task in enumerate(body.tasks):
+                url = _task_url(task, key, number)
+                data = await asyncio.to_thread(fetcher.fetch, url)
+                answer, infer_ms = await service.admission.run(_predict_one, loaded, data, controls)
+                service.metrics.inference.labels(loaded.name).observe(infer_ms / 1000.0)
+                results.append(answer)
+    except AdmissionRefused as rejected:
+        raise unavailable(rejected, service.settings.retry_after_s) from None
+    except FetchError as exc:
+        raise ApiError(CODES[exc.code], exc.code, exc.message) from None
+    except (ImageError, ModelError) as exc:
+        raise from_engine_error(exc) from None
+    return {"results": results, "model_version": loaded.version}
+
+
+async def webhook(request: Request) -> dict:
+    # Label Studio posts project events here (annotation created, START_TRAINING...). Training
+    # happens offline (`fcn data import-label-studio` + `fcn train`): events are acknowledged
+    # so Label Studio does not retry them, and otherwise ignored.
+    return {"status": "ok"}
+
+
+_ERRORS = error_responses(
+    {
+        401: "missing or wrong API key",
+        404: "unknown model",
+        413: "a task image is larger than FCN_MAX_BODY_BYTES",
+        415: "a task image is not an image the service reads",
+        422: "bad config, no matching label, task without its image, or an image URL refused",
+        503: "busy, loading or shutting down; see Retry-After",
+    }
+)
+for _router in (router, named):
+    _router.add_api_route(
+        "/health", health, methods=["GET"], summary="Label Studio: backend health"
+    )
+    _router.add_api_route(
+        "/setup",
+        setup,
+        methods=["POST"],
+        summary="Label Studio: connect a project (answers the model version)",
+        responses=_ERRORS,
+    )
+    _router.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        summary="Label Studio: pre-annotate tasks (brush RLE and/or polygons per class)",
+        responses=_ERRORS,
+    )
+    _router.add_api_route(
+        "/webhook", webhook, methods=["POST"], summary="Label Studio: project events (accepted)"
+    )

@@ -20,7 +20,7 @@ TORCH_INDEX ?=
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install install-serve run demo default-model bundle-model demo-model test test-all \
-	compose-test lint format clean
+	compose-test label-studio-venv label-studio-test lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -116,6 +116,18 @@ test-all: $(STAMP)
 # through the running containers (docker/e2e.sh, tests/compose). Fails when any check fails.
 compose-test: $(STAMP)
 	FCN_COMPOSE_REQUIRED=1 $(PY) -m pytest -m compose tests/compose
+
+# The real Label Studio (tests/labeling): in a virtual environment of its own, since its Django
+# stack pins packages the project's does not share; then the pre-annotation round trip
+# through it (docs/label-studio.md). Fails when Label Studio is missing or any check fails.
+LS_VENV ?= .venv-label-studio
+$(LS_VENV)/.installed: tests/labeling/requirements.txt
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/labeling/requirements.txt
+	touch $@
+label-studio-venv: $(LS_VENV)/.installed
+label-studio-test: $(STAMP) $(LS_VENV)/.installed
+	FCN_LABEL_STUDIO_REQUIRED=1 FCN_LABEL_STUDIO_VENV=$(LS_VENV) $(PY) -m pytest -m label_studio -s tests/labeling
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""``fcn data``: generate the demo dataset (``demo``) or check a dataset before training (``check``).
+"""``fcn data``: generate the demo dataset (``demo``), check a dataset before training (``check``),
+or import a Label Studio export (``import-label-studio``).
 
 Imports nothing heavy at module level; the work happens in ``training.data.demo`` / ``training.data.datasets``.
 """
@@ -6,6 +7,7 @@ Imports nothing heavy at module level; the work happens in ``training.data.demo`
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from training.commands.train import int_list, str_list
@@ -50,6 +52,96 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--ignore-index", type=int, default=default_of(DataConfig, "ignore_index"))
     check.add_argument("--classes", type=str_list, metavar="NAME,NAME,...")
     check.set_defaults(func=run_check)
+
+    ls = actions.add_parser(
+        "import-label-studio",
+        help="turn a Label Studio JSON export (brush and polygon labels) into a dataset folder",
+        description="Write DIR/images, DIR/masks (class-index PNGs) and DIR/dataset.json from a "
+        "Label Studio JSON export, for `fcn train --data DIR`. Per task the latest annotation "
+        "that was not cancelled is used; pixels no region covers get --ignore-index. Images come "
+        "from --images (matched by file name) or from Label Studio itself (--label-studio-url "
+        "and --token). docs/label-studio.md has the whole loop.",
+    )
+    ls.add_argument("export", type=Path, help="the JSON export (Export -> JSON in Label Studio)")
+    ls.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new output folder")
+    ls.add_argument(
+        "--classes",
+        type=str_list,
+        metavar="NAME,NAME,...",
+        help="class names in index order (default: --model's, else every label used, by name)",
+    )
+    ls.add_argument(
+        "--model", type=Path, help="take class names and palette from this ONNX model's metadata"
+    )
+    ls.add_argument("--images", type=Path, metavar="DIR", help="folder holding the task images")
+    ls.add_argument(
+        "--label-studio-url",
+        metavar="URL",
+        help="Label Studio's address, to fetch images (e.g. http://localhost:8080)",
+    )
+    ls.add_argument(
+        "--token",
+        help="Label Studio API token (legacy token; default: $LABEL_STUDIO_API_KEY)",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+    )
+    ls.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also fetch absolute image URLs from HOST (name or name:port); repeatable",
+    )
+    ls.add_argument(
+        "--image-key", help="task data field with the image URL (default: the only one)"
+    )
+    ls.add_argument(
+        "--ignore-index",
+        type=int,
+        default=default_of(DataConfig, "ignore_index"),
+        help="mask value of pixels no region covers (default %(default)s: left out of the loss)",
+    )
+    ls.set_defaults(func=run_import_label_studio)
+
+
+def run_import_label_studio(args: argparse.Namespace) -> int:
+    from service.labeling.fetch import ImageFetcher
+    from training.data.label_studio import MAX_IMAGE_BYTES, LabelStudioImportError, import_export
+
+    classes, palette = args.classes, None
+    if args.model is not None:
+        from service.engine import read_model_metadata
+        from service.errors import ModelError
+
+        try:
+            meta = read_model_metadata(args.model)
+        except ModelError as exc:
+            raise SystemExit(f"error: --model: {exc}") from None
+        classes = classes or list(meta.classes)
+        palette = [list(c) for c in meta.palette] if list(meta.classes) == classes else None
+    fetcher = None
+    if args.label_studio_url:
+        fetcher = ImageFetcher(
+            base_url=args.label_studio_url,
+            token=args.token,
+            allowed_hosts=tuple(args.allow_host),
+            max_bytes=MAX_IMAGE_BYTES,
+            timeout_s=60.0,
+        )
+    try:
+        report = import_export(
+            args.export,
+            args.out,
+            classes=classes,
+            palette=palette,
+            images=args.images,
+            fetcher=fetcher,
+            image_key=args.image_key,
+            ignore_index=args.ignore_index,
+        )
+    except LabelStudioImportError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    _echo(f"{report.summary()} -> {args.out}")
+    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

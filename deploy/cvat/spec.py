@@ -29,7 +29,7 @@ def main() -> None:
     models = listing["models"]
     chosen = next((m for m in models if m["name"] == name), None) if name else None
     chosen = chosen or next((m for m in models if m.get("default")), models[0])
-    print(spec(chosen["classes"]))
+    sys.stdout.write(spec(chosen["classes"]) + "\n")
 
 
 if __name__ == "__main__":

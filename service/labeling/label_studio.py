@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from service.labeling import brush_rle
 from service.polygons import label_polygons
@@ -229,18 +228,25 @@ def prediction(
 
 
 def _polygon_mask(points: list, width: int, height: int) -> np.ndarray:
-    """Pixels whose centre lies inside the polygon (points in percent)."""
+    """Pixels whose centre lies inside the polygon (points in percent of the image size): a
+    scanline fill, each row of pixel centres filled between pairs of side crossings."""
     try:
-        xy = [(float(x) * width / 100.0, float(y) * height / 100.0) for x, y in points]
+        xy = np.array([[float(x) * width / 100.0, float(y) * height / 100.0] for x, y in points])
     except (TypeError, ValueError):
         raise LabelStudioError("polygon points must be [x, y] pairs of numbers") from None
+    mask = np.zeros((height, width), bool)
     if len(xy) < 3:
-        return np.zeros((height, width), bool)
-    # PIL fills pixel (c, r) when the point (c, r) is inside; shift by half a pixel so the test
-    # is on the pixel's centre, matching the corner coordinates the predictions are traced on.
-    canvas = Image.new("1", (width, height), 0)
-    ImageDraw.Draw(canvas).polygon([(x - 0.5, y - 0.5) for x, y in xy], fill=1, outline=None)
-    return np.asarray(canvas, dtype=bool)
+        return mask
+    a, b = xy, np.roll(xy, -1, axis=0)
+    for row in range(max(0, int(xy[:, 1].min())), min(height, int(np.ceil(xy[:, 1].max())))):
+        centre = row + 0.5
+        spans = (np.minimum(a[:, 1], b[:, 1]) <= centre) & (centre < np.maximum(a[:, 1], b[:, 1]))
+        p, q = a[spans], b[spans]
+        xs = np.sort(p[:, 0] + (centre - p[:, 1]) * (q[:, 0] - p[:, 0]) / (q[:, 1] - p[:, 1]))
+        for left, right in zip(xs[0::2], xs[1::2], strict=False):
+            # columns whose centre c + 0.5 lies in [left, right)
+            mask[row, max(0, int(np.ceil(left - 0.5))) : max(0, int(np.ceil(right - 0.5)))] = True
+    return mask
 
 
 def annotation_mask(

@@ -207,7 +207,9 @@ def import_export(
         )
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    flat = [c for colour in colours for c in colour]
+    # A full 256-entry palette: with a short one Pillow may renumber the indices it writes.
+    flat = [c for colour in colours[: len(names)] for c in colour]
+    flat += [255, 255, 255] * (256 - len(names))  # unlabelled pixels show white
     for name, data, mask in pairs:
         (out / "images" / name).write_bytes(data)
         png = Image.fromarray(mask)

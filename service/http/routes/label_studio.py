@@ -16,6 +16,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import pipeline
@@ -122,17 +123,16 @@ def _task_url(task: dict, key: str, number: int) -> str:
     return data[key]
 
 
-async def health(request: Request) -> dict:
+async def _health(request: Request, model: str | None) -> dict:
     service = get_service(request)
+    if model is not None and service.models is not None:
+        _model(service.models, model)
     models = list(service.models.models) if service.models is not None else []
     return {"status": "UP", "model_class": "fcnseg", "models": models}
 
 
-async def setup(
-    request: Request,
-    body: SetupRequest,
-    models: Annotated[ModelRegistry, Depends(loaded_models)],
-    model: str | None = None,
+async def _setup(
+    request: Request, body: SetupRequest, models: ModelRegistry, model: str | None
 ) -> dict:
     loaded = _model(models, model)
     answer: dict[str, Any] = {"model_version": loaded.version}
@@ -145,11 +145,8 @@ async def setup(
     return answer
 
 
-async def predict(
-    request: Request,
-    body: PredictRequest,
-    models: Annotated[ModelRegistry, Depends(loaded_models)],
-    model: str | None = None,
+async def _predict(
+    request: Request, body: PredictRequest, models: ModelRegistry, model: str | None
 ) -> dict:
     service = get_service(request)
     loaded = _model(models, model)
@@ -174,15 +171,14 @@ async def predict(
     return {"results": results, "model_version": loaded.version}
 
 
-async def webhook(request: Request) -> dict:
-    # Label Studio posts project events here (annotation created, START_TRAINING...). Training
-    # happens offline (`fcn data import-label-studio` + `fcn train`): events are acknowledged
-    # so Label Studio does not retry them, and otherwise ignored.
-    return {"status": "ok"}
-
+# Label Studio posts project events to /webhook (annotation created, START_TRAINING...).
+# Training happens offline (`fcn data import-label-studio` + `fcn train`): events are
+# acknowledged so Label Studio does not retry them, and otherwise ignored.
+_WEBHOOK = {"status": "ok"}
 
 _ERRORS = error_responses(
     {
+        400: "the body is not JSON",
         401: "missing or wrong API key",
         404: "unknown model",
         413: "a task image is larger than FCN_MAX_BODY_BYTES",
@@ -191,24 +187,53 @@ _ERRORS = error_responses(
         503: "busy, loading or shutting down; see Retry-After",
     }
 )
-for _router in (router, named):
-    _router.add_api_route(
-        "/health", health, methods=["GET"], summary="Label Studio: backend health"
-    )
-    _router.add_api_route(
-        "/setup",
-        setup,
-        methods=["POST"],
-        summary="Label Studio: connect a project (answers the model version)",
-        responses=_ERRORS,
-    )
-    _router.add_api_route(
-        "/predict",
-        predict,
-        methods=["POST"],
-        summary="Label Studio: pre-annotate tasks (brush RLE and/or polygons per class)",
-        responses=_ERRORS,
-    )
-    _router.add_api_route(
-        "/webhook", webhook, methods=["POST"], summary="Label Studio: project events (accepted)"
-    )
+Models = Annotated[ModelRegistry, Depends(loaded_models)]
+ModelName = Annotated[str, PathParam(max_length=64, description="a loaded model's name")]
+_HEALTH = "Label Studio: backend health"
+_SETUP = "Label Studio: connect a project (answers the model version)"
+_PREDICT = "Label Studio: pre-annotate tasks (brush RLE and/or polygons per class)"
+_EVENTS = "Label Studio: project events (acknowledged)"
+
+
+@router.get("/health", summary=_HEALTH)
+async def health(request: Request) -> dict:
+    return await _health(request, None)
+
+
+@router.post("/setup", summary=_SETUP, responses=_ERRORS)
+async def setup(request: Request, body: SetupRequest, models: Models) -> dict:
+    return await _setup(request, body, models, None)
+
+
+@router.post("/predict", summary=_PREDICT, responses=_ERRORS)
+async def predict(request: Request, body: PredictRequest, models: Models) -> dict:
+    return await _predict(request, body, models, None)
+
+
+@router.post("/webhook", summary=_EVENTS)
+async def webhook() -> dict:
+    return _WEBHOOK
+
+
+@named.get("/health", summary=_HEALTH, responses=_ERRORS)
+async def named_health(request: Request, model: ModelName) -> dict:
+    return await _health(request, model)
+
+
+@named.post("/setup", summary=_SETUP, responses=_ERRORS)
+async def named_setup(
+    request: Request, body: SetupRequest, models: Models, model: ModelName
+) -> dict:
+    return await _setup(request, body, models, model)
+
+
+@named.post("/predict", summary=_PREDICT, responses=_ERRORS)
+async def named_predict(
+    request: Request, body: PredictRequest, models: Models, model: ModelName
+) -> dict:
+    return await _predict(request, body, models, model)
+
+
+@named.post("/webhook", summary=_EVENTS, responses=_ERRORS)
+async def named_webhook(model: ModelName) -> dict:
+    return _WEBHOOK

@@ -1,13 +1,14 @@
 """A loopback HTTP server standing in for where Label Studio tasks' images live.
 
-Serves ``/data/upload/<name>`` from a dict (only with ``Authorization: Token <token>``, like
-Label Studio), ``/public/<name>`` to anyone, ``/redirect`` -> ``/public/...`` and counts every
+Serves ``/data/upload/<name>`` and ``/data/local-files/?d=<name>`` from a dict (only with
+``Authorization: Token <token>``, like Label Studio), ``/public/<name>`` to anyone, ``/redirect`` -> ``/public/...`` and counts every
 request so a test can tell whether the service fetched at all.
 """
 
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +42,9 @@ def image_host(files: dict[str, bytes], token: str = "ls-token") -> Iterator[Ima
         def do_GET(self) -> None:  # noqa: N802
             auth = self.headers.get("Authorization")
             host.requests.append((self.path, auth))
-            path = self.path.split("?")[0]
+            path, _, query = self.path.partition("?")
+            if path == "/data/local-files/":  # Label Studio's local files: ?d=<path>
+                path = "/data/upload/" + urllib.parse.parse_qs(query).get("d", [""])[0]
             if path == "/redirect":
                 self._send(302, headers={"Location": f"{host.url}/public/{next(iter(files))}"})
                 return

@@ -106,6 +106,7 @@ def test_predict_brush_regions_equal_v1_segment(server: Server, host: ImageHost)
     tasks = [
         {"id": 11, "data": {"image": "/data/upload/1/aerial.jpg"}},
         {"id": 12, "data": {"image": f"{host.url}/data/upload/2/small.jpg"}},
+        {"id": 13, "data": {"image": "/data/local-files/?d=2%2Fsmall.jpg"}},
     ]
     status, answer = post_json(
         server, "/label-studio/predict", {"tasks": tasks, "label_config": CONFIG, "project": "1.1"}
@@ -113,11 +114,12 @@ def test_predict_brush_regions_equal_v1_segment(server: Server, host: ImageHost)
     assert status == 200, answer
     names = classes(server)
     version = server.get_json("/v1/models/default")["version"]
-    assert len(answer["results"]) == 2
-    for task, prediction in zip(tasks, answer["results"], strict=True):
+    assert len(answer["results"]) == 3
+    names_of = ["1/aerial.jpg", "2/small.jpg", "2/small.jpg"]
+    for prediction, file in zip(answer["results"], names_of, strict=True):
         assert prediction["model_version"] == version
         assert 0.0 < prediction["score"] <= 1.0
-        data = host.files[task["data"]["image"].split("/data/upload/")[1]]
+        data = host.files[file]
         expected = v1_mask(server, data)
         brush = [r for r in prediction["result"] if r["type"] == "brushlabels"]
         labels = [r["value"]["brushlabels"][0] for r in brush]
@@ -140,8 +142,9 @@ def test_predict_brush_regions_equal_v1_segment(server: Server, host: ImageHost)
             assert region["from_name"] == "poly" and region["value"]["closed"] is True
             points = np.array(region["value"]["points"])
             assert points.shape[1] == 2 and points.min() >= 0 and points.max() <= 100
-    # the relative path went to Label Studio's address with its token
+    # the relative paths went to Label Studio's address with its token
     assert ("/data/upload/1/aerial.jpg", f"Token {TOKEN}") in host.requests
+    assert ("/data/local-files/?d=2%2Fsmall.jpg", f"Token {TOKEN}") in host.requests
 
 
 def test_polygons_cover_the_class(server: Server, host: ImageHost) -> None:

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("label_studio_url", "label_studio_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # FCN_LABEL_STUDIO_URL= (set but empty, as compose files pass unset variables) = unset
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _check_engine(self) -> Settings:
         self.engine_config()  # EngineConfig checks its own fields (ranges, tile overlap)

@@ -48,12 +48,22 @@ def test_get_settings_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
         ("FCN_MAX_CONCURRENCY", "0"),
         ("FCN_DEVICE", "tpu"),
         ("FCN_TILE_OVERLAP", "300"),
+        ("FCN_LABEL_STUDIO_URL", "ftp://label-studio"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.removeprefix("FCN_").lower()):
         Settings()
+
+
+def test_label_studio_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FCN_LABEL_STUDIO_URL", "")  # set but empty, as compose passes it: unset
+    monkeypatch.setenv("FCN_LABEL_STUDIO_TOKEN", " ")
+    monkeypatch.setenv("FCN_LABEL_STUDIO_ALLOWED_HOSTS", "images.example:8443, cdn.example")
+    settings = Settings()
+    assert settings.label_studio_url is None and settings.label_studio_token is None
+    assert settings.label_studio_allowed_hosts == ["images.example:8443", "cdn.example"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

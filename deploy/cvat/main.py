@@ -13,7 +13,7 @@ Regions whose mean confidence is below ``threshold`` are left out. The mask is e
 the region's pixels (holes stay holes), so CVAT's mask tool shows what ``/v1/segment`` returns.
 
 Settings (environment of the function, function.yaml): ``FCN_URL`` (the service, e.g.
-``http://fcnseg:8000``), ``FCN_MODEL`` (a served model's name; default: the service's default),
+``http://fcnseg-api-1:8000``), ``FCN_MODEL`` (a served model's name; default: the service's default),
 ``FCN_API_KEY`` (when the service requires one), ``FCN_TIMEOUT_S`` (per request, default 120).
 Only numpy and Pillow are needed; docs/cvat.md has the deployment steps.
 """
@@ -43,7 +43,7 @@ class FunctionError(Exception):
 
 
 def init_context(context) -> None:
-    url = os.environ.get("FCN_URL", "http://fcnseg:8000").rstrip("/")
+    url = os.environ.get("FCN_URL", "http://fcnseg-api-1:8000").rstrip("/")
     context.user_data.service = url
     context.user_data.model = os.environ.get("FCN_MODEL") or None
     context.user_data.api_key = os.environ.get("FCN_API_KEY") or None

@@ -464,6 +464,27 @@ def recipe(d: dict) -> list[str]:
     return out[1:] if out and not out[0] else out
 
 
+def budget(d: dict) -> list[str]:
+    rows = [
+        [
+            r["row"],
+            num(r["budget_s"], ".0f", " s"),
+            num(r["wall_s"], ".0f", " s"),
+            num(r["over_s"], "+.0f", " s"),
+            f"{met(r['within'])} (+/- {r['allowed_over_s']:.0f} s)",
+            r["epochs"],
+            r["steps"],
+            num(r["images_per_s"], ".2f"),
+            f"{r['validations']} ({100 * r['val_share']:.0f}%)",
+            num(r["best_miou"], ".3f"),
+        ]
+        for r in d["results"]
+    ]
+    header = ["run", "budget", "wall (whole process)", "over", "within", "epochs", "steps"]
+    header += ["train img/s", "validations (share)", "best mIoU"]
+    return md_table(header, rows)
+
+
 def recipe_screen(d: dict) -> list[str]:
     runs = d["runs"]
     base = runs[0]["args"]
@@ -756,6 +777,8 @@ TABLES: dict[str, Table] = {
     "recipe-ablation": Table("recipe_ablation.json", recipe, "bench/recipe_bench.py"),
     "recipe-defaults": Table("recipe_ablation_defaults.json", recipe, "bench/recipe_bench.py"),
     "recipe-rerun": Table("recipe_rerun.json", recipe, "bench/recipe_bench.py"),
+    "recipe-avx2": Table("recipe_bench_avx2.json", recipe, "bench/recipe_bench.py"),
+    "budget": Table("budget_bench.json", budget, "bench/budget_bench.py"),
     "recipe-screen": Table(
         "recipe_screen.json",
         recipe_screen,
@@ -765,6 +788,11 @@ TABLES: dict[str, Table] = {
         "backends_bench.json",
         backends_latency,
         "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --reps 9",
+    ),
+    "backends-latency-avx2": Table(
+        "backends_bench_avx2.json",
+        backends_latency,
+        "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --big 0 --skip-rss",
     ),
     "backends-tiled": Table(
         "backends_bench.json",

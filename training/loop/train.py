@@ -275,15 +275,26 @@ def _probe_validation(
     if not len(parts.val_ds):
         return
     index = plan.probe_index()
-    loader = eval_loader(
+    loader = _subset_loader(parts, [index], batch_size=1, info=distributed.DistInfo())
+    result = _evaluate_saved(cfg, parts, loader, device)
+    plan.measured(result.seconds, [index])
+
+
+def _subset_loader(parts: Parts, indices: list[int], batch_size: int, info: distributed.DistInfo):
+    """A loader over the validation images ``indices`` (full size, no workers)."""
+    return eval_loader(
         parts.val_ds,
-        batch_size=1,
+        batch_size=batch_size,
         workers=0,
         ignore_index=parts.data.ignore_index,
-        info=distributed.DistInfo(),
-        indices=[index],
+        info=info,
+        indices=indices,
     )
-    result = evaluate(
+
+
+def _evaluate_saved(cfg: TrainConfig, parts: Parts, loader, device: torch.device, **options):
+    """Score the weights that would be saved (the EMA's when on) on ``loader``."""
+    return evaluate(
         parts.saved,
         loader,
         parts.data.num_classes,
@@ -291,8 +302,8 @@ def _probe_validation(
         amp=cfg.amp,
         bf16=parts.bf16,
         channels_last=cfg.channels_last,
+        **options,
     )
-    plan.measured(result.seconds, [index])
 
 
 def _warn_if_late(parts: Parts, plan: ValidationPlan, info: distributed.DistInfo) -> None:
@@ -357,28 +368,12 @@ def _validate(
     indices = list(range(count)) if size == count else sorted(plan.order[:size])
     loader = parts.val_loader
     if size < count:
-        loader = eval_loader(
-            parts.val_ds,
-            batch_size=cfg.batch_size,
-            workers=0,
-            ignore_index=parts.data.ignore_index,
-            info=info,
-            indices=indices,
-        )
+        loader = _subset_loader(parts, indices, batch_size=cfg.batch_size, info=info)
     distributed.broadcast_buffers(parts.model)
     if parts.ema is not None:  # the average of rank 0's buffers, as every rank's
         distributed.broadcast_buffers(parts.ema.module)
-    result = evaluate(
-        parts.saved,
-        loader,
-        parts.data.num_classes,
-        device=device,
-        amp=cfg.amp,
-        bf16=parts.bf16,
-        channels_last=cfg.channels_last,
-        keep=cfg.grid_images if (info.is_main and cfg.plots) else 0,
-        progress=info.is_main,
-    )
+    keep = cfg.grid_images if (info.is_main and cfg.plots) else 0
+    result = _evaluate_saved(cfg, parts, loader, device, keep=keep, progress=info.is_main)
     plan.spent(result.seconds, indices)
     metrics = result.matrix.compute(parts.data.classes)
     return _Validation(metrics, result.samples, size, exact=size == count)

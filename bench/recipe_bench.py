@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,9 @@ DATASETS: dict[str, dict[str, Any]] = {
 ROWS: dict[str, list[str] | None] = {
     "plain": None,
     "fcn": [],
+    # The defaults as an AVX2 CPU runs them (no native bf16: float32); with
+    # ONEDNN_MAX_CPU_ISA=AVX2 in the environment this approximates an AVX2 CPU on a bigger one.
+    "fcn-fp32": ["--no-bf16"],
     "before": ["--val-share", "1", "--class-crop-p", "0", "--lr", "1e-3"],
     "uniform-crops": ["--class-crop-p", "0"],
     "lr-1e-3": ["--lr", "1e-3"],
@@ -71,6 +75,7 @@ ROWS: dict[str, list[str] | None] = {
 ROW_TITLES = {
     "plain": "plain smp loop",
     "fcn": "fcn train (defaults)",
+    "fcn-fp32": "fcn train (defaults, float32 as on AVX2)",
     "before": "fcn train, before #13 (validate every epoch, uniform crops, lr 1e-3)",
     "uniform-crops": "fcn train, uniform crops (--class-crop-p 0)",
     "lr-1e-3": "fcn train, --lr 1e-3 (the default before #13)",
@@ -268,6 +273,8 @@ def main() -> None:
         json.dumps(
             {
                 "cpu": cpu_info(),
+                # set: oneDNN's kernels (torch's) were capped at this ISA, e.g. AVX2
+                "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
                 "command": " ".join(sys.argv),
                 "results": results,
             },

@@ -778,7 +778,6 @@ TABLES: dict[str, Table] = {
     "recipe-defaults": Table("recipe_ablation_defaults.json", recipe, "bench/recipe_bench.py"),
     "recipe-rerun": Table("recipe_rerun.json", recipe, "bench/recipe_bench.py"),
     "recipe-zen5": Table("recipe_bench_zen5.json", recipe, "bench/recipe_bench.py"),
-    "recipe-avx2cap": Table("recipe_bench_avx2cap.json", recipe, "bench/recipe_bench.py"),
     "budget": Table("budget_bench.json", budget, "bench/budget_bench.py"),
     "recipe-screen": Table(
         "recipe_screen.json",
@@ -789,11 +788,6 @@ TABLES: dict[str, Table] = {
         "backends_bench.json",
         backends_latency,
         "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --reps 9",
-    ),
-    "backends-latency-zen5": Table(
-        "backends_bench_zen5.json",
-        backends_latency,
-        "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --big 0 --skip-rss",
     ),
     "backends-tiled": Table(
         "backends_bench.json",

@@ -789,6 +789,11 @@ TABLES: dict[str, Table] = {
         backends_latency,
         "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --reps 9",
     ),
+    "backends-latency-zen5": Table(
+        "backends_bench_zen5.json",
+        backends_latency,
+        "bench/backends_bench.py --unet runs/isbi-unet34/best.pt --big 0 --skip-rss",
+    ),
     "backends-tiled": Table(
         "backends_bench.json",
         backends_tiled,

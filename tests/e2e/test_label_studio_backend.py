@@ -238,10 +238,10 @@ def test_named_model(server: Server, host: ImageHost) -> None:
         ),
         (
             "/label-studio/predict",
-            {"tasks": [{"data": {"image": "/data/upload/9/missing.jpg"}}]},
+            {"tasks": [{"id": 7, "data": {"image": "/data/upload/9/missing.jpg"}}]},
             422,
             "image_fetch_failed",
-            "HTTP 404",
+            "task 7: reading",
         ),
         (
             "/label-studio/predict",
@@ -252,10 +252,10 @@ def test_named_model(server: Server, host: ImageHost) -> None:
         ),
         (
             "/label-studio/predict",
-            {"tasks": [{"data": {"image": "/data/upload/3/x.txt"}}]},
+            {"tasks": [{"id": 8, "data": {"image": "/data/upload/3/x.txt"}}]},
             415,
             "unsupported_image",
-            "",
+            "task 8: ",
         ),
         ("/label-studio/predict", {"tasks": "x"}, 422, "validation_error", "tasks"),
     ],

@@ -154,9 +154,11 @@ async def _predict(
     key = controls[0][0].image_key
     fetcher = _fetcher(service)
     results = []
+    label = "task"
     try:
         with service.admission.accepted():
             for number, task in enumerate(body.tasks):
+                label = f"task {task.get('id', number)}"
                 url = _task_url(task, key, number)
                 data = await asyncio.to_thread(fetcher.fetch, url)
                 answer, infer_ms = await service.admission.run(_predict_one, loaded, data, controls)
@@ -165,8 +167,11 @@ async def _predict(
     except AdmissionRefused as rejected:
         raise unavailable(rejected, service.settings.retry_after_s) from None
     except FetchError as exc:
-        raise ApiError(CODES[exc.code], exc.code, exc.message) from None
-    except (ImageError, ModelError) as exc:
+        raise ApiError(CODES[exc.code], exc.code, f"{label}: {exc.message}") from None
+    except ImageError as exc:
+        error = from_engine_error(exc)
+        raise ApiError(error.status, error.code, f"{label}: {error.message}") from None
+    except ModelError as exc:
         raise from_engine_error(exc) from None
     return {"results": results, "model_version": loaded.version}
 

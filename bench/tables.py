@@ -778,6 +778,7 @@ TABLES: dict[str, Table] = {
     "recipe-defaults": Table("recipe_ablation_defaults.json", recipe, "bench/recipe_bench.py"),
     "recipe-rerun": Table("recipe_rerun.json", recipe, "bench/recipe_bench.py"),
     "recipe-zen5": Table("recipe_bench_zen5.json", recipe, "bench/recipe_bench.py"),
+    "recipe-avx2cap": Table("recipe_bench_avx2cap.json", recipe, "bench/recipe_bench.py"),
     "budget": Table("budget_bench.json", budget, "bench/budget_bench.py"),
     "recipe-screen": Table(
         "recipe_screen.json",

@@ -127,7 +127,7 @@ $(LS_VENV)/.installed: tests/labeling/requirements.txt
 	touch $@
 label-studio-venv: $(LS_VENV)/.installed
 label-studio-test: $(STAMP) $(LS_VENV)/.installed
-	FCN_LABEL_STUDIO_REQUIRED=1 FCN_LABEL_STUDIO_VENV=$(LS_VENV) $(PY) -m pytest -m label_studio -s tests/labeling
+	FCN_LABEL_STUDIO_REQUIRED=1 FCN_LABEL_STUDIO_VENV=$(abspath $(LS_VENV)) $(PY) -m pytest -m label_studio -s tests/labeling
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -36,7 +36,10 @@ class LabelStudio:
 
 
 def label_studio_venv() -> Path:
-    return Path(os.environ.get("FCN_LABEL_STUDIO_VENV") or REPO / ".venv-label-studio")
+    """The venv's absolute path (a relative FCN_LABEL_STUDIO_VENV is taken from the repository:
+    Label Studio runs with its data folder as the working directory)."""
+    path = Path(os.environ.get("FCN_LABEL_STUDIO_VENV") or ".venv-label-studio")
+    return path if path.is_absolute() else REPO / path
 
 
 def _missing(reason: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 from _cpu import cpu_info, cpu_label
+from _paths import shown
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -85,7 +87,9 @@ def run(name: str, work: Path, lock: Path | None) -> dict:
         "val_share": float(match["val_pct"]) / 100,
         "best_miou": float(match["miou"]),
         "advice": too_short[-1].split("WARNING")[-1].strip() if too_short else None,
-        "command": " ".join(command[command.index("-m") - 1 :]),
+        "command": " ".join(
+            shown(a) if os.path.isabs(a) else a for a in command[command.index("-m") - 1 :]
+        ),
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from service.labeling import brush_rle
 from service.polygons import label_polygons
-from service.shapes import DEFAULT_TOLERANCE
+from service.shapes import DEFAULT_TOLERANCE, present_classes
 
 BRUSH = "brushlabels"
 POLYGON = "polygonlabels"
@@ -169,16 +169,21 @@ def _region(control: Control, kind: str, value: dict, width: int, height: int) -
     }
 
 
+def _labelled_present(mask: np.ndarray, match: LabelMatch) -> list[tuple[int, str]]:
+    """``(class index, label)`` of each class in the mask that has a label in the project."""
+    return [
+        (index, label)
+        for index, label, _ in present_classes(mask, match.labels)
+        if index < len(match.labels) and label is not None
+    ]
+
+
 def brush_results(control: Control, match: LabelMatch, region: Region) -> list[dict]:
     """One ``brushlabels`` region per class present that has a label."""
     mask = region.mask
     height, width = mask.shape
-    counts = np.bincount(mask.ravel(), minlength=len(match.labels))
     out = []
-    for index in np.flatnonzero(counts).tolist():
-        label = match.labels[index] if index < len(match.labels) else None
-        if label is None:
-            continue
+    for index, label in _labelled_present(mask, match):
         painted = mask == index
         value = {"format": "rle", "rle": brush_rle.encode(painted), BRUSH: [label]}
         result = _region(control, BRUSH, value, width, height)
@@ -195,9 +200,7 @@ def polygon_results(control: Control, match: LabelMatch, region: Region) -> list
     (the brush results keep them)."""
     mask = region.mask
     height, width = mask.shape
-    wanted = [i for i, label in enumerate(match.labels) if label is not None]
-    present = set(np.unique(mask).tolist())
-    wanted = [i for i in wanted if i in present]
+    wanted = [index for index, _ in _labelled_present(mask, match)]
     out = []
     for index, rings in label_polygons(mask, wanted, region.tolerance):
         label = match.labels[index]

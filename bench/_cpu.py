@@ -25,6 +25,7 @@ from service.backends.cpu import (  # noqa: E402
     cpu_has_int8_dot,
     cpu_id,
     cpu_model,
+    isa_cap,
 )
 
 
@@ -36,6 +37,9 @@ def cpu_info() -> dict:
         "id": cpu_id(),  # vendor family/model/stepping
         "arch": platform.machine(),
         "flags": {name: name in flags for name in ISA_FLAGS},
+        # ONEDNN_MAX_CPU_ISA: a bigger CPU approximating a smaller one (flags above are the
+        # CPU's own; native_bf16 and int8_dot_product below are after the cap)
+        "onednn_max_cpu_isa": isa_cap(),
         "native_bf16": cpu_has_bf16(),
         "int8_dot_product": cpu_has_int8_dot(),
         "cores_usable": len(os.sched_getaffinity(0)),
@@ -48,4 +52,5 @@ def cpu_label(info: dict | None = None) -> str:
     """One line for a table caption: the model and the flags it has, e.g. ``AMD EPYC (avx2)``."""
     info = info or cpu_info()
     have = [name for name, on in info["flags"].items() if on]
-    return f"{info['model']} ({', '.join(have) or 'no listed ISA flags'})"
+    cap = f", capped at {info['onednn_max_cpu_isa']}" if info.get("onednn_max_cpu_isa") else ""
+    return f"{info['model']} ({', '.join(have) or 'no listed ISA flags'}{cap})"

@@ -118,11 +118,19 @@ def _cpu_record(data: dict) -> tuple[str | None, list[str]]:
     return (str(model) if model else None), present
 
 
+def _isa_cap(data: dict) -> str | None:
+    """The ONEDNN_MAX_CPU_ISA a file's figures ran under (its CPU block or top level)."""
+    cpu = data.get("cpu") if isinstance(data.get("cpu"), dict) else {}
+    return cpu.get("onednn_max_cpu_isa") or data.get("onednn_max_cpu_isa")
+
+
 def cpu_line(data: dict) -> str:
     model, flags = _cpu_record(data)
     if model:
         isa = ", ".join(flags) if flags else "none of " + ", ".join(ISA_FLAGS[:4])
-        return f"{model} (ISA: {isa})"
+        cap = _isa_cap(data)
+        capped = f"; kernels capped with ONEDNN_MAX_CPU_ISA={cap}" if cap else ""
+        return f"{model} (ISA: {isa}{capped})"
     machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
     known = []
     arch = machine.get("cpu") if isinstance(machine.get("cpu"), str) else data.get("machine")

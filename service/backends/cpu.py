@@ -1,7 +1,8 @@
 """What this CPU offers the backends: its model name and the ISA flags that decide speed.
 
 Read once from ``/proc/cpuinfo`` (Linux; elsewhere no flags are known, so nothing is claimed).
-Tests simulate other CPUs by patching :func:`cpu_flags`; everything below derives from it.
+Tests simulate other CPUs by patching :func:`cpu_flags`; everything below derives from it,
+after the oneDNN ISA cap (``ONEDNN_MAX_CPU_ISA``) where one is set (:func:`usable_flags`).
 
 The flags that matter for serving:
 
@@ -17,6 +18,7 @@ The flags that matter for serving:
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 # The flags bench JSONs record and the selection reads, in /proc/cpuinfo spelling.
@@ -77,17 +79,54 @@ def cpu_id() -> str:
     return f"{info['vendor_id']} {'/'.join(parts)}"
 
 
+# ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) caps the instruction set of
+# oneDNN's kernels, which torch's CPU convolutions and OpenVINO's CPU plugin both use: a bf16
+# CPU capped at ``AVX2`` has no bf16 kernels left (OpenVINO then fails to compile a bf16
+# model: "Supported primitive descriptors list is empty"). Value -> the flags the cap takes
+# away; a value not listed (``ALL``, ``DEFAULT``, AMX levels, unknown spellings) removes none.
+# ONNX Runtime's own MLAS kernels ignore the variable; the cap is applied to every decision
+# anyway so that one setting makes this process behave like the smaller CPU throughout.
+_ABOVE_AVX2 = frozenset(ISA_FLAGS) - {"avx2"}
+_ISA_CAPS: dict[str, frozenset[str]] = {
+    "SSE41": frozenset(ISA_FLAGS),
+    "AVX": frozenset(ISA_FLAGS),
+    "AVX2": _ABOVE_AVX2,
+    "AVX2_VNNI": _ABOVE_AVX2 - {"avx_vnni"},
+    "AVX2_VNNI_2": _ABOVE_AVX2 - {"avx_vnni"},
+    "AVX512_CORE": _ABOVE_AVX2 - {"avx512f"},
+    "AVX512_CORE_VNNI": _ABOVE_AVX2 - {"avx512f", "avx512_vnni", "avx_vnni"},
+    "AVX512_CORE_BF16": frozenset({"amx_tile", "amx_bf16", "amx_int8"}),
+    "AVX10_1_512": frozenset({"amx_tile", "amx_bf16", "amx_int8"}),
+    "AVX512_CORE_FP16": frozenset({"amx_tile", "amx_bf16", "amx_int8"}),
+}
+
+
+def isa_cap() -> str | None:
+    """The oneDNN ISA cap set in the environment (upper-case), or ``None``."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value and value.strip() else None
+
+
+def usable_flags() -> frozenset[str]:
+    """:func:`cpu_flags` less what :func:`isa_cap` takes away: the kernels that can run."""
+    cap = isa_cap()
+    return cpu_flags() - _ISA_CAPS.get(cap, frozenset()) if cap else cpu_flags()
+
+
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where bf16 pays off."""
-    return bool(cpu_flags() & BF16_FLAGS)
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where bf16 pays off,
+    and no oneDNN ISA cap forbids those kernels."""
+    return bool(usable_flags() & BF16_FLAGS)
 
 
 def cpu_has_int8_dot() -> bool:
-    """Whether this CPU has int8 dot-product instructions (VNNI or AMX-INT8)."""
-    return bool(cpu_flags() & INT8_DOT_FLAGS)
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX-INT8), not capped."""
+    return bool(usable_flags() & INT8_DOT_FLAGS)
 
 
 def cpu_signature() -> str:
-    """Model name and the speed-relevant flags: what a cached speed measurement is valid for."""
-    flags = cpu_flags()
-    return f"{cpu_model()} {cpu_id()} [{' '.join(f for f in ISA_FLAGS if f in flags)}]"
+    """Model name and the speed-relevant flags that can run (cap applied): what a cached
+    speed measurement is valid for."""
+    flags = usable_flags()
+    cap = f" cap={isa_cap()}" if isa_cap() else ""
+    return f"{cpu_model()} {cpu_id()} [{' '.join(f for f in ISA_FLAGS if f in flags)}]{cap}"

@@ -63,6 +63,8 @@ def cpu(monkeypatch):
             flags = SAPPHIRE_RAPIDS_AMX if bf16 else ZEN3_AVX2
         monkeypatch.setattr(cpu_module, "cpu_flags", lambda: frozenset(flags))
         monkeypatch.setattr(select, "openvino_available", lambda: openvino)
+        for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # no cap unless a test sets one
+            monkeypatch.delenv(variable, raising=False)
 
     return fake
 
@@ -261,6 +263,32 @@ def test_auto_never_chooses_bf16_on_a_cpu_without_native_bf16(
     assert (engine.backend_name, engine.precision) == ("openvino", "int8")
     with pytest.raises(ValueError, match="native bf16"):
         Engine.load(fp32, EngineConfig(precision="bf16"))
+
+
+@pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+@pytest.mark.parametrize("cap", ["AVX2", "avx512_core_vnni"])
+def test_an_isa_cap_below_bf16_takes_bf16_away(
+    cpu, model_pair, speeds, monkeypatch, variable, cap
+) -> None:
+    """A bf16 CPU capped with ONEDNN_MAX_CPU_ISA has no bf16 kernels (OpenVINO's bf16 compile
+    fails there): bf16 is neither measured nor served, and the cap is in the signature."""
+    from training.loop.epoch import cpu_has_native_bf16
+
+    cpu(flags=SAPPHIRE_RAPIDS_AMX)
+    assert backends.cpu_has_bf16() and cpu_has_native_bf16()
+    uncapped = cpu_module.cpu_signature()
+    monkeypatch.setenv(variable, cap)
+    assert not backends.cpu_has_bf16() and not cpu_has_native_bf16()
+    assert cpu_module.usable_flags() <= SAPPHIRE_RAPIDS_AMX - {"avx512_bf16", "amx_bf16"}
+    assert cpu_module.cpu_signature() != uncapped and cap.upper() in cpu_module.cpu_signature()
+    asked = speeds({"openvino/bf16": 5.0, "ort/fp32": 100.0})
+    engine = Engine.load(model_pair(checks(openvino__bf16=0.0)))
+    assert (engine.backend_name, engine.precision) == ("ort", "fp32") and asked == []
+    # a cap at or above bf16 leaves it (and an uncapped value changes nothing)
+    for value in ("AVX512_CORE_BF16", "ALL"):
+        monkeypatch.setenv(variable, value)
+        assert backends.cpu_has_bf16()
+    assert cpu_module.cpu_has_int8_dot()
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from service.backends.cpu import cpu_has_bf16
 from service.tiling import blended_strips
 from training.loop.distributed import broadcast_int
 from training.loop.metrics import ConfusionMatrix
@@ -58,15 +57,12 @@ class EvalResult:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; Linux only).
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; Linux only) and no
+    ``ONEDNN_MAX_CPU_ISA`` cap takes those kernels away (serving's reader, one rule for both).
 
     Elsewhere oneDNN emulates bfloat16 and is slower than float32, so it must stay off.
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    return cpu_has_bf16()
 
 
 # Models whose CPU training stays float32 unless ``--bf16`` asks otherwise. FCN-VGG's backward

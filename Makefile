@@ -68,14 +68,14 @@ demo: $(STAMP)
 # aerial land cover (building, land, road, vegetation, water, unlabeled) trained by the
 # project's own `fcn train` / `fcn export` on the Dubai aerial set (public domain, CC0; see
 # docs/default-model.md). Every seed fixed and a fixed epoch budget (not a time budget), no
-# pretrained weights. LinkNet on a MobileNetV3-Large-0.75 encoder (timm, random init).
+# pretrained weights. U-Net on ResNet-18 (random init), 240 epochs of 256 crops of 256x256.
 # `fcn export` writes the fp32 model and a static INT8 copy and records how each scores against
 # fp32 on the 16 validation images; bundle-model keeps the file `--precision auto` would serve
 # (`--bundle`: INT8 only when it loses <= 0.5 mIoU point) so one file ships.
 AERIAL_DATA ?= ../shared/data/dubai_aerial
 DEFAULT_MODEL_RUN ?= runs/default-model
-DEFAULT_MODEL_TRAIN := --arch linknet --encoder tu-mobilenetv3_large_075 --num-classes 6 \
-	--ignore-index 255 --epochs 25 --lr 3e-3 --crop-size 192 --seed 0 --no-plots
+DEFAULT_MODEL_TRAIN := --arch unet --encoder resnet18 --num-classes 6 --ignore-index 255 \
+	--epochs 240 --crop-size 256 --seed 0 --no-plots
 DEFAULT_MODEL_SOURCE := Dubai aerial imagery (Humans in the Loop / MBRSC, 'Semantic segmentation of aerial imagery'), public domain (CC0)
 default-model: $(STAMP)
 	rm -rf $(DEFAULT_MODEL_RUN)

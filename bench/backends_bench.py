@@ -127,7 +127,12 @@ def prepare(name: str, checkpoint: Path | None, work: Path, log) -> dict:
         if precision == "bf16" and not cpu_has_bf16():
             from service.backends.openvino import OpenVinoBackend
 
-            runner = OpenVinoBackend(fp32, "bf16", config)
+            try:
+                runner = OpenVinoBackend(fp32, "bf16", config)
+            except Exception as exc:  # noqa: BLE001 - e.g. kernels capped by ONEDNN_MAX_CPU_ISA
+                # (a bf16 CPU capped at AVX2 has no bf16 kernels: the compile fails)
+                log(f"{name}: bf16 forced on a CPU without it does not compile: {exc}")
+                continue
             engines[FORCED_BF16] = Engine(runner, config)
             hint = runner.compiled.get_property("INFERENCE_PRECISION_HINT")
             log(f"{name}: bf16 forced on a CPU without it; OpenVINO runs it as {hint}")

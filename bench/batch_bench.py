@@ -2,9 +2,9 @@
 
 One run, on a generated folder of 512x512 JPEGs (default 200), for two models:
 
-* ``default``: the bundled model (``service/assets/default.onnx``, LinkNet/MobileNetV3-small;
-  a U-Net/MobileNetV2 stand-in with random weights when this checkout lacks it). It has no
-  recorded precision checks, so every path below serves it with ONNX Runtime fp32;
+* ``default``: the bundled model (``service/assets/default.onnx``, whatever this checkout ships;
+  a U-Net/MobileNetV2 stand-in with random weights when it lacks one), served at the precision
+  ``auto`` picks for that file (saved results: the model bundled when they were measured);
 * ``unet-r34``: a U-Net/ResNet34 trained on ISBI 2012 the way a user makes one — ``fcn train``
   (``--unet-checkpoint`` reuses a run, else a short one is trained here), then ``fcn export
   --quantize int8 --calibration-data ISBI``, which records the precision checks ``--precision

@@ -29,14 +29,17 @@ CLASSES = ["building", "land", "road", "vegetation", "water", "unlabeled"]
 IGNORE = 255
 SAMPLE_MASK = Path(__file__).parent / "data" / "dubai-aerial_mask.png"
 
-# What `make default-model` achieved, asserted as measured (docs/default-model.md: INT8 served
-# by auto, mIoU 0.4337 on OpenVINO, 0.4335 on ONNX Runtime; floored to two decimals). This is
-# BELOW the target it was built for (mIoU >= 0.62, every class but `unlabeled` >= 0.45): road
-# and vegetation miss it, see the docs for the gap. Raise these with a better model.
-MIN_MIOU = 0.43
-MIN_CLASS_IOU = {"building": 0.53, "land": 0.76, "road": 0.08, "vegetation": 0.43, "water": 0.76}
-MIN_SAMPLE_ACCURACY = 0.64  # measured 0.654 (OpenVINO INT8) and 0.656 (ONNX Runtime INT8)
-
+# What `make default-model` achieved, asserted as measured (docs/default-model.md: INT8 as
+# `auto` serves it, mIoU 0.5620 on ONNX Runtime and 0.5623 on OpenVINO; per class building 0.655,
+# land 0.775, road 0.528, vegetation 0.575, water 0.839), floored to two decimals less 0.01 for
+# other CPUs' INT8 kernels (AVX2 without VNNI computes INT8 products differently). The
+# per-class target (every class but `unlabeled` >= 0.45) is met; the mIoU target (0.62 over the
+# six classes) is not: `unlabeled` is never predicted, see the docs. Raise these with a better
+# model.
+MIN_MIOU = 0.55
+MIN_CLASS_IOU = {"building": 0.64, "land": 0.76, "road": 0.51, "vegetation": 0.56, "water": 0.82}
+TARGET_CLASS_IOU = 0.45  # the issue's floor for every class but `unlabeled`
+MIN_SAMPLE_ACCURACY = 0.77  # measured 0.788 (ONNX Runtime and OpenVINO INT8)
 
 def dubai_root() -> Path | None:
     """``$FCN_SHARED_DATA/dubai_aerial``, else ``shared/data/dubai_aerial`` in the first folder
@@ -93,6 +96,9 @@ def test_metadata_has_the_datasets_classes_palette_source_and_recipe(engine: Eng
     # the precision auto serves was checked against fp32 on the validation images
     checks = meta.precision_checks
     assert checks["images"] == 16 and checks["split"] == "val"
+    # the file is the INT8 copy, bundled because no recorded INT8 path lost more than 0.5 point
+    int8 = {path: r for path, r in checks["results"].items() if path.endswith("/int8")}
+    assert int8 and all(r["miou_delta"] >= -0.5 for r in int8.values()), int8
 
 
 def test_segments_the_packaged_sample_like_its_ground_truth(engine: Engine) -> None:
@@ -121,4 +127,4 @@ def test_scores_on_the_16_validation_images_at_full_size() -> None:
     report = f"mIoU {miou:.4f}, " + ", ".join(f"{k} {v:.4f}" for k, v in ious.items())
     assert miou >= MIN_MIOU, report
     for name, floor in MIN_CLASS_IOU.items():
-        assert ious[name] >= floor, f"{name}: {report}"
+        assert ious[name] >= max(floor, TARGET_CLASS_IOU), f"{name}: {report}"

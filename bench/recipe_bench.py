@@ -71,6 +71,10 @@ ROWS: dict[str, list[str] | None] = {
     "ema": ["--ema", "0.995"],
     "lovasz": ["--loss", "ce+lovasz"],
     "class-crop-0.8": ["--class-crop-p", "0.8"],
+    # Issue 19: what costs the defaults at a few hundred steps (an AVX2 CPU's 15 minutes)
+    "scale-1": ["--scale-range", "1,1"],
+    "scale-0.75-1.5": ["--scale-range", "0.75,1.5"],
+    "ce": ["--loss", "ce"],
 }
 ROW_TITLES = {
     "plain": "plain smp loop",

@@ -41,6 +41,7 @@ MIN_CLASS_IOU = {"building": 0.64, "land": 0.76, "road": 0.51, "vegetation": 0.5
 TARGET_CLASS_IOU = 0.45  # the issue's floor for every class but `unlabeled`
 MIN_SAMPLE_ACCURACY = 0.77  # measured 0.788 (ONNX Runtime and OpenVINO INT8)
 
+
 def dubai_root() -> Path | None:
     """``$FCN_SHARED_DATA/dubai_aerial``, else ``shared/data/dubai_aerial`` in the first folder
     up from the repository that has one (``../shared`` beside a checkout or a worktree)."""

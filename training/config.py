@@ -85,6 +85,9 @@ class AugmentConfig:
     # Probability that a crop is centred on a pixel of one class, drawn uniformly from the
     # classes present in the image (rare and thin classes get seen); otherwise uniform.
     class_crop_p: float = 0.5
+    # Narrow the zoom range for short runs (training/loop/zoom.py): none below 1,000 planned
+    # steps, all of ``scale_range`` from 3,000. Off when ``--scale-range`` is given.
+    zoom_by_length: bool = True
 
     def __post_init__(self) -> None:
         low, high = self.scale_range
@@ -131,6 +134,8 @@ class DataConfig:
         if isinstance(data.get("augment"), dict):
             augment = dict(data["augment"])
             augment["scale_range"] = tuple(augment.get("scale_range", (0.5, 2.0)))
+            # written before the zoom followed the run's length: it trained with the whole range
+            augment.setdefault("zoom_by_length", False)
             data["augment"] = AugmentConfig(**augment)
         return cls(**data)
 

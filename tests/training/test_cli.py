@@ -10,7 +10,7 @@ import pytest
 
 from fcn.cli import build_parser, main
 from training.commands.train import build_config
-from training.config import TrainConfig
+from training.config import DataConfig, TrainConfig
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -162,6 +162,21 @@ def test_omitted_options_keep_the_config_defaults(tmp_path) -> None:
     ):
         assert getattr(cfg, name) == getattr(defaults, name), name
     assert cfg.model_options == {"encoder": "resnet18"} and cfg.out.startswith("runs")
+    assert cfg.data.augment.zoom_by_length  # the default zoom follows the run's length
+
+
+def test_a_zoom_range_given_is_used_whatever_the_runs_length(tmp_path) -> None:
+    cfg = build_config(parse("--data", str(tmp_path), "--scale-range", "0.5,2"))
+    assert cfg.data.augment.scale_range == (0.5, 2.0)
+    assert not cfg.data.augment.zoom_by_length
+
+
+def test_a_checkpoint_written_before_zoom_by_length_keeps_the_whole_range(tmp_path) -> None:
+    saved = build_config(parse("--data", str(tmp_path))).data.to_dict()
+    del saved["augment"]["zoom_by_length"]
+    assert not DataConfig.from_dict(saved).augment.zoom_by_length
+    current = build_config(parse("--data", str(tmp_path))).data.to_dict()
+    assert DataConfig.from_dict(current).augment.zoom_by_length  # a new one round-trips
 
 
 @pytest.mark.parametrize("argv", [["--warmup", "soon"], ["--optimizer", "adam"]])

@@ -24,6 +24,7 @@ from training.loop.epoch import (
 from training.loop.metrics import ConfusionMatrix
 from training.loop.optim import StepBudget, get_lr
 from training.loop.sampling import EpochSampler, SeededItems, SizeBatches, build_loaders
+from training.loop.zoom import FULL_ZOOM_FROM, NO_ZOOM_BELOW, zoom_range
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -84,7 +85,7 @@ def test_time_budget_estimates_total_steps_so_decay_ends_at_the_deadline(
 
 
 def test_sampler_order_depends_only_on_seed_and_epoch() -> None:
-    def epoch(seed: int, e: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
+    def epoch(seed: int, e: int, rank: int = 0, world: int = 1) -> list[tuple]:
         info = DistInfo(rank=rank, world_size=world)
         sampler = EpochSampler(10, epoch_size=24, batch_size=4, seed=seed, info=info)
         sampler.set_epoch(e)
@@ -93,7 +94,7 @@ def test_sampler_order_depends_only_on_seed_and_epoch() -> None:
     first = epoch(0, 0)
     assert len(first) == 24 and first == epoch(0, 0)
     assert first != epoch(0, 1) and first != epoch(1, 0)
-    assert sorted(i for i, _ in first[:10]) == list(range(10))  # a full pass before repeats
+    assert sorted(i for i, *_ in first[:10]) == list(range(10))  # a full pass before repeats
     shards = [epoch(0, 0, rank=r, world=2) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 12
     assert [x for pair in zip(*shards, strict=True) for x in pair] == first
@@ -108,15 +109,38 @@ def test_sampler_pads_to_whole_batches_on_every_rank() -> None:
 def test_seeded_items_are_reproducible(demo_root, tmp_path) -> None:
     train_ds, _, _ = build_datasets(tiny_config(demo_root, tmp_path).data)
     items = SeededItems(train_ds)
-    a, b, c = items[(3, 11)], items[(3, 11)], items[(3, 12)]
+    a, b, c = items[(3, 11, None)], items[(3, 11, None)], items[(3, 12, None)]
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
 
 
+def test_sampler_hands_its_zoom_range_to_every_item() -> None:
+    sampler = EpochSampler(6, epoch_size=8, batch_size=4, seed=0, info=DistInfo())
+    assert {zoom for *_, zoom in sampler} == {None}  # the transform's own range
+    sampler.set_zoom((0.8, 1.25))
+    assert {zoom for *_, zoom in sampler} == {(0.8, 1.25)}
+
+
+@pytest.mark.parametrize(
+    ("planned", "expected"),
+    [
+        (None, (1.0, 1.0)),  # a time budget before its speed is measured: a short run
+        (200, (1.0, 1.0)),
+        (NO_ZOOM_BELOW, (1.0, 1.0)),
+        ((NO_ZOOM_BELOW + FULL_ZOOM_FROM) // 2, (0.5**0.5, 2.0**0.5)),
+        (FULL_ZOOM_FROM, (0.5, 2.0)),
+        (50_000, (0.5, 2.0)),
+    ],
+)
+def test_zoom_grows_with_the_planned_length_of_the_run(planned, expected) -> None:
+    assert zoom_range((0.5, 2.0), planned) == pytest.approx(expected)
+
+
 def test_loaders_give_identical_batches_with_and_without_workers(demo_root, tmp_path) -> None:
+    """Also with a zoom range set after the loaders were built: it reaches persistent workers."""
     train_ds, val_ds, info = build_datasets(tiny_config(demo_root, tmp_path).data)
     batches = []
-    for workers in (0, 2):
+    for workers, zoom in ((0, None), (2, None), (0, (1.0, 1.0)), (2, (1.0, 1.0))):
         loader, _ = build_loaders(
             train_ds,
             val_ds,
@@ -128,8 +152,10 @@ def test_loaders_give_identical_batches_with_and_without_workers(demo_root, tmp_
             info=DistInfo(),
         )
         loader.sampler.set_epoch(1)
-        batches.append([images for images, _ in loader])
-    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+        loader.sampler.set_zoom(zoom)
+        batches.append(torch.cat([images for images, _ in loader]))
+    assert torch.equal(batches[0], batches[1]) and torch.equal(batches[2], batches[3])
+    assert not torch.equal(batches[0], batches[2])  # the zoom changed the crops
 
 
 class PixelNet(nn.Module):

@@ -106,6 +106,12 @@ def test_fcn_train_reports_steps_validation_and_advice_in_a_log(
         r"epoch 2: 1/3 steps, run step 4/6, loss [\d.]+, lr \S+, images/s [\d.]+, ETA ", steps[0]
     )
     assert any(re.match(r"validating: 2/2 images, [\d.]+ images/s", line) for line in lines)
+    # a 6-step run trains without zoom, and says so once
+    zoom = [line for line in lines if line.startswith("random zoom")]
+    assert zoom == [
+        "random zoom 1.00-1.00 (6 planned steps; none under 1,000 steps, the whole "
+        "0.50-2.00 from 3,000)"
+    ]
     advice = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(advice) == 1 and "only 6 optimizer steps" in advice[0].getMessage()
     assert re.search(r"--max-minutes \d+", advice[0].getMessage())

@@ -148,3 +148,22 @@ def test_class_centred_crops_are_reproducible_per_seed() -> None:
     transform.reseed(5)
     second = transform(image, mask, points)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_set_zoom_overrides_the_range_no_zoom_cuts_native_pixels() -> None:
+    image, mask = sample(size=(40, 50))
+    transform = train(crop=16, hflip=0.0, class_crop_p=0.0, **NO_COLOUR)
+    transform.set_zoom((1.0, 1.0))
+    for seed in range(5):
+        transform.reseed(seed)
+        out, out_mask = transform(image, mask)
+        crop = np.rint(out.transpose(1, 2, 0) * 255).astype(np.uint8)  # mean 0, std 1
+        windows = [
+            (y, x)
+            for y in range(40 - 16 + 1)
+            for x in range(50 - 16 + 1)
+            if np.array_equal(image[y : y + 16, x : x + 16], crop)
+        ]
+        assert len(windows) == 1, "an unzoomed crop is a window of the image's own pixels"
+        y, x = windows[0]
+        assert np.array_equal(mask[y : y + 16, x : x + 16], out_mask)

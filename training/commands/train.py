@@ -145,7 +145,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--scale-range",
         type=float_list,
         metavar="LO,HI",
-        help="random zoom range (default {},{})".format(*_augment_default("scale_range")),
+        help="random zoom range (default {},{}, narrowed for runs of under 3,000 steps and "
+        "none under 1,000; a range given here is used as given)".format(
+            *_augment_default("scale_range")
+        ),
     )
     data.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
     data.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
@@ -343,6 +346,7 @@ def build_config(args: argparse.Namespace) -> Any:
         if len(augment["scale_range"]) != 2:
             raise ValueError(f"--scale-range needs LO,HI, got {augment['scale_range']}")
         augment["scale_range"] = tuple(augment["scale_range"])
+        augment["zoom_by_length"] = False  # the user's range, whatever the run's length
     data = DataConfig(
         root=str(args.data),
         augment=AugmentConfig(**augment),

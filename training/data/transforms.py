@@ -148,8 +148,11 @@ class TrainTransform:
         seed: int | None = None,
     ) -> None:
         self.augment = augment
+        self.scale_crop = RandomScaleCrop(
+            augment.crop_size, augment.scale_range, fill=0, fill_mask=ignore_index
+        )
         geometric = [
-            RandomScaleCrop(augment.crop_size, augment.scale_range, fill=0, fill_mask=ignore_index),
+            self.scale_crop,
             A.HorizontalFlip(p=augment.hflip),
             A.VerticalFlip(p=augment.vflip),
         ]
@@ -186,6 +189,10 @@ class TrainTransform:
         for index, compose in enumerate((self.geometric, self.colour, self.rgb_colour)):
             compose.set_random_seed(random.Random(f"{seed}:{index}").getrandbits(32))
         self.random.seed(f"{seed}:centre")
+
+    def set_zoom(self, zoom: tuple[float, float]) -> None:
+        """Draw zoom factors from ``zoom`` instead of ``augment.scale_range`` from now on."""
+        self.scale_crop.scale_range = (float(zoom[0]), float(zoom[1]))
 
     def pick_centre(self, points: Sequence[np.ndarray] | None) -> tuple[int, int] | None:
         """With probability ``class_crop_p``: a pixel ``(y, x)`` of a class drawn uniformly

@@ -30,8 +30,11 @@ from training.loop.distributed import DistInfo
 VAL_BATCH_PIXELS = 8 * 512 * 512
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, augmentation seed)`` pairs for one epoch on one rank.
+class EpochSampler(Sampler[tuple[int, int, tuple[float, float] | None]]):
+    """Yields ``(index, augmentation seed, zoom range)`` for one epoch on one rank.
+
+    The zoom range (``set_zoom``; None: the transform's own) travels with each item so that
+    it reaches DataLoader workers, persistent or not, the epoch it is set.
 
     Args:
         size: dataset length.
@@ -52,21 +55,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
         chunk = batch_size * info.world_size
         self.total = math.ceil(max(size, epoch_size) / chunk) * chunk
         self.epoch = 0
+        self.zoom: tuple[float, float] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_zoom(self, zoom: tuple[float, float] | None) -> None:
+        """The zoom range of the items of the epochs from the next ``iter`` on."""
+        self.zoom = zoom
+
     def __len__(self) -> int:
         return self.total // self.info.world_size
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, tuple[float, float] | None]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         repeats = math.ceil(self.total / self.size)
         order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(repeats)])
         seeds = torch.randint(0, 2**31 - 1, (self.total,), generator=generator)
         rank, world = self.info.rank, self.info.world_size
         indices = order[: self.total][rank::world].tolist()
-        return iter(zip(indices, seeds[rank::world].tolist(), strict=True))
+        zooms = [self.zoom] * len(indices)
+        return iter(zip(indices, seeds[rank::world].tolist(), zooms, strict=True))
 
 
 class SizeBatches(Sampler[list[int]]):
@@ -135,7 +144,8 @@ def _loader_options(workers: int, ignore_index: int, pin_memory: bool) -> dict:
 
 
 class SeededItems(Dataset):
-    """Wraps a training ``SegmentationDataset``: item ``(index, seed)`` is augmented with ``seed``."""
+    """Wraps a training ``SegmentationDataset``: item ``(index, seed, zoom)`` is augmented with
+    ``seed`` and, when ``zoom`` is not None, that zoom range."""
 
     def __init__(self, dataset: SegmentationDataset) -> None:
         self.dataset = dataset
@@ -143,10 +153,14 @@ class SeededItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, seed = item
+    def __getitem__(
+        self, item: tuple[int, int, tuple[float, float] | None]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed, zoom = item
         transform = self.dataset.transform
         transform.reseed(seed)
+        if zoom is not None:
+            transform.set_zoom(zoom)
         image, mask = self.dataset.load(index)
         points = None
         if transform.augment.class_crop_p > 0:

@@ -45,6 +45,7 @@ from training.loop.runlog import MetricsLog, write_plots
 from training.loop.sampling import eval_loader
 from training.loop.setup import Parts, build_parts, configure_threads, seed_everything
 from training.loop.validation import ValidationPlan
+from training.loop.zoom import FULL_ZOOM_FROM, NO_ZOOM_BELOW, zoom_range
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class _Progress:
     images: int = 0  # training images seen by this process's epochs, all ranks
     train_seconds: float = 0.0
     save_seconds: float = 0.0  # the last epoch end's checkpoint and plots (a guess until then)
+    zoom_logged: tuple[float, float] | None = None  # the zoom range last reported
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -243,6 +245,7 @@ def _train_epoch(
 ) -> EpochStats:
     """One epoch (or what is left of the budget); advances ``progress``."""
     parts.train_loader.sampler.set_epoch(progress.epoch)
+    _set_zoom(cfg, parts, progress, info)
     ema, model = parts.ema, parts.model
     stats, progress.step = train_one_epoch(
         parts.net,
@@ -265,6 +268,33 @@ def _train_epoch(
     progress.images += stats.images * info.world_size
     progress.train_seconds += stats.seconds
     return stats
+
+
+def _set_zoom(
+    cfg: TrainConfig, parts: Parts, progress: _Progress, info: distributed.DistInfo
+) -> None:
+    """This epoch's zoom range, from the run's planned length (training/loop/zoom.py)."""
+    augment = cfg.data.augment
+    if not augment.zoom_by_length:
+        return
+    budget = parts.budget
+    measured = budget.seconds is None or budget.seconds_per_step() is not None
+    planned = budget.total if measured else None
+    zoom = zoom_range(augment.scale_range, planned)
+    parts.train_loader.sampler.set_zoom(zoom)
+    shown = progress.zoom_logged
+    moved = shown is None or max(abs(a - b) for a, b in zip(zoom, shown, strict=True)) > 0.05
+    if info.is_main and moved:
+        progress.zoom_logged = zoom
+        length = f"{planned:,} planned steps" if planned is not None else "speed not measured yet"
+        logger.info(
+            "random zoom %.2f-%.2f (%s; none under %s steps, the whole %.2f-%.2f from %s)",
+            *zoom,
+            length,
+            f"{NO_ZOOM_BELOW:,}",
+            *augment.scale_range,
+            f"{FULL_ZOOM_FROM:,}",
+        )
 
 
 def _probe_validation(

@@ -787,6 +787,16 @@ TABLES: dict[str, Table] = {
     "recipe-rerun": Table("recipe_rerun.json", recipe, "bench/recipe_bench.py"),
     "recipe-zen5": Table("recipe_bench_zen5.json", recipe, "bench/recipe_bench.py"),
     "recipe-avx2cap": Table("recipe_bench_avx2cap.json", recipe, "bench/recipe_bench.py"),
+    "recipe-avx2cap-zoom": Table(
+        "recipe_bench_avx2cap_zoom.json",
+        recipe,
+        "ONEDNN_MAX_CPU_ISA=AVX2 bench/recipe_bench.py --minutes 15 --rows fcn-fp32,plain",
+    ),
+    "recipe-zoom-screen": Table(
+        "recipe_screen_scale.json",
+        recipe,
+        "bench/recipe_bench.py --minutes 6 --datasets dubai --rows fcn,scale-1,scale-0.75-1.5,ce",
+    ),
     "budget": Table("budget_bench.json", budget, "bench/budget_bench.py"),
     "recipe-screen": Table(
         "recipe_screen.json",

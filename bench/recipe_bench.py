@@ -75,11 +75,14 @@ ROWS: dict[str, list[str] | None] = {
     "scale-1": ["--scale-range", "1,1"],
     "scale-0.75-1.5": ["--scale-range", "0.75,1.5"],
     "ce": ["--loss", "ce"],
+    # the whole zoom range whatever the run's length: the defaults before zoom-by-length
+    "zoom-always": ["--scale-range", "0.5,2"],
 }
 ROW_TITLES = {
     "plain": "plain smp loop",
     "fcn": "fcn train (defaults)",
     "fcn-fp32": "fcn train (defaults, float32 as on AVX2)",
+    "zoom-always": "fcn train, zoom 0.5-2 at any length (the defaults before zoom-by-length)",
     "before": "fcn train, before #13 (validate every epoch, uniform crops, lr 1e-3)",
     "uniform-crops": "fcn train, uniform crops (--class-crop-p 0)",
     "lr-1e-3": "fcn train, --lr 1e-3 (the default before #13)",

@@ -792,6 +792,11 @@ TABLES: dict[str, Table] = {
         recipe,
         "ONEDNN_MAX_CPU_ISA=AVX2 bench/recipe_bench.py --minutes 15 --rows fcn-fp32,plain",
     ),
+    "recipe-bf16-zoom": Table(
+        "recipe_bench_bf16_zoom.json",
+        recipe,
+        "bench/recipe_bench.py --minutes 15 --datasets dubai --rows fcn,zoom-always",
+    ),
     "recipe-zoom-screen": Table(
         "recipe_screen_scale.json",
         recipe,

@@ -136,6 +136,16 @@ def test_zoom_grows_with_the_planned_length_of_the_run(planned, expected) -> Non
     assert zoom_range((0.5, 2.0), planned) == pytest.approx(expected)
 
 
+def test_a_time_budget_has_no_planned_length_until_a_step_is_timed() -> None:
+    common = dict(base_lr=1e-3, schedule="cosine", warmup="0", steps_per_epoch=4)
+    assert StepBudget(epochs=3, max_minutes=None, **common).planned_steps() == 12
+    budget = StepBudget(epochs=None, max_minutes=60.0, **common)
+    assert budget.planned_steps() is None
+    budget.observe(0)
+    budget.observe(2)  # two steps timed
+    assert budget.planned_steps() == budget.total > 2
+
+
 def test_loaders_give_identical_batches_with_and_without_workers(demo_root, tmp_path) -> None:
     """Also with a zoom range set after the loaders were built: it reaches persistent workers."""
     train_ds, val_ds, info = build_datasets(tiny_config(demo_root, tmp_path).data)

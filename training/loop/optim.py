@@ -127,6 +127,13 @@ class StepBudget:
         itself warming up)."""
         return min(self.warmup, self.total // 4)
 
+    def planned_steps(self) -> int | None:
+        """The run's planned length: exact with an epoch budget; with a time budget, the plan
+        from the measured speed, or None before a step has been timed."""
+        if self.seconds is not None and self.seconds_per_step() is None:
+            return None
+        return self.total
+
     def done(self, step: int) -> bool:
         return step >= self.total
 

@@ -277,9 +277,7 @@ def _set_zoom(
     augment = cfg.data.augment
     if not augment.zoom_by_length:
         return
-    budget = parts.budget
-    measured = budget.seconds is None or budget.seconds_per_step() is not None
-    planned = budget.total if measured else None
+    planned = parts.budget.planned_steps()
     zoom = zoom_range(augment.scale_range, planned)
     parts.train_loader.sampler.set_zoom(zoom)
     shown = progress.zoom_logged

@@ -133,7 +133,8 @@ def trained_unet(work: Path, checkpoint: Path | None, data: Path, minutes: float
         train += ["--encoder", "resnet34", "--max-minutes", str(minutes), "--workers", "0"]
         info["train_s"] = fcn_cli(*train, "--no-plots", "--out", str(run))
         checkpoint = run / "best.pt"
-    info["checkpoint"] = shown(checkpoint)
+    info["checkpoint"] = shown(checkpoint)  # as the results record it
+    info["checkpoint_path"] = checkpoint  # to load (dropped before writing)
     model = work / "unet_r34.onnx"
     log(f"fcn export --quantize int8 (precision checks on {data})")
     exporting = ["export", "--checkpoint", str(checkpoint), "--out", str(model)]
@@ -151,7 +152,8 @@ def trained_unet(work: Path, checkpoint: Path | None, data: Path, minutes: float
 
 def torch_net(model: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, Engine]:
     """The same network in torch eager: the checkpoint's weights, else random ones."""
-    engine = Engine.load(model, EngineConfig(precision="fp32"))
+    # read for its metadata; "auto" loads an INT8-only file too (the bundled default)
+    engine = Engine.load(model, EngineConfig(precision="auto"))
     if checkpoint is not None:
         from training.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -312,7 +314,7 @@ def main() -> int:
         nets = {"default": (default_model, None)}
         if not args.no_unet:
             unet = trained_unet(work, args.unet_checkpoint, args.data, args.train_minutes)
-            nets["unet"] = (unet["model"], Path(unet["checkpoint"]))
+            nets["unet"] = (unet["model"], Path(unet.pop("checkpoint_path")))
             cases += [
                 Case("unet-r34", unet["model"], "auto", "unet"),
                 Case("unet-r34", unet["model"], "fp32", "unet"),

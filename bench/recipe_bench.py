@@ -77,11 +77,19 @@ ROWS: dict[str, list[str] | None] = {
     "ce": ["--loss", "ce"],
     # the whole zoom range whatever the run's length: the defaults before zoom-by-length
     "zoom-always": ["--scale-range", "0.5,2"],
+    # Issue 19, second screen: what else costs a run of a few hundred steps
+    "val-0.03": ["--val-share", "0.03"],
+    "hflip-0": ["--hflip", "0"],
+    "lr-3e-3": ["--lr", "3e-3"],
+    "warmup-10": ["--warmup", "10"],
+    # a U-Net decoder half as wide (about 1.7x the training speed on an AVX2 CPU), float32
+    "light-decoder-fp32": ["--no-bf16", "--model-option", "decoder_channels=[128,64,32,16,8]"],
 }
 ROW_TITLES = {
     "plain": "plain smp loop",
     "fcn": "fcn train (defaults)",
     "fcn-fp32": "fcn train (defaults, float32 as on AVX2)",
+    "light-decoder-fp32": "fcn train, U-Net decoder 128-64-32-16-8 (float32 as on AVX2)",
     "zoom-always": "fcn train, zoom 0.5-2 at any length (the defaults before zoom-by-length)",
     "before": "fcn train, before #13 (validate every epoch, uniform crops, lr 1e-3)",
     "uniform-crops": "fcn train, uniform crops (--class-crop-p 0)",

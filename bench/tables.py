@@ -802,6 +802,18 @@ TABLES: dict[str, Table] = {
         recipe,
         "bench/recipe_bench.py --minutes 6 --datasets dubai --rows fcn,scale-1,scale-0.75-1.5,ce",
     ),
+    "recipe-few-steps-screen": Table(
+        "recipe_screen2.json",
+        recipe,
+        "bench/recipe_bench.py --minutes 6 --datasets dubai "
+        "--rows fcn,val-0.03,hflip-0,lr-3e-3,batch-4,warmup-10",
+    ),
+    "recipe-avx2cap-light": Table(
+        "recipe_bench_avx2cap_light.json",
+        recipe,
+        "ONEDNN_MAX_CPU_ISA=AVX2 bench/recipe_bench.py --minutes 15 --datasets dubai "
+        "--rows light-decoder-fp32,plain",
+    ),
     "budget": Table("budget_bench.json", budget, "bench/budget_bench.py"),
     "recipe-screen": Table(
         "recipe_screen.json",

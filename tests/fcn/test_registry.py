@@ -59,3 +59,22 @@ def test_unknown_timm_encoder_is_a_value_error():
         fcn.build_model("unet", num_classes=2, encoder="tu-mobilenetv9")
     with pytest.raises(ValueError, match="unknown timm model ''"):
         fcn.build_model("unet", num_classes=2, encoder="tu-")
+
+
+def test_unet_decoder_channels_narrow_the_decoder():
+    default = fcn.build_model("unet", num_classes=3, encoder="resnet18")
+    light = fcn.build_model(
+        "unet", num_classes=3, encoder="resnet18", decoder_channels=[128, 64, 32, 16, 8]
+    )
+    assert model_options("unet")["decoder_channels"] is None
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(light) < count(default) - 1_500_000
+    # the last decoder stage has the last width; any input size still comes back whole
+    assert light.net.decoder.blocks[-1].conv2[0].out_channels == 8
+    assert light(torch.zeros(1, 3, 45, 70)).shape == (1, 3, 45, 70)
+
+
+@pytest.mark.parametrize("bad", [[64, 32], [128, 64, 32, 16, 0]])
+def test_unet_decoder_channels_are_checked(bad):
+    with pytest.raises(ValueError, match="five positive widths"):
+        fcn.build_model("unet", num_classes=3, encoder="resnet18", decoder_channels=bad)

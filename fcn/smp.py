@@ -139,16 +139,20 @@ def unet(
     """smp ``unet`` wrapped in PadCrop (any input size).
 
     ``decoder_channels``: the width of each of the five decoder stages, deepest first (smp's
-    default: 256, 128, 64, 32, 16); e.g. ``[128, 64, 32, 16, 8]`` trains about 1.6x faster in float32
-    on an AVX2-capped CPU, and scores lower on thin classes in short runs (docs/training.md).
+    default: 256, 128, 64, 32, 16); e.g. ``[128, 64, 32, 16, 8]`` trains about 1.6x faster
+    in float32 on an AVX2-capped CPU, and scores lower on thin classes in short runs
+    (docs/training.md).
     """
     if decoder_channels is not None:
-        decoder_channels = [int(c) for c in decoder_channels]
-        if len(decoder_channels) != 5 or min(decoder_channels) < 1:
+        given = decoder_channels
+        ok = isinstance(given, (list, tuple)) and len(given) == 5
+        ok = ok and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in given)
+        if not ok:
             raise ValueError(
                 f"decoder_channels must be five positive widths, deepest first, e.g. "
-                f"[128, 64, 32, 16, 8]; got {decoder_channels}"
+                f"[128, 64, 32, 16, 8]; got {given!r}"
             )
+        decoder_channels = list(given)
     return build_smp(
         "unet",
         num_classes,

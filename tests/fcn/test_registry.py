@@ -74,7 +74,9 @@ def test_unet_decoder_channels_narrow_the_decoder():
     assert light(torch.zeros(1, 3, 45, 70)).shape == (1, 3, 45, 70)
 
 
-@pytest.mark.parametrize("bad", [[64, 32], [128, 64, 32, 16, 0]])
+@pytest.mark.parametrize(
+    "bad", [[64, 32], [128, 64, 32, 16, 0], "wide", 64, [128, 64, 32, 16, 8.5]]
+)
 def test_unet_decoder_channels_are_checked(bad):
     with pytest.raises(ValueError, match="five positive widths"):
         fcn.build_model("unet", num_classes=3, encoder="resnet18", decoder_channels=bad)

@@ -168,9 +168,18 @@ def torch_net(model: Path, checkpoint: Path | None) -> tuple[torch.nn.Module, En
 # --- the four loops -------------------------------------------------------------------------
 
 
-def load(case: Case) -> Engine:
-    """The engine ``fcn predict`` builds for this row (threads aside)."""
-    return Engine.load(case.model, EngineConfig(precision=case.precision, **PREDICT_CONFIG))
+def load(case: Case, served: str | None = None) -> Engine:
+    """The engine ``fcn predict`` builds for this row (threads aside).
+
+    ``served`` ("backend precision", what ``fcn predict`` logged) pins the path: ``auto``
+    times its candidates on load, and two loads may pick differently when two paths are
+    about as fast, so the loops compared with ``fcn predict`` run the path it served.
+    """
+    if served is None:
+        return Engine.load(case.model, EngineConfig(precision=case.precision, **PREDICT_CONFIG))
+    backend, precision = served.split()
+    config = EngineConfig(backend=backend, precision=precision, **PREDICT_CONFIG)
+    return Engine.load(case.model, config)
 
 
 def bare_loop(engine: Engine, paths: list[Path]) -> float:
@@ -221,9 +230,10 @@ def fcn_predict(model: Path, folder: Path, out: Path, *options: str) -> dict:
     }
 
 
-def sequential_loop(case: Case, paths: list[Path], out: Path) -> float:
+def sequential_loop(case: Case, served: str, paths: list[Path], out: Path) -> float:
     """The runner as it was at 8aa8930: one image after another, plain writes."""
-    engine = Engine.load(case.model, EngineConfig(precision=case.precision))
+    backend, precision = served.split()
+    engine = Engine.load(case.model, EngineConfig(backend=backend, precision=precision))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for path in paths:
@@ -256,24 +266,27 @@ def torch_loop(net: torch.nn.Module, engine: Engine, paths: list[Path], out: Pat
 
 
 def bench_case(case: Case, folder: Path, paths: list[Path], work: Path, torch_rate: float) -> dict:
-    engine = load(case)
-    served = f"{engine.backend_name} {engine.precision}"
-    options = json.loads(engine.metadata_props.get("options", "{}"))
-    row: dict = {"model": case.name, "arch": engine.metadata.arch, "options": options}
+    log(f"{case.name}: fcn predict --precision {case.precision}")
+    predicted = fcn_predict(case.model, folder, work / "out_predict", "--precision", case.precision)
+    served = predicted["served"]
+    if served is None:
+        raise RuntimeError("fcn predict did not log the path it served")
+    chosen = load(case)  # what this precision setting picks, and why (auto: timed on load)
+    options = json.loads(chosen.metadata_props.get("options", "{}"))
+    row: dict = {"model": case.name, "arch": chosen.metadata.arch, "options": options}
     row["file"], row["megabytes"] = shown(case.model), case.model.stat().st_size / 1e6
     row["precision_option"], row["served"] = case.precision, served
-    row["choice"] = engine.choice.reason if engine.choice else None
+    row["choice"] = chosen.choice.reason if chosen.choice else None
+    # auto's pick on this second load; the loops below run the path fcn predict served
+    row["picked_on_reload"] = f"{chosen.backend_name} {chosen.precision}"
+    del chosen
+    engine = load(case, served)
     log(f"{case.name}: bare loop ({served})")
     row["bare"] = bare_loop(engine, paths)
     del engine
-    log(f"{case.name}: fcn predict --precision {case.precision}")
-    row["predict"] = fcn_predict(
-        case.model, folder, work / "out_predict", "--precision", case.precision
-    )
-    if row["predict"]["served"] != served:
-        raise RuntimeError(f"fcn predict served {row['predict']['served']}, bare loop {served}")
+    row["predict"] = predicted
     log(f"{case.name}: sequential loop")
-    row["sequential"] = sequential_loop(case, paths, work / "out_seq")
+    row["sequential"] = sequential_loop(case, served, paths, work / "out_seq")
     row["torch"] = torch_rate
     rate = row["predict"]["images_per_s"]
     row["predict_vs_bare"] = rate / row["bare"]

@@ -82,7 +82,7 @@ ROWS: dict[str, list[str] | None] = {
     "hflip-0": ["--hflip", "0"],
     "lr-3e-3": ["--lr", "3e-3"],
     "warmup-10": ["--warmup", "10"],
-    # a U-Net decoder half as wide (about 1.7x the training speed on an AVX2 CPU), float32
+    # a U-Net decoder half as wide (1.64x the float32 training images/s, AVX2-capped), float32
     "light-decoder-fp32": ["--no-bf16", "--model-option", "decoder_channels=[128,64,32,16,8]"],
 }
 ROW_TITLES = {

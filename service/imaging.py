@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -278,6 +279,22 @@ def pixel_scale(array: np.ndarray) -> float:
     if np.issubdtype(array.dtype, np.floating):
         return 1.0
     raise ValueError(f"expected a uint8, uint16 or float image array, got {array.dtype}")
+
+
+def normalise_pixels(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(h, w, C)`` uint8/uint16/float pixels -> normalised ``float32 (C, h, w)``.
+
+    ``(x * scale - mean) / std`` as one affine per channel, ``x * (scale / std) - mean / std``,
+    written straight into the ``(C, h, w)`` layout: the engine and the reference check of
+    :mod:`service.backends.reference` both call it, so they compute the same bits.
+    """
+    inv_std = 1.0 / np.asarray(std, dtype=np.float32)
+    shift = np.asarray(mean, dtype=np.float32) * inv_std
+    factor = (np.float32(pixel_scale(pixels)) * inv_std)[:, None, None]
+    out = np.empty((pixels.shape[2], *pixels.shape[:2]), dtype=np.float32)
+    np.multiply(pixels.transpose(2, 0, 1), factor, out=out, dtype=np.float32)
+    out -= shift[:, None, None]
+    return out
 
 
 def decode_image(source: Source, *, in_channels: int, max_pixels: int, max_side: int) -> np.ndarray:

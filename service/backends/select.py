@@ -23,9 +23,10 @@ A model without records, a GPU provider or a missing INT8 file fall back to ONNX
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from service.backends import (
     openvino_available,
     openvino_missing,
 )
+from service.backends.reference import CheckResult
 from service.errors import ModelLoadError
 from service.metadata import PRECISION_CHECKS_KEY, ModelMetadata
 
@@ -61,6 +63,13 @@ class Choice:
     precision: str
     path: Path
     reason: str
+    # each path's result on the model's reference crops on this CPU (CheckResult.to_dict())
+    checks: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def key(self) -> str:
+        """``"backend/precision"``, as the checks and the probe name a path."""
+        return f"{self.backend}/{self.precision}"
 
 
 def parse_checks(metadata: ModelMetadata | Mapping[str, str]) -> dict[str, Any]:
@@ -97,6 +106,9 @@ def int8_path(path: Path, metadata: ModelMetadata, checks: Mapping[str, Any]) ->
 # ``measure(paths, in_channels, size_multiple)`` -> median ms per "backend/precision" for the
 # ``(backend, precision, file)`` paths it could run (:meth:`SpeedProbe.measure`).
 Measure = Callable[[Sequence[tuple[str, str, Path]], int, int], Mapping[str, float]]
+# ``verify(paths, metadata)`` -> each path's CheckResult on the reference crops here; ``{}`` when
+# the model has no reference crops (:meth:`SpeedProbe.verify`).
+Verify = Callable[[Sequence[tuple[str, str, Path]], ModelMetadata], Mapping[str, CheckResult]]
 
 
 def _uses_gpu(providers: Sequence[str] | None) -> bool:
@@ -115,6 +127,7 @@ def choose_backend(
     precision: str,
     providers: Sequence[str] | None = None,
     measure: Measure | None = None,
+    verify: Verify | None = None,
 ) -> Choice:
     """Pick the backend, precision and file for a model.
 
@@ -125,6 +138,8 @@ def choose_backend(
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8``.
         providers: ``EngineConfig.providers`` (a GPU provider keeps ``auto`` on ORT fp32).
         measure: times candidate paths on this CPU (auto only; see the module docstring).
+        verify: runs candidate paths on the model's reference crops on this CPU (auto only):
+            a path that fails is never served (:mod:`service.backends.reference`).
 
     Raises:
         ValueError: an unknown name, or an explicit request this model/CPU cannot honour
@@ -194,14 +209,64 @@ def choose_backend(
         if is_int8
         else Choice(backends[-1], "fp32", path, "auto: no faster path verified for this model/CPU")
     )
-    candidates = [
-        c for c in candidates if (c.backend, c.precision) != (fallback.backend, fallback.precision)
-    ]
+    candidates = [c for c in candidates if c.key != fallback.key]
+    if verify is not None and (candidates or is_int8):
+        return _checked(candidates, fallback, verify, measure, metadata)
     if not candidates:
         return fallback
     if measure is None:
         return candidates[0]
     return _fastest(candidates, fallback, measure, metadata)
+
+
+def _checked(
+    candidates: list[Choice],
+    fallback: Choice,
+    verify: Verify,
+    measure: Measure | None,
+    metadata: ModelMetadata,
+) -> Choice:
+    """Auto with the reference crops: refuse what fails here, then the fastest of the rest."""
+    # fp32 is the reference itself; an INT8 fallback is checked like any candidate.
+    to_check = candidates + ([fallback] if fallback.precision != "fp32" else [])
+    results = dict(verify([(c.backend, c.precision, c.path) for c in to_check], metadata))
+    if not results:  # the model carries no reference crops: recorded checks only
+        note = "; not checked on this CPU (the model has no reference crops)"
+        chosen = (
+            _fastest(candidates, fallback, measure, metadata)
+            if candidates and measure is not None
+            else (candidates[0] if candidates else fallback)
+        )
+        return dataclasses.replace(chosen, reason=chosen.reason + note)
+    checks = {key: result.to_dict() for key, result in results.items()}
+    refused = [c for c in to_check if c.key in results and not results[c.key].passed]
+    notes = "".join(f"; refused {c.key} here: {results[c.key].describe()}" for c in refused)
+    for choice in refused:
+        logger.warning(
+            "auto: %s failed its check on this CPU: %s", choice.key, results[choice.key].describe()
+        )
+    passing = [c for c in candidates if c not in refused]
+    if fallback in refused:
+        if passing:
+            chosen = (
+                passing[0]
+                if measure is None or len(passing) == 1
+                else _fastest(passing[1:], passing[0], measure, metadata)
+            )
+        else:  # nothing passed and there are no fp32 weights to fall back to
+            closest = max(to_check, key=lambda c: (results[c.key].agreement, c.key))
+            chosen = dataclasses.replace(
+                closest,
+                reason=f"auto: no path passed its check on this CPU; serving the closest, "
+                f"{closest.key} (export the fp32 model beside it for a verified fallback)",
+            )
+    elif not passing:
+        chosen = fallback
+    else:
+        chosen = passing[0] if measure is None else _fastest(passing, fallback, measure, metadata)
+    passed = results.get(chosen.key)
+    verified_here = f"; checked here: {passed.describe()}" if passed and passed.passed else ""
+    return dataclasses.replace(chosen, reason=chosen.reason + verified_here + notes, checks=checks)
 
 
 def _fastest(

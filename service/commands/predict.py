@@ -202,6 +202,11 @@ def run(args: argparse.Namespace) -> int:
 
         engine = Engine.load(source.path, config)
         metadata = engine.metadata
+        if engine.choice is not None:  # which path serves, and why (auto's checks here)
+            print(
+                f"fcn predict: {engine.backend_name} {engine.precision}: {engine.choice.reason}",
+                file=sys.stderr,
+            )
     writer = _summary_writer(args.summary, metadata.classes)
     scan = scan_inputs(args.inputs, recursive=args.recursive, globs=args.globs, exclude=[args.out])
     if not scan.items and not scan.rejected:

@@ -32,6 +32,7 @@ class LoadedModel:
     def describe(self, default: bool) -> dict:
         """The ``/v1/models`` entry (and ``/v1/models/{name}``'s answer)."""
         meta = self.engine.metadata
+        choice = self.engine.choice
         return {
             "name": self.name,
             "arch": meta.arch,
@@ -44,6 +45,9 @@ class LoadedModel:
             "provider": self.engine.providers[0],
             "backend": self.engine.backend_name,
             "precision": self.engine.precision,
+            # why auto picked this path, and each path's check on this CPU's reference crops
+            "precision_reason": choice.reason if choice else None,
+            "precision_checks_here": dict(choice.checks) if choice else {},
             "default": default,
             "formats": [encoder.describe() for encoder in ENCODERS.values()],
         }

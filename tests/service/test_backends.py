@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -352,7 +353,18 @@ def test_speed_probe_measures_once_per_model_and_cpu(cpu, model_pair, tmp_path) 
     other = probe_module.SpeedProbe(config, cache)
     other.measure(paths, 3, 1)
     assert len(other.loaded) == 2 and len(json.loads(cache.read_text())) == 2
-    os.utime(fp32, ns=(0, 0))  # a replaced model file: measured again
+    # The same files elsewhere (a replica's volume, another checkout): the same decision.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    copies = []
+    for backend, precision, path in paths:
+        shutil.copy(path, elsewhere / path.name)
+        copies.append((backend, precision, elsewhere / path.name))
+    replica = probe_module.SpeedProbe(config, cache)
+    assert replica.measure(copies, 3, 1) == other.measure(paths, 3, 1) and replica.loaded == {}
+    proto = onnx.load(str(fp32))  # a replaced model file (new content): measured again
+    proto.metadata_props.add(key="retrained", value="1")
+    onnx.save(proto, str(fp32))
     assert len(probe_module.SpeedProbe(config, cache).measure(paths, 3, 1)) == 2
     assert len(json.loads(cache.read_text())) == 3
 
@@ -456,6 +468,7 @@ def test_openvino_memory_stays_flat_over_many_image_sizes(precision: str) -> Non
         pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16)")
     code = f"""
 import numpy as np
+import onnx
 from service.engine import Engine, EngineConfig
 from service.models import bundled_model_path
 # The fp32 demo model: the default is an INT8 file, which has no fp32 or bf16 path.

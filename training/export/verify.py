@@ -27,9 +27,11 @@ import torch
 
 from service.backends import cpu_has_bf16, openvino_available
 from service.backends.cpu import cpu_has_int8_dot, cpu_signature
+from service.backends.reference import REFERENCE_KEY
 from service.backends.select import CHECKS_KEY
 from service.engine import Engine, EngineConfig
 from training.export.onnx import read_metadata, save_onnx, write_metadata
+from training.export.reference import build_reference_set, spread
 from training.loop.metrics import ConfusionMatrix
 
 logger = logging.getLogger(__name__)
@@ -99,9 +101,14 @@ def check_precisions(
     matrices = {key: ConfusionMatrix(info.num_classes) for key in engines}
     same = dict.fromkeys(engines, 0)
     pixels = 0
+    picks = set(spread(len(dataset)))
+    ref_images, ref_predictions = [], []
     for index in range(len(dataset)):
         image, mask = dataset.load(index)
         expected = reference.predict(image)
+        if index in picks:
+            ref_images.append(image)
+            ref_predictions.append(expected)
         _update(ref_matrix, expected, mask)
         pixels += expected.size
         for key, engine in engines.items():
@@ -125,7 +132,9 @@ def check_precisions(
             miou - ref_miou,
             100 * same[key] / max(pixels, 1),
         )
+    reference_set = build_reference_set(ref_images, ref_predictions, reference, engines)
     return {
+        REFERENCE_KEY: reference_set,
         "reference": {
             "backend": REFERENCE[0],
             "precision": REFERENCE[1],
@@ -146,10 +155,19 @@ def check_precisions(
 
 
 def record_checks(checks: dict[str, Any], *model_paths: str | os.PathLike) -> None:
-    """Write ``checks`` into each model's metadata (key ``precision_checks``), atomically."""
+    """Write ``checks`` into each model's metadata, atomically.
+
+    The reference crops (``checks["reference_set"]``, when present) go under their own key,
+    :data:`service.backends.reference.REFERENCE_KEY`; the rest under ``precision_checks``.
+    """
+    checks = dict(checks)
+    reference_set = checks.pop(REFERENCE_KEY, None)
+    extra = {CHECKS_KEY: checks}
+    if reference_set is not None:
+        extra[REFERENCE_KEY] = reference_set
     for path in map(Path, model_paths):
         metadata = read_metadata(path)
-        metadata = dataclasses.replace(metadata, extra={**metadata.extra, CHECKS_KEY: checks})
+        metadata = dataclasses.replace(metadata, extra={**metadata.extra, **extra})
         proto = onnx.load(str(path))
         write_metadata(proto, metadata)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:

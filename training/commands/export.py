@@ -33,11 +33,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MODEL.onnx",
         help="an already exported model: only quantize it",
     )
+    source.add_argument(
+        "--source",
+        type=Path,
+        metavar="MODEL.fp16.onnx",
+        help="an fp16 source file (written by --fp16-source): rebuild the fp32 model at --out, "
+        "then quantize and check it as after --checkpoint",
+    )
     parser.add_argument(
         "--out",
         type=Path,
         metavar="MODEL.onnx",
         help="FP32 output (default model.onnx; with --onnx: unused)",
+    )
+    parser.add_argument(
+        "--fp16-source",
+        type=Path,
+        metavar="DEST.fp16.onnx",
+        help="also keep the fp32 model's weights as an fp16 source file (half the size; "
+        "--source rebuilds the fp32 model from it)",
     )
     parser.add_argument(
         "--exporter",
@@ -101,6 +115,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     quant.add_argument(
         "--fp32-head", action="store_true", help="keep the classifier convolution(s) in FP32"
+    )
+    quant.add_argument(
+        "--full-range-weights",
+        action="store_true",
+        help="8-bit weights (default: 7-bit, which CPUs without VNNI multiply without "
+        "saturating; docs/cpus.md)",
     )
     quant.add_argument(
         "--val-fraction",
@@ -171,6 +191,11 @@ def run_export(args: argparse.Namespace) -> int:
     from training.export.onnx import OPSET, PARITY_SIZES, export_checkpoint
 
     fp32, int8 = args.onnx, None
+    if args.source is not None:
+        from training.export.recover import rebuild_from_source
+
+        fp32 = rebuild_from_source(args.source, args.out or Path("model.onnx"), dict(args.metadata))
+        print(f"wrote {fp32} (fp32, rebuilt from the fp16 source {args.source})")
     if args.checkpoint is not None:
         out = args.out or Path("model.onnx")
         result = export_checkpoint(
@@ -208,6 +233,7 @@ def run_export(args: argparse.Namespace) -> int:
             method=args.calibration_method,
             size=args.calibration_size,
             exclude_head=args.fp32_head,
+            reduce_range=not args.full_range_weights,
         )
         int8 = q.path
         print(
@@ -215,6 +241,11 @@ def run_export(args: argparse.Namespace) -> int:
             f"{len(images)} images; argmax agrees with FP32 on {q.agreement:.3%} of pixels) "
             f"in {q.seconds:.1f}s"
         )
+    if args.fp16_source is not None:
+        from training.export.recover import write_fp16_source
+
+        write_fp16_source(fp32, args.fp16_source)
+        print(f"wrote {args.fp16_source} (fp16 source of {fp32})")
     if not args.no_verify:
         _verify(args, fp32, int8)
     if args.bundle is not None:
@@ -230,7 +261,8 @@ def _verify(args: argparse.Namespace, fp32: Path, int8: Path | None) -> None:
     from training.export.verify import candidate_paths, check_precisions, record_checks
 
     # Only files this run wrote are changed: an --onnx input stays as it was.
-    written = ([fp32] if args.checkpoint is not None else []) + ([int8] if int8 else [])
+    fp32_written = args.checkpoint is not None or args.source is not None
+    written = ([fp32] if fp32_written else []) + ([int8] if int8 else [])
     root = args.verify_data or args.calibration_data
     if root is None and args.checkpoint is not None:
         from training.checkpoint import load_checkpoint

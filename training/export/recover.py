@@ -126,12 +126,8 @@ def dequantize_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.initializer[:]
     graph.initializer.extend(initializers)
     del graph.value_info[:]  # shapes/types of removed tensors; ORT infers them again
-    props = {p.key: p.value for p in model.metadata_props}
-    props.pop(QUANTIZATION_KEY, None)
-    props.pop("precision_checks", None)
-    del model.metadata_props[:]
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+    for key in (QUANTIZATION_KEY, "precision_checks", "reference_set"):
+        _drop_prop(model, key)  # they described the INT8 file
     return model
 
 
@@ -171,9 +167,7 @@ def from_fp16_source(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    casts = [
-        n for n in graph.node if n.op_type == "Cast" and n.input[0].endswith(_FP16_SUFFIX)
-    ]
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0].endswith(_FP16_SUFFIX)]
     if not casts:
         raise RecoverError("not an fp16 source file (no float16 weights behind a Cast)")
     for cast in casts:
@@ -183,9 +177,7 @@ def from_fp16_source(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes = [n for n in graph.node if n not in casts]
     del graph.node[:]
     graph.node.extend(nodes)
-    props = [p for p in model.metadata_props if p.key != "fp16_source"]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
+    _drop_prop(model, "fp16_source")
     return model
 
 
@@ -200,3 +192,54 @@ def save_fp16_source(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 def load_fp16_source(path: str | os.PathLike) -> onnx.ModelProto:
     """An fp16 source file as a plain fp32 model."""
     return from_fp16_source(onnx.load(str(path)))
+
+
+def rebuild_from_source(
+    source: str | os.PathLike, out: str | os.PathLike, metadata: dict[str, object] | None = None
+) -> Path:
+    """Write the fp32 model of an fp16 source file to ``out`` (plus extra metadata entries).
+
+    Raises:
+        RecoverError: ``source`` is not an fp16 source file.
+        FileNotFoundError: ``source`` is missing.
+    """
+    source, out = Path(source), Path(out)
+    if not source.is_file():
+        raise FileNotFoundError(f"fp16 source not found: {source}")
+    proto = load_fp16_source(source)
+    for key, value in (metadata or {}).items():  # each value JSON-encoded, as export does
+        _drop_prop(proto, key)
+        proto.metadata_props.add(key=key, value=json.dumps(value))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_onnx(proto, out)
+    return out
+
+
+def write_fp16_source(fp32: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Keep an fp32 export's weights as an fp16 source file at ``dest``."""
+    proto = onnx.load(str(fp32))
+    for key in ("precision_checks", "reference_set", QUANTIZATION_KEY):
+        _drop_prop(proto, key)
+    return save_fp16_source(proto, dest)
+
+
+def _drop_prop(model: onnx.ModelProto, key: str) -> None:
+    entries = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(entries)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.export.recover INT8.onnx FP16_SOURCE.onnx``: recover and store."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("int8", type=Path, help="a static INT8 (QDQ) model")
+    parser.add_argument("dest", type=Path, help="the fp16 source file to write")
+    args = parser.parse_args(argv)
+    save_fp16_source(dequantize_qdq(onnx.load(str(args.int8))), args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

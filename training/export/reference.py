@@ -55,7 +55,7 @@ def build_reference_set(
 
     Args:
         images: validation images ``(h, w, C)`` as the engine decodes them, one crop each
-            (:func:`spread` picks which); images smaller than ``side`` are skipped.
+            (:func:`spread` picks which); a smaller image gives a smaller crop.
         predictions: the fp32 engine's masks of those images (to place the windows).
         reference: the fp32 engine (its ``backend`` gives fp32's crop answers).
         candidates: ``"backend/precision"`` -> engine, each recorded on the crops here.
@@ -63,13 +63,16 @@ def build_reference_set(
     meta = reference.metadata
     if meta.num_classes > 256:
         return None
-    side = -(-side // meta.size_multiple) * meta.size_multiple
+    multiple = meta.size_multiple
+    side = -(-side // multiple) * multiple
     crops, expected = [], []
     for image, prediction in zip(images, predictions, strict=True):
-        if min(image.shape[:2]) < side:
+        # a smaller image gives a smaller crop: the largest multiple of the stride it holds
+        crop_side = min(side, min(image.shape[:2]) // multiple * multiple)
+        if crop_side == 0:
             continue
-        top, left = _window(prediction, side)
-        crop = np.ascontiguousarray(image[top : top + side, left : left + side])
+        top, left = _window(prediction, crop_side)
+        crop = np.ascontiguousarray(image[top : top + crop_side, left : left + crop_side])
         crops.append(crop)
         expected.append(predict_crop(reference.backend, crop, meta.mean, meta.std))
     if not crops:

@@ -35,7 +35,7 @@ LABEL org.opencontainers.image.title="fcnseg-serve" \
       org.opencontainers.image.licenses="MIT"
 RUN groupadd --system --gid 10001 fcn \
     && useradd --system --uid 10001 --gid fcn --no-create-home --home-dir /nonexistent fcn \
-    && mkdir /models && chown fcn:fcn /models
+    && mkdir /models /var/cache/fcnseg && chown fcn:fcn /models /var/cache/fcnseg
 COPY --from=build /opt/fcn /opt/fcn
 ENV PATH=/opt/fcn/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -46,7 +46,10 @@ ENV PATH=/opt/fcn/bin:$PATH \
     FCN_MAX_CONCURRENCY=2 \
     FCN_MAX_QUEUE=8 \
     FCN_MAX_BODY_BYTES=33554432 \
-    FCN_SHUTDOWN_GRACE_S=25
+    FCN_SHUTDOWN_GRACE_S=25 \
+    FCN_PROBE_CACHE=/var/cache/fcnseg/decisions.json
+# /var/cache/fcnseg: --precision auto's decision per CPU and model (docs/cpus.md); compose mounts
+# one volume there for all replicas, so they serve the same path.
 USER fcn
 WORKDIR /models
 EXPOSE 8000

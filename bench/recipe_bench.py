@@ -64,7 +64,7 @@ ROWS: dict[str, list[str] | None] = {
     "before": ["--val-share", "1", "--class-crop-p", "0", "--lr", "1e-3"],
     "uniform-crops": ["--class-crop-p", "0"],
     "lr-1e-3": ["--lr", "1e-3"],
-    # Measured (6 minutes, README "Training recipe") and not adopted:
+    # Screened in 6-minute runs and not adopted (docs/benchmarks.md, "How the defaults were chosen"):
     "lr-4e-3": ["--lr", "4e-3"],
     "batch-4": ["--batch-size", "4"],
     "crop-384": ["--crop-size", "384", "--batch-size", "4"],
@@ -82,7 +82,7 @@ ROWS: dict[str, list[str] | None] = {
     "hflip-0": ["--hflip", "0"],
     "lr-3e-3": ["--lr", "3e-3"],
     "warmup-10": ["--warmup", "10"],
-    # a U-Net decoder half as wide (1.64x the float32 training images/s, AVX2-capped), float32
+    # a U-Net decoder half as wide, float32 (its speed and score: docs/benchmarks.md)
     "light-decoder-fp32": ["--no-bf16", "--model-option", "decoder_channels=[128,64,32,16,8]"],
 }
 ROW_TITLES = {

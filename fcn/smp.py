@@ -139,9 +139,8 @@ def unet(
     """smp ``unet`` wrapped in PadCrop (any input size).
 
     ``decoder_channels``: the width of each of the five decoder stages, deepest first (smp's
-    default: 256, 128, 64, 32, 16); e.g. ``[128, 64, 32, 16, 8]`` trains about 1.6x faster
-    in float32 on an AVX2-capped CPU, and scores lower on thin classes in short runs
-    (docs/training.md).
+    default: 256, 128, 64, 32, 16); e.g. ``[128, 64, 32, 16, 8]`` trains faster, and scored
+    lower on thin classes in short runs (measured in docs/benchmarks.md).
     """
     if decoder_channels is not None:
         given = decoder_channels

@@ -7,8 +7,8 @@ what the loop reads; ``training.checkpoint.checkpoint_config`` stores it in ever
 This module imports neither torch nor numpy, so the ``fcn`` command reads its choices and
 defaults from here without loading the training stack.
 
-The defaults are the project's tuned settings (measured on ISBI 2012 EM, 2 CPU cores; see
-bench/ and the README): AdamW with a short warmup and cosine decay to zero within the budget,
+The defaults are the project's tuned settings (how they were chosen, and on which CPUs:
+docs/benchmarks.md): AdamW with a short warmup and cosine decay to zero within the budget,
 cross-entropy + Dice, 256-pixel crops, batch 8.
 """
 

@@ -156,6 +156,71 @@ def test_segments_an_image_with_legend_colours_and_downloads(page, server, tmp_p
     assert status.get_attribute("aria-live") == "polite" and "Done" in status.text
 
 
+def _swatches(driver) -> list[list[int]]:
+    """Each legend row's swatch colour, as [r, g, b]."""
+    return driver.execute_script(
+        """
+        return Array.from(document.querySelectorAll('#legend tbody .swatch')).map((s) =>
+          getComputedStyle(s).backgroundColor.match(/\\d+/g).slice(0, 3).map(Number));
+        """
+    )
+
+
+def test_the_favicon_link_loads_an_svg(page):
+    driver, _ = page
+    answer = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const link = document.querySelector('link[rel="icon"]');
+        fetch(link.href).then(async (r) => done(
+          [link.getAttribute('href'), r.status, r.headers.get('content-type'), await r.text()]));
+        """
+    )
+    href, status, media_type, body = answer
+    assert href == "favicon.svg"
+    assert status == 200 and media_type.split(";")[0] == "image/svg+xml"
+    assert body.lstrip().startswith("<svg") and "</svg>" in body
+
+
+def test_clearer_colours_repaint_the_view_but_not_the_indices_or_downloads(page, tmp_path):
+    driver, wait = page
+    rgb, expected = regions_image()
+    path = tmp_path / "regions.png"
+    Image.fromarray(rgb).save(path)
+    _upload(driver, wait, path, "rgb")
+    result = driver.find_element(By.ID, "result")
+    wait.until(lambda d: result.get_attribute("data-state") == "ready")
+    toggle = driver.find_element(By.ID, "clear-colours")
+    note = driver.find_element(By.ID, "palette-note")
+    assert not toggle.is_selected() and toggle.is_enabled()
+    assert result.get_attribute("data-palette") == "model"
+    assert "the model's own palette" in note.text and "Clearer colours" in note.text
+    assert _swatches(driver) == IDENTITY_PALETTE
+    index_before = _download(driver, "download-index")
+    colour_before = _download(driver, "download-color")
+    points = [(5, 5), (WIDTH - 4, 3), (WIDTH - 4, HEIGHT - 4)]  # one pixel of each class
+
+    toggle.click()
+    assert result.get_attribute("data-palette") == "clear"
+    clear = _swatches(driver)
+    assert len({tuple(c) for c in clear}) == 3, clear  # three distinct colours
+    assert all(c != m for c, m in zip(clear, IDENTITY_PALETTE, strict=True))
+    for (x, y), pixel in zip(points, _pixels(driver, points), strict=True):
+        assert pixel == [*clear[expected[y, x]], 255], (x, y)  # the mask shows the legend's colours
+    assert "clearer palette" in note.text and "keep the model's palette" in note.text
+    # what the service answered is untouched: the same index PNG and colour PNG to download
+    assert _download(driver, "download-index") == index_before
+    assert _download(driver, "download-color") == colour_before
+    index = np.asarray(Image.open(io.BytesIO(index_before)))
+    np.testing.assert_array_equal(index, expected)
+
+    toggle.click()
+    assert result.get_attribute("data-palette") == "model"
+    assert _swatches(driver) == IDENTITY_PALETTE
+    for (x, y), pixel in zip(points, _pixels(driver, points), strict=True):
+        assert pixel == [*IDENTITY_PALETTE[expected[y, x]], 255], (x, y)
+
+
 def test_the_model_selector_lists_the_served_models(page, server):
     driver, _ = page
     served = server.get_json("/v1/models")["models"]

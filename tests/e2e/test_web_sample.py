@@ -102,6 +102,18 @@ def test_try_a_sample_segments_the_shipped_aerial_photo_and_draws_its_outline(dr
     assert (drawn[..., 3][~edge] == 0).all()
     np.testing.assert_array_equal(drawn[..., :3][edge], palette[expected][edge])
 
+    # the Dubai palette paints water orange; "Clearer colours" paints it blue, the mask too
+    water = default["classes"].index("water")
+    assert (expected == water).any()
+    r, g, b = palette[water]
+    assert r > b, "the dataset's water is no longer orange-ish: revisit the palette note"
+    driver.find_element(By.ID, "clear-colours").click()
+    assert driver.find_element(By.ID, "result").get_attribute("data-palette") == "clear"
+    repainted = _canvas_rgba(driver, "mask")[..., :3]
+    r, g, b = (int(v) for v in repainted[expected == water][0])
+    assert b > r and b > g, (r, g, b)
+    assert len(np.unique(repainted[expected == water], axis=0)) == 1
+
 
 def test_the_outline_format_matches_the_pages_borders(server):
     body, headers = multipart(SAMPLE_IMAGE.read_bytes(), SAMPLE_IMAGE.name, "image/jpeg")

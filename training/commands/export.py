@@ -13,16 +13,8 @@ from training.commands.train import key_value
 from training.config import EXPORTERS, TTA_MODES
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``fcn export``."""
-    parser = subparsers.add_parser(
-        "export",
-        help="export a checkpoint to ONNX (and optionally a static INT8 copy)",
-        description="Write an ONNX model with dynamic batch/height/width and the metadata the "
-        "service reads (classes, palette, normalisation, size multiple). The file is only "
-        "written after ONNX Runtime, run through the serving engine, reproduces torch's logits "
-        "on odd sizes. With --quantize int8 a QDQ INT8 copy is calibrated on real images.",
-    )
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model to read, the ONNX file to write and how it is exported."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--checkpoint", type=Path, metavar="RUN/best.pt", help="training checkpoint to export"
@@ -80,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "JSON when it parses)",
     )
 
+
+def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    """Static INT8 quantization and its calibration images."""
     quant = parser.add_argument_group("INT8 quantization")
     quant.add_argument("--quantize", choices=("int8",), help="also write a static INT8 model")
     quant.add_argument(
@@ -131,6 +126,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument(
         "--seed", type=int, help="dataset split seed (default: checkpoint's, else 0)"
     )
+
+
+def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    """Copying the file ``--precision auto`` would serve."""
     ship = parser.add_argument_group("bundling")
     ship.add_argument(
         "--bundle",
@@ -146,6 +145,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MB",
         help="refuse to bundle a file larger than this (default 15)",
     )
+
+
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """The precision checks recorded in the models' metadata."""
     check = parser.add_argument_group("precision checks (what `--precision auto` may serve)")
     check.add_argument(
         "--verify-data",
@@ -159,6 +162,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="record no checks: auto precision then serves ONNX Runtime fp32",
     )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fcn export``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (and optionally a static INT8 copy)",
+        description="Write an ONNX model with dynamic batch/height/width and the metadata the "
+        "service reads (classes, palette, normalisation, size multiple). The file is only "
+        "written after ONNX Runtime, run through the serving engine, reproduces torch's logits "
+        "on odd sizes. With --quantize int8 a QDQ INT8 copy is calibrated on real images.",
+    )
+    _add_export_arguments(parser)
+    _add_quantize_arguments(parser)
+    _add_bundle_arguments(parser)
+    _add_check_arguments(parser)
     parser.set_defaults(func=run_export)
 
 

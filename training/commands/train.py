@@ -124,24 +124,16 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) 
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``fcn train``."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train a segmentation model",
-        description="Train a model; writes best.pt, last.pt, metrics.csv, curves.png and "
-        "predictions.png to --out. Defaults are tuned: AdamW, warmup + cosine decay to zero "
-        "within the budget, cross-entropy + Dice, 256-pixel crops, batch 8.",
-    )
-    add_data_arguments(parser, data_required=False)
-    data = parser.add_argument_group("augmentation")
-    data.add_argument(
+def _add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The augmentation options (``AugmentConfig``)."""
+    group = parser.add_argument_group("augmentation")
+    group.add_argument(
         "--crop-size",
         type=int,
         metavar="PX",
         help=f"training crop side (default {_augment_default('crop_size')})",
     )
-    data.add_argument(
+    group.add_argument(
         "--scale-range",
         type=float_list,
         metavar="LO,HI",
@@ -150,15 +142,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             *_augment_default("scale_range")
         ),
     )
-    data.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
-    data.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
-    data.add_argument(
+    group.add_argument("--hflip", type=float, metavar="P", help="horizontal flip probability")
+    group.add_argument("--vflip", type=float, metavar="P", help="vertical flip probability")
+    group.add_argument(
         "--class-crop-p",
         type=float,
         metavar="P",
         help="probability that a crop is centred on a pixel of a class drawn uniformly from "
         f"those in the image (default {_augment_default('class_crop_p')})",
     )
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model options: architecture, encoder, weights, any builder option."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--arch", help=f"model name from `fcn.list_models()` (default {_train_default('arch')})"
@@ -178,6 +174,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other model option (repeatable)",
     )
+
+
+def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Budget, optimiser, schedule, loss and precision."""
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
         "--epochs", type=int, help=f"epoch budget (default {DEFAULT_EPOCHS} without --max-minutes)"
@@ -250,6 +250,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "natively, AVX512-BF16/AMX, where it is about 2x faster; FCN-VGG models train in "
         "float32 unless --bf16 is given)",
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the run goes, resuming, seed, device and what is written per epoch."""
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, metavar="RUN", help="run folder (default runs/ARCH-TIME)")
     run.add_argument(
@@ -287,6 +291,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="write curves.png and predictions.png each epoch (default on)",
     )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fcn train``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a segmentation model",
+        description="Train a model; writes best.pt, last.pt, metrics.csv, curves.png and "
+        "predictions.png to --out. Defaults are tuned: AdamW, warmup + cosine decay to zero "
+        "within the budget, cross-entropy + Dice, 256-pixel crops, batch 8.",
+    )
+    add_data_arguments(parser, data_required=False)
+    _add_augment_arguments(parser)
+    _add_model_arguments(parser)
+    _add_optimisation_arguments(parser)
+    _add_run_arguments(parser)
     parser.set_defaults(func=run_train)
 
 

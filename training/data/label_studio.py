@@ -128,6 +128,25 @@ def import_export(
     """
     from training.data.layouts import class_palette
 
+    tasks = _load_tasks(export)
+    if out.exists() and any(out.iterdir()):
+        raise LabelStudioImportError(f"{out} is not empty; choose a new output folder")
+    names = _checked_classes(tasks, classes, ignore_index)
+    colours = [list(c) for c in (palette or class_palette(len(names)))]
+    if len(colours) < len(names):
+        raise LabelStudioImportError(f"{len(colours)} palette colours for {len(names)} classes")
+    if images is None and fetcher is None:
+        raise LabelStudioImportError(
+            "give --images DIR or --label-studio-url to read the task images from"
+        )
+    report = ImportReport()
+    pairs = _painted_pairs(tasks, names, report, images, fetcher, image_key, ignore_index)
+    _write_dataset(out, pairs, names, colours[: len(names)], ignore_index, export.name, report)
+    return report
+
+
+def _load_tasks(export: Path) -> list[dict]:
+    """The export's tasks (a single task object counts as a list of one)."""
     try:
         tasks = json.loads(export.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -140,8 +159,13 @@ def import_export(
         raise LabelStudioImportError(
             f"{export} is not a Label Studio JSON export (a list of tasks)"
         )
-    if out.exists() and any(out.iterdir()):
-        raise LabelStudioImportError(f"{out} is not empty; choose a new output folder")
+    return tasks
+
+
+def _checked_classes(
+    tasks: Sequence[dict], classes: Sequence[str] | None, ignore_index: int
+) -> list[str]:
+    """The class names in index order, checked to fit a mask beside ``ignore_index``."""
     names, guessed = _classes_from(tasks, classes)
     if not names:
         raise LabelStudioImportError("the export has no brush or polygon annotations to import")
@@ -153,16 +177,24 @@ def import_export(
         )
     if guessed:
         logger.warning("classes not given: using the labels found, by name: %s", ", ".join(names))
-    index = {name: i for i, name in enumerate(names)}
-    colours = [list(c) for c in (palette or class_palette(len(names)))]
-    if len(colours) < len(names):
-        raise LabelStudioImportError(f"{len(colours)} palette colours for {len(names)} classes")
-    if images is None and fetcher is None:
-        raise LabelStudioImportError(
-            "give --images DIR or --label-studio-url to read the task images from"
-        )
+    return names
 
-    report = ImportReport()
+
+def _painted_pairs(
+    tasks: Sequence[dict],
+    names: list[str],
+    report: ImportReport,
+    images: Path | None,
+    fetcher: ImageFetcher | None,
+    image_key: str | None,
+    ignore_index: int,
+) -> list[tuple[str, bytes, np.ndarray]]:
+    """(file name, image bytes, index mask) per annotated task; nothing is written yet.
+
+    Labels that are not among ``names`` are collected over every task and reported in one
+    error, so a user fixes ``--classes`` once rather than once per task.
+    """
+    index = {name: i for i, name in enumerate(names)}
     pairs: list[tuple[str, bytes, np.ndarray]] = []
     unknown: dict[str, list] = {}
     used: set[str] = set()
@@ -205,10 +237,23 @@ def import_export(
             f"labels not among the classes {', '.join(names)}: {listed}. Pass --classes with "
             "every label, in class-index order."
         )
+    return pairs
+
+
+def _write_dataset(
+    out: Path,
+    pairs: list[tuple[str, bytes, np.ndarray]],
+    names: list[str],
+    colours: list[list[int]],
+    ignore_index: int,
+    source: str,
+    report: ImportReport,
+) -> None:
+    """``out/images``, ``out/masks`` (palette PNGs) and ``out/dataset.json``."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     # A full 256-entry palette: with a short one Pillow may renumber the indices it writes.
-    flat = [c for colour in colours[: len(names)] for c in colour]
+    flat = [c for colour in colours for c in colour]
     flat += [255, 255, 255] * (256 - len(names))  # unlabelled pixels show white
     for name, data, mask in pairs:
         (out / "images" / name).write_bytes(data)
@@ -218,12 +263,11 @@ def import_export(
         report.written.append(name)
     meta = {
         "classes": names,
-        "palette": colours[: len(names)],
+        "palette": colours,
         "ignore_index": ignore_index,
-        "source": f"Label Studio export {export.name}",
+        "source": f"Label Studio export {source}",
     }
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return report
 
 
 def _read_image(url: str, images: Path | None, fetcher: ImageFetcher | None, task_id) -> bytes:

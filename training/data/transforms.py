@@ -67,7 +67,7 @@ class RandomScaleCrop(A.DualTransform):
     """Zoom by a random factor and cut a ``size`` x ``size`` window, in one warp.
 
     Equivalent to RandomScale -> PadIfNeeded -> RandomCrop, but only the output window is
-    interpolated (5x cheaper on 512-pixel images). Where the window leaves the scaled image
+    interpolated, not the whole zoomed image. Where the window leaves the scaled image
     the image gets ``fill`` and the mask ``fill_mask`` (use ``ignore_index``).
     """
 

@@ -3,8 +3,8 @@
 Both keep the device busy: the loss is accumulated on the device and read back only when
 progress is shown (``.item()`` is a host sync that would stall a GPU pipeline every step),
 and evaluation counts the confusion matrix on the device. Evaluation runs in the training's
-precision (bfloat16 autocast on CPUs that have it: about 3x faster than float32 there) and
-predicts very large images tile by tile.
+precision (bfloat16 autocast on CPUs that have it, where it is faster than float32; measured in
+docs/benchmarks.md) and predicts very large images tile by tile.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def train_one_epoch(
         step: optimizer steps done before this epoch.
         device: where the model lives.
         amp: float16 autocast (CUDA only).
-        bf16: bfloat16 autocast (CPU only; about 2x faster on CPUs with AVX512-BF16/AMX).
+        bf16: bfloat16 autocast (CPU only; faster on CPUs with AVX512-BF16/AMX, see
+            docs/benchmarks.md).
         grad_clip: clip the gradients' global L2 norm to this value.
         channels_last: feed NHWC tensors (faster convolutions on CPU and recent GPUs).
         progress: show the steps' progress (training/loop/progress.py: a bar on a

@@ -2,9 +2,9 @@
 
 Zoom (``AugmentConfig.scale_range``, 0.5-2.0 by default) teaches a model every scale of its
 objects, which pays over thousands of steps. A run of a few hundred steps (15 minutes on an
-AVX2 CPU) is still learning the objects at the scale it is scored at, and zoom costs it: on
-the Dubai aerial set, 6-minute runs of about 350 steps scored 0.461 mIoU without zoom, 0.434
-with 0.5-2.0 and 0.435 with 0.75-1.5 (bench/results/recipe_screen_scale.json). So the range
+AVX2 CPU) is still learning the objects at the scale it is scored at, and zoom costs it: short
+runs on the Dubai aerial set scored lower with zoom than without (docs/benchmarks.md, "Zoom and
+the run's length"; bench/results/recipe_screen_scale.json). So the range
 the sampler hands the transform grows with the run's planned length: none below
 ``NO_ZOOM_BELOW`` steps, all of it from ``FULL_ZOOM_FROM``, geometrically in between
 (``lo ** f``, ``hi ** f``). A time budget's length is known once its speed is measured; until

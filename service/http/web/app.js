@@ -14,6 +14,11 @@
 // "Try a sample" sends the aerial photo shipped with the page (samples/) to the default model.
 // The outline view draws only the borders between classes (found on the painted mask) over
 // the image, which stays readable where a 50% overlay of a colourful photo is not.
+//
+// "Clearer colours" repaints the view and the legend in a palette the page chooses, for models
+// whose dataset palette misleads (the default model's, from the Dubai aerial set, paints water
+// orange). Only the picture changes: the class indices, both downloads and every answer of the
+// service keep the model's palette.
 "use strict";
 
 const API_KEY_HEADER = "X-API-Key";
@@ -44,6 +49,8 @@ const ui = {
   exportInfo: $("export-info"),
   exportLink: $("export-link"),
   legendBody: document.querySelector("#legend tbody"),
+  clearColours: $("clear-colours"),
+  paletteNote: $("palette-note"),
   timing: $("timing"),
 };
 
@@ -52,6 +59,9 @@ let currentFile = null;
 let requestSerial = 0; // answers to superseded requests are dropped
 let exportSerial = 0;
 const objectUrls = { image: null, index: null, color: null, export: null };
+// The result on show, repainted when the palette option changes: the model, its class shares
+// and the decoded index mask (null when the service painted the mask: > 256 classes).
+let shown = null;
 
 class ApiError extends Error {
   constructor(status, code, message, retryAfter) {
@@ -211,9 +221,11 @@ function paintIndexMask(indexData, palette) {
 async function segmentWithIndex(file, model) {
   const response = await postImage(file, "index", model);
   const indexBlob = await response.blob();
-  const fractions = paintIndexMask(await decodePng(indexBlob), model.palette);
+  const indexData = await decodePng(indexBlob);
+  const fractions = paintIndexMask(indexData, model.palette);
+  // in the model's palette whatever the page shows: the same picture as the API's colour format
   const colorBlob = await new Promise((resolve) => ui.mask.toBlob(resolve, "image/png"));
-  return { response, indexBlob, colorBlob, fractions };
+  return { response, indexBlob, colorBlob, fractions, indexData };
 }
 
 async function segmentWithServerColours(file, model) {
@@ -232,6 +244,7 @@ async function segmentWithServerColours(file, model) {
     indexBlob: await indexResponse.blob(),
     colorBlob,
     fractions: summary.classes.map((c) => c.fraction),
+    indexData: null,
   };
 }
 
@@ -267,9 +280,9 @@ function setDownload(link, key, blob, filename) {
   link.download = filename;
 }
 
-function renderLegend(model, fractions) {
+function renderLegend(model, fractions, palette) {
   const rows = model.classes.map((name, index) => {
-    const [r, g, b] = model.palette[index] || [0, 0, 0];
+    const [r, g, b] = palette[index] || [0, 0, 0];
     const fraction = fractions[index] || 0;
     const row = document.createElement("tr");
     row.dataset.index = String(index);
@@ -349,11 +362,11 @@ async function segment() {
       ? await segmentWithIndex(file, model)
       : await segmentWithServerColours(file, model);
     if (serial !== requestSerial) return;
-    paintOutline();
     const base = stem(file.name);
     setDownload(ui.downloadIndex, "index", result.indexBlob, `${base}_mask.png`);
     setDownload(ui.downloadColor, "color", result.colorBlob, `${base}_color.png`);
-    renderLegend(model, result.fractions);
+    shown = { model, fractions: result.fractions, indexData: result.indexData };
+    applyPalette();
     const ms = result.response.headers.get("X-Inference-Ms");
     const served = result.response.headers.get("X-Model") || model.name;
     ui.timing.textContent = ms ? `Model ${served}, inference ${Number(ms).toFixed(1)} ms.` : "";
@@ -378,6 +391,78 @@ function useFile(file) {
   ui.image.alt = `The uploaded image, ${file.name}`;
   ui.image.src = objectUrls.image;
   segment();
+}
+
+// ---- colours --------------------------------------------------------------------------------
+
+// Colours people expect for common class names (first match wins, each colour used once).
+const EXPECTED_COLOURS = [
+  [/water|sea|river|lake|ocean/i, [31, 119, 180]],
+  [/vegetation|tree|grass|forest|plant|crop/i, [44, 160, 44]],
+  [/road|street|highway/i, [127, 127, 127]],
+  [/building|house|roof/i, [214, 39, 40]],
+  [/land|soil|ground|sand|desert/i, [222, 184, 135]],
+  [/sky|cloud/i, [174, 199, 232]],
+  [/unlabel|background|void/i, [40, 40, 40]],
+];
+// For the other classes, in turn: colours far apart from each other and from the ones above.
+const DISTINCT_COLOURS = [
+  [230, 159, 0], [86, 180, 233], [204, 121, 167], [240, 228, 66], [0, 158, 115],
+  [148, 103, 189], [213, 94, 0], [140, 86, 75], [188, 189, 34], [23, 190, 207],
+];
+
+// Past the list: hues a golden angle apart, so neighbouring classes never look alike.
+function goldenColour(index) {
+  const hue = (index * 137.508) % 360;
+  const f = (n) => {
+    const k = (n + hue / 30) % 12;
+    return Math.round(255 * (0.5 - 0.35 * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+function clearPalette(classes) {
+  const used = new Set();
+  const key = (colour) => colour.join(",");
+  const named = classes.map((name) => {
+    const hit = EXPECTED_COLOURS.find(([pattern, colour]) => pattern.test(name) && !used.has(key(colour)));
+    if (!hit) return null;
+    used.add(key(hit[1]));
+    return hit[1];
+  });
+  let next = 0;
+  return named.map((colour, index) => {
+    if (colour) return colour;
+    while (next < DISTINCT_COLOURS.length && used.has(key(DISTINCT_COLOURS[next]))) next += 1;
+    const pick = next < DISTINCT_COLOURS.length ? DISTINCT_COLOURS[next] : goldenColour(index);
+    next += 1;
+    used.add(key(pick));
+    return pick;
+  });
+}
+
+// Paint the result on show (mask, borders, legend) in the palette the option asks for.
+function applyPalette() {
+  if (!shown) return;
+  const { model, fractions, indexData } = shown;
+  const clear = ui.clearColours.checked && indexData !== null;
+  const palette = clear ? clearPalette(model.classes) : model.palette;
+  if (indexData) paintIndexMask(indexData, palette);
+  paintOutline();
+  renderLegend(model, fractions, palette);
+  ui.clearColours.disabled = indexData === null;
+  ui.result.dataset.palette = clear ? "clear" : "model";
+  if (indexData === null) {
+    ui.paletteNote.textContent = "Colours: the model's own palette (the service paints masks of "
+      + "more than 256 classes, so the page cannot repaint them).";
+  } else if (clear) {
+    ui.paletteNote.textContent = "Colours: a clearer palette chosen by this page. The class "
+      + "indices, both downloads and the service's answers keep the model's palette.";
+  } else {
+    ui.paletteNote.textContent = "Colours: the model's own palette, from its training data. Some "
+      + "datasets use unexpected colours (in the Dubai aerial set water is orange): tick "
+      + "\u201cClearer colours\u201d to repaint the view.";
+  }
 }
 
 // ---- view controls --------------------------------------------------------------------------
@@ -420,6 +505,7 @@ document.querySelectorAll('input[name="view"]').forEach((radio) => {
   radio.addEventListener("change", () => setView(radio.value));
 });
 ui.opacity.addEventListener("input", setOpacity);
+ui.clearColours.addEventListener("change", applyPalette);
 ui.exportFormat.addEventListener("change", prepareExport);
 ui.model.addEventListener("change", () => {
   describeModel();

@@ -71,7 +71,9 @@ def miou_of(engine: Engine, dataset, info) -> tuple[float, list[float], list[np.
         image, mask = dataset.load(index)
         got = engine.predict(image)
         masks.append(got)
-        matrix.update(torch.from_numpy(got.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)))
+        matrix.update(
+            torch.from_numpy(got.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+        )
     result = matrix.compute(info.classes)
     return 100 * result.miou, [round(100 * float(x), 2) for x in result.per_class_iou], masks
 
@@ -80,7 +82,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--old-int8", type=Path, help="the full-range INT8 file to compare")
-    parser.add_argument("--out", type=Path, help="default: bench/results/cpu_precision_<class>.json")
+    parser.add_argument(
+        "--out", type=Path, help="default: bench/results/cpu_precision_<class>.json"
+    )
     args = parser.parse_args()
     out = args.out or ROOT / "bench" / "results" / f"cpu_precision_{cpu_class()}.json"
     work = Path(tempfile.mkdtemp(prefix="cpu-precision-"))

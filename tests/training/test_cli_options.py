@@ -66,7 +66,9 @@ EXPORT_GROUPS = {
     "options": [
         "--checkpoint",
         "--onnx",
+        "--source",
         "--out",
+        "--fp16-source",
         "--exporter",
         "--opset",
         "--tta",
@@ -81,6 +83,7 @@ EXPORT_GROUPS = {
         "--calibration-size",
         "--calibration-limit",
         "--fp32-head",
+        "--full-range-weights",
         "--val-fraction",
         "--seed",
     ],
@@ -95,6 +98,7 @@ EXPORT_DEFAULTS = {
     "calibration_method": "minmax",
     "calibration_limit": 32,
     "fp32_head": False,
+    "full_range_weights": False,
     "bundle_max_mb": 15.0,
     "no_verify": False,
 }
@@ -139,7 +143,7 @@ def test_export_needs_exactly_one_source():
     parser = subcommand("export")
     (source,) = parser._mutually_exclusive_groups
     assert source.required
-    assert [a.dest for a in source._group_actions] == ["checkpoint", "onnx"]
+    assert [a.dest for a in source._group_actions] == ["checkpoint", "onnx", "source"]
 
 
 def test_the_commands_dispatch_to_their_runners():

@@ -262,26 +262,16 @@ def quantize_int8(
             f"{size}px crops" if size else "natural size",
             len(exclude),
         )
-        quiet = _DropRootInfo()
-        logging.getLogger().addFilter(quiet)
-        try:
-            quantize_static(
-                str(pre),
-                str(staged),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=ACTIVATION_TYPES[activations],
-                weight_type=QuantType.QInt8,
-                reduce_range=reduce_range,
-                calibrate_method=CALIBRATION_METHODS[method],
-                nodes_to_exclude=exclude,
-                # One image per statistics pass: histogram methods otherwise keep every
-                # intermediate activation of every image in memory at once.
-                extra_options={"CalibStridedMinMax": 1},
-            )
-        finally:
-            logging.getLogger().removeFilter(quiet)
+        _run_quantizer(
+            pre,
+            staged,
+            reader,
+            per_channel=per_channel,
+            activations=activations,
+            reduce_range=reduce_range,
+            method=method,
+            exclude=exclude,
+        )
         int8_proto = onnx.load(str(staged))
         quant_info = {
             "format": "QDQ",
@@ -319,6 +309,40 @@ def quantize_int8(
         100 * agreement,
     )
     return QuantizeResult(out, metadata, agreement, seconds)
+
+
+def _run_quantizer(
+    source: Path,
+    target: Path,
+    reader: ImageReader,
+    *,
+    per_channel: bool,
+    activations: str,
+    reduce_range: bool,
+    method: str,
+    exclude: list[str],
+) -> None:
+    """ONNX Runtime's static QDQ quantizer, its per-tensor log lines silenced."""
+    quiet = _DropRootInfo()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_static(
+            str(source),
+            str(target),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=ACTIVATION_TYPES[activations],
+            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            calibrate_method=CALIBRATION_METHODS[method],
+            nodes_to_exclude=exclude,
+            # One image per statistics pass: histogram methods otherwise keep every
+            # intermediate activation of every image in memory at once.
+            extra_options={"CalibStridedMinMax": 1},
+        )
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def _with_quantization(metadata: ModelMetadata, quant_info: dict[str, Any]) -> ModelMetadata:

@@ -19,7 +19,7 @@ Accuracy: every labelled pixel of the 16 Dubai validation images at full size th
 ``Engine.predict`` (tiling as served), mIoU in points and its delta to ORT fp32.
 
     flock /tmp/fcn-heavy.lock .venv/bin/python bench/cpu_precision_bench.py \\
-        --old-int8 <(git show 3570dc3:service/assets/default.onnx)
+        --old-int8 old.int8.onnx   # git show 3570dc3:service/assets/default.onnx > old.int8.onnx
 
 Prints the table and writes the JSON.
 """

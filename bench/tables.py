@@ -760,8 +760,42 @@ def compose(d: dict) -> list[str]:
     ]
 
 
+def cpu_precision(d: dict) -> list[str]:
+    rows = []
+    for r in d["results"]:
+        path = f"**{r['path']}**" if r["path"] == "auto" else r["path"]
+        rows.append(
+            [
+                path,
+                r["served"],
+                num(r["median_ms"], ".0f"),
+                ratio(r["speedup_vs_ort_fp32"]),
+                num(r["miou"], ".2f"),
+                num(r["miou_delta"], "+.2f"),
+                pct(r["argmax_agreement"], ".2f"),
+            ]
+        )
+    auto = d["auto"]
+    lines = md_table(
+        [
+            "path",
+            "served as",
+            "512x512 ms (median)",
+            "vs ORT fp32",
+            "val mIoU",
+            "delta (points)",
+            "agreement with ORT fp32",
+        ],
+        rows,
+    )
+    return [*lines, "", f"`auto` here: {auto['served']} ({auto['reason']})."]
+
+
 TABLES: dict[str, Table] = {
     "compose": Table("compose_bench.json", compose, "bench/compose_bench.py"),
+    "cpu-precision-avx2": Table(
+        "cpu_precision_avx2.json", cpu_precision, "bench/cpu_precision_bench.py"
+    ),
     "formats": Table("formats_bench.json", formats, "bench/formats_bench.py"),
     "polygons-iou": Table("polygons_iou.json", polygons_iou, "bench/polygons_iou.py"),
     "engine-latency": Table("engine_bench.json", engine_latency, "bench/engine_bench.py"),

@@ -29,13 +29,13 @@ CLASSES = ["building", "land", "road", "vegetation", "water", "unlabeled"]
 IGNORE = 255
 SAMPLE_MASK = Path(__file__).parent / "data" / "dubai-aerial_mask.png"
 
-# What `make default-model` achieved, asserted as measured (docs/default-model.md: INT8 as
-# `auto` serves it, mIoU 0.5620 on ONNX Runtime and 0.5623 on OpenVINO; per class building 0.655,
-# land 0.775, road 0.528, vegetation 0.575, water 0.839), floored to two decimals less 0.01 for
-# other CPUs' INT8 kernels (AVX2 without VNNI computes INT8 products differently). The
-# per-class target (every class but `unlabeled` >= 0.45) is met; the mIoU target (0.62 over the
-# six classes) is not: `unlabeled` is never predicted, see the docs. Raise these with a better
-# model.
+# What the bundle scores, asserted as measured (docs/default-model.md). The first bundle (8-bit
+# weights) set these floors: its scores floored to two decimals less 0.01 for other CPUs' INT8
+# kernels. The bundle re-quantized with 7-bit weights (so AVX2 CPUs without VNNI do not
+# saturate) still meets every one on an AVX2-only Zen 3 (mIoU 0.556 / 0.557 on ONNX Runtime /
+# OpenVINO; the lowest margin is vegetation's, 0.565). The per-class target (every class but
+# `unlabeled` >= 0.45) is met; the mIoU target (0.62 over the six classes) is not: `unlabeled`
+# is never predicted, see the docs. Raise these with a better model.
 MIN_MIOU = 0.55
 MIN_CLASS_IOU = {"building": 0.64, "land": 0.76, "road": 0.51, "vegetation": 0.56, "water": 0.82}
 TARGET_CLASS_IOU = 0.45  # the issue's floor for every class but `unlabeled`

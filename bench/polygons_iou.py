@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench._cpu import cpu_info  # noqa: E402
 from bench._paths import shown  # noqa: E402
 from service.engine import Engine  # noqa: E402
-from service.polygons import polygons  # noqa: E402
+from service.formats.polygons import polygons  # noqa: E402
 
 VAL = ROOT / ".." / "shared" / "data" / "dubai_aerial" / "val"
 ASSET = ROOT / "service" / "assets" / "default.onnx"

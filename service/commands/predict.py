@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from service import engine_config as ec
 from service.backends import BACKENDS, PRECISIONS
-from service.masks import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
+from service.engine import config as ec
+from service.formats.raster import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
 
 if TYPE_CHECKING:
-    from service.batch import ItemResult
-    from service.scan import RejectedInput
+    from service.batch.runner import ItemResult
+    from service.batch.scan import RejectedInput
 
 # fcn predict's flag for each EngineConfig field it exposes (fcn serve names them by field).
 ENGINE_FLAGS: dict[str, str] = {
@@ -37,7 +37,7 @@ ENGINE_FLAGS: dict[str, str] = {
 
 
 def _formats(text: str) -> list[str]:
-    from service.masks import parse_formats
+    from service.formats.registry import parse_formats
 
     try:
         return parse_formats(text)
@@ -71,7 +71,7 @@ def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
     """The EngineConfig ``fcn predict`` runs with: its flags over its defaults.
 
     Locally the usable cores are shared among the inference streams; a Ray actor runs one
-    image at a time (service.ray_batch gives it one thread unless --threads says more).
+    image at a time (service.batch.ray gives it one thread unless --threads says more).
     """
     values = {name: ec.batch_default(name) for name in ENGINE_FLAGS}
     values.update({n: getattr(args, n) for n in ENGINE_FLAGS if getattr(args, n) is not None})
@@ -86,8 +86,8 @@ def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``fcn`` parser."""
-    from service.masks import ENCODERS
-    from service.shapes import DEFAULT_TOLERANCE
+    from service.formats.registry import ENCODERS
+    from service.formats.shapes import DEFAULT_TOLERANCE
 
     p = subparsers.add_parser(
         "predict",
@@ -187,8 +187,8 @@ def _hint(flag: str, exc: Exception) -> ValueError:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, process every input, report failures and a final count."""
+    from service.batch.scan import scan_inputs
     from service.models import parse_spec
-    from service.scan import scan_inputs
 
     config = batch_engine_config(args)
     source = parse_spec(args.model)
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         if args.engine == "ray":
-            from service.ray_batch import run_ray
+            from service.batch.ray import run_ray
 
             counts = run_ray(
                 source.path,
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 on_result=report,
             )
         else:
-            from service.batch import run_batch
+            from service.batch.runner import run_batch
 
             counts = run_batch(engine, scan.items, args.out, options, on_result=report)
     finally:
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _batch_options(args: argparse.Namespace, streams: int, model: str):
     """The runner's options from the flags (a bad --alpha or --tolerance is a usage error)."""
-    from service.batch import BatchOptions
+    from service.batch.runner import BatchOptions
 
     formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
     try:
@@ -269,7 +269,7 @@ def _summary_writer(path: str | None, classes: Sequence[str]):
     """The ``--summary`` writer, or None without the flag."""
     if not path:
         return None
-    from service.summary import SummaryWriter
+    from service.batch.summary import SummaryWriter
 
     try:
         return SummaryWriter(path, classes)
@@ -296,7 +296,7 @@ class _Reporter:
             self.skipped += not item.failed
             self.say(f"{'FAILED' if item.failed else 'skipped'} {item.source}: {item.reason}")
         if self.writer is not None:
-            from service.batch import rejected_results
+            from service.batch.runner import rejected_results
 
             for row in rejected_results(rejected):
                 self.writer.write(row)

@@ -17,7 +17,7 @@ from service.http.admission import Admission
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class Metrics:
+class ServiceMetrics:
     """The instruments; ``registry`` is what ``/metrics`` renders."""
 
     def __init__(self, admission: Admission) -> None:
@@ -92,7 +92,7 @@ def route_label(scope: Scope, status: int | None = None) -> str:
 class MetricsMiddleware:
     """Pure ASGI middleware: status, latency and rejection counting for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
 

@@ -25,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.http.admission import Admission
-from service.http.protocol import guarded_h11
+from service.http.slow_clients import guarded_h11
 from service.http.reload import ReloadFailed, reload_models
 from service.http.settings import Settings
 

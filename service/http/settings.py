@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.backends import BACKENDS, PRECISIONS
-from service.engine_config import (
+from service.engine.config import (
     CONCURRENT_IMAGES,
     DEVICES,
     EngineConfig,

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.masks import ENCODERS
+from service.formats.registry import ENCODERS
 from tests.service.http.conftest import start_server
 
 mask_api = pytest.importorskip("pycocotools.mask", reason="pycocotools (the dev extra)")

@@ -7,7 +7,7 @@ default to "not given", which means the field's default here. The rules the two 
 live here: which execution providers a ``--device`` means (:data:`DEVICES`), how many cores
 this process may use (:func:`usable_cores`), how those cores are shared out among the images
 run at once (:func:`threads_per_stream`), and the tile-overlap bound (checked by
-:class:`EngineConfig` itself). ``tests/service/test_engine_config.py`` checks that the CLI,
+:class:`EngineConfig` itself). ``tests/service/engine/test_config.py`` checks that the CLI,
 the HTTP settings and this module agree; docs/configuration.md lists every setting.
 
 Where the two paths want different values for a measured reason, both values are here, with
@@ -109,7 +109,7 @@ class EngineConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         # Windows must overlap less than half a tile, or a pixel would lie in three windows
-        # along one axis and service.tiling's blending weights would not cover the image.
+        # along one axis and service.engine.tiling's blending weights would not cover the image.
         if not 0 <= self.tile_overlap < self.tile_size // 2:
             raise ValueError(
                 f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} "

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.scan import scan_inputs
+from service.batch.scan import scan_inputs
 
 
 @pytest.fixture
@@ -160,8 +160,8 @@ def test_usage_errors_exit_two_with_the_flag_named(
 
 
 def test_library_errors_do_not_mention_flags(tmp_path: Path) -> None:
-    from service.batch import BatchOptions
-    from service.summary import SummaryWriter
+    from service.batch.runner import BatchOptions
+    from service.batch.summary import SummaryWriter
 
     for make in (
         lambda: SummaryWriter(tmp_path / "s.txt", ["a"]),
@@ -179,7 +179,7 @@ def test_worker_threads_run_at_a_lower_priority_than_the_model() -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.batch import _lower_priority
+    from service.batch.runner import _lower_priority
 
     def nice() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -198,9 +198,9 @@ def test_images_in_flight_stay_bounded(
     import threading
     import weakref
 
-    from service import batch
+    from service.batch.runner import runner as batch
+    from service.batch.scan import BatchItem
     from service.engine import Engine
-    from service.scan import BatchItem
 
     source = tmp_path / "x.png"
     Image.new("RGB", (16, 12), (9, 99, 199)).save(source)

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.scan import BatchItem
-from service.writer import TEMP_SUFFIX, atomic_write, output_paths, temp_path
+from service.batch.scan import BatchItem
+from service.batch.writer import TEMP_SUFFIX, atomic_write, output_paths, temp_path
 
 IMAGES = 120
 

@@ -8,7 +8,7 @@ stays flat however many images there are.
 
 Results come back in input order through ``on_result``, one :class:`ItemResult` per image: a
 bad file never stops the batch, its result carries the reason. Outputs are written atomically
-(:mod:`service.writer`), and ``skip_existing`` resumes a killed run.
+(:mod:`service.batch.writer`), and ``skip_existing`` resumes a killed run.
 
 :func:`process_item` is the same three stages in sequence for one image: what the Ray runner's
 actors call, so both engines write the same bytes under the same names.
@@ -29,14 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from service import pipeline
+from service.batch.scan import BatchItem, RejectedInput
+from service.batch.writer import all_exist, atomic_write, output_paths
 from service.engine import Engine
-from service.engine_config import usable_cores
+from service.engine.config import usable_cores
 from service.errors import ImageError, ModelError
+from service.formats.raster import DEFAULT_ALPHA, check_alpha
+from service.formats.registry import get_encoder
+from service.formats.report import class_pixel_counts
+from service.formats.shapes import DEFAULT_TOLERANCE, check_tolerance
 from service.georef import GeoReference
-from service.masks import DEFAULT_ALPHA, check_alpha, class_pixel_counts, get_encoder
-from service.scan import BatchItem, RejectedInput
-from service.shapes import DEFAULT_TOLERANCE, check_tolerance
-from service.writer import all_exist, atomic_write, output_paths
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class BatchOptions:
     """How to run a batch.
 
     Attributes:
-        formats: output format names from :data:`service.masks.ENCODERS`.
+        formats: output format names from :data:`service.formats.registry.ENCODERS`.
         alpha: overlay colour weight in ``[0, 1]``.
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         model: the model's name, written into the JSON outputs.

@@ -1,6 +1,6 @@
 """One home for engine settings: the engine, ``fcn serve`` and ``fcn predict`` agree.
 
-``service/engine_config.py`` owns every engine default and derived rule; the HTTP settings and
+``service/engine/config.py`` owns every engine default and derived rule; the HTTP settings and
 the ``fcn predict`` flags read it. These tests fail when one of them grows its own value, when
 a literal default is written again elsewhere, or when docs/configuration.md drifts.
 """
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from service import engine_config as ec
 from service.commands import predict as predict_command
 from service.commands import serve as serve_command
 from service.engine import EngineConfig
+from service.engine import config as ec
 from service.http.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
 # Where a command's value differs from the engine's field default on purpose (the reason is
-# written beside each rule in service/engine_config.py).
+# written beside each rule in service/engine/config.py).
 SHARED_CORES = ec.threads_per_stream(0, ec.CONCURRENT_IMAGES)
 SERVE_RULES = {"intra_op_threads": SHARED_CORES, "streams": ec.CONCURRENT_IMAGES}
 PREDICT_RULES = {**SERVE_RULES, **ec.BATCH_DEFAULTS}

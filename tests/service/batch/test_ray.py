@@ -61,9 +61,9 @@ def test_ray_engine_writes_the_same_bytes_as_the_local_engine(
 def test_the_ray_driver_reads_the_classes_without_loading_the_model(
     conv_model: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    import service.batch.ray
     import service.engine
-    import service.ray_batch
-    from service.batch import BatchCounts
+    from service.batch.runner import BatchCounts
 
     def no_load(*args, **kwargs):
         raise AssertionError("the driver loaded the model")
@@ -75,7 +75,7 @@ def test_the_ray_driver_reads_the_classes_without_loading_the_model(
         return BatchCounts(ok=len(items))
 
     monkeypatch.setattr(service.engine.Engine, "load", no_load)
-    monkeypatch.setattr(service.ray_batch, "run_ray", fake_run_ray)
+    monkeypatch.setattr(service.batch.ray, "run_ray", fake_run_ray)
     summary = tmp_path / "rows.csv"
     argv = ["predict", str(conv_model), str(folder), "-o", str(tmp_path / "out")]
     assert main([*argv, "--engine", "ray", "--summary", str(summary)]) == 0

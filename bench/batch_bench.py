@@ -55,7 +55,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from _cpu import cpu_info
-from _paths import shown
+from _paths import SHARED_DATA, shown
 from PIL import Image
 
 import fcn
@@ -65,7 +65,7 @@ from service.engine.config import BATCH_MEMORY_ARENA
 from training.export.onnx import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = ROOT.parent / "shared/data/isbi2012_em_membrane"
+ISBI = SHARED_DATA / "isbi2012_em_membrane"
 SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes

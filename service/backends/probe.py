@@ -82,7 +82,7 @@ class SpeedProbe:
             "cpu": cpu_signature(),
             "runtimes": {p: _version(p) for p in ("onnxruntime", "openvino")},
             "threads": [self.config.intra_op_threads, self.config.inter_op_threads],
-            "streams": self.config.streams,
+            "streams": self.config.concurrency,
             "side": side,
             "paths": [[b, p, *_file_id(f)] for b, p, f in paths],
         }

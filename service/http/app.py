@@ -18,10 +18,10 @@ from fcn import __version__
 from service.engine import EngineConfig
 from service.http import errors
 from service.http.admission import Admission
-from service.http.metrics import ServiceMetrics, MetricsMiddleware, StaticMount
-from service.http.served_models import ServedModels
+from service.http.metrics import MetricsMiddleware, ServiceMetrics, StaticMount
 from service.http.reload import load_checked
 from service.http.routes import docs, health, label_studio, metrics, models, oip, segment
+from service.http.served_models import ServedModels
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import model_sources
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: defaults to :func:`get_settings` (the ``FCN_*`` environment).
     """
     settings = settings or get_settings()
-    admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
+    admission = Admission(settings.concurrency, settings.max_queue, settings.queue_timeout_s)
     service = ServiceState(settings, admission, ServiceMetrics(admission))
 
     @asynccontextmanager
@@ -104,11 +104,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.models = await asyncio.to_thread(load_models, settings)
         admission.start()
         logger.info(
-            "serving %s (default %s): %d slot(s) x %d ORT thread(s), queue %d",
+            "serving %s (default %s): concurrency %d x %d intra-op thread(s), queue %d",
             ", ".join(service.models.models),
             service.models.default,
-            settings.max_concurrency,
-            settings.threads_per_inference,
+            settings.concurrency,
+            settings.resolved_intra_op_threads,
             settings.max_queue,
         )
         try:

@@ -49,9 +49,13 @@ class ServiceMetrics:
         self.rejections = Counter(
             "fcn_rejections", "Requests refused, by reason (the error code)", ["reason"], registry=r
         )
-        in_flight = Gauge("fcn_inferences_in_flight", "Inference slots in use", registry=r)
+        in_flight = Gauge(
+            "fcn_inferences_in_flight", "Inferences running (at most the concurrency)", registry=r
+        )
         in_flight.set_function(lambda: admission.active)
-        queued = Gauge("fcn_requests_queued", "Requests waiting for a slot", registry=r)
+        queued = Gauge(
+            "fcn_requests_queued", "Requests waiting for an inference to finish", registry=r
+        )
         queued.set_function(lambda: admission.queued)
         accepted = Gauge(
             "fcn_requests_accepted",
@@ -59,8 +63,11 @@ class ServiceMetrics:
             registry=r,
         )
         accepted.set_function(lambda: admission.accepted_count)
-        slots = Gauge("fcn_inference_slots", "Configured inference slots", registry=r)
-        slots.set(admission.slots)
+        concurrency = Gauge("fcn_concurrency", "Inferences allowed at once", registry=r)
+        concurrency.set(admission.concurrency)
+        # The old name of fcn_concurrency, kept for one release (CHANGELOG.md).
+        old = Gauge("fcn_inference_slots", "Deprecated: use fcn_concurrency", registry=r)
+        old.set(admission.concurrency)
         draining = Gauge("fcn_draining", "1 after SIGTERM while requests finish", registry=r)
         draining.set_function(lambda: float(admission.draining))
 

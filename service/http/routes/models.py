@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from service.http.errors import ApiError, error_responses
-from service.http.served_models import ServedModels
 from service.http.reload import ReloadFailed, reload_models
 from service.http.schemas import ModelInfo, ModelList, ReloadReport
+from service.http.served_models import ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])

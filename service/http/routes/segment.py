@@ -22,8 +22,8 @@ from service.formats.registry import ENCODERS
 from service.formats.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
-from service.http.served_models import LoadedModel, ServedModels
 from service.http.schemas import output_content
+from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
 

@@ -45,7 +45,7 @@ def test_missing_shared_data_follows_the_switch(monkeypatch, tmp_path) -> None:
 
 
 def test_no_test_skips_for_a_machine_part_on_its_own() -> None:
-    # pytest.skip("... nginx ...") written directly would skip in CI too: use require_or_skip.
+    # A direct skip that names a machine part would skip in CI too: use require_or_skip.
     offenders = []
     for path in (ROOT / "tests").rglob("*.py"):
         if path.name == "requirements.py":

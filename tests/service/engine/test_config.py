@@ -163,3 +163,33 @@ def test_the_configuration_page_lists_every_setting_with_its_default() -> None:
         if name not in PREDICT_RULES and name != "providers":  # those are described in words
             shown = default.replace(",", "").replace("`", "")
             assert str(ec.engine_default(name)).lower() in shown.lower(), (name, default)
+
+
+def _help(command: str) -> str:
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    serve_command.register(subparsers)
+    predict_command.register(subparsers)
+    return " ".join(subparsers.choices[command].format_help().split())
+
+
+def test_help_texts_show_the_defaults_in_force() -> None:
+    from service.batch.runner import BatchOptions
+
+    predict_help, serve_help = _help("predict"), _help("serve")
+    # --queue-size: one default for the command and the runner it fills in
+    assert parse("predict").queue_size == BatchOptions.queue_size == ec.BATCH_QUEUE_SIZE
+    assert f"images in flight per stage (default: {ec.BATCH_QUEUE_SIZE})" in predict_help
+    # --device: one help text, one default, in both commands
+    assert f"{ec.DEVICE_HELP} (default: {ec.DEFAULT_DEVICE})" in predict_help
+    assert f"{ec.DEVICE_HELP} [FCN_DEVICE; default {ec.DEFAULT_DEVICE}]" in serve_help
+    assert parse("predict").device == Settings.model_fields["device"].default == ec.DEFAULT_DEVICE
+    # every engine flag: the engine's help, with the value each command runs with
+    for name in predict_command.ENGINE_FIELDS:
+        shown = ec.engine_help(name)
+        assert f"{shown} (default: {ec.batch_default(name)})" in predict_help, name
+        default = Settings.model_fields[name].default
+        assert f"{shown} [FCN_{name.upper()}; default {default}]" in serve_help, name
+    # the old names are accepted but not advertised
+    for old in ("--threads ", "--inter-threads", "--infer-threads", "--max-concurrency"):
+        assert old not in predict_help and old not in serve_help, old

@@ -180,3 +180,19 @@ def _finish(
     probs = np.rint(logits * 255.0).astype(np.uint8)
     probs[:, invalid] = 0
     return mask, probs
+
+
+def border_bands(grid: Grid, band: int = 32) -> np.ndarray:
+    """``(H, W)`` bool: pixels within ``band / 2`` of a window edge shared by two windows.
+
+    Where a seam would show; the seam check measures agreement there separately.
+    """
+    half = band // 2
+    rows = np.zeros(grid.height, dtype=bool)
+    cols = np.zeros(grid.width, dtype=bool)
+    for line, starts, side in ((rows, grid.ys, grid.tile_h), (cols, grid.xs, grid.tile_w)):
+        for i, start in enumerate(starts):
+            edges = ([start] if i > 0 else []) + ([start + side] if i < len(starts) - 1 else [])
+            for edge in edges:
+                line[max(0, edge - half) : edge + half] = True
+    return rows[:, None] | cols[None, :]

@@ -21,6 +21,7 @@ from service.geo.tiled import Grid, Strip, segment_strips
 logger = logging.getLogger(__name__)
 
 GEO_SUFFIXES = frozenset({".tif", ".tiff"})
+GDAL_CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,31 @@ def segment_raster(
         GeoDependencyError: the geo extra is missing.
         GeoInputError: the raster does not fit the model as asked.
     """
+    from service.geo import require_rasterio
+
+    # GDAL's block cache defaults to 5% of RAM: on a big machine it alone would hold gigabytes
+    # of a large raster's blocks. Each strip is read once (its overlap with the last twice),
+    # so a cache of a few strips loses nothing.
+    with require_rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _segment(
+            engine, Path(source), Path(stem), options or GeoOptions(), on_progress, after_strip
+        )
+
+
+def _segment(
+    engine: Engine,
+    source: Path,
+    stem: Path,
+    options: GeoOptions,
+    on_progress: Callable[[Progress], None] | None,
+    after_strip: Callable[[Strip], None] | None,
+) -> GeoResult:
     from service.geo.cog import write_mask_cog, write_probability_cog
     from service.geo.inputs import open_raster
     from service.geo.resume import PartialRun
 
-    options = options or GeoOptions()
     meta = engine.metadata
     start = time.perf_counter()
-    stem, source = Path(stem), Path(source)
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
         grid = Grid.of(r.height, r.width, engine.tile_size, engine.config.tile_overlap)
         stat = source.stat()

@@ -233,9 +233,6 @@ def run(args: argparse.Namespace) -> int:
     from service.commands.predict_geo import run_geo, split_geo
 
     geo_items, items = split_geo(scan.items, args.geo)
-    if geo_items and args.engine == "ray":
-        print("fcn predict: error: --engine ray does not take GeoTIFF rasters yet", file=sys.stderr)
-        return 2
     report = _Reporter(_progress_bar(len(items), args.progress) if items else None, writer)
     report.rejected(scan.rejected)
     start = time.perf_counter()
@@ -244,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         report.close()
     if geo_items:
-        geo_ok, geo_failed, geo_skipped = run_geo(engine, geo_items, args.out, args)
+        geo_ok, geo_failed, geo_skipped = run_geo(engine, geo_items, args.out, args, source, config)
         counts.ok, counts.failed = counts.ok + geo_ok, counts.failed + geo_failed
         counts.skipped += geo_skipped
     seconds = time.perf_counter() - start

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from service.batch.scan import BatchItem
-    from service.engine import Engine
+    from service.engine import Engine, EngineConfig
     from service.geo.run import GeoResult
+    from service.models import ModelSource
 
 
 def _bands(text: str) -> tuple[int, ...]:
@@ -96,9 +97,18 @@ def split_geo(items: Sequence[BatchItem], geo: bool | None) -> tuple[list, list]
 
 
 def run_geo(
-    engine: Engine, items: Sequence[BatchItem], out: str, args: argparse.Namespace
+    engine: Engine | None,
+    items: Sequence[BatchItem],
+    out: str,
+    args: argparse.Namespace,
+    model: ModelSource,
+    config: EngineConfig,
 ) -> tuple[int, int, int]:
-    """Segment each raster; returns ``(ok, failed, skipped)``. Failures are said and counted."""
+    """Segment each raster; returns ``(ok, failed, skipped)``. Failures are said and counted.
+
+    Locally with ``engine``; with ``--engine ray`` (``engine`` None) each raster's tile rows
+    are split across Ray workers (:mod:`service.geo.ray`).
+    """
     from service.batch.runner import describe_error
     from service.geo.run import GeoOptions, output_paths, segment_raster
 
@@ -107,9 +117,28 @@ def run_geo(
         rescale=args.rescale,
         probabilities=args.probabilities,
         resume=args.resume,
-        streams=engine.config.concurrency,
-        model=Path(args.model).stem if args.model.endswith(".onnx") else args.model,
+        streams=config.concurrency,
+        model=model.name,
     )
+    if engine is None:
+        from service.geo.ray import segment_raster_ray
+
+        def segment(source, stem, options, on_progress):
+            return segment_raster_ray(
+                model.path,
+                config,
+                source,
+                stem,
+                options,
+                address=args.address,
+                actors=args.actors,
+                on_progress=on_progress,
+            )
+    else:
+
+        def segment(source, stem, options, on_progress):
+            return segment_raster(engine, source, stem, options, on_progress=on_progress)
+
     ok = failed = skipped = 0
     for item in items:
         stem = Path(out) / item.stem
@@ -119,7 +148,7 @@ def run_geo(
             continue
         bar = _bar(item, args.progress)
         try:
-            result = segment_raster(engine, item.source, stem, options, on_progress=bar)
+            result = segment(item.source, stem, options, bar)
         except Exception as exc:  # one bad raster never stops the others
             print(f"FAILED {item.source}: {describe_error(exc)}", file=sys.stderr)
             failed += 1

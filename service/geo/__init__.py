@@ -10,7 +10,8 @@ still works; :func:`require_rasterio` turns a missing extra into a
 * :mod:`service.geo.tiled` runs blended sliding windows a strip of tile rows at a time;
 * :mod:`service.geo.resume` keeps the partial outputs and the sidecar a killed run resumes from;
 * :mod:`service.geo.cog` turns the partial rasters into Cloud-Optimized GeoTIFFs;
-* :mod:`service.geo.run` is the per-file driver behind ``fcn predict`` on GeoTIFFs.
+* :mod:`service.geo.run` is the per-file driver behind ``fcn predict`` on GeoTIFFs;
+* :mod:`service.geo.ray` splits one raster's tile rows across Ray workers.
 """
 
 from __future__ import annotations

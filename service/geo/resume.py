@@ -96,45 +96,18 @@ class PartialRun:
         return 0, None
 
     def _create(self) -> None:
-        import rasterio
-
         self.stem.parent.mkdir(parents=True, exist_ok=True)
         self.cleanup()
-        base = {
-            "driver": "GTiff",
-            "width": self.profile["width"],
-            "height": self.profile["height"],
-            "crs": self.profile["crs"],
-            "transform": self.profile["transform"],
-            "dtype": "uint8",
-            "compress": "deflate",
-            "blockysize": 1,  # a row per block: a strip never rewrites a block another wrote
-            "BIGTIFF": "IF_SAFER",
-        }
-        with rasterio.open(self.mask_path, "w", count=1, nodata=NODATA, **base):
-            pass
+        create_raster(self.mask_path, self.profile, 1, NODATA)
         if self.probabilities:
-            with rasterio.open(self.prob_path, "w", count=self.num_classes, **base):
-                pass
+            create_raster(self.prob_path, self.profile, self.num_classes, None)
         self._write_state(0, None)
 
     def write(self, strip: Strip) -> None:
         """Write the strip's rows, then its carry and the sidecar (each durable)."""
-        import rasterio
-        from rasterio.windows import Window
-
-        rows = strip.mask.shape[0]
-        window = Window(0, strip.y0, strip.mask.shape[1], rows)
-        with rasterio.open(self.mask_path, "r+") as dst:
-            dst.write(strip.mask, 1, window=window)
-        targets = [self.mask_path]
+        write_rows(self.mask_path, strip.y0, strip.mask[None])
         if strip.probabilities is not None:
-            with rasterio.open(self.prob_path, "r+") as dst:
-                dst.write(strip.probabilities, window=window)
-            targets.append(self.prob_path)
-        for path in targets:
-            with open(path, "rb+") as handle:
-                os.fsync(handle.fileno())
+            write_rows(self.prob_path, strip.y0, strip.probabilities)
         self._write_state(strip.index + 1, strip.carry)
 
     def _write_state(self, strips_done: int, carry: Carry | None) -> None:
@@ -158,3 +131,36 @@ class PartialRun:
             paths += [self.mask_path, self.prob_path]
         for path in paths:
             path.unlink(missing_ok=True)
+
+
+def create_raster(path: Path, profile: dict, count: int, nodata: int | None) -> None:
+    """An empty partial GeoTIFF: one row per block, so strips never share a block."""
+    import rasterio
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=profile["width"],
+        height=profile["height"],
+        crs=profile["crs"],
+        transform=profile["transform"],
+        dtype="uint8",
+        count=count,
+        nodata=nodata,
+        compress="deflate",
+        blockysize=1,
+        BIGTIFF="IF_SAFER",
+    ):
+        pass
+
+
+def write_rows(path: Path, y0: int, data: np.ndarray) -> None:
+    """Write ``(bands, rows, W)`` at row ``y0`` of ``path``, closed and fsynced (durable)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path, "r+") as dst:
+        dst.write(data, window=Window(0, y0, data.shape[2], data.shape[1]))
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())

@@ -90,6 +90,7 @@ def segment_strips(
     on_strip: Callable[[Strip], None],
     *,
     start: int = 0,
+    stop: int | None = None,
     carry: Carry | None = None,
     probabilities: bool = False,
     streams: int = 2,
@@ -101,16 +102,17 @@ def segment_strips(
         grid: the windows.
         read: ``read(y0, rows)`` -> ``(rows, W, C)`` uint8 pixels, ``(rows, W)`` bool valid.
         on_strip: receives each :class:`Strip` (views into reused buffers: consume or copy).
-        start: the first strip to run; ``carry`` must then be the one saved after ``start - 1``.
+        start: the first strip to run; ``carry`` must then be the one saved after
+            ``start - 1`` (None: nothing carried, right for ``start`` 0 and for
+            :func:`halo_start`).
+        stop: the strip to stop before (None: the last one too).
         probabilities: also compute the per-class probabilities.
         streams: windows run at once.
     """
     k = engine.metadata.num_classes
     total = np.zeros((k, grid.tile_h, grid.width), dtype=np.float32)
     weight = np.zeros((grid.tile_h, grid.width), dtype=np.float32)
-    if start > 0:
-        if carry is None:
-            raise ValueError("resuming past the first strip needs the saved carry")
+    if carry is not None:
         rows = carry.weight.shape[0]
         total[:, :rows], weight[:rows] = carry.total, carry.weight
     col_windows = [
@@ -149,6 +151,19 @@ def segment_strips(
                 rows = keep.weight.shape[0]
                 total[:, :rows], weight[:rows] = keep.total, keep.weight
                 total[:, rows:], weight[rows:] = 0.0, 0.0
+
+
+def halo_start(grid: Grid, start: int) -> int:
+    """The first strip whose windows reach strip ``start``'s rows.
+
+    Running strips ``halo_start(grid, start) .. start - 1`` from nothing carried rebuilds the
+    exact carry into ``start`` (earlier strips never touch those rows): how a worker that
+    starts mid-raster gets the same sums as one run from the top.
+    """
+    first = start
+    while first > 0 and grid.ys[first - 1] + grid.tile_h > grid.ys[start]:
+        first -= 1
+    return first
 
 
 def _run_row(

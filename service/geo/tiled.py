@@ -101,7 +101,8 @@ def segment_strips(
         engine: the loaded model.
         grid: the windows.
         read: ``read(y0, rows)`` -> ``(rows, W, C)`` uint8 pixels, ``(rows, W)`` bool valid.
-        on_strip: receives each :class:`Strip` (views into reused buffers: consume or copy).
+        on_strip: receives each :class:`Strip`; its ``carry`` is a view into the accumulator,
+            valid only during the call (save or copy it there).
         start: the first strip to run; ``carry`` must then be the one saved after
             ``start - 1`` (None: nothing carried, right for ``start`` 0 and for
             :func:`halo_start`).
@@ -142,14 +143,15 @@ def segment_strips(
                 weight[:, x : x + grid.tile_w] += w
             done = grid.rows_done(index)
             mask, probs = _finish(total[:, :done], weight[:done], valid[:done], probabilities)
-            keep = None
-            if not last:
-                keep = Carry(total[:, done:].copy(), weight[done:].copy())
+            # The carry is a view: on_strip saves it before the shift below overwrites it
+            # (no copy of a (K, overlap, W) block per strip).
+            keep = None if last else Carry(total[:, done:], weight[done:])
             tiles_run = sum(r is not None for r in runs)
             on_strip(Strip(index, y, mask, probs, tiles_run, keep))
             if keep is not None:
-                rows = keep.weight.shape[0]
-                total[:, :rows], weight[:rows] = keep.total, keep.weight
+                rows = grid.tile_h - done
+                total[:, :rows] = total[:, done:]  # numpy buffers overlapping copies
+                weight[:rows] = weight[done:]
                 total[:, rows:], weight[rows:] = 0.0, 0.0
 
 

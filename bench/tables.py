@@ -818,6 +818,14 @@ def geo(d: dict) -> list[str]:
         ],
         rows,
     )
+    load = d.get("cpu", {}).get("loadavg")
+    if load:
+        lines += [
+            "",
+            f"Load average when the run started: {load[0]:g} on "
+            f"{d['cpu'].get('cores_usable', '?')} usable cores (a shared machine: "
+            "'cores busy' is the CPU time the run got, not what it could use).",
+        ]
     seams = d.get("seams")
     if seams:
         lines += [

@@ -10,6 +10,7 @@ around window borders.
 
     python bench/geo_bench.py --seams                  # 64 MP + seams -> bench/results/geo_bench.json
     python bench/geo_bench.py --big                    # also 24,000 x 24,000 (0.58 GP)
+    python bench/geo_bench.py --sizes wide             # 24,000 x 1,536: the big one's width
 
 Results are rewritten after every run, so a long run that is stopped keeps what finished.
 Run alone (``flock /tmp/fcn-heavy.lock ...``): the figures are the machine's, not a share of it.
@@ -35,7 +36,9 @@ from bench._cpu import cpu_info  # noqa: E402
 from bench._paths import shown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "geo_bench.json"
-SIZES = {"64MP": (8000, 8000), "0.58GP": (24000, 24000)}
+# "wide": as wide as the 0.58 GP raster but 1,536 rows: memory depends on the width (one strip
+# of tile rows is held), so its peak RSS is the big raster's, in minutes instead of an hour.
+SIZES = {"64MP": (8000, 8000), "0.58GP": (24000, 24000), "wide": (24000, 1536)}
 # Runs fcn predict as its child and prints that child's rusage: peak RSS (KiB), CPU seconds.
 WRAPPER = (
     "import json, resource, subprocess, sys\n"
@@ -133,13 +136,18 @@ def seam_check() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--big", action="store_true", help="also the 24,000 x 24,000 raster")
-    parser.add_argument("--only-big", action="store_true", help="the big raster only")
+    parser.add_argument(
+        "--sizes", default=None, help=f"comma-separated rasters to run, of {', '.join(SIZES)}"
+    )
     parser.add_argument("--seams", action="store_true", help="run the seam check too")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "fcn-geo")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.folder.mkdir(parents=True, exist_ok=True)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for run in report.get("runs", []):  # earlier runs keep the load and command of their time
+        run.setdefault("loadavg", report.get("cpu", {}).get("loadavg"))
+        run.setdefault("command", report.get("command"))
     report.update(
         command="bench/geo_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         date=time.strftime("%Y-%m-%d %H:%M"),
@@ -147,12 +155,19 @@ def main(argv: list[str] | None = None) -> int:
         folder=shown(args.folder),
     )
     runs = {r["raster"]: r for r in report.get("runs", [])}
-    names = ["0.58GP"] if args.only_big else ["64MP"] + (["0.58GP"] if args.big else [])
+    names = ["64MP"] + (["0.58GP"] if args.big else [])
+    if args.sizes:
+        names = args.sizes.split(",")
     if args.seams:
         report["seams"] = seam_check()
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name in names:
-        runs[name] = bench_size(name, args.folder)
+        load = [round(x, 2) for x in os.getloadavg()]
+        runs[name] = {
+            **bench_size(name, args.folder),
+            "loadavg": load,
+            "command": report["command"],
+        }
         report["runs"] = list(runs.values())
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(runs[name]))

@@ -818,13 +818,13 @@ def geo(d: dict) -> list[str]:
         ],
         rows,
     )
-    load = d.get("cpu", {}).get("loadavg")
-    if load:
+    loads = [f"{r['raster']} {r['loadavg'][0]:g}" for r in d["runs"] if r.get("loadavg")]
+    if loads:
         lines += [
             "",
-            f"Load average when the run started: {load[0]:g} on "
-            f"{d['cpu'].get('cores_usable', '?')} usable cores (a shared machine: "
-            "'cores busy' is the CPU time the run got, not what it could use).",
+            f"Load average when each run started ({d['cpu'].get('cores_usable', '?')} usable "
+            f"cores, a shared machine): {', '.join(loads)}. 'cores busy' is the CPU time the "
+            "run got, not what it could use.",
         ]
     seams = d.get("seams")
     if seams:

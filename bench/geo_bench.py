@@ -149,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         run.setdefault("loadavg", report.get("cpu", {}).get("loadavg"))
         run.setdefault("command", report.get("command"))
     report.update(
-        command="bench/geo_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        date=time.strftime("%Y-%m-%d %H:%M"),
-        cpu=cpu_info(),
-        folder=shown(args.folder),
+        {
+            "command": "bench/geo_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpu": cpu_info(),
+            "folder": shown(args.folder),
+        }
     )
     runs = {r["raster"]: r for r in report.get("runs", [])}
     names = ["64MP"] + (["0.58GP"] if args.big else [])

@@ -232,7 +232,10 @@ def run(args: argparse.Namespace) -> int:
 
     from service.commands.predict_geo import run_geo, split_geo
 
-    geo_items, items = split_geo(scan.items, args.geo)
+    # Auto-detection only without --format: asked for image formats (a GeoJSON in map
+    # coordinates, say), a GeoTIFF keeps the image path it always took, unless --geo.
+    auto = None if not args.formats else False
+    geo_items, items = split_geo(scan.items, auto if args.geo is None else args.geo)
     report = _Reporter(_progress_bar(len(items), args.progress) if items else None, writer)
     report.rejected(scan.rejected)
     start = time.perf_counter()

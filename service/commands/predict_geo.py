@@ -52,7 +52,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="segment TIFF inputs as georeferenced rasters of any size into COGs (default: "
-        "auto, for .tif files with a CRS or transform; --no-geo: never)",
+        "auto, for .tif files with a CRS or transform when no --format is given; --no-geo: "
+        "never)",
     )
     geo.add_argument(
         "--bands",

@@ -51,3 +51,15 @@ def test_no_geo_keeps_the_image_path(make_raster, tmp_path, capsys) -> None:
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "plain_mask.png").exists()
     assert not (tmp_path / "plain_mask.tif").exists()
+
+
+def test_asking_for_image_formats_keeps_the_image_path(make_raster, tmp_path, capsys) -> None:
+    source = make_raster("plain", 600, 500)
+    code = main(["predict", "default", str(source), "--out", str(tmp_path), "-f", "geojson"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.geojson"]
+    code = main(
+        ["predict", "default", str(source), "--out", str(tmp_path), "-f", "geojson", "--geo"]
+    )
+    assert code == 0
+    assert (tmp_path / "plain_mask.tif").exists()

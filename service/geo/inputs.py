@@ -221,7 +221,10 @@ def valid_mask(dataset, indexes, data: np.ndarray, *, window=None, out_shape=Non
 
     flags = dataset.mask_flag_enums[indexes[0] - 1]
     if MaskFlags.nodata in flags and dataset.nodata is not None:
-        valid = np.any(data != np.asarray(dataset.nodata, dtype=data.dtype), axis=0)
+        nodata = np.asarray(dataset.nodata, dtype=data.dtype)
+        valid = data[0] != nodata  # band by band: no (bands, h, w) temporary
+        for band in data[1:]:
+            valid |= band != nodata
     elif MaskFlags.all_valid in flags:
         valid = np.ones(data.shape[1:], dtype=bool)
     else:  # alpha band or internal/external mask: GDAL's dataset mask

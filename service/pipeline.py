@@ -25,6 +25,7 @@ from service.engine import Engine
 from service.formats.raster import DEFAULT_ALPHA
 from service.formats.registry import EncodeRequest, get_encoder
 from service.formats.shapes import DEFAULT_TOLERANCE
+from service.geo.crs import DEFAULT_CRS
 from service.georef import GeoReference, read_georeference
 from service.imaging import Source
 
@@ -131,6 +132,7 @@ def encode(
     info: Mapping[str, Any] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     counts: np.ndarray | None = None,
+    crs: str = DEFAULT_CRS,
 ) -> bytes:
     """Encode a segmentation in output format ``fmt`` (see :data:`service.formats.registry.ENCODERS`).
 
@@ -142,10 +144,13 @@ def encode(
         info: extra top-level fields of the JSON outputs.
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         counts: the mask's :func:`service.formats.report.class_pixel_counts`, if already counted.
+        crs: ``geojson`` of a GeoTIFF: ``"wgs84"`` (RFC 7946) or ``"native"``.
 
     Raises:
-        ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance, or
+        ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance or crs, or
             ``scores`` for a segmentation run without probabilities.
+        service.geo.crs.GeoError: ``geojson`` in WGS 84 of a GeoTIFF without an EPSG code, or
+            without the ``geo`` extra installed.
     """
     meta = engine.metadata
     request = EncodeRequest(
@@ -159,5 +164,6 @@ def encode(
         tolerance=tolerance,
         georef=segmentation.georef,
         counts=counts,
+        crs=crs,
     )
     return get_encoder(fmt).encode(request)

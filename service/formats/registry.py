@@ -26,6 +26,7 @@ from service.formats.raster import (
 )
 from service.formats.report import class_report
 from service.formats.shapes import DEFAULT_TOLERANCE, class_polygons, coco_rle, geojson
+from service.geo.crs import DEFAULT_CRS
 from service.georef import GeoReference
 
 
@@ -46,6 +47,8 @@ class EncodeRequest:
         confidence: the top class's probability per pixel (only ``scores`` reads it).
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         georef: where the image lies on the map (``geojson`` in map coordinates).
+        crs: ``geojson`` on a GeoTIFF: ``"wgs84"`` (RFC 7946 longitude/latitude) or
+            ``"native"`` (the GeoTIFF's CRS, named as GDAL reads it).
     """
 
     mask: np.ndarray
@@ -58,6 +61,7 @@ class EncodeRequest:
     confidence: np.ndarray | None = None
     tolerance: float = DEFAULT_TOLERANCE
     georef: GeoReference | None = None
+    crs: str = DEFAULT_CRS
 
 
 @dataclass(frozen=True)
@@ -169,8 +173,9 @@ ENCODERS: dict[str, Encoder] = {
             "geojson",
             "application/geo+json",
             ".geojson",
-            lambda r: _json(r, geojson(r.mask, r.classes, r.tolerance, r.georef)),
-            "a MultiPolygon feature per class present (map coordinates from a GeoTIFF)",
+            lambda r: _json(r, geojson(r.mask, r.classes, r.tolerance, r.georef, r.crs)),
+            "a MultiPolygon feature per class present (from a GeoTIFF: WGS 84 lon/lat, "
+            "or its own CRS with crs=native)",
             needs_georef=True,
         ),
         Encoder(

@@ -24,6 +24,7 @@ from service.errors import (
     ModelError,
     UnsupportedFormatError,
 )
+from service.geo.crs import GeoDependencyError, GeoError
 from service.http.admission import AdmissionRefused
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 # Engine/decoder exception -> (status, code). Order matters: subclasses first.
 ENGINE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (ImageTooLargeError, 413, "image_too_large"),
+    (GeoDependencyError, 422, "geo_extra_missing"),
+    (GeoError, 422, "georeference"),
     (UnsupportedFormatError, 415, "unsupported_image"),
     (CorruptImageError, 400, "corrupt_image"),
     (ImageError, 400, "bad_image"),

@@ -20,6 +20,7 @@ from service.errors import ImageError, ModelError
 from service.formats.raster import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
 from service.formats.registry import ENCODERS
 from service.formats.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
+from service.geo.crs import CRS_CHOICES, DEFAULT_CRS
 from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
 from service.http.schemas import output_content
@@ -30,6 +31,7 @@ from service.http.upload import FIELD, read_image
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
 OutputFormat = Enum("OutputFormat", {name: name for name in ENCODERS}, type=str)
+OutputCrs = Enum("OutputCrs", {name: name for name in CRS_CHOICES}, type=str)
 
 _RESPONSES = {
     200: {
@@ -45,7 +47,8 @@ _RESPONSES = {
             408: "the request body stalled (FCN_BODY_TIMEOUT_S)",
             413: "body or image too large",
             415: "not an image / unsupported format or content type",
-            422: "no image in the request, or a bad parameter",
+            422: "no image in the request, a bad parameter, or a georeference that cannot "
+            "give the asked coordinates (GeoTIFF without EPSG code, geo extra missing)",
             503: "busy or shutting down; see Retry-After",
         }
     ),
@@ -86,7 +89,12 @@ class Result:
 
 
 def run_segmentation(
-    loaded: LoadedModel, data: bytes, fmt: str, alpha: float, tolerance: float = DEFAULT_TOLERANCE
+    loaded: LoadedModel,
+    data: bytes,
+    fmt: str,
+    alpha: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    crs: str = DEFAULT_CRS,
 ) -> Result:
     """Decode, predict and encode one image (runs on an inference thread)."""
     engine = loaded.engine
@@ -97,7 +105,7 @@ def run_segmentation(
         "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
     }
     start = time.perf_counter()
-    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info, tolerance=tolerance)
+    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info, tolerance=tolerance, crs=crs)
     encode_ms = (time.perf_counter() - start) * 1000.0
     return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms)
 
@@ -130,6 +138,13 @@ async def segment(
             description="polygons/geojson: simplification in pixels (0 = exact outlines)",
         ),
     ] = DEFAULT_TOLERANCE,
+    crs: Annotated[
+        OutputCrs,
+        Query(
+            description="geojson of a GeoTIFF: wgs84 = RFC 7946 longitude/latitude, no crs "
+            "member; native = the GeoTIFF's own CRS, named as GDAL reads it"
+        ),
+    ] = OutputCrs.wgs84,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
@@ -140,7 +155,7 @@ async def segment(
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
             result = await service.admission.run(
-                run_segmentation, loaded, data, format.value, alpha, tolerance
+                run_segmentation, loaded, data, format.value, alpha, tolerance, crs.value
             )
     except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None

@@ -1,0 +1,1 @@
+"""Geospatial rasters and vectors: GeoTIFF/COG in and out, GIS-ready vectors."""

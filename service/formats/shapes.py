@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from service.bands import NO_CLASS
 from service.formats.coco_rle import class_counts, counts_to_string, label_runs
 from service.formats.polygons import Rings, label_polygons
 from service.geo.crs import DEFAULT_CRS, check_crs_choice, named_crs, no_epsg_message, to_wgs84
@@ -24,8 +25,14 @@ MAX_TOLERANCE = 100.0
 
 
 def present_classes(mask: np.ndarray, classes: Sequence[str]) -> Iterator[tuple[int, str, int]]:
-    """``(index, name, pixels)`` of every class with at least one pixel, in class order."""
+    """``(index, name, pixels)`` of every class with at least one pixel, in class order.
+
+    255 marks pixels with no data (:data:`service.bands.NO_CLASS`) when the model has fewer
+    classes: it is no class, and gets no entry.
+    """
     counts = np.bincount(mask.ravel(), minlength=len(classes))
+    if len(classes) <= NO_CLASS < len(counts):
+        counts[NO_CLASS] = 0
     for index in np.flatnonzero(counts).tolist():
         name = classes[index] if index < len(classes) else f"class_{index}"
         yield index, name, int(counts[index])

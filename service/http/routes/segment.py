@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import pipeline
+from service.bands import parse_bands
 from service.errors import ImageError, ModelError
 from service.formats.raster import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
 from service.formats.registry import ENCODERS
@@ -86,6 +87,7 @@ class Result:
     decode_ms: float
     infer_ms: float
     encode_ms: float
+    warnings: tuple[str, ...] = ()
 
 
 def run_segmentation(
@@ -95,19 +97,22 @@ def run_segmentation(
     alpha: float,
     tolerance: float = DEFAULT_TOLERANCE,
     crs: str = DEFAULT_CRS,
+    bands: tuple[int, ...] | None = None,
 ) -> Result:
     """Decode, predict and encode one image (runs on an inference thread)."""
     engine = loaded.engine
-    seg = pipeline.segment(engine, data, (fmt,))
-    info = {
+    seg = pipeline.segment(engine, data, (fmt,), bands)
+    info: dict = {
         "model": loaded.name,
         "model_version": loaded.version,
         "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
     }
+    if seg.warnings:
+        info["warnings"] = list(seg.warnings)
     start = time.perf_counter()
     body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info, tolerance=tolerance, crs=crs)
     encode_ms = (time.perf_counter() - start) * 1000.0
-    return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms)
+    return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms, seg.warnings)
 
 
 @router.post(
@@ -145,6 +150,15 @@ async def segment(
             "member; native = the GeoTIFF's own CRS, named as GDAL reads it"
         ),
     ] = OutputCrs.wgs84,
+    bands: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^\d{1,2}(,\d{1,2}){0,7}$",
+            description="TIFF bands to use, 1-based, in the model's channel order "
+            "(e.g. 1,2,3 of an RGB+NIR file); docs/gis-vectors.md",
+        ),
+    ] = None,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
@@ -152,10 +166,21 @@ async def segment(
     if loaded is None:
         raise ApiError(404, "unknown_model", models.unknown(model))
     try:
+        chosen_bands = parse_bands(bands)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from None
+    try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
             result = await service.admission.run(
-                run_segmentation, loaded, data, format.value, alpha, tolerance, crs.value
+                run_segmentation,
+                loaded,
+                data,
+                format.value,
+                alpha,
+                tolerance,
+                crs.value,
+                chosen_bands,
             )
     except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
@@ -172,4 +197,6 @@ async def segment(
         "X-Encode-Ms": f"{result.encode_ms:.2f}",
         "X-Image-Size": f"{result.width}x{result.height}",
     }
+    if result.warnings:
+        headers["X-Input-Warnings"] = " | ".join(result.warnings)
     return Response(result.body, media_type=ENCODERS[format.value].media_type, headers=headers)

@@ -63,7 +63,7 @@ IMAGE_MEDIA_TYPES = (
     "image/tiff",
     "image/gif",
 )
-_REQUEST_BODY = {
+REQUEST_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {
@@ -123,7 +123,7 @@ def run_segmentation(
     "with exactly the input's width and height (after EXIF orientation).",
     response_class=Response,
     responses=_RESPONSES,
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def segment(
     request: Request,

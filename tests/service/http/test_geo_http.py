@@ -197,3 +197,28 @@ def test_nodata_gets_no_class(server, photo, plain_mask, tmp_path, how):
     assert (mask[inner] == plain_mask[inner]).mean() >= 0.98
     classes = segment(server, path.read_bytes(), format="geojson", crs="native").json()
     assert all(f["properties"]["index"] < 6 for f in classes["features"])
+
+
+def test_preview_renders_a_16bit_rgb_nir_tiff_as_png(server, photo, tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    nir = np.concatenate([photo, photo[:, :, :1]], axis=2).astype(np.uint16) * 257
+    path = write_geotiff(tmp_path / "rgbn16.tif", nir, photometric="RGB")
+
+    def preview(**params) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/preview",
+            params=params,
+            content=path.read_bytes(),
+            headers={"Content-Type": "image/tiff"},
+            timeout=60,
+        )
+
+    refused = preview()
+    assert refused.status_code == 415 and "bands=1,2,3" in refused.json()["error"]["message"]
+    shown = preview(bands="1,2,3")
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(shown.content))), photo)
+    assert preview(bands="0,1,2").status_code == 422

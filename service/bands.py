@@ -147,7 +147,7 @@ def decode_raster(
     """Decode a TIFF with rasterio by the rules above: ``(H, W, in_channels)`` uint8/uint16.
 
     Raises:
-        service.geo.crs.GeoDependencyError: rasterio (the ``geo`` extra) is not installed.
+        service.errors.GeoDependencyError: rasterio (the ``geo`` extra) is not installed.
         UnsupportedFormatError: a band count or data type the model cannot take.
         CorruptImageError: GDAL cannot read it.
         ImageTooLargeError: over a size limit (checked before any pixels are read).

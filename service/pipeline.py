@@ -169,7 +169,7 @@ def encode(
     Raises:
         ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance or crs, or
             ``scores`` for a segmentation run without probabilities.
-        service.geo.crs.GeoError: ``geojson`` in WGS 84 of a GeoTIFF without an EPSG code, or
+        service.errors.GeoInputError: ``geojson`` in WGS 84 of a GeoTIFF without an EPSG code, or
             without the ``geo`` extra installed.
     """
     meta = engine.metadata

@@ -137,7 +137,7 @@ def geojson(
 
     Raises:
         ValueError: a bad tolerance or ``crs`` choice.
-        GeoError: WGS 84 asked for a GeoTIFF without an EPSG code.
+        GeoInputError: WGS 84 asked for a GeoTIFF without an EPSG code.
         GeoDependencyError: WGS 84 asked without pyproj (the ``geo`` extra).
     """
     check_tolerance(tolerance)

@@ -11,7 +11,8 @@ Two rules for vectors (docs/gis-vectors.md):
 
 pyproj, rasterio and pyogrio come with the ``geo`` extra and are imported only when a geo
 feature is used, so a serve-only install still starts; asking for one without them raises
-:class:`GeoDependencyError` naming ``pip install 'fcnseg[geo]'``.
+:class:`service.errors.GeoDependencyError` naming ``pip install 'fcnseg[geo]'``; an input
+whose georeference cannot give what was asked raises :class:`service.errors.GeoInputError`.
 """
 
 from __future__ import annotations
@@ -23,20 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import ImageError
+from service.errors import GeoDependencyError, GeoInputError
 
 # The output CRS choices of every vector writer: RFC 7946 WGS 84, or the raster's own.
 CRS_CHOICES: tuple[str, ...] = ("wgs84", "native")
 DEFAULT_CRS = "wgs84"
 INSTALL_HINT = "pip install 'fcnseg[geo]'"
-
-
-class GeoError(ImageError):
-    """The input's georeference cannot give what was asked (no CRS, no EPSG code, ...)."""
-
-
-class GeoDependencyError(GeoError):
-    """A geo feature was asked for on an install without the ``geo`` extra."""
 
 
 def require(module: str) -> ModuleType:
@@ -72,11 +65,11 @@ def named_crs(crs: str) -> dict[str, Any]:
     """The GeoJSON 2008 named-CRS member that GDAL/OGR reads (OGC URN form).
 
     Raises:
-        GeoError: ``crs`` is not an ``EPSG:<code>``.
+        GeoInputError: ``crs`` is not an ``EPSG:<code>``.
     """
     code = epsg_code(crs)
     if code is None:
-        raise GeoError(f"cannot name the CRS {crs!r} for GIS tools: expected EPSG:<code>")
+        raise GeoInputError(f"cannot name the CRS {crs!r} for GIS tools: expected EPSG:<code>")
     return {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{code}"}}
 
 
@@ -93,12 +86,12 @@ def to_wgs84(crs: str | None, what: str = "the GeoTIFF") -> Callable[[np.ndarray
     """A function mapping ``(n, 2)`` map ``(x, y)`` in ``crs`` to ``(n, 2)`` ``(lon, lat)``.
 
     Raises:
-        GeoError: ``crs`` has no EPSG code.
+        GeoInputError: ``crs`` has no EPSG code.
         GeoDependencyError: pyproj is not installed.
     """
     code = epsg_code(crs)
     if code is None:
-        raise GeoError(no_epsg_message(what))
+        raise GeoInputError(no_epsg_message(what))
     pyproj = require("pyproj")
     if code == 4326:
         return lambda points: np.asarray(points, dtype=np.float64)

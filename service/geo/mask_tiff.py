@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.bands import NO_CLASS
-from service.geo.crs import GeoError, epsg_code, require
+from service.errors import GeoInputError
+from service.geo.crs import epsg_code, require
 from service.georef import GeoReference
 
 NOT_GEOREFERENCED = (
@@ -34,15 +35,15 @@ def mask_cog(
     """The mask as COG bytes (module docstring).
 
     Raises:
-        GeoError: no georeference, or a CRS without EPSG code; GeoDependencyError without
+        GeoInputError: no georeference, or a CRS without EPSG code; GeoDependencyError without
             rasterio.
         ValueError: more than 255 classes (uint8 with 255 as nodata).
     """
     if georef is None:
-        raise GeoError(NOT_GEOREFERENCED)
+        raise GeoInputError(NOT_GEOREFERENCED)
     code = epsg_code(georef.crs)
     if code is None:
-        raise GeoError(
+        raise GeoInputError(
             "format=geotiff: the input GeoTIFF names no EPSG code (a user-defined CRS), which "
             "this service cannot carry over; assign one (gdal_edit.py -a_srs EPSG:<code>)"
         )

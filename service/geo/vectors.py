@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from service.geo.crs import GeoError, check_crs_choice, require
+from service.errors import GeoInputError
+from service.geo.crs import check_crs_choice, require
 
 # GDAL driver -> file suffix, for the formats write_vectors offers (GeoPackage is the default).
 DRIVERS: dict[str, str] = {"GPKG": ".gpkg", "FlatGeobuf": ".fgb", "GeoJSON": ".geojson"}
@@ -147,7 +148,7 @@ def _reprojector(crs: str, src_crs):
     if crs == "native":
         return None
     if src_crs is None:
-        raise GeoError(
+        raise GeoInputError(
             "the raster has no CRS, so its vectors cannot be reprojected to WGS 84; "
             "ask crs='native' or assign one (gdal_edit.py -a_srs EPSG:<code>)"
         )
@@ -235,7 +236,7 @@ def write_vectors(
 
     Raises:
         ValueError: a bad driver, crs, tolerance or block size.
-        GeoError: WGS 84 asked of a raster without CRS; :class:`GeoDependencyError` when the
+        GeoInputError: WGS 84 asked of a raster without CRS; :class:`GeoDependencyError` when the
             geo extra is not installed.
     """
     driver = check_driver(driver)
@@ -251,7 +252,9 @@ def write_vectors(
         out.unlink()
     with rasterio.open(mask_path) as src:
         if src.count != 1:
-            raise GeoError(f"{mask_path}: a class mask has 1 band, this raster has {src.count}")
+            raise GeoInputError(
+                f"{mask_path}: a class mask has 1 band, this raster has {src.count}"
+            )
         nodata = NODATA if src.nodata is None else int(src.nodata)
         t = src.transform
         matrix = [t.a, t.b, t.d, t.e, t.c, t.f]

@@ -19,12 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
     CorruptImageError,
+    GeoDependencyError,
+    GeoInputError,
     ImageError,
     ImageTooLargeError,
     ModelError,
     UnsupportedFormatError,
 )
-from service.geo.crs import GeoDependencyError, GeoError
 from service.http.admission import AdmissionRefused
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 ENGINE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (ImageTooLargeError, 413, "image_too_large"),
     (GeoDependencyError, 422, "geo_extra_missing"),
-    (GeoError, 422, "georeference"),
+    (GeoInputError, 422, "georeference"),
     (UnsupportedFormatError, 415, "unsupported_image"),
     (CorruptImageError, 400, "corrupt_image"),
     (ImageError, 400, "bad_image"),

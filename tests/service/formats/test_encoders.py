@@ -129,8 +129,8 @@ def test_a_json_output_reuses_the_counts_it_is_given() -> None:
 
 
 def test_encoder_table_serves_every_format() -> None:
+    from service.errors import GeoInputError
     from service.formats.registry import ENCODERS, EncodeRequest, parse_formats
-    from service.geo.crs import GeoError
 
     mask = np.array([[0, 1], [2, 2]], dtype=np.uint8)
     pixels = np.full((2, 2, 3), 200, dtype=np.uint8)
@@ -156,7 +156,7 @@ def test_encoder_table_serves_every_format() -> None:
         if (
             encoder.name == "geotiff"
         ):  # needs a georeferenced input: tests/service/http/test_geo_http
-            with pytest.raises(GeoError, match="georeferenced"):
+            with pytest.raises(GeoInputError, match="georeferenced"):
                 encoder.encode(request)
             continue
         data = encoder.encode(request)

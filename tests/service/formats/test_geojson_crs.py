@@ -18,8 +18,9 @@ import pytest
 
 from service import pipeline
 from service.engine import Engine
+from service.errors import GeoDependencyError, GeoInputError
 from service.formats.shapes import geojson
-from service.geo.crs import GeoDependencyError, GeoError, require
+from service.geo.crs import require
 from tests.requirements import shared_data
 from tests.service.geo.rasters import ORIGIN, PIXEL, write_geotiff
 
@@ -112,7 +113,7 @@ def test_a_geotiff_without_epsg_code_says_so(engine, tmp_path) -> None:
     photo = np.zeros((16, 24, 3), np.uint8)
     path = write_geotiff(tmp_path / "local.tif", photo, None)
     segmentation = pipeline.segment(engine, path, ("geojson",))
-    with pytest.raises(GeoError, match="no EPSG code.*crs=native") as caught:
+    with pytest.raises(GeoInputError, match="no EPSG code.*crs=native") as caught:
         pipeline.encode(engine, segmentation, "geojson")
     assert not isinstance(caught.value, GeoDependencyError)
     native = json.loads(pipeline.encode(engine, segmentation, "geojson", crs="native"))

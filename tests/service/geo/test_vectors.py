@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.geo.crs import GeoError
+from service.errors import GeoInputError
 from service.geo.vectors import check_driver, write_vectors
 from tests.requirements import shared_data
 from tests.service.geo.rasters import ORIGIN, PIXEL, write_geotiff
@@ -182,12 +182,12 @@ def test_bad_requests_name_the_problem(mosaic, tmp_path) -> None:
     with pytest.raises(ValueError, match="tolerance_m"):
         write_vectors(path, tmp_path / "x.gpkg", classes=CLASSES, tolerance_m=-1)
     rgb = write_geotiff(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(GeoError, match="1 band"):
+    with pytest.raises(GeoInputError, match="1 band"):
         write_vectors(rgb, tmp_path / "x.gpkg", classes=CLASSES)
     rasterio = pytest.importorskip("rasterio")
     bare = tmp_path / "bare.tif"
     with rasterio.open(bare, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as out:
         out.write(np.zeros((1, 8, 8), np.uint8))
-    with pytest.raises(GeoError, match="no CRS.*native"):
+    with pytest.raises(GeoInputError, match="no CRS.*native"):
         write_vectors(bare, tmp_path / "x.gpkg", classes=CLASSES)
     assert write_vectors(bare, tmp_path / "x.gpkg", classes=CLASSES, crs="native").features == 1

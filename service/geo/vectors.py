@@ -45,6 +45,7 @@ DRIVERS: dict[str, str] = {"GPKG": ".gpkg", "FlatGeobuf": ".fgb", "GeoJSON": ".g
 DEFAULT_DRIVER = "GPKG"
 DEFAULT_BLOCK = 2048
 NODATA = 255
+GDAL_CACHE_MB = 64
 # Finished polygons written per pyogrio call (a GeoPackage is appended to batch by batch).
 _BATCH = 20_000
 _APPENDABLE = frozenset({"GPKG"})
@@ -250,7 +251,9 @@ def write_vectors(
     out = Path(out_path)
     if out.exists():
         out.unlink()
-    with rasterio.open(mask_path) as src:
+    # GDAL's block cache defaults to 5% of RAM: on a big raster it, not the blocks, would set
+    # the peak; each block is read once, so a small cache loses nothing.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(mask_path) as src:
         if src.count != 1:
             raise GeoInputError(
                 f"{mask_path}: a class mask has 1 band, this raster has {src.count}"

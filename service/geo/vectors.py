@@ -47,7 +47,7 @@ DEFAULT_BLOCK = 2048
 NODATA = 255
 GDAL_CACHE_MB = 64
 # Finished polygons written per pyogrio call (a GeoPackage is appended to batch by batch).
-_BATCH = 20_000
+_BATCH = 2_000
 _APPENDABLE = frozenset({"GPKG"})
 
 

@@ -8,12 +8,15 @@ Why it stays in bounded memory, and why the seams do not show:
 
 * **Blocks.** Only one window of ``block_size`` x ``block_size`` pixels is in memory at a time.
   A polygon that does not reach an inner block edge is final: it is written at once (in
-  batches), so memory does not grow with the raster's area but with the length of the seams.
+  batches).
 * **Seams.** A polygon that reaches an inner block edge may be a piece of a larger one. Pieces
   are kept per class, in *pixel* coordinates (integers: the pieces' shared edges coincide
   exactly, where map coordinates would differ in the last bits and leave slivers), and
-  unioned at the end (``shapely.unary_union``, then ``make_valid``): the result has as many
-  polygons as an unblocked polygonization, and the same area.
+  unioned after each row of blocks (``shapely.unary_union``, then ``make_valid``): merged
+  polygons that end above the next row are final and written, the others wait for it. The
+  result has as many polygons as an unblocked polygonization, and the same area; what waits
+  is about one row of blocks' seam pieces (plus any polygon still growing downwards), so
+  memory follows the raster's width, not its area.
 * **Map units.** Pixel coordinates go through the raster's affine transform, then are
   simplified with ``tolerance_m`` in map units (``preserve_topology``; 0 keeps the exact
   pixel outlines). Each feature's ``area`` is measured there, in the raster CRS's units
@@ -82,11 +85,10 @@ def check_driver(driver: str) -> str:
     raise ValueError(f"vector driver must be one of {', '.join(DRIVERS)}, got {driver!r}")
 
 
-def _windows(width: int, height: int, block: int) -> Iterator[tuple[int, int, int, int]]:
-    """``(col, row, w, h)`` of every block, row by row."""
-    for row in range(0, height, block):
-        for col in range(0, width, block):
-            yield col, row, min(block, width - col), min(block, height - row)
+def _row_windows(width: int, row: int, height: int, block: int):
+    """``(col, row, w, h)`` of every block of one block row."""
+    for col in range(0, width, block):
+        yield col, row, min(block, width - col), min(block, height - row)
 
 
 def _touches_inner_edge(bounds: tuple[float, ...], window: tuple[int, int, int, int], size) -> bool:
@@ -103,34 +105,51 @@ def _touches_inner_edge(bounds: tuple[float, ...], window: tuple[int, int, int, 
 
 
 def _pixel_polygons(src, block: int, nodata: int, summary: VectorSummary):
-    """Yield ``(class, polygon in pixel coordinates)``: finished ones as found, then the
-    seam pieces merged per class."""
+    """Yield ``(class, polygon in pixel coordinates)``: polygons inside a block as found, and
+    after each block row the merged seam pieces that cannot reach the rows below."""
+    size = (src.width, src.height)
+    pending: dict[int, list] = defaultdict(list)
+    for row in range(0, src.height, block):
+        for window in _row_windows(src.width, row, src.height, block):
+            yield from _block_polygons(src, window, size, nodata, pending, summary)
+        yield from _settle(pending, min(row + block, src.height), src.height)
+
+
+def _block_polygons(src, window, size, nodata: int, pending: dict[int, list], summary):
+    """Polygonize one block: yield the finished polygons, add seam pieces to ``pending``."""
     features = require("rasterio.features")
-    shapely = require("shapely")
     from affine import Affine
     from shapely.geometry import shape
 
-    seams: dict[int, list] = defaultdict(list)
-    size = (src.width, src.height)
-    for window in _windows(src.width, src.height, block):
-        col, row, w, h = window
-        data = src.read(1, window=((row, row + h), (col, col + w)))
-        summary.blocks += 1
-        valid = data != nodata
-        if not valid.any():
-            continue
-        offset = Affine.translation(col, row)
-        for geometry, value in features.shapes(data, mask=valid, connectivity=4, transform=offset):
-            polygon = shape(geometry)
-            if _touches_inner_edge(polygon.bounds, window, size):
-                seams[int(value)].append(polygon)
+    col, row, w, h = window
+    data = src.read(1, window=((row, row + h), (col, col + w)))
+    summary.blocks += 1
+    valid = data != nodata
+    if not valid.any():
+        return
+    offset = Affine.translation(col, row)
+    for geometry, value in features.shapes(data, mask=valid, connectivity=4, transform=offset):
+        polygon = shape(geometry)
+        if _touches_inner_edge(polygon.bounds, window, size):
+            pending[int(value)].append(polygon)
+            summary.seam_pieces += 1
+        else:
+            yield int(value), polygon
+
+
+def _settle(pending: dict[int, list], row_end: int, height: int):
+    """Union each class's pending pieces; yield the polygons that end above ``row_end`` (no
+    later block can join them) and keep the rest. Memory: about one block row's seams."""
+    shapely = require("shapely")
+    for value in sorted(pending):
+        merged = shapely.make_valid(shapely.unary_union(pending[value]))
+        keep = []
+        for part in _polygons_of(merged):
+            if row_end < height and part.bounds[3] >= row_end:
+                keep.append(part)
             else:
-                yield int(value), polygon
-    for value in sorted(seams):
-        pieces = seams.pop(value)
-        summary.seam_pieces += len(pieces)
-        merged = shapely.make_valid(shapely.unary_union(pieces))
-        yield from ((value, part) for part in _polygons_of(merged))
+                yield value, part
+        pending[value] = keep
 
 
 def _polygons_of(geometry) -> Iterator[Any]:

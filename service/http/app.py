@@ -20,7 +20,16 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import MetricsMiddleware, ServiceMetrics, StaticMount
 from service.http.reload import load_checked
-from service.http.routes import docs, health, label_studio, metrics, models, oip, segment
+from service.http.routes import (
+    docs,
+    health,
+    label_studio,
+    metrics,
+    models,
+    oip,
+    preview,
+    segment,
+)
 from service.http.served_models import ServedModels
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
@@ -129,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
-    routers = [module.router for module in (health, models, segment, metrics, oip)]
+    routers = [module.router for module in (health, models, segment, preview, metrics, oip)]
     routers += [oip.keyed, label_studio.router, label_studio.named]
     for router in routers:
         app.include_router(router)

@@ -15,11 +15,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from PIL import Image
 
-from service.bands import collect_notes, parse_bands
+from service.bands import collect_notes
 from service.errors import ImageError, ModelError
 from service.http.admission import AdmissionRefused
-from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
-from service.http.routes.segment import REQUEST_BODY
+from service.http.errors import error_responses, from_engine_error, unavailable
+from service.http.routes.segment import REQUEST_BODY, BandsQuery, model_and_bands
 from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import read_image
@@ -74,22 +74,11 @@ async def preview(
     request: Request,
     models: Annotated[ServedModels, Depends(loaded_models)],
     model: Annotated[str | None, Query(max_length=64, description="a loaded model's name")] = None,
-    bands: Annotated[
-        str | None,
-        Query(
-            max_length=64, pattern=r"^\d{1,2}(,\d{1,2}){0,7}$", description="TIFF bands, 1-based"
-        ),
-    ] = None,
+    bands: BandsQuery = None,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
-    loaded = models.get(model)
-    if loaded is None:
-        raise ApiError(404, "unknown_model", models.unknown(model))
-    try:
-        chosen = parse_bands(bands)
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", str(exc)) from None
+    loaded, chosen = model_and_bands(models, model, bands)
     try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)

@@ -29,6 +29,31 @@ from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
 
+# The bands= query of the routes that decode an upload (segment, preview).
+BandsQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        pattern=r"^\d{1,2}(,\d{1,2}){0,7}$",
+        description="TIFF bands to use, 1-based, in the model's channel order "
+        "(e.g. 1,2,3 of an RGB+NIR file); docs/gis-vectors.md",
+    ),
+]
+
+
+def model_and_bands(
+    models: ServedModels, model: str | None, bands: str | None
+) -> tuple[LoadedModel, tuple[int, ...] | None]:
+    """The model a request names and its parsed bands, or the 404 / 422 that says why not."""
+    loaded = models.get(model)
+    if loaded is None:
+        raise ApiError(404, "unknown_model", models.unknown(model))
+    try:
+        return loaded, parse_bands(bands)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from None
+
+
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
 OutputFormat = Enum("OutputFormat", {name: name for name in ENCODERS}, type=str)
@@ -150,25 +175,11 @@ async def segment(
             "member; native = the GeoTIFF's own CRS, named as GDAL reads it"
         ),
     ] = OutputCrs.wgs84,
-    bands: Annotated[
-        str | None,
-        Query(
-            max_length=64,
-            pattern=r"^\d{1,2}(,\d{1,2}){0,7}$",
-            description="TIFF bands to use, 1-based, in the model's channel order "
-            "(e.g. 1,2,3 of an RGB+NIR file); docs/gis-vectors.md",
-        ),
-    ] = None,
+    bands: BandsQuery = None,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
-    loaded = models.get(model)
-    if loaded is None:
-        raise ApiError(404, "unknown_model", models.unknown(model))
-    try:
-        chosen_bands = parse_bands(bands)
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", str(exc)) from None
+    loaded, chosen_bands = model_and_bands(models, model, bands)
     try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)

@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-serve run demo default-model bundle-model default-model-from-source demo-model test test-all \
+.PHONY: install install-serve run demo default-model bundle-model default-model-from-source demo-model test test-slow test-long test-all \
 	compose-test label-studio-venv label-studio-test lint format clean
 
 $(PY):
@@ -123,8 +123,18 @@ PYTEST_HALVES = $(PY) -m pytest $(1) --ignore=tests/training && $(PY) -m pytest 
 test: $(STAMP)
 	$(call PYTEST_HALVES,)
 
-# Every test but the compose and Label Studio ones (their own targets below): what .ci/run
-# runs, with FCN_REQUIRE_ALL=1 so a missing browser, nginx or data set fails instead of skipping.
+# The tests marked slow (about a minute each: FCN-8s export, peak memory at 64 MP): CI runs them
+# after `make test`.
+test-slow: $(STAMP)
+	$(call PYTEST_HALVES,-m "slow")
+
+# The tests marked long (minutes to half an hour each: 1000 fuzz examples per operation, every
+# registered architecture exported): beyond CI's budget, run before a release.
+test-long: $(STAMP)
+	$(call PYTEST_HALVES,-m "long")
+
+# Every test but the compose and Label Studio ones (their own targets below). With
+# FCN_REQUIRE_ALL=1 a missing browser, nginx, data set or extra fails instead of skipping.
 test-all: $(STAMP)
 	$(call PYTEST_HALVES,-m "not compose and not label_studio")
 

@@ -254,8 +254,8 @@ def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bfloat16 autocast on CPU (default: on when the CPU supports it "
-        "natively, AVX512-BF16/AMX, where it is about 2x faster; FCN-VGG models train in "
-        "float32 unless --bf16 is given)",
+        "natively, AVX512-BF16/AMX; speed-ups measured per CPU in docs/benchmarks.md; FCN-VGG "
+        "models train in float32 unless --bf16 is given)",
     )
 
 

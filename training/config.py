@@ -162,6 +162,9 @@ class TrainConfig:
     # Model: fcn.build_model(arch, num_classes=<from data>, in_channels=<from data>, **options)
     arch: str = "unet"
     model_options: dict[str, Any] = field(default_factory=lambda: {"encoder": DEFAULT_ENCODER})
+    # Start from a trained model (training/init): "default", an exported .onnx or a .pt; its
+    # architecture, options and normalisation replace the ones above.
+    init: str | None = None
     # Budget: epochs, minutes or both (whichever ends first). Neither: 50 epochs.
     epochs: int | None = None
     max_minutes: float | None = None

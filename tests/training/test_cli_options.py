@@ -26,7 +26,7 @@ TRAIN_GROUPS = {
         "--in-channels",
     ],
     "augmentation": ["--crop-size", "--scale-range", "--hflip", "--vflip", "--class-crop-p"],
-    "model": ["--arch", "--encoder", "--encoder-weights", "--weights", "--model-option"],
+    "model": ["--init", "--arch", "--encoder", "--encoder-weights", "--weights", "--model-option"],
     "optimisation": [
         "--epochs",
         "--max-minutes",

@@ -157,6 +157,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model options: architecture, encoder, weights, any builder option."""
     model = parser.add_argument_group("model")
     model.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from a trained model: 'default' (the bundled one), an exported .onnx (fp32, "
+        "INT8 or an fp16 source) or a .pt checkpoint; its architecture, options, classes and "
+        "normalisation are used, classes matched by name (docs/label-studio.md)",
+    )
+    model.add_argument(
         "--arch", help=f"model name from `fcn.list_models()` (default {_train_default('arch')})"
     )
     model.add_argument("--encoder", help=f"smp encoder for unet & co. (default {DEFAULT_ENCODER})")
@@ -380,8 +387,32 @@ def build_config(args: argparse.Namespace) -> Any:
     arch = train.get("arch", _train_default("arch"))
     if "encoder" not in options and "encoder" in model_options(arch):
         options["encoder"] = DEFAULT_ENCODER
+    if args.init is not None:
+        arch, options = _init_model(args, arch, options)
+        train["arch"] = arch
     out = args.out or Path("runs") / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return TrainConfig(data=data, out=str(out), model_options=options, **train)
+    return TrainConfig(data=data, out=str(out), model_options=options, init=args.init, **train)
+
+
+def _init_model(
+    args: argparse.Namespace, arch: str, options: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """``--init``'s architecture and options; explicit ones must agree with them."""
+    from training.init.source import builder_options, describe_init
+
+    init = describe_init(args.init)
+    own = builder_options(init)
+    if args.arch is not None and args.arch != init.arch:
+        raise ValueError(f"--arch {args.arch} given, but --init {args.init} is a {init.arch}")
+    given_options = {k: v for k, v in options.items() if k not in ("encoder_weights", "weights")}
+    if args.encoder is None and not args.model_option:
+        given_options = {}
+    clash = {k: v for k, v in given_options.items() if own.get(k) != v}
+    if clash:
+        raise ValueError(
+            f"model options {clash} given, but --init {args.init} was built with {own}"
+        )
+    return init.arch, own
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ their states from the checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ import fcn
 from training.checkpoint import checkpoint_config
 from training.config import TrainConfig
 from training.data.datasets import DatasetInfo, SegmentationDataset, build_datasets
+from training.init.apply import start_from
+from training.init.classes import run_classes
+from training.init.source import InitModel
 from training.loop import distributed
 from training.loop.ema import build_ema
 from training.loop.epoch import use_cpu_bf16
@@ -67,6 +71,15 @@ def _workers(requested: int | None, info: distributed.DistInfo, device: torch.de
     return max(1, min(8, (os.cpu_count() or 2) // local - 1))
 
 
+def _adopt_classes(data: DatasetInfo, init: InitModel) -> DatasetInfo:
+    """The data's classes named as the init model's when the data names none."""
+    classes = run_classes(init, data.classes)
+    if classes == data.classes:
+        return data
+    palette = init.palette if len(init.palette) == len(classes) else data.palette
+    return dataclasses.replace(data, classes=classes, palette=[list(c) for c in palette])
+
+
 @dataclass
 class Parts:
     """What a run trains with: built once (``_build``), restored on ``--resume``."""
@@ -93,11 +106,23 @@ class Parts:
 
 
 def build_parts(
-    cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, started: float
+    cfg: TrainConfig,
+    info: distributed.DistInfo,
+    device: torch.device,
+    started: float,
+    init: InitModel | None = None,
 ) -> Parts:
-    """Data, model (and its moving average), optimizer, loss, loaders and step budget."""
+    """Data, model (and its moving average), optimizer, loss, loaders and step budget.
+
+    ``init`` (``--init``, training/init): the model whose weights the network starts from;
+    unnamed data classes take its class names.
+    """
     train_ds, val_ds, data = build_datasets(cfg.data)
+    if init is not None:
+        data = _adopt_classes(data, init)
     model = _build_model(cfg, data, info, device)
+    if init is not None:
+        start_from(model, init, data.classes, train_ds, device)
     net = model
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None

@@ -37,6 +37,8 @@ from training.checkpoint import (
     train_config,
 )
 from training.config import TrainConfig
+from training.init.apply import init_config
+from training.init.source import InitModel
 from training.loop import distributed
 from training.loop.epoch import EpochStats, evaluate, train_one_epoch
 from training.loop.metrics import Metrics
@@ -102,9 +104,12 @@ def train(
         ValueError: bad options or data (messages name the problem).
     """
     started = time.perf_counter()  # a time budget counts from here: data loading included
+    init = None
+    if cfg.init is not None and resume is None:  # a resumed run has its own weights
+        cfg, init = init_config(cfg)
     info, device = distributed.setup(cfg.device)
     try:
-        return _train(cfg, info, device, resume, stop_after, started)
+        return _train(cfg, info, device, resume, stop_after, started, init)
     finally:
         distributed.cleanup()
 
@@ -140,10 +145,11 @@ def _train(
     resume: str | os.PathLike | None,
     stop_after: int | None,
     started: float,
+    init: InitModel | None = None,
 ) -> TrainResult:
     configure_threads(info, device)
     seed_everything(cfg.seed)
-    parts = build_parts(cfg, info, device, started)
+    parts = build_parts(cfg, info, device, started, init)
     progress = _Progress(save_seconds=_save_guess(cfg, parts.model))
     if resume is not None:
         _restore(parts, progress, load_checkpoint(resume, map_location=device), resume)

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The real data sets: $FCN_SHARED_DATA, else ../shared/data beside the checkout (as the tests
+# find them, tests/requirements.py).
+SHARED_DATA = Path(os.environ.get("FCN_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 def shown(path: str | os.PathLike | None) -> str | None:

@@ -42,13 +42,13 @@ from pathlib import Path
 
 import numpy as np
 from _cpu import cpu_info, cpu_label
-from _paths import shown
+from _paths import SHARED_DATA, shown
 
 from service.backends import cpu_has_bf16
 from service.engine import Engine, EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = ROOT.parent / "shared/data/isbi2012_em_membrane"
+ISBI = SHARED_DATA / "isbi2012_em_membrane"
 THREADS = 2
 ONEDNN_DEFAULT_CACHE = 1024  # oneDNN's own primitive-cache size, before the backend bounds it
 PATHS = (

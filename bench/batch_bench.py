@@ -20,7 +20,7 @@ images/s of:
 2. ``fcn predict``: the real command in a subprocess, index PNGs out; its own images/s line
    (the run, without interpreter start and model load), plus wall time and peak RSS; the
    runtime/precision it served is read from its log and must equal the bare loop's;
-3. ``sequential``: the loop ``service/batch.py`` was at main 8aa8930 (decode, predict, encode,
+3. ``sequential``: the loop ``service/batch/runner.py`` was at main 8aa8930 (decode, predict, encode,
    write, one image after another), re-implemented inline below, on the row's precision;
 4. ``torch``: what a user writes by hand: PIL open, torch eager under ``no_grad``, argmax, PIL
    save (the checkpoint's weights for the U-Net; random weights for the default model).
@@ -55,17 +55,17 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from _cpu import cpu_info
-from _paths import shown
+from _paths import SHARED_DATA, shown
 from PIL import Image
 
 import fcn
 from service import pipeline
 from service.engine import Engine, EngineConfig, pad_to_multiple
-from service.engine_config import BATCH_MEMORY_ARENA
+from service.engine.config import BATCH_MEMORY_ARENA
 from training.export.onnx import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = ROOT.parent / "shared/data/isbi2012_em_membrane"
+ISBI = SHARED_DATA / "isbi2012_em_membrane"
 SIDE = 512
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STAND_IN = ("unet", {"encoder": "mobilenet_v2"}, 5)  # arch, options, classes

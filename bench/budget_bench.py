@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 
 from _cpu import cpu_info, cpu_label
-from _paths import shown
+from _paths import SHARED_DATA, shown
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = SHARED_DATA
 RESULTS = Path(__file__).parent / "results" / "budget_bench.json"
 ROWS = {
     "dubai-3min": (

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -88,7 +87,7 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out or ROOT / "bench" / "results" / f"cpu_precision_{cpu_class()}.json"
     work = Path(tempfile.mkdtemp(prefix="cpu-precision-"))
-    os.environ["FCN_PROBE_CACHE"] = str(work / "decisions.json")  # auto decides afresh
+    decisions = str(work / "decisions.json")  # auto decides afresh
     from training.evaluate import onnx_dataset
     from training.export.recover import rebuild_from_source
 
@@ -112,7 +111,7 @@ def main() -> int:
         rows.append(("openvino bf16", fp32, "openvino", "bf16"))
     engines = {name: Engine.load(p, EngineConfig(backend=b, precision=q)) for name, p, b, q in rows}
     start = time.perf_counter()
-    auto = Engine.load(BUNDLED, EngineConfig())
+    auto = Engine.load(BUNDLED, EngineConfig(decision_cache=decisions))
     auto_load_s = time.perf_counter() - start
     engines["auto"] = auto
 

@@ -37,6 +37,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from _cpu import cpu_info
+from _paths import SHARED_DATA
 from torch.utils.flop_counter import FlopCounterMode
 
 import fcn
@@ -46,7 +47,7 @@ from training.export.quantize import calibration_images, quantize_int8
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em_membrane"
+ISBI = SHARED_DATA / "isbi2012_em_membrane"
 MODELS = {"unet": ({"encoder": "resnet34"}, 2), "fcn8s": ({}, 21)}  # options, classes
 SIZES = {256: 6, 512: 5, 1024: 2}  # side -> interleaved repetitions after a warm-up
 SWEEP = {256: 5, 512: 3, 1024: 2, 2048: 1, 4096: 1}  # side -> repetitions

@@ -2,7 +2,7 @@
 
 Masks are the bundled model's on a real Dubai photograph (``../shared/data``), resized to each
 side with nearest-neighbour sampling (class regions of real shape, not noise), plus the model's
-logits for the argmax-with-probability comparison. Every encoder in ``service.masks.ENCODERS``
+logits for the argmax-with-probability comparison. Every encoder in ``service.formats.registry.ENCODERS``
 runs on the same mask, interleaved round-robin so a busy machine slows all of them alike; the
 table prints medians and the JSON (``bench/results/formats_bench.json``) keeps every sample,
 the CPU model and its ISA flags.
@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._cpu import cpu_info  # noqa: E402
-from bench._paths import shown  # noqa: E402
+from bench._paths import SHARED_DATA, shown  # noqa: E402
 from service.engine import Engine, argmax_classes, argmax_confidence  # noqa: E402
-from service.masks import ENCODERS, EncodeRequest  # noqa: E402
+from service.formats.registry import ENCODERS, EncodeRequest  # noqa: E402
 
-PHOTO = ROOT / ".." / "shared" / "data" / "dubai_aerial" / "val" / "images" / "tile8_004.jpg"
+PHOTO = SHARED_DATA / "dubai_aerial" / "val" / "images" / "tile8_004.jpg"
 ASSET = ROOT / "service" / "assets" / "default.onnx"
 SIDES = (512, 2048)
 

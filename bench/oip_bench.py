@@ -34,12 +34,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _cpu import cpu_info
-from _paths import ROOT, shown
+from _paths import ROOT, SHARED_DATA, shown
 from PIL import Image
 
 from service.http.launcher import start, stop
 
-DUBAI = ROOT.parent / "shared/data/dubai_aerial/val/images/tile2_004.jpg"
+DUBAI = SHARED_DATA / "dubai_aerial/val/images/tile2_004.jpg"
 LIMIT = 1.05
 
 

@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._cpu import cpu_info  # noqa: E402
-from bench._paths import shown  # noqa: E402
+from bench._paths import SHARED_DATA, shown  # noqa: E402
 from service.engine import Engine  # noqa: E402
-from service.polygons import polygons  # noqa: E402
+from service.formats.polygons import polygons  # noqa: E402
 
-VAL = ROOT / ".." / "shared" / "data" / "dubai_aerial" / "val"
+VAL = SHARED_DATA / "dubai_aerial" / "val"
 ASSET = ROOT / "service" / "assets" / "default.onnx"
 TOLERANCES = (0.5, 1.0)
 SOURCES = ("label", "bundled model")

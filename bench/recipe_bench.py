@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from _cpu import cpu_info
+from _paths import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 RESULTS = Path(__file__).parent / "results" / "recipe_bench.json"
 
 DATASETS: dict[str, dict[str, Any]] = {

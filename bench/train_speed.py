@@ -31,6 +31,7 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from _cpu import cpu_info
+from _paths import SHARED_DATA
 from PIL import Image
 
 from training.config import AugmentConfig, DataConfig, TrainConfig
@@ -38,7 +39,7 @@ from training.data.datasets import list_pairs
 from training.loop.epoch import cpu_has_native_bf16
 from training.loop.train import train
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em_membrane"
+DATA = SHARED_DATA / "isbi2012_em_membrane"
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 
 

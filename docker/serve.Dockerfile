@@ -43,18 +43,15 @@ ENV PATH=/opt/fcn/bin:$PATH \
     FCN_HOST=0.0.0.0 \
     FCN_PORT=8000 \
     FCN_DEVICE=cpu \
-    FCN_MAX_CONCURRENCY=2 \
-    FCN_MAX_QUEUE=8 \
-    FCN_MAX_BODY_BYTES=33554432 \
     FCN_SHUTDOWN_GRACE_S=25 \
-    FCN_PROBE_CACHE=/var/cache/fcnseg/decisions.json
+    FCN_DECISION_CACHE=/var/cache/fcnseg/decisions.json
 # /var/cache/fcnseg: --precision auto's decision per CPU and model (docs/cpus.md); compose mounts
 # one volume there for all replicas, so they serve the same path.
 USER fcn
 WORKDIR /models
 EXPOSE 8000
 # slim images have no curl: ask with the Python that is already there (-I -S: no site-packages,
-# about 0.1 s of CPU). /healthz is cheap and answers even when every inference slot is busy, so
+# about 0.1 s of CPU). /healthz is cheap and answers even when every inference is busy, so
 # a loaded replica is not restarted. The interval is short because the first check runs one
 # interval after the start and `docker compose up --wait` waits for it: --start-interval (check
 # often only while starting) needs Docker Engine 25, and this image builds on 20.10 too.

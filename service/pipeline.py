@@ -6,7 +6,7 @@ encodes in worker threads while ONNX Runtime runs), and :func:`segment` for the 
 * :func:`decode` bytes/path -> pixels, with the model's channels and the size limits;
 * :func:`infer` pixels -> :class:`Segmentation` (mask of exactly the input's size);
 * :func:`encode` a segmentation -> the bytes of one output format from
-  :data:`service.masks.ENCODERS`.
+  :data:`service.formats.registry.ENCODERS`.
 
 Errors are the typed ones of :mod:`service.errors` (``ImageError`` for the input,
 ``ModelError`` for the model); nothing here knows about HTTP or files.
@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from service.engine import Engine
+from service.formats.raster import DEFAULT_ALPHA
+from service.formats.registry import EncodeRequest, get_encoder
+from service.formats.shapes import DEFAULT_TOLERANCE
 from service.georef import GeoReference, read_georeference
 from service.imaging import Source
-from service.masks import DEFAULT_ALPHA, EncodeRequest, get_encoder
-from service.shapes import DEFAULT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Segmentation:
 
 @dataclass(frozen=True)
 class Needs:
-    """What the requested formats need beyond the mask (see :class:`service.masks.Encoder`)."""
+    """What the requested formats need beyond the mask (see :class:`service.formats.registry.Encoder`)."""
 
     confidence: bool = False
     georef: bool = False
@@ -131,16 +132,16 @@ def encode(
     tolerance: float = DEFAULT_TOLERANCE,
     counts: np.ndarray | None = None,
 ) -> bytes:
-    """Encode a segmentation in output format ``fmt`` (see :data:`service.masks.ENCODERS`).
+    """Encode a segmentation in output format ``fmt`` (see :data:`service.formats.registry.ENCODERS`).
 
     Args:
         engine: the engine that produced it (its metadata gives palette and class names).
         segmentation: from :func:`segment` / :func:`infer` (run for this format's needs).
-        fmt: a format name from :data:`service.masks.ENCODERS`.
+        fmt: a format name from :data:`service.formats.registry.ENCODERS`.
         alpha: overlay colour weight.
         info: extra top-level fields of the JSON outputs.
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
-        counts: the mask's :func:`service.masks.class_pixel_counts`, if already counted.
+        counts: the mask's :func:`service.formats.report.class_pixel_counts`, if already counted.
 
     Raises:
         ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance, or

@@ -55,7 +55,7 @@ class OpenVinoBackend:
     Args:
         path: the ``.onnx`` file (metadata is read from it too).
         precision: ``fp32``, ``bf16`` or ``int8`` (the latter for a QDQ file).
-        config: an ``EngineConfig``: ``streams`` OpenVINO streams (requests that run at
+        config: an ``EngineConfig``: ``concurrency`` OpenVINO streams (requests that run at
             once), each with ``intra_op_threads`` threads when > 0, else OpenVINO's share.
 
     Raises:
@@ -91,7 +91,7 @@ class OpenVinoBackend:
         self.output_shape = [_dim(d) for d in output.get_partial_shape()]
         framework = model.get_rt_info()["framework"] if model.has_rt_info(["framework"]) else {}
         self.metadata_props = {key: value.astype(str) for key, value in dict(framework).items()}
-        streams = int(getattr(config, "streams", 1))
+        streams = int(getattr(config, "concurrency", 1))
         properties: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             # One stream runs one request at a time: concurrent callers (the batch runner's

@@ -16,7 +16,8 @@ and a path that fails there is not a candidate on this CPU. The CPU flags still 
 anything is measured (bf16 without native bf16, :mod:`service.backends.select`).
 
 One decision per CPU and model: the medians and the checks are cached in one small JSON file,
-``$FCN_PROBE_CACHE`` or else ``$XDG_CACHE_HOME/fcnseg/speed-probe.json`` (``~/.cache`` when
+``EngineConfig.decision_cache`` (``FCN_DECISION_CACHE``, ``--decision-cache``) or else
+``$XDG_CACHE_HOME/fcnseg/speed-probe.json`` (``~/.cache`` when
 unset), keyed by the model files' contents (SHA-256), the CPU (model name and ISA flags), the
 runtime versions and the thread settings. Every process that reads the same file (replicas
 sharing a volume, ``fcn serve`` and ``fcn predict`` on one machine) makes the same choice and so
@@ -51,13 +52,13 @@ logger = logging.getLogger(__name__)
 
 ROUNDS = 5  # timed runs per path, after one warm-up run each
 CACHE_VERSION = 2
-CACHE_ENV = "FCN_PROBE_CACHE"
 
 
-def cache_path() -> Path:
-    """The decision cache: ``$FCN_PROBE_CACHE``, else ``$XDG_CACHE_HOME/fcnseg/speed-probe.json``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+def cache_path(configured: str | os.PathLike | None = None) -> Path:
+    """The decision cache: ``configured`` (``EngineConfig.decision_cache``), else
+    ``$XDG_CACHE_HOME/fcnseg/speed-probe.json``."""
+    if configured:
+        return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "fcnseg" / "speed-probe.json"
 
@@ -127,7 +128,7 @@ class SpeedProbe:
         }
         if what == "ms":  # speed depends on the threads; accuracy does not
             ident["threads"] = [self.config.intra_op_threads, self.config.inter_op_threads]
-            ident["streams"] = self.config.streams
+            ident["concurrency"] = self.config.concurrency
             ident["side"] = side
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -12,32 +12,34 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from service import engine_config as ec
 from service.backends import BACKENDS, PRECISIONS
-from service.masks import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
+from service.engine import config as ec
+from service.formats.raster import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
+from service.renamed import PREDICT_FLAGS, add_renamed_flags, flag
 
 if TYPE_CHECKING:
-    from service.batch import ItemResult
-    from service.scan import RejectedInput
+    from service.batch.runner import ItemResult
+    from service.batch.scan import RejectedInput
 
-# fcn predict's flag for each EngineConfig field it exposes (fcn serve names them by field).
-ENGINE_FLAGS: dict[str, str] = {
-    "intra_op_threads": "--threads",
-    "inter_op_threads": "--inter-threads",
-    "streams": "--infer-threads",
-    "memory_arena": "--memory-arena",
-    "tile_size": "--tile-size",
-    "tile_overlap": "--tile-overlap",
-    "tile_threshold": "--tile-threshold",
-    "max_pixels": "--max-pixels",
-    "max_side": "--max-side",
-    "backend": "--backend",
-    "precision": "--precision",
-}
+# The EngineConfig fields fcn predict exposes, each as --field-name (as fcn serve names them).
+ENGINE_FIELDS: tuple[str, ...] = (
+    "intra_op_threads",
+    "inter_op_threads",
+    "concurrency",
+    "memory_arena",
+    "tile_size",
+    "tile_overlap",
+    "tile_threshold",
+    "max_pixels",
+    "max_side",
+    "backend",
+    "precision",
+    "decision_cache",
+)
 
 
 def _formats(text: str) -> list[str]:
-    from service.masks import parse_formats
+    from service.formats.registry import parse_formats
 
     try:
         return parse_formats(text)
@@ -60,34 +62,36 @@ def _engine_flag(name: str) -> dict[str, Any]:
     if isinstance(value, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
     elif isinstance(value, int):
-        kwargs["type"] = _positive if name == "streams" else int
+        kwargs["type"] = _positive if name == "concurrency" else int
         kwargs["metavar"] = "N"
-    else:
+    elif name in ("backend", "precision"):
         kwargs["choices"] = {"backend": BACKENDS, "precision": PRECISIONS}[name]
+    else:
+        kwargs["metavar"] = "FILE"
     return kwargs
 
 
 def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
     """The EngineConfig ``fcn predict`` runs with: its flags over its defaults.
 
-    Locally the usable cores are shared among the inference streams; a Ray actor runs one
-    image at a time (service.ray_batch gives it one thread unless --threads says more).
+    Locally the usable cores are shared among the images run at once; a Ray actor runs one
+    image at a time (service.batch.ray gives it one thread unless --intra-op-threads says more).
     """
-    values = {name: ec.batch_default(name) for name in ENGINE_FLAGS}
-    values.update({n: getattr(args, n) for n in ENGINE_FLAGS if getattr(args, n) is not None})
+    values = {name: ec.batch_default(name) for name in ENGINE_FIELDS}
+    values.update({n: getattr(args, n) for n in ENGINE_FIELDS if getattr(args, n) is not None})
     if args.engine == "local":
-        values["intra_op_threads"] = ec.threads_per_stream(
-            values["intra_op_threads"], values["streams"]
+        values["intra_op_threads"] = ec.resolve_intra_op_threads(
+            values["intra_op_threads"], values["concurrency"]
         )
     else:
-        values["streams"] = 1
+        values["concurrency"] = 1
     return ec.EngineConfig(providers=ec.DEVICES[args.device], **values)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``fcn`` parser."""
-    from service.masks import ENCODERS
-    from service.shapes import DEFAULT_TOLERANCE
+    from service.formats.registry import ENCODERS
+    from service.formats.shapes import DEFAULT_TOLERANCE
 
     p = subparsers.add_parser(
         "predict",
@@ -156,15 +160,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=_positive, default=None, help="decode and encode threads (each)"
     )
-    p.add_argument("--queue-size", type=_positive, default=4, help="images in flight per stage")
+    p.add_argument(
+        "--queue-size",
+        type=_positive,
+        default=ec.BATCH_QUEUE_SIZE,
+        help="images in flight per stage (default: %(default)s)",
+    )
     p.add_argument(
         "--device",
         choices=tuple(ec.DEVICES),
-        default="auto",
-        help="execution provider: auto (CUDA if present, else CPU), cpu or cuda (default: auto)",
+        default=ec.DEFAULT_DEVICE,
+        help=ec.DEVICE_HELP + " (default: %(default)s)",
     )
-    for name, flag in ENGINE_FLAGS.items():
-        p.add_argument(flag, dest=name, default=None, **_engine_flag(name))
+    engine_flags = {name: _engine_flag(name) for name in ENGINE_FIELDS}
+    for name, kwargs in engine_flags.items():
+        p.add_argument(flag(name), dest=name, default=None, **kwargs)
+    add_renamed_flags(p, PREDICT_FLAGS, **engine_flags)
     ray = p.add_argument_group("Ray (pip install 'fcnseg[ray]')")
     ray.add_argument(
         "--engine",
@@ -187,12 +198,12 @@ def _hint(flag: str, exc: Exception) -> ValueError:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, process every input, report failures and a final count."""
+    from service.batch.scan import scan_inputs
     from service.models import parse_spec
-    from service.scan import scan_inputs
 
     config = batch_engine_config(args)
     source = parse_spec(args.model)
-    options = _batch_options(args, config.streams, source.name)
+    options = _batch_options(args, config.concurrency, source.name)
     if args.engine == "ray":  # the actors load the model; the driver needs its classes only
         from service.engine import read_model_metadata
 
@@ -221,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         if args.engine == "ray":
-            from service.ray_batch import run_ray
+            from service.batch.ray import run_ray
 
             counts = run_ray(
                 source.path,
@@ -234,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 on_result=report,
             )
         else:
-            from service.batch import run_batch
+            from service.batch.runner import run_batch
 
             counts = run_batch(engine, scan.items, args.out, options, on_result=report)
     finally:
@@ -250,9 +261,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _batch_options(args: argparse.Namespace, streams: int, model: str):
+def _batch_options(args: argparse.Namespace, concurrency: int, model: str):
     """The runner's options from the flags (a bad --alpha or --tolerance is a usage error)."""
-    from service.batch import BatchOptions
+    from service.batch.runner import BatchOptions
 
     formats = tuple(dict.fromkeys(f for group in args.formats or [["index"]] for f in group))
     try:
@@ -263,7 +274,7 @@ def _batch_options(args: argparse.Namespace, streams: int, model: str):
             model=model,
             skip_existing=args.skip_existing,
             queue_size=args.queue_size,
-            infer_threads=streams,
+            concurrency=concurrency,
             **({"workers": args.workers} if args.workers else {}),
         )
     except ValueError as exc:
@@ -274,7 +285,7 @@ def _summary_writer(path: str | None, classes: Sequence[str]):
     """The ``--summary`` writer, or None without the flag."""
     if not path:
         return None
-    from service.summary import SummaryWriter
+    from service.batch.summary import SummaryWriter
 
     try:
         return SummaryWriter(path, classes)
@@ -301,7 +312,7 @@ class _Reporter:
             self.skipped += not item.failed
             self.say(f"{'FAILED' if item.failed else 'skipped'} {item.source}: {item.reason}")
         if self.writer is not None:
-            from service.batch import rejected_results
+            from service.batch.runner import rejected_results
 
             for row in rejected_results(rejected):
                 self.writer.write(row)

@@ -39,6 +39,8 @@ def _flag_kwargs(name: str, field) -> dict:
     elif name == "api_key":
         kwargs["metavar"] = "KEY"
         kwargs["help"] += " (prefer the variable: options show in the process list)"
+    elif name == "decision_cache":
+        kwargs["metavar"] = "FILE"
     elif annotation is Path:
         kwargs["type"] = str
         kwargs["metavar"] = "DIR"
@@ -48,6 +50,7 @@ def _flag_kwargs(name: str, field) -> dict:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the ``fcn`` parser."""
     from service.http.settings import Settings
+    from service.renamed import SERVE_FLAGS, add_renamed_flags, flag
 
     p = subparsers.add_parser(
         "serve",
@@ -66,9 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a model to serve: PATH, NAME=PATH, 'default' or 'demo'; repeat for several "
         "[FCN_MODELS, comma-separated]",
     )
-    for name, field in Settings.model_fields.items():
-        if name not in _SPECIAL:
-            p.add_argument("--" + name.replace("_", "-"), **_flag_kwargs(name, field))
+    flags = {n: _flag_kwargs(n, f) for n, f in Settings.model_fields.items() if n not in _SPECIAL}
+    for name, kwargs in flags.items():
+        p.add_argument(flag(name), **kwargs)
+    add_renamed_flags(p, SERVE_FLAGS, **flags)
     p.set_defaults(func=run)
 
 

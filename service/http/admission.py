@@ -1,13 +1,13 @@
-"""Admission control: a fixed number of inference slots, a bounded wait queue, and draining.
+"""Admission control: a fixed concurrency (inferences at once), a bounded wait queue, draining.
 
-A request that finds every slot busy waits in a FIFO queue of at most ``max_queue`` entries;
+A request that finds ``concurrency`` inferences running waits in a FIFO queue of at most ``max_queue`` entries;
 one that finds the queue full, waits longer than ``queue_timeout_s``, or arrives while the
 service is draining is refused at once with :class:`AdmissionRefused` (the HTTP layer answers 503 with
-``Retry-After``). Work runs on a thread pool with exactly one thread per slot, so ONNX Runtime
+``Retry-After``). Work runs on a thread pool with exactly ``concurrency`` threads, so ONNX Runtime
 (which releases the GIL) runs off the event loop and never oversubscribes the cores.
 
-A slot is released when its thread finishes, not when the request's coroutine does: a client
-that disconnects mid-inference cannot free a slot that is still computing.
+A place is released when its thread finishes, not when the request's coroutine does: a client
+that disconnects mid-inference cannot free a place that is still computing.
 """
 
 from __future__ import annotations
@@ -48,18 +48,20 @@ class AdmissionRefused(Exception):
 
 
 class Admission:
-    """Slots + queue + draining flag for one app, used from its event loop only.
+    """Concurrency + queue + draining flag for one app, used from its event loop only.
 
     Args:
-        slots: inferences running at once (also the thread-pool size).
-        max_queue: requests allowed to wait for a slot.
+        concurrency: inferences running at once (also the thread-pool size).
+        max_queue: requests allowed to wait for one to finish.
         queue_timeout_s: the longest a request waits in the queue.
     """
 
-    def __init__(self, slots: int, max_queue: int, queue_timeout_s: float) -> None:
-        if slots < 1 or max_queue < 0:
-            raise ValueError(f"need slots >= 1 and max_queue >= 0, got {slots}, {max_queue}")
-        self.slots = slots
+    def __init__(self, concurrency: int, max_queue: int, queue_timeout_s: float) -> None:
+        if concurrency < 1 or max_queue < 0:
+            raise ValueError(
+                f"need concurrency >= 1 and max_queue >= 0, got {concurrency}, {max_queue}"
+            )
+        self.concurrency = concurrency
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.draining = False
@@ -71,12 +73,12 @@ class Admission:
 
     @property
     def active(self) -> int:
-        """Slots in use (threads computing, including ones whose client left)."""
+        """Inferences running (threads computing, including ones whose client left)."""
         return self._active
 
     @property
     def queued(self) -> int:
-        """Requests waiting for a slot."""
+        """Requests waiting for an inference to finish."""
         return len(self._waiters)
 
     @property
@@ -93,7 +95,7 @@ class Admission:
         """Create the thread pool (called from the app's lifespan)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                self.slots, thread_name_prefix="fcn-infer", initializer=_yield_to_event_loop
+                self.concurrency, thread_name_prefix="fcn-infer", initializer=_yield_to_event_loop
             )
 
     def stop(self) -> None:
@@ -126,7 +128,7 @@ class Admission:
         """Refuse at once, before the body is read, when no place could be had now.
 
         Raises:
-            AdmissionRefused: draining, or every slot and queue place is taken.
+            AdmissionRefused: draining, or every inference and queue place is taken.
         """
         if self.draining:
             raise AdmissionRefused(
@@ -135,18 +137,18 @@ class Admission:
         self._check_capacity()
 
     def _check_capacity(self) -> None:
-        if self._active >= self.slots and len(self._waiters) >= self.max_queue:
+        if self._active >= self.concurrency and len(self._waiters) >= self.max_queue:
             raise AdmissionRefused(
                 "queue_full",
-                f"the service is busy ({self.slots} inferences running, "
+                f"the service is busy ({self.concurrency} inferences running, "
                 f"{len(self._waiters)} waiting); retry shortly",
             )
 
     async def run(self, func: Callable[..., T], *args: object) -> T:
-        """Wait for a slot, then run ``func(*args)`` on the pool and return its result.
+        """Wait for a place, then run ``func(*args)`` on the pool and return its result.
 
         Raises:
-            AdmissionRefused: queue full, or no slot within ``queue_timeout_s``.
+            AdmissionRefused: queue full, or no place within ``queue_timeout_s``.
         """
         await self._acquire()
         loop = asyncio.get_running_loop()
@@ -158,12 +160,12 @@ class Admission:
             self._release()
             raise
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
-        # shield: a cancelled request (client gone) leaves the computation and its slot alone.
+        # shield: a cancelled request (client gone) leaves the computation and its place alone.
         return await asyncio.shield(asyncio.wrap_future(future))
 
     async def _acquire(self) -> None:
         self._check_capacity()
-        if self._active < self.slots and not self._waiters:
+        if self._active < self.concurrency and not self._waiters:
             self._active += 1
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -172,19 +174,19 @@ class Admission:
             await asyncio.wait_for(asyncio.shield(waiter), self.queue_timeout_s)
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # a slot was handed to us as we gave up: pass it on
+                self._release()  # a place was handed to us as we gave up: pass it on
             else:
                 waiter.cancel()
                 self._waiters.remove(waiter)
             if isinstance(exc, asyncio.TimeoutError):
                 raise AdmissionRefused(
                     "queue_timeout",
-                    f"no inference slot became free within {self.queue_timeout_s:g} s; retry later",
+                    f"no inference finished within {self.queue_timeout_s:g} s; retry later",
                 ) from None
             raise
 
     def _release(self) -> None:
-        # Hand the slot straight to the oldest waiter, so nobody can jump the queue.
+        # Hand the place straight to the oldest waiter, so nobody can jump the queue.
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

@@ -18,10 +18,10 @@ from fcn import __version__
 from service.engine import EngineConfig
 from service.http import errors
 from service.http.admission import Admission
-from service.http.metrics import Metrics, MetricsMiddleware, StaticMount
-from service.http.registry import ModelRegistry
+from service.http.metrics import MetricsMiddleware, ServiceMetrics, StaticMount
 from service.http.reload import load_checked
 from service.http.routes import docs, health, label_studio, metrics, models, oip, segment
+from service.http.served_models import ServedModels
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
 from service.models import model_sources
@@ -36,7 +36,7 @@ def engine_config(settings: Settings) -> EngineConfig:
     return settings.engine_config()
 
 
-def load_models(settings: Settings) -> ModelRegistry:
+def load_models(settings: Settings) -> ServedModels:
     """Resolve, load and check (a warm-up run) the configured models (the bundled default
     when none is named); the same check a reload runs.
 
@@ -45,7 +45,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     """
     sources = model_sources(settings.models, settings.models_dir)
     config = settings.engine_config()
-    return ModelRegistry([load_checked(s, config) for s in sources], settings.default_model)
+    return ServedModels([load_checked(s, config) for s in sources], settings.default_model)
 
 
 class PageMount(StaticMount):
@@ -96,19 +96,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings: defaults to :func:`get_settings` (the ``FCN_*`` environment).
     """
     settings = settings or get_settings()
-    admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
-    service = ServiceState(settings, admission, Metrics(admission))
+    admission = Admission(settings.concurrency, settings.max_queue, settings.queue_timeout_s)
+    service = ServiceState(settings, admission, ServiceMetrics(admission))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.models = await asyncio.to_thread(load_models, settings)
         admission.start()
         logger.info(
-            "serving %s (default %s): %d slot(s) x %d ORT thread(s), queue %d",
+            "serving %s (default %s): concurrency %d x %d intra-op thread(s), queue %d",
             ", ".join(service.models.models),
             service.models.default,
-            settings.max_concurrency,
-            settings.threads_per_inference,
+            settings.concurrency,
+            settings.resolved_intra_op_threads,
             settings.max_queue,
         )
         try:

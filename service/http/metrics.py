@@ -17,7 +17,7 @@ from service.http.admission import Admission
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class Metrics:
+class ServiceMetrics:
     """The instruments; ``registry`` is what ``/metrics`` renders."""
 
     def __init__(self, admission: Admission) -> None:
@@ -49,9 +49,13 @@ class Metrics:
         self.rejections = Counter(
             "fcn_rejections", "Requests refused, by reason (the error code)", ["reason"], registry=r
         )
-        in_flight = Gauge("fcn_inferences_in_flight", "Inference slots in use", registry=r)
+        in_flight = Gauge(
+            "fcn_inferences_in_flight", "Inferences running (at most the concurrency)", registry=r
+        )
         in_flight.set_function(lambda: admission.active)
-        queued = Gauge("fcn_requests_queued", "Requests waiting for a slot", registry=r)
+        queued = Gauge(
+            "fcn_requests_queued", "Requests waiting for an inference to finish", registry=r
+        )
         queued.set_function(lambda: admission.queued)
         accepted = Gauge(
             "fcn_requests_accepted",
@@ -59,8 +63,11 @@ class Metrics:
             registry=r,
         )
         accepted.set_function(lambda: admission.accepted_count)
-        slots = Gauge("fcn_inference_slots", "Configured inference slots", registry=r)
-        slots.set(admission.slots)
+        concurrency = Gauge("fcn_concurrency", "Inferences allowed at once", registry=r)
+        concurrency.set(admission.concurrency)
+        # The old name of fcn_concurrency, kept for one release (CHANGELOG.md).
+        old = Gauge("fcn_inference_slots", "Deprecated: use fcn_concurrency", registry=r)
+        old.set(admission.concurrency)
         draining = Gauge("fcn_draining", "1 after SIGTERM while requests finish", registry=r)
         draining.set_function(lambda: float(admission.draining))
 
@@ -92,7 +99,7 @@ def route_label(scope: Scope, status: int | None = None) -> str:
 class MetricsMiddleware:
     """Pure ASGI middleware: status, latency and rejection counting for every HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
 

@@ -24,7 +24,7 @@ import numpy as np
 from service import pipeline
 from service.engine import argmax_classes
 from service.http.oip import BYTES, Output, ProtocolError, Request, encode_response, parse_request
-from service.http.registry import LoadedModel
+from service.http.served_models import LoadedModel
 from service.imaging import check_size
 
 IMAGE, PIXELS = "image", "pixels"

@@ -3,7 +3,7 @@
 The model specs and the models folder are resolved again; every model whose file's content
 changed (or that is new) is loaded beside the one serving, checked (its metadata parses and
 agrees with the graph; a warm-up run returns a mask of the input's size), and only then put in a
-new :class:`ModelRegistry` that replaces the old one in a single assignment. A request holds the
+new :class:`ServedModels` that replaces the old one in a single assignment. A request holds the
 :class:`LoadedModel` it started with until it is answered, so in-flight work finishes on that
 version; the old engine is freed when the last such request lets go. A model that fails to load
 or check keeps its old version serving and is reported. Models whose file is gone are dropped,
@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from service.engine import Engine, EngineConfig
-from service.http.registry import LoadedModel, ModelRegistry
+from service.http.served_models import LoadedModel, ServedModels
 from service.models import ModelSource, discover, file_sha256, model_sources
 
 logger = logging.getLogger(__name__)
@@ -122,12 +122,12 @@ def _load_one(
 
 
 def rebuild(
-    current: ModelRegistry,
+    current: ServedModels,
     specs: list[str],
     models_dir,
     config: EngineConfig,
     default: str | None,
-) -> tuple[ModelRegistry, list[Outcome]]:
+) -> tuple[ServedModels, list[Outcome]]:
     """The registry to serve next and what changed (runs on a worker thread).
 
     Raises:
@@ -162,7 +162,7 @@ def rebuild(
         else:
             logger.info("model %s removed (its file is gone)", name)
             outcomes.append(Outcome(name, "removed", None, old.version))
-    return ModelRegistry(kept, default), outcomes
+    return ServedModels(kept, default), outcomes
 
 
 async def reload_models(service) -> list[Outcome]:

@@ -49,7 +49,7 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
-# --- the JSON output formats (service.masks.ENCODERS), as /v1/segment answers them -------------
+# --- the JSON output formats (service.formats.registry.ENCODERS), as /v1/segment answers them -------------
 
 
 class _Output(BaseModel):
@@ -174,7 +174,7 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 def output_content() -> dict[str, Any]:
     """The ``content`` of ``/v1/segment``'s 200: one entry per media type of the format table,
     with the JSON formats' schemas."""
-    from service.masks import ENCODERS
+    from service.formats.registry import ENCODERS
 
     content: dict[str, Any] = {}
     for encoder in ENCODERS.values():

@@ -25,9 +25,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.http.admission import Admission
-from service.http.protocol import guarded_h11
 from service.http.reload import ReloadFailed, reload_models
 from service.http.settings import Settings
+from service.http.slow_clients import guarded_h11
 
 logger = logging.getLogger(__name__)
 

@@ -12,18 +12,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.backends import BACKENDS, PRECISIONS
-from service.engine_config import (
-    CONCURRENT_IMAGES,
+from service.engine.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DEVICE,
+    DEVICE_HELP,
     DEVICES,
     EngineConfig,
     engine_default,
     engine_help,
-    threads_per_stream,
+    resolve_intra_op_threads,
 )
+from service.renamed import warn_renamed_env
 
 
 def engine_field(name: str, **constraints: Any) -> Any:
@@ -34,7 +37,9 @@ def engine_field(name: str, **constraints: Any) -> Any:
 class Settings(BaseSettings):
     """Everything ``fcn serve`` can be told, each also an ``FCN_<NAME>`` variable."""
 
-    model_config = SettingsConfigDict(env_prefix="FCN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="FCN_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -52,11 +57,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body")
     max_pixels: int = engine_field("max_pixels")
     max_side: int = engine_field("max_side")
-    max_concurrency: int = Field(
-        CONCURRENT_IMAGES, ge=1, description="inferences running at once (slots)"
+    # FCN_MAX_CONCURRENCY is the old name of FCN_CONCURRENCY (service.renamed warns);
+    # an alias replaces the FCN_ prefix, so both variables are spelt out (matched ignoring case).
+    concurrency: int = Field(
+        DEFAULT_CONCURRENCY,
+        ge=1,
+        description=engine_help("concurrency"),
+        validation_alias=AliasChoices("fcn_concurrency", "fcn_max_concurrency"),
     )
-    max_queue: int = Field(8, ge=0, description="requests waiting for a slot; more get 503")
-    queue_timeout_s: float = Field(30.0, gt=0, description="longest wait for a slot before 503")
+    max_queue: int = Field(
+        8, ge=0, description="requests waiting for an inference to finish; more get 503"
+    )
+    queue_timeout_s: float = Field(30.0, gt=0, description="longest wait in the queue before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
     header_timeout_s: float = Field(
         10.0, gt=0, description="longest wait for a request's headers before 408 (slowloris)"
@@ -70,9 +82,7 @@ class Settings(BaseSettings):
     drain_delay_s: float = Field(
         0.0, ge=0, description="after SIGTERM, keep answering 503/not-ready at least this long"
     )
-    device: Literal[tuple(DEVICES)] = Field(
-        "auto", description="execution provider: auto (CUDA if present, else CPU), cpu or cuda"
-    )
+    device: Literal[tuple(DEVICES)] = Field(DEFAULT_DEVICE, description=DEVICE_HELP)
     backend: Literal[BACKENDS] = engine_field("backend")
     precision: Literal[PRECISIONS] = engine_field("precision")
     intra_op_threads: int = engine_field("intra_op_threads")
@@ -81,6 +91,7 @@ class Settings(BaseSettings):
     tile_size: int = engine_field("tile_size")
     tile_overlap: int = engine_field("tile_overlap")
     tile_threshold: int = engine_field("tile_threshold")
+    decision_cache: str | None = engine_field("decision_cache")
     web_dir: Path | None = Field(
         None, description="static web page folder served at / (default: the bundled page)"
     )
@@ -119,6 +130,12 @@ class Settings(BaseSettings):
         # FCN_LABEL_STUDIO_URL= (set but empty, as compose files pass unset variables) = unset
         return None if isinstance(value, str) and not value.strip() else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_renamed(cls, data: Any) -> Any:
+        warn_renamed_env()
+        return data
+
     @model_validator(mode="after")
     def _check_engine(self) -> Settings:
         self.engine_config()  # EngineConfig checks its own fields (ranges, tile overlap)
@@ -129,17 +146,16 @@ class Settings(BaseSettings):
         return DEVICES[self.device]
 
     @property
-    def threads_per_inference(self) -> int:
-        """Intra-op threads per inference: as set, or the usable cores shared among the slots."""
-        return threads_per_stream(self.intra_op_threads, self.max_concurrency)
+    def resolved_intra_op_threads(self) -> int:
+        """Intra-op threads per inference: as set, or the usable cores shared out."""
+        return resolve_intra_op_threads(self.intra_op_threads, self.concurrency)
 
     def engine_config(self) -> EngineConfig:
-        """The engine settings these map onto: one stream per slot, the cores shared out."""
+        """The engine settings these map onto, with the cores shared out."""
         names = [f.name for f in fields(EngineConfig) if f.name in type(self).model_fields]
         derived = {
             "providers": self.providers,
-            "intra_op_threads": self.threads_per_inference,
-            "streams": self.max_concurrency,
+            "intra_op_threads": self.resolved_intra_op_threads,
         }
         return EngineConfig(**{**{name: getattr(self, name) for name in names}, **derived})
 

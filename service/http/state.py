@@ -11,8 +11,8 @@ from fastapi import Request
 
 from service.http.admission import Admission
 from service.http.errors import ApiError
-from service.http.metrics import Metrics
-from service.http.registry import ModelRegistry
+from service.http.metrics import ServiceMetrics
+from service.http.served_models import ServedModels
 from service.http.settings import Settings
 
 
@@ -22,8 +22,8 @@ class ServiceState:
 
     settings: Settings
     admission: Admission
-    metrics: Metrics
-    models: ModelRegistry | None = None
+    metrics: ServiceMetrics
+    models: ServedModels | None = None
     # Reloads run one at a time (service.http.reload); requests never wait for it.
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -42,7 +42,7 @@ def get_service(request: Request) -> ServiceState:
 # between ONNX Runtime calls) before a busy server can even answer 503.
 
 
-async def loaded_models(request: Request) -> ModelRegistry:
+async def loaded_models(request: Request) -> ServedModels:
     """Dependency: the loaded models (503 before the lifespan loaded them)."""
     models = get_service(request).models
     if models is None:

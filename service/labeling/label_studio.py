@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from service.formats.polygons import label_polygons
+from service.formats.shapes import DEFAULT_TOLERANCE, present_classes
 from service.labeling import brush_rle
-from service.polygons import label_polygons
-from service.shapes import DEFAULT_TOLERANCE, present_classes
 
 BRUSH = "brushlabels"
 POLYGON = "polygonlabels"

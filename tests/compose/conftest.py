@@ -18,6 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.requirements import require_or_skip, required
+
+# The make target's switch (FCN_REQUIRE_ALL=1 requires compose too).
+REQUIRED = "FCN_COMPOSE_REQUIRED"
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docker" / "e2e.sh"
 CANNOT = 77  # docker/e2e.sh: no engine can run on this machine
@@ -102,16 +107,15 @@ class Stack:
 
 def _build() -> dict[str, str]:
     """Run docker/e2e.sh build; the environment that reaches its engine, or skip/fail."""
-    required = os.environ.get("FCN_COMPOSE_REQUIRED") == "1"
     try:
         result = subprocess.run(
             ["bash", str(SCRIPT), "build"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
         )
     except FileNotFoundError as exc:
-        pytest.skip(f"no bash to run docker/e2e.sh: {exc}")
-    if result.returncode == CANNOT and not required:
+        require_or_skip(f"no bash to run docker/e2e.sh: {exc}", switch=REQUIRED)
+    if result.returncode == CANNOT and not required(REQUIRED):
         reason = (result.stderr.strip().splitlines() or ["no reason given"])[-1]
-        pytest.skip(reason)
+        require_or_skip(reason, switch=REQUIRED)
     if result.returncode:
         pytest.fail(f"docker/e2e.sh build failed ({result.returncode}):\n{result.stderr[-6000:]}")
     print(result.stderr[-3000:])  # the build's timings, shown with -s or on failure

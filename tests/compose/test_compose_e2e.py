@@ -143,7 +143,7 @@ def test_train_profile_trains_on_a_mounted_dataset_and_the_api_serves_it(stack, 
 
 def test_compose_stop_drains_requests_in_flight(stack) -> None:
     url = stack.api_url()
-    big = png(1600, 1000, seed=2)  # tiled; 2 slots, so the later requests queue
+    big = png(1600, 1000, seed=2)  # tiled; a concurrency of 2, so the later requests queue
     # Enough requests that some are still in flight at the stop on a fast CPU too (seen: four
     # of these done in under a second), and few enough for the queue (8) and the drain grace.
     start = time.monotonic()

@@ -224,6 +224,85 @@ def test_nginx_conf_targets_the_api_service(root, compose):
     assert {"error", "http_503", "non_idempotent"} <= set(next_upstream)
     # larger than the API's own cap, so clients get the API's JSON 413
     size = re.search(r"client_max_body_size\s+(\d+)m;", text).group(1)
-    body = compose["services"]["api"]["environment"]["FCN_MAX_BODY_BYTES"]
-    default_body = int(re.search(r":-(\d+)", body).group(1))
+    from service.http.settings import Settings
+
+    assert compose["services"]["api"]["environment"]["FCN_MAX_BODY_BYTES"] is None  # the default
+    default_body = Settings.model_fields["max_body_bytes"].default
     assert int(size) * 1024 * 1024 > default_body
+
+
+# ---- every default once: the deployment files set only what differs -------------------------
+
+# Variables a deployment file sets to the service's default on purpose: they are tied to
+# something else in that file and must not follow a change of the default.
+PINNED = {
+    ("deploy/k8s/deployment.yaml", "FCN_CONCURRENCY"): "with FCN_INTRA_OP_THREADS, the CPU limit",
+    ("docker/serve.Dockerfile", "FCN_PORT"): "EXPOSE and HEALTHCHECK use the same port",
+    ("docker-compose.yml", "FCN_PORT"): "the published container port",
+    ("deploy/k8s/deployment.yaml", "FCN_PORT"): "containerPort and the probes",
+}
+
+
+def _deployment_env(root, compose, serve_dockerfile) -> dict[str, dict[str, str | None]]:
+    """FCN_* values per file; compose's ``${X:-v}`` is ``v``, a bare name (pass-through) None."""
+    import yaml
+
+    deployment = next(
+        doc
+        for doc in yaml.safe_load_all((root / "deploy" / "k8s" / "deployment.yaml").read_text())
+        if doc["kind"] == "Deployment"
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    compose_env = {}
+    for key, value in fcn_variables(compose["services"]["api"]["environment"]).items():
+        fallback = re.fullmatch(r"\$\{\w+:?-(.*)\}", str(value)) if value is not None else None
+        compose_env[key] = fallback.group(1) if fallback else value
+    return {
+        "docker/serve.Dockerfile": fcn_variables(
+            env_values(serve_dockerfile, _final_stage(serve_dockerfile))
+        ),
+        "docker-compose.yml": compose_env,
+        "deploy/k8s/deployment.yaml": fcn_variables(
+            {item["name"]: item.get("value") for item in container["env"]}
+        ),
+    }
+
+
+def _same(value: str, default: object) -> bool:
+    if isinstance(default, bool):
+        return value.lower() == str(default).lower()
+    if isinstance(default, int | float):
+        try:
+            return float(value) == float(default)
+        except ValueError:
+            return False
+    return value == str(default)
+
+
+def test_deployment_files_do_not_write_a_default_again(root, compose, serve_dockerfile):
+    from service.http.settings import Settings
+
+    prefix = Settings.model_config["env_prefix"]
+    copies = []
+    for path, env in _deployment_env(root, compose, serve_dockerfile).items():
+        assert env, path
+        for key, value in env.items():
+            name = key.removeprefix(prefix).lower()
+            assert name in Settings.model_fields, f"{path}: {key} is not a setting"
+            if value is None or (path, key) in PINNED:
+                continue
+            default = Settings.model_fields[name].default
+            if default is not None and _same(value, default):
+                copies.append(f"{path}: {key}={value}")
+    assert not copies, (
+        f"defaults written again (leave them unset, or pin them with a reason): {copies}"
+    )
+
+
+def test_the_copy_check_sees_a_copied_default():
+    from service.http.settings import Settings
+
+    assert _same("2", Settings.model_fields["concurrency"].default)
+    assert _same("8", Settings.model_fields["max_queue"].default)
+    assert _same("true", Settings.model_fields["access_log"].default)
+    assert not _same("0.0.0.0", Settings.model_fields["host"].default)

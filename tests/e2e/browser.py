@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.requirements import require_or_skip
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -20,15 +23,18 @@ CHROMIUM_FLAGS = (
 
 
 def find_browser() -> tuple[str, str]:
-    """Paths of chromium and chromedriver, or skip saying what is missing."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
+    """Paths of chromium and chromedriver, or skip (fail under FCN_REQUIRE_ALL) saying what is
+    missing. ``FCN_CHROMIUM`` / ``FCN_CHROMEDRIVER`` name other binaries than the ones on PATH."""
+    browser = shutil.which(os.environ.get("FCN_CHROMIUM") or "chromium") or (
+        None if os.environ.get("FCN_CHROMIUM") else shutil.which("chromium-browser")
+    )
+    driver = shutil.which(os.environ.get("FCN_CHROMEDRIVER") or "chromedriver")
     if not browser or not driver:
         missing = [n for n, p in (("chromium", browser), ("chromedriver", driver)) if not p]
-        pytest.skip(
+        require_or_skip(
             f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver; "
             ".ci/run does this)",
-            allow_module_level=True,
+            module=True,
         )
     return browser, driver
 

@@ -11,9 +11,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from service.http.launcher import free_port, http
+from tests.requirements import require_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "docker" / "nginx.conf"
@@ -22,9 +21,8 @@ NGINX_CONF = ROOT / "docker" / "nginx.conf"
 def find_nginx() -> str:
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     if not nginx:
-        pytest.skip(
-            "nginx not installed (apt-get install nginx; .ci/run does this)",
-            allow_module_level=True,
+        require_or_skip(
+            "nginx not installed (apt-get install nginx; .ci/run does this)", module=True
         )
     return nginx
 

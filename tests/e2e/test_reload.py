@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from service.http.launcher import Server, fcn_serve, http
-from service.http.registry import VERSION_DIGITS
+from service.http.served_models import VERSION_DIGITS
 from service.models import bundled_model_path, file_sha256
 from tests.service.http.conftest import make_slow_model
 

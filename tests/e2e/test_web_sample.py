@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.formats.raster import borders
 from service.http.launcher import fcn_serve, http, multipart
-from service.masks import borders
 from tests.e2e.browser import find_browser, start_chromium
 
 find_browser()  # skip the module, with the reason, when the browser is missing

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from service.http.launcher import free_port
+from tests.requirements import require_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 600  # the first start migrates a fresh SQLite database (minutes on 2 cores)
@@ -43,9 +44,7 @@ def label_studio_venv() -> Path:
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("FCN_LABEL_STUDIO_REQUIRED") == "1":
-        pytest.fail(f"Label Studio is required here (FCN_LABEL_STUDIO_REQUIRED=1): {reason}")
-    pytest.skip(reason)
+    require_or_skip(f"Label Studio: {reason}", switch="FCN_LABEL_STUDIO_REQUIRED")
 
 
 @pytest.fixture(scope="session")

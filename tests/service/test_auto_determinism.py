@@ -1,7 +1,7 @@
 """One choice per CPU and model: two fresh ``fcn predict`` processes serve the same path.
 
 Each process runs ``--precision auto`` on the bundled default model (its reference check and
-its timing); they share the decision cache (``FCN_PROBE_CACHE``, as replicas sharing a volume
+its timing); they share the decision cache (``--decision-cache``, as replicas sharing a volume
 do), so the second reads the first's decision, and the masks of 10 different images are
 byte-identical.
 """
@@ -37,9 +37,10 @@ def _images(folder: Path, count: int = 10) -> list[Path]:
 
 
 def _predict(inputs: Path, out: Path, cache: Path) -> str:
-    env = {"PATH": "/usr/bin:/bin", "FCN_PROBE_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(out.parent)}
+    command = [sys.executable, "-m", "fcn", "predict", "default", str(inputs), "--out", str(out)]
     result = subprocess.run(
-        [sys.executable, "-m", "fcn", "predict", "default", str(inputs), "--out", str(out)],
+        [*command, "--decision-cache", str(cache)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -429,14 +429,14 @@ def test_openvino_metadata_errors_are_typed(make_model) -> None:
 
 @needs_openvino
 def test_openvino_compiles_one_stream_per_concurrent_caller(make_model) -> None:
-    """``streams`` = 2 (fcn predict's two inference streams): two requests run at once."""
+    """``concurrency`` = 2 (fcn predict's default): two requests run at once."""
     from concurrent.futures import ThreadPoolExecutor
 
     path = make_model("ov_streams", kind="conv", num_classes=4)
     pixels = [np.random.default_rng(i).integers(0, 256, (40, 50, 3), np.uint8) for i in range(6)]
     one = Engine.load(path, EngineConfig(backend="openvino", precision="fp32"))
     two = Engine.load(
-        path, EngineConfig(backend="openvino", precision="fp32", streams=2, intra_op_threads=1)
+        path, EngineConfig(backend="openvino", precision="fp32", concurrency=2, intra_op_threads=1)
     )
     assert int(one.backend.compiled.get_property("NUM_STREAMS")) == 1
     assert int(two.backend.compiled.get_property("NUM_STREAMS")) == 2
@@ -445,8 +445,8 @@ def test_openvino_compiles_one_stream_per_concurrent_caller(make_model) -> None:
         together = list(pool.map(two.predict, pixels))
     for image, mask in zip(pixels, together, strict=True):
         np.testing.assert_array_equal(mask, one.predict(image))
-    with pytest.raises(ValueError, match="streams"):
-        EngineConfig(streams=0)
+    with pytest.raises(ValueError, match="concurrency"):
+        EngineConfig(concurrency=0)
 
 
 def test_checks_key_round_trips_as_json(model_pair) -> None:

@@ -3,14 +3,14 @@ way it is served.
 
 Scored through the serving engine (ONNX Runtime or OpenVINO at the precision ``auto`` picks,
 full-size images, tiling as served, every labelled pixel) on the 16 validation images of the
-Dubai aerial set in ``../shared`` (skipped when that folder is absent), and on the aerial
+Dubai aerial set in ``../shared`` (skipped when that folder is absent, failed under
+FCN_REQUIRE_ALL), and on the aerial
 sample the web page ships (a validation crop, so never trained on).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from PIL import Image
 from service.engine import Engine
 from service.models import DEFAULT_MODEL_NAME, bundled_model_path, model_sources
 from service.pipeline import segment
+from tests.requirements import required, shared_data, shared_data_root
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSET = ROOT / "service" / "assets" / "default.onnx"
@@ -43,14 +44,9 @@ MIN_SAMPLE_ACCURACY = 0.77  # measured 0.788 (ONNX Runtime and OpenVINO INT8)
 
 
 def dubai_root() -> Path | None:
-    """``$FCN_SHARED_DATA/dubai_aerial``, else ``shared/data/dubai_aerial`` in the first folder
-    up from the repository that has one (``../shared`` beside a checkout or a worktree)."""
-    bases = [Path(os.environ["FCN_SHARED_DATA"])] if os.environ.get("FCN_SHARED_DATA") else []
-    bases += [parent / "shared" / "data" for parent in ROOT.parents]
-    for base in bases:
-        if (base / "dubai_aerial" / "val" / "images").is_dir():
-            return base / "dubai_aerial"
-    return None
+    """The Dubai aerial set in the shared data folder, or None when it is not there."""
+    root = shared_data_root() / "dubai_aerial"
+    return root if (root / "val" / "images").is_dir() else None
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +84,8 @@ def test_metadata_has_the_datasets_classes_palette_source_and_recipe(engine: Eng
     meta = engine.metadata
     assert list(meta.classes) == CLASSES and meta.in_channels == 3
     root = dubai_root()
+    if root is None and required():
+        pytest.fail("the Dubai aerial set is not here (../shared/data/dubai_aerial)")
     if root is not None:
         described = json.loads((root / "dataset.json").read_text())
         assert list(meta.classes) == described["classes"]
@@ -114,9 +112,7 @@ def test_segments_the_packaged_sample_like_its_ground_truth(engine: Engine) -> N
 
 
 def test_scores_on_the_16_validation_images_at_full_size() -> None:
-    root = dubai_root()
-    if root is None:
-        pytest.skip("the Dubai aerial set is not here (../shared/data/dubai_aerial)")
+    root = shared_data("dubai_aerial", "val", "images").parents[1]
     engine = Engine.load(ASSET)  # precision auto: what `fcn serve` serves
     names = sorted(p.stem for p in (root / "val" / "images").glob("*.jpg"))
     assert len(names) == 16

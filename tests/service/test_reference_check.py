@@ -54,7 +54,7 @@ def with_reference(path: Path, value: dict) -> None:
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(probe_module.CACHE_ENV, str(tmp_path / "probe-cache.json"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
 
 def test_png_round_trip_is_lossless() -> None:
@@ -150,7 +150,8 @@ def test_checks_are_cached_with_the_decision(cpu, model_pair, speeds, tmp_path) 
     with_reference(fp32.with_name("m.int8.onnx"), value)
     with_reference(fp32, value)
     first = Engine.load(fp32, EngineConfig(backend="auto", precision="auto"))
-    cached = json.loads((tmp_path / "probe-cache.json").read_text())
+    cached = json.loads(probe_module.cache_path().read_text())
+    assert probe_module.cache_path() == tmp_path / "xdg" / "fcnseg" / "speed-probe.json"
     assert any("checks" in entry for entry in cached.values())
     second = Engine.load(fp32, EngineConfig(backend="auto", precision="auto"))
     assert second.choice == first.choice and second.choice.checks == first.choice.checks

@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.requirements import shared_data
 from training.data.demo import write_demo
 from training.data.layouts import VOC_CLASSES, class_palette
-
-# Real data lives beside the repository (``<repo root>/../shared/data``), on every machine
-# and in CI alike.
-DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-ISBI_ROOT = DATA_ROOT / "isbi2012_em_membrane"
 
 
 def save_image(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -93,10 +89,9 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def isbi_root() -> Path:
-    """The real ISBI 2012 EM data (30 slices, masks 0/255); skips when it is not there."""
-    if not (ISBI_ROOT / "images").is_dir():
-        pytest.skip(f"{ISBI_ROOT} is not available")
-    return ISBI_ROOT
+    """The real ISBI 2012 EM data (30 slices, masks 0/255); skips (fails under
+    FCN_REQUIRE_ALL) when it is not there."""
+    return shared_data("isbi2012_em_membrane", "images").parent
 
 
 @pytest.fixture

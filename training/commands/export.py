@@ -7,10 +7,21 @@ Imports nothing heavy at module level; the work happens in ``training.export.onn
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
+from service.backends.select import MAX_MIOU_DROP
 from training.commands.train import key_value
-from training.config import EXPORTERS, TTA_MODES
+from training.config import EXPORTERS, TTA_MODES, DataConfig
+
+# The split calibration uses when neither the flags nor the checkpoint say: the training defaults.
+SPLIT_DEFAULTS = {
+    f.name: f.default for f in fields(DataConfig) if f.name in ("val_fraction", "seed")
+}
+# fcn export's own defaults (training.export.bundle and .quantize import torch, so this module,
+# read for `fcn --help`, names the values; tests/training/test_export_defaults.py checks they agree).
+BUNDLE_MAX_MB = 15.0
+CALIBRATION_METHOD = "minmax"
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +103,8 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     quant.add_argument(
         "--calibration-method",
         choices=("minmax", "percentile", "entropy"),
-        default="minmax",
-        help="activation range estimator (default minmax)",
+        default=CALIBRATION_METHOD,
+        help="activation range estimator (default %(default)s)",
     )
     quant.add_argument(
         "--calibration-size",
@@ -106,7 +117,7 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=32,
         metavar="N",
-        help="at most N images (default 32)",
+        help="at most N images (default %(default)s)",
     )
     quant.add_argument(
         "--fp32-head", action="store_true", help="keep the classifier convolution(s) in FP32"
@@ -120,11 +131,13 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     quant.add_argument(
         "--val-fraction",
         type=float,
-        help="dataset split (default: the "
-        "checkpoint's, else 0.2); calibration never sees validation images",
+        help="dataset split (default: the checkpoint's, else "
+        f"{SPLIT_DEFAULTS['val_fraction']:g}); calibration never sees validation images",
     )
     quant.add_argument(
-        "--seed", type=int, help="dataset split seed (default: checkpoint's, else 0)"
+        "--seed",
+        type=int,
+        help=f"dataset split seed (default: checkpoint's, else {SPLIT_DEFAULTS['seed']})",
     )
 
 
@@ -136,14 +149,14 @@ def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DEST.onnx",
         help="after the checks, copy the one file `--precision auto` would serve to DEST: the "
-        "INT8 copy when every recorded INT8 check lost <= 0.5 mIoU point, else fp32",
+        f"INT8 copy when every recorded INT8 check lost <= {MAX_MIOU_DROP:g} mIoU point, else fp32",
     )
     ship.add_argument(
         "--bundle-max-mb",
         type=float,
-        default=15.0,
+        default=BUNDLE_MAX_MB,
         metavar="MB",
-        help="refuse to bundle a file larger than this (default 15)",
+        help="refuse to bundle a file larger than this (default %(default)g)",
     )
 
 
@@ -182,7 +195,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _split_options(args: argparse.Namespace) -> dict:
-    """Split rule for calibration: the flags, else the checkpoint's data options, else 0.2/0."""
+    """Split rule for calibration: the flags, else the checkpoint's, else the training defaults."""
     saved: dict = {}
     if args.checkpoint is not None:
         from training.checkpoint import load_checkpoint
@@ -191,8 +204,8 @@ def _split_options(args: argparse.Namespace) -> dict:
     return {
         "val_fraction": args.val_fraction
         if args.val_fraction is not None
-        else saved.get("val_fraction", 0.2),
-        "seed": args.seed if args.seed is not None else saved.get("seed", 0),
+        else saved.get("val_fraction", SPLIT_DEFAULTS["val_fraction"]),
+        "seed": args.seed if args.seed is not None else saved.get("seed", SPLIT_DEFAULTS["seed"]),
         "layout": saved.get("layout", "auto"),
     }
 

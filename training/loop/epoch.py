@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from service.backends.cpu import cpu_has_bf16
-from service.tiling import blended_strips
+from service.engine.tiling import blended_strips
 from training.loop.distributed import broadcast_int
 from training.loop.metrics import ConfusionMatrix
 from training.loop.optim import StepBudget
@@ -202,7 +202,7 @@ def train_one_epoch(
 
 
 # Validation images with more pixels than this are predicted in overlapping tiles (the
-# serving engine's blending, service/tiling.py), so memory stays bounded on any image size.
+# serving engine's blending, service/engine/tiling.py), so memory stays bounded on any image size.
 # Smaller ones run whole: tiling costs extra pixels where tiles overlap.
 EVAL_TILE = 1024
 EVAL_TILE_OVERLAP = 128

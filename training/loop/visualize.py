@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from service.masks import colorize
+from service.formats.raster import colorize
 
 
 def _replace(path: Path, write) -> Path:

@@ -23,7 +23,7 @@ from service import pipeline
 from service.errors import ImageError, ModelError
 from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
-from service.http.registry import LoadedModel, ModelRegistry
+from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import ServiceState, get_service, loaded_models, require_api_key
 from service.labeling.fetch import CODES, FetchError, ImageFetcher
 from service.labeling.label_studio import (
@@ -61,7 +61,7 @@ class PredictRequest(BaseModel):
     project: str | None = None
 
 
-def _model(models: ModelRegistry, name: str | None) -> LoadedModel:
+def _model(models: ServedModels, name: str | None) -> LoadedModel:
     loaded = models.get(name)
     if loaded is None:
         raise ApiError(404, "unknown_model", models.unknown(name))
@@ -132,7 +132,7 @@ async def _health(request: Request, model: str | None) -> dict:
 
 
 async def _setup(
-    request: Request, body: SetupRequest, models: ModelRegistry, model: str | None
+    request: Request, body: SetupRequest, models: ServedModels, model: str | None
 ) -> dict:
     loaded = _model(models, model)
     answer: dict[str, Any] = {"model_version": loaded.version}
@@ -146,7 +146,7 @@ async def _setup(
 
 
 async def _predict(
-    request: Request, body: PredictRequest, models: ModelRegistry, model: str | None
+    request: Request, body: PredictRequest, models: ServedModels, model: str | None
 ) -> dict:
     service = get_service(request)
     loaded = _model(models, model)
@@ -192,7 +192,7 @@ _ERRORS = error_responses(
         503: "busy, loading or shutting down; see Retry-After",
     }
 )
-Models = Annotated[ModelRegistry, Depends(loaded_models)]
+Models = Annotated[ServedModels, Depends(loaded_models)]
 ModelName = Annotated[str, PathParam(max_length=64, description="a loaded model's name")]
 _HEALTH = "Label Studio: backend health"
 _SETUP = "Label Studio: connect a project (answers the model version)"

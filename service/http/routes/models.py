@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from service.http.errors import ApiError, error_responses
-from service.http.registry import ModelRegistry
 from service.http.reload import ReloadFailed, reload_models
 from service.http.schemas import ModelInfo, ModelList, ReloadReport
+from service.http.served_models import ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
@@ -27,7 +27,7 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
         **error_responses({401: "missing or wrong API key", 503: "models still loading"}),
     },
 )
-async def list_models(models: Annotated[ModelRegistry, Depends(loaded_models)]) -> dict:
+async def list_models(models: Annotated[ServedModels, Depends(loaded_models)]) -> dict:
     return {"models": models.describe()}
 
 
@@ -53,7 +53,7 @@ async def list_models(models: Annotated[ModelRegistry, Depends(loaded_models)]) 
     },
 )
 async def reload(
-    request: Request, models: Annotated[ModelRegistry, Depends(loaded_models)]
+    request: Request, models: Annotated[ServedModels, Depends(loaded_models)]
 ) -> JSONResponse:
     service = get_service(request)
     if service.admission.draining:
@@ -81,7 +81,7 @@ async def reload(
     },
 )
 async def describe_model(
-    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    models: Annotated[ServedModels, Depends(loaded_models)],
     name: Annotated[str, Path(max_length=64, description="a loaded model's name")],
 ) -> dict:
     entry = models.describe_one(name)

@@ -19,14 +19,14 @@ from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, from_engine_error, unavailable
 from service.http.oip import HEADER_LENGTH, ProtocolError, header_length
 from service.http.oip_model import infer, metadata
-from service.http.registry import LoadedModel, ModelRegistry
+from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import read_body
 
 router = APIRouter(tags=["open inference protocol"])
 keyed = APIRouter(tags=["open inference protocol"], dependencies=[Depends(require_api_key)])
 
-Models = Annotated[ModelRegistry, Depends(loaded_models)]
+Models = Annotated[ServedModels, Depends(loaded_models)]
 EXTENSIONS = ["binary_tensor_data"]
 
 
@@ -39,7 +39,7 @@ def _errors(described: dict[int, str]) -> dict[int, dict]:
     return {status: {"model": OipError, "description": text} for status, text in described.items()}
 
 
-def lookup(models: ModelRegistry, name: str, version: str | None = None) -> LoadedModel:
+def lookup(models: ServedModels, name: str, version: str | None = None) -> LoadedModel:
     """The model called ``name`` (at ``version``, when given).
 
     Raises:

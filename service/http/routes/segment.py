@@ -17,14 +17,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import pipeline
 from service.errors import ImageError, ModelError
+from service.formats.raster import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
+from service.formats.registry import ENCODERS
+from service.formats.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
-from service.http.registry import LoadedModel, ModelRegistry
 from service.http.schemas import output_content
+from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
-from service.masks import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA, ENCODERS
-from service.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
 
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
@@ -113,7 +114,7 @@ def run_segmentation(
 )
 async def segment(
     request: Request,
-    models: Annotated[ModelRegistry, Depends(loaded_models)],
+    models: Annotated[ServedModels, Depends(loaded_models)],
     format: Annotated[
         OutputFormat, Query(description="output format (docs/formats.md): " + ", ".join(ENCODERS))
     ] = OutputFormat.index,

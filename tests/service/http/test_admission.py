@@ -26,7 +26,7 @@ async def settle() -> None:
 
 def test_slots_then_queue_then_refusal_at_once() -> None:
     async def scenario() -> None:
-        admission = Admission(slots=1, max_queue=2, queue_timeout_s=10)
+        admission = Admission(concurrency=1, max_queue=2, queue_timeout_s=10)
         admission.start()
         gate, log = threading.Event(), []
         tasks = [
@@ -50,7 +50,7 @@ def test_slots_then_queue_then_refusal_at_once() -> None:
 
 def test_queue_timeout_is_a_rejection_and_frees_the_place() -> None:
     async def scenario() -> None:
-        admission = Admission(slots=1, max_queue=1, queue_timeout_s=0.2)
+        admission = Admission(concurrency=1, max_queue=1, queue_timeout_s=0.2)
         admission.start()
         gate = threading.Event()
         running = asyncio.create_task(admission.run(blocking_job(gate, "a", [])))
@@ -69,7 +69,7 @@ def test_queue_timeout_is_a_rejection_and_frees_the_place() -> None:
 
 def test_draining_refuses_new_work_but_finishes_accepted_work() -> None:
     async def scenario() -> None:
-        admission = Admission(slots=1, max_queue=1, queue_timeout_s=10)
+        admission = Admission(concurrency=1, max_queue=1, queue_timeout_s=10)
         admission.start()
         gate = threading.Event()
 
@@ -98,7 +98,7 @@ def test_draining_refuses_new_work_but_finishes_accepted_work() -> None:
 
 def test_a_cancelled_request_keeps_its_slot_until_the_thread_finishes() -> None:
     async def scenario() -> None:
-        admission = Admission(slots=1, max_queue=0, queue_timeout_s=10)
+        admission = Admission(concurrency=1, max_queue=0, queue_timeout_s=10)
         admission.start()
         gate = threading.Event()
         task = asyncio.create_task(admission.run(blocking_job(gate, "a", [])))
@@ -117,5 +117,5 @@ def test_a_cancelled_request_keeps_its_slot_until_the_thread_finishes() -> None:
 
 
 def test_invalid_sizes() -> None:
-    with pytest.raises(ValueError, match="slots"):
-        Admission(slots=0, max_queue=1, queue_timeout_s=1)
+    with pytest.raises(ValueError, match="concurrency"):
+        Admission(concurrency=0, max_queue=1, queue_timeout_s=1)

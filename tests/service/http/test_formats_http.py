@@ -13,21 +13,19 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.masks import ENCODERS
+from service.formats.registry import ENCODERS
+from tests.requirements import shared_data
 from tests.service.http.conftest import start_server
 
 mask_api = pytest.importorskip("pycocotools.mask", reason="pycocotools (the dev extra)")
 
 REPO = Path(__file__).resolve().parents[3]
-PHOTO = REPO / ".." / "shared" / "data" / "dubai_aerial" / "val" / "images" / "tile2_004.jpg"
 ASSET = REPO / "service" / "assets" / "default.onnx"
 
 
 @pytest.fixture(scope="module")
 def photo() -> bytes:
-    if not PHOTO.is_file():
-        pytest.skip(f"{PHOTO} is not available (real data lives in ../shared/data)")
-    return PHOTO.read_bytes()
+    return shared_data("dubai_aerial", "val", "images", "tile2_004.jpg").read_bytes()
 
 
 @pytest.fixture(scope="module")

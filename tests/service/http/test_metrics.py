@@ -22,7 +22,7 @@ def samples(client: TestClient) -> dict:
 
 
 def test_requests_latency_inference_and_rejections_are_counted(conv_model) -> None:
-    settings = Settings(models=[f"conv={conv_model}"], max_concurrency=3)
+    settings = Settings(models=[f"conv={conv_model}"], concurrency=3)
     # Two apps in one process: each has its own registry, so neither clashes nor double counts.
     with TestClient(create_app(settings)) as client, TestClient(create_app(settings)) as other:
         for _ in range(2):
@@ -44,7 +44,8 @@ def test_requests_latency_inference_and_rejections_are_counted(conv_model) -> No
     assert seen[key("fcn_inference_duration_seconds_sum", model="conv")] > 0
     assert seen[key("fcn_inferences_in_flight")] == 0
     assert seen[key("fcn_requests_queued")] == 0
-    assert seen[key("fcn_inference_slots")] == 3
+    assert seen[key("fcn_concurrency")] == 3
+    assert seen[key("fcn_inference_slots")] == 3  # the old name, kept for one release
     assert not any(name.endswith("healthz") for name, _ in seen)
     assert key("fcn_http_requests_total", route="/healthz", method="GET", status="200") not in seen
 

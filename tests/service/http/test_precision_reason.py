@@ -20,7 +20,7 @@ def test_models_lists_the_refused_path_and_the_reason(model_pair, serve, tmp_pat
         with_reference(path, value)
     server = serve(
         ["--model", str(fp32), "--no-access-log"],
-        env={"FCN_PROBE_CACHE": str(tmp_path / "probe.json")},
+        env={"FCN_DECISION_CACHE": str(tmp_path / "probe.json")},
     )
     (entry,) = httpx.get(f"{server.url}/v1/models", timeout=10).json()["models"]
     assert (entry["backend"], entry["precision"]) == ("ort", "fp32")

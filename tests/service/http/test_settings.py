@@ -19,7 +19,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) ->
     monkeypatch.setenv("FCN_MODELS_DIR", str(tmp_path))
     monkeypatch.setenv("FCN_API_KEY", "xyzzy-key")
     monkeypatch.setenv("FCN_MAX_BODY_BYTES", "1000")
-    monkeypatch.setenv("FCN_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("FCN_CONCURRENCY", "3")
     monkeypatch.setenv("FCN_MAX_QUEUE", "0")
     monkeypatch.setenv("FCN_SHUTDOWN_GRACE_S", "2.5")
     monkeypatch.setenv("FCN_ACCESS_LOG", "false")
@@ -28,7 +28,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) ->
     assert settings.models == ["a=/m/a.onnx", "b=/m/b.onnx"]
     assert settings.models_dir == tmp_path
     assert settings.api_key.get_secret_value() == "xyzzy-key" and "xyzzy" not in repr(settings)
-    assert (settings.max_body_bytes, settings.max_concurrency, settings.max_queue) == (1000, 3, 0)
+    assert (settings.max_body_bytes, settings.concurrency, settings.max_queue) == (1000, 3, 0)
     assert settings.shutdown_grace_s == 2.5 and settings.access_log is False
 
 
@@ -45,7 +45,7 @@ def test_get_settings_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "value"),
     [
         ("FCN_PORT", "http"),
-        ("FCN_MAX_CONCURRENCY", "0"),
+        ("FCN_CONCURRENCY", "0"),
         ("FCN_DEVICE", "tpu"),
         ("FCN_TILE_OVERLAP", "300"),
         ("FCN_LABEL_STUDIO_URL", "ftp://label-studio"),
@@ -72,6 +72,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["serve", *argv])
 
 
+def serve_help() -> str:
+    parser = argparse.ArgumentParser()
+    serve_command.register(parser.add_subparsers())
+    return parser._subparsers._group_actions[0].choices["serve"].format_help()
+
+
 def test_every_setting_is_an_option_and_options_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FCN_PORT", "9000")
     monkeypatch.setenv("FCN_MAX_QUEUE", "5")
@@ -84,7 +90,31 @@ def test_every_setting_is_an_option_and_options_win(monkeypatch: pytest.MonkeyPa
     assert set(Settings.model_fields) <= set(defaults)
 
 
-def test_threads_share_the_cores_among_the_slots() -> None:
-    assert Settings(intra_op_threads=3).threads_per_inference == 3
-    config = engine_config(Settings(max_concurrency=1, max_pixels=77, max_side=9))
+def test_intra_op_threads_share_the_cores_among_concurrent_inferences() -> None:
+    assert Settings(intra_op_threads=3).resolved_intra_op_threads == 3
+    config = engine_config(Settings(concurrency=1, max_pixels=77, max_side=9))
     assert config.intra_op_threads >= 1 and (config.max_pixels, config.max_side) == (77, 9)
+
+
+def test_the_old_concurrency_variable_still_works_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FCN_CONCURRENCY", raising=False)
+    monkeypatch.setenv("FCN_MAX_CONCURRENCY", "3")
+    with pytest.warns(DeprecationWarning, match="FCN_MAX_CONCURRENCY .*use FCN_CONCURRENCY"):
+        settings = Settings()
+    assert settings.concurrency == 3
+    monkeypatch.setenv("FCN_CONCURRENCY", "4")  # the new name wins when both are set
+    with pytest.warns(DeprecationWarning):
+        assert Settings().concurrency == 4
+
+
+def test_the_old_concurrency_flag_still_works_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FCN_CONCURRENCY", raising=False)
+    monkeypatch.delenv("FCN_MAX_CONCURRENCY", raising=False)
+    with pytest.warns(DeprecationWarning, match="--max-concurrency .*use --concurrency"):
+        args = parse(["--max-concurrency", "3"])
+    assert args.concurrency == 3
+    assert "--max-concurrency" not in serve_help()

@@ -2,7 +2,7 @@
 
 Overload at twice capacity, a memory soak over distinct sizes, SIGTERM under load, and the
 ONNX Runtime memory arena off by default. (SIGKILL + ``--skip-existing`` of the batch CLI has
-its short version in tests/service/test_batch_resume.py.)
+its short version in tests/service/batch/test_resume.py.)
 """
 
 from __future__ import annotations

@@ -17,30 +17,26 @@ import pytest
 from PIL import Image, ImageDraw
 
 from service import pipeline
-from service.coco_rle import class_counts, counts_to_string, label_runs, string_to_counts
 from service.engine import Engine
+from service.formats.coco_rle import class_counts, counts_to_string, label_runs, string_to_counts
+from service.formats.polygons import polygons, trace
+from service.formats.registry import ENCODERS
+from service.formats.shapes import DEFAULT_TOLERANCE, class_polygons, coco_rle, geojson
 from service.georef import GeoReference, read_georeference
-from service.masks import ENCODERS
-from service.polygons import polygons, trace
-from service.shapes import DEFAULT_TOLERANCE, class_polygons, coco_rle, geojson
+from tests.requirements import shared_data
 
 mask_api = pytest.importorskip("pycocotools.mask", reason="pycocotools (the dev extra)")
 shapely = pytest.importorskip("shapely", reason="shapely (the dev extra)")
 from shapely.geometry import LinearRing, MultiPolygon, Polygon, shape  # noqa: E402
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-DUBAI_VAL = DATA_ROOT / "dubai_aerial" / "val"
-ASSET = Path(__file__).resolve().parents[2] / "service" / "assets" / "default.onnx"
+ASSET = Path(__file__).resolve().parents[3] / "service" / "assets" / "default.onnx"
 # three tiles of different sizes and content (all six Dubai classes appear among them)
 TILES = ("tile1_008", "tile2_004", "tile3_008")
 MIN_IOU = 0.98
 
 
 def _dubai(kind: str, tile: str) -> Path:
-    path = DUBAI_VAL / kind / f"{tile}.{'png' if kind == 'masks' else 'jpg'}"
-    if not path.is_file():
-        pytest.skip(f"{path} is not available (real data lives in ../shared/data)")
-    return path
+    return shared_data("dubai_aerial", "val", kind, f"{tile}.{'png' if kind == 'masks' else 'jpg'}")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.scan import BatchItem
-from service.writer import TEMP_SUFFIX, atomic_write, output_paths, temp_path
+from service.batch.scan import BatchItem
+from service.batch.writer import TEMP_SUFFIX, atomic_write, output_paths, temp_path
 
 IMAGES = 120
 
@@ -48,7 +48,7 @@ def test_sigkill_half_way_then_skip_existing_finishes_cleanly(
 ) -> None:
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "fcn", "predict", str(conv_model), str(big_folder)]
-    argv += ["--out", str(out), "-f", "index,json", "--threads", "1"]
+    argv += ["--out", str(out), "-f", "index,json", "--intra-op-threads", "1"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

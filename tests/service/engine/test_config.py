@@ -1,6 +1,6 @@
 """One home for engine settings: the engine, ``fcn serve`` and ``fcn predict`` agree.
 
-``service/engine_config.py`` owns every engine default and derived rule; the HTTP settings and
+``service/engine/config.py`` owns every engine default and derived rule; the HTTP settings and
 the ``fcn predict`` flags read it. These tests fail when one of them grows its own value, when
 a literal default is written again elsewhere, or when docs/configuration.md drifts.
 """
@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from service import engine_config as ec
 from service.commands import predict as predict_command
 from service.commands import serve as serve_command
 from service.engine import EngineConfig
+from service.engine import config as ec
 from service.http.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIELDS = [f.name for f in dataclasses.fields(EngineConfig)]
 # Where a command's value differs from the engine's field default on purpose (the reason is
-# written beside each rule in service/engine_config.py).
-SHARED_CORES = ec.threads_per_stream(0, ec.CONCURRENT_IMAGES)
-SERVE_RULES = {"intra_op_threads": SHARED_CORES, "streams": ec.CONCURRENT_IMAGES}
+# written beside each rule in service/engine/config.py).
+SHARED_CORES = ec.resolve_intra_op_threads(0, ec.DEFAULT_CONCURRENCY)
+SERVE_RULES = {"intra_op_threads": SHARED_CORES, "concurrency": ec.DEFAULT_CONCURRENCY}
 PREDICT_RULES = {**SERVE_RULES, **ec.BATCH_DEFAULTS}
 
 
@@ -58,16 +58,17 @@ def test_cli_http_settings_and_engine_agree_on_every_default(
     # The HTTP settings' own defaults are the engine's (device "auto" is providers None).
     for name, field in Settings.model_fields.items():
         if name in FIELDS:
-            assert field.default == ec.engine_default(name), name
             assert field.description == ec.engine_help(name), name
-    assert Settings.model_fields["max_concurrency"].default == ec.CONCURRENT_IMAGES
+            if name not in SERVE_RULES:
+                assert field.default == ec.engine_default(name), name
+    assert Settings.model_fields["concurrency"].default == ec.DEFAULT_CONCURRENCY
     assert ec.DEVICES[Settings.model_fields["device"].default] == ec.engine_default("providers")
 
 
 def test_every_engine_setting_is_reachable_from_both_commands() -> None:
-    # providers is set through --device in both; streams is fcn serve's --max-concurrency.
-    through_serve = set(Settings.model_fields) | {"providers", "streams"}
-    through_predict = set(predict_command.ENGINE_FLAGS) | {"providers"}
+    # providers is set through --device in both.
+    through_serve = set(Settings.model_fields) | {"providers"}
+    through_predict = set(predict_command.ENGINE_FIELDS) | {"providers"}
     assert set(FIELDS) <= through_serve and set(FIELDS) <= through_predict
     served = serve_config("--max-pixels", "77", "--tile-size", "64", "--tile-overlap", "8")
     predicted = predict_command.batch_engine_config(
@@ -76,7 +77,10 @@ def test_every_engine_setting_is_reachable_from_both_commands() -> None:
     for config in (served, predicted):
         assert (config.max_pixels, config.tile_size, config.tile_overlap) == (77, 64, 8)
     assert serve_config("--device", "cpu").providers == ("CPUExecutionProvider",)
-    assert serve_config("--max-concurrency", "3").streams == 3
+    assert serve_config("--concurrency", "3").concurrency == 3
+    assert (
+        predict_command.batch_engine_config(parse("predict", "--concurrency", "3")).concurrency == 3
+    )
 
 
 @pytest.mark.parametrize("command", ["serve", "predict"])
@@ -136,10 +140,10 @@ def test_usable_cores_follows_a_container_cpu_limit(tmp_path: Path) -> None:
     assert ec.usable_cores(v1) == affinity  # a limit above the affinity does not add cores
 
 
-def test_threads_per_stream_shares_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_intra_op_threads_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ec, "usable_cores", lambda: 8)
-    assert [ec.threads_per_stream(0, n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
-    assert ec.threads_per_stream(5, 2) == 5
+    assert [ec.resolve_intra_op_threads(0, n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    assert ec.resolve_intra_op_threads(5, 2) == 5
 
 
 def test_the_configuration_page_lists_every_setting_with_its_default() -> None:
@@ -151,11 +155,42 @@ def test_the_configuration_page_lists_every_setting_with_its_default() -> None:
     assert set(FIELDS) <= set(rows), sorted(set(FIELDS) - set(rows))
     for name in FIELDS:
         _, predict_flag, serve_flag, default, _why = rows[name]
-        if name in predict_command.ENGINE_FLAGS:
-            assert f"`{predict_command.ENGINE_FLAGS[name]}`" in predict_flag, name
+        if name in predict_command.ENGINE_FIELDS:
+            assert f"`--{name.replace('_', '-')}`" in predict_flag, name
         if name in Settings.model_fields:
             assert f"`--{name.replace('_', '-')}`" in serve_flag, name
             assert f"`FCN_{name.upper()}`" in serve_flag, name
         if name not in PREDICT_RULES and name != "providers":  # those are described in words
             shown = default.replace(",", "").replace("`", "")
             assert str(ec.engine_default(name)).lower() in shown.lower(), (name, default)
+
+
+def _help(command: str) -> str:
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    serve_command.register(subparsers)
+    predict_command.register(subparsers)
+    return " ".join(subparsers.choices[command].format_help().split())
+
+
+def test_help_texts_show_the_defaults_in_force() -> None:
+    from service.batch.runner import BatchOptions
+
+    predict_help, serve_help = _help("predict"), _help("serve")
+    # --queue-size: one default for the command and the runner it fills in
+    assert parse("predict").queue_size == BatchOptions.queue_size == ec.BATCH_QUEUE_SIZE
+    assert f"images in flight per stage (default: {ec.BATCH_QUEUE_SIZE})" in predict_help
+    # --device: one help text, one default, in both commands
+    assert f"{ec.DEVICE_HELP} (default: {ec.DEFAULT_DEVICE})" in predict_help
+    assert f"{ec.DEVICE_HELP} [FCN_DEVICE; default {ec.DEFAULT_DEVICE}]" in serve_help
+    assert parse("predict").device == Settings.model_fields["device"].default == ec.DEFAULT_DEVICE
+    # every engine flag: the engine's help, with the value each command runs with
+    for name in predict_command.ENGINE_FIELDS:
+        shown = ec.engine_help(name)
+        assert f"{shown} (default: {ec.batch_default(name)})" in predict_help, name
+        default = Settings.model_fields[name].default
+        default = "none" if default is None else default  # as fcn serve's help writes it
+        assert f"{shown} [FCN_{name.upper()}; default {default}]" in serve_help, name
+    # the old names are accepted but not advertised
+    for old in ("--threads ", "--inter-threads", "--infer-threads", "--max-concurrency"):
+        assert old not in predict_help and old not in serve_help, old

@@ -36,7 +36,7 @@ def test_ray_engine_writes_the_same_bytes_as_the_local_engine(
 ) -> None:
     import ray
 
-    formats = ["-f", "index,color,overlay,json", "--threads", "1"]
+    formats = ["-f", "index,color,overlay,json", "--intra-op-threads", "1"]
     local, remote = tmp_path / "local", tmp_path / "ray"
     assert main(["predict", str(conv_model), str(folder), "-o", str(local), *formats]) == 1
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -61,9 +61,9 @@ def test_ray_engine_writes_the_same_bytes_as_the_local_engine(
 def test_the_ray_driver_reads_the_classes_without_loading_the_model(
     conv_model: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    import service.batch.ray
     import service.engine
-    import service.ray_batch
-    from service.batch import BatchCounts
+    from service.batch.runner import BatchCounts
 
     def no_load(*args, **kwargs):
         raise AssertionError("the driver loaded the model")
@@ -71,15 +71,15 @@ def test_the_ray_driver_reads_the_classes_without_loading_the_model(
     seen = {}
 
     def fake_run_ray(path, config, items, out_dir, options, **kwargs):
-        seen.update(path=path, items=len(items), streams=config.streams)
+        seen.update(path=path, items=len(items), concurrency=config.concurrency)
         return BatchCounts(ok=len(items))
 
     monkeypatch.setattr(service.engine.Engine, "load", no_load)
-    monkeypatch.setattr(service.ray_batch, "run_ray", fake_run_ray)
+    monkeypatch.setattr(service.batch.ray, "run_ray", fake_run_ray)
     summary = tmp_path / "rows.csv"
     argv = ["predict", str(conv_model), str(folder), "-o", str(tmp_path / "out")]
     assert main([*argv, "--engine", "ray", "--summary", str(summary)]) == 0
-    assert seen == {"path": conv_model, "items": 11, "streams": 1}
+    assert seen == {"path": conv_model, "items": 11, "concurrency": 1}
     header = summary.read_text().splitlines()[0]  # the classes came from the metadata
     assert [f"fraction_class{i}" for i in range(4)] == header.split(",")[-4:]
     monkeypatch.undo()

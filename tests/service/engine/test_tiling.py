@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.tiling import blend_window, blended_strips, tile_starts
+from service.engine.tiling import blend_window, blended_strips, tile_starts
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,13 @@
 
 Three stages per image, the ones of :mod:`service.pipeline`: decode, infer, encode + write,
 each on its own thread pool (Pillow, zlib and ONNX Runtime all release the GIL): decoding and
-encoding/writing overlap with ONNX Runtime, which runs ``infer_threads`` images at once on one
-shared session. At most ``2 * queue_size + infer_threads`` images are in flight, so memory
+encoding/writing overlap with ONNX Runtime, which runs ``concurrency`` images at once on one
+shared session. At most ``2 * queue_size + concurrency`` images are in flight, so memory
 stays flat however many images there are.
 
 Results come back in input order through ``on_result``, one :class:`ItemResult` per image: a
 bad file never stops the batch, its result carries the reason. Outputs are written atomically
-(:mod:`service.writer`), and ``skip_existing`` resumes a killed run.
+(:mod:`service.batch.writer`), and ``skip_existing`` resumes a killed run.
 
 :func:`process_item` is the same three stages in sequence for one image: what the Ray runner's
 actors call, so both engines write the same bytes under the same names.
@@ -29,14 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from service import pipeline
+from service.batch.scan import BatchItem, RejectedInput
+from service.batch.writer import all_exist, atomic_write, output_paths
 from service.engine import Engine
-from service.engine_config import usable_cores
+from service.engine.config import BATCH_QUEUE_SIZE, usable_cores
 from service.errors import ImageError, ModelError
+from service.formats.raster import DEFAULT_ALPHA, check_alpha
+from service.formats.registry import get_encoder
+from service.formats.report import class_pixel_counts
+from service.formats.shapes import DEFAULT_TOLERANCE, check_tolerance
 from service.georef import GeoReference
-from service.masks import DEFAULT_ALPHA, check_alpha, class_pixel_counts, get_encoder
-from service.scan import BatchItem, RejectedInput
-from service.shapes import DEFAULT_TOLERANCE, check_tolerance
-from service.writer import all_exist, atomic_write, output_paths
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +78,13 @@ class BatchOptions:
     """How to run a batch.
 
     Attributes:
-        formats: output format names from :data:`service.masks.ENCODERS`.
+        formats: output format names from :data:`service.formats.registry.ENCODERS`.
         alpha: overlay colour weight in ``[0, 1]``.
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         model: the model's name, written into the JSON outputs.
         skip_existing: leave an image alone when all its outputs exist (resume).
         workers: decode threads, and as many encode/write threads.
-        infer_threads: images in ONNX Runtime at once, sharing the session. Two streams with
+        concurrency: images in ONNX Runtime at once, sharing the session. Two streams with
             half the intra-op threads each keep the cores busy while the other stream
             normalises, takes the argmax or waits for its image (see the batch benchmark).
         queue_size: images in flight per stage (decoded, waiting to be written).
@@ -97,8 +99,8 @@ class BatchOptions:
     model: str | None = None
     skip_existing: bool = False
     workers: int = field(default_factory=lambda: min(4, usable_cores()))
-    queue_size: int = 4
-    infer_threads: int = 1
+    queue_size: int = BATCH_QUEUE_SIZE
+    concurrency: int = 1
     worker_nice: int = 10
 
     def __post_init__(self) -> None:
@@ -110,7 +112,7 @@ class BatchOptions:
         check_tolerance(self.tolerance)
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"worker_nice must be in [0, 19], got {self.worker_nice}")
-        for name in ("workers", "queue_size", "infer_threads"):
+        for name in ("workers", "queue_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -293,7 +295,7 @@ def run_batch(
 
     Each image is a chain of three tasks — decode, infer, write — on three thread pools whose
     tasks only wait on the stage before, in submission order, so the chains cannot deadlock.
-    At most ``2 * queue_size + infer_threads`` images are in flight at once.
+    At most ``2 * queue_size + concurrency`` images are in flight at once.
 
     Returns:
         How many images succeeded, failed and were skipped.
@@ -302,10 +304,10 @@ def run_batch(
     needs = options.needs
     out_dir = Path(out_dir)
     counts = BatchCounts()
-    window = 2 * options.queue_size + options.infer_threads
+    window = 2 * options.queue_size + options.concurrency
     niced = {"initializer": _lower_priority, "initargs": (options.worker_nice,)}
     decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-decode", **niced)
-    inferers = ThreadPoolExecutor(options.infer_threads, thread_name_prefix="fcn-infer")
+    inferers = ThreadPoolExecutor(options.concurrency, thread_name_prefix="fcn-infer")
     writers = ThreadPoolExecutor(options.workers, thread_name_prefix="fcn-write", **niced)
     in_flight: deque[Future[ItemResult]] = deque()
 

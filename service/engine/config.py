@@ -6,8 +6,8 @@ variables) take their defaults and help from its fields, and ``fcn predict``'s e
 default to "not given", which means the field's default here. The rules the two share also
 live here: which execution providers a ``--device`` means (:data:`DEVICES`), how many cores
 this process may use (:func:`usable_cores`), how those cores are shared out among the images
-run at once (:func:`threads_per_stream`), and the tile-overlap bound (checked by
-:class:`EngineConfig` itself). ``tests/service/test_engine_config.py`` checks that the CLI,
+run at once (:func:`resolve_intra_op_threads`), and the tile-overlap bound (checked by
+:class:`EngineConfig` itself). ``tests/service/engine/test_config.py`` checks that the CLI,
 the HTTP settings and this module agree; docs/configuration.md lists every setting.
 
 Where the two paths want different values for a measured reason, both values are here, with
@@ -30,12 +30,14 @@ DEVICES: dict[str, tuple[str, ...] | None] = {
     "cpu": ("CPUExecutionProvider",),
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
 }
+DEFAULT_DEVICE = "auto"
+DEVICE_HELP = "execution provider: auto (CUDA if present, else CPU), cpu or cuda"
 
-# Images in the runtime at once by default: ``fcn serve``'s slots and ``fcn predict``'s
-# inference streams. Two keep both cores of a 2-core machine busy while one image is in
+# Images in the runtime at once by default (the concurrency of ``fcn serve`` and
+# ``fcn predict`` alike). Two keep both cores of a 2-core machine busy while one image is in
 # Python (decode, normalise, argmax, encode); bench/http_bench.py and bench/batch_bench.py
 # tune it per machine.
-CONCURRENT_IMAGES = 2
+DEFAULT_CONCURRENCY = 2
 
 # ``fcn predict`` keeps ONNX Runtime's memory arena on, unlike ``fcn serve`` (the field's
 # default, off). A batch sees a folder of images, mostly of a few sizes: allocating every
@@ -44,8 +46,14 @@ CONCURRENT_IMAGES = 2
 # send, and the arena grows with each new input shape and never shrinks (+30% RSS over 300
 # sizes on the test model, bench/reliability_bench.py), so there it is off.
 BATCH_MEMORY_ARENA = True
-# fcn predict's defaults where they are not the engine's (fcn serve's follow from its slots).
-BATCH_DEFAULTS: dict[str, Any] = {"streams": CONCURRENT_IMAGES, "memory_arena": BATCH_MEMORY_ARENA}
+# fcn predict's images waiting between two stages (decoded, waiting to be written): with the
+# concurrency it bounds the images in memory at once (service.batch.runner).
+BATCH_QUEUE_SIZE = 4
+# fcn predict's defaults where they are not the engine's (fcn serve's are its settings').
+BATCH_DEFAULTS: dict[str, Any] = {
+    "concurrency": DEFAULT_CONCURRENCY,
+    "memory_arena": BATCH_MEMORY_ARENA,
+}
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -68,7 +76,7 @@ class EngineConfig:
     providers: tuple[str, ...] | None = _setting(
         None, "ONNX Runtime execution providers in priority order (None: CUDA if present, else CPU)"
     )
-    # 0 in fcn serve / fcn predict: threads_per_stream shares the usable cores among the
+    # 0 in fcn serve / fcn predict: resolve_intra_op_threads shares the usable cores among the
     # images run at once; 0 given to the engine directly lets the runtime decide.
     intra_op_threads: int = _setting(
         0, "runtime threads per image run at once (0: the usable cores shared among them)"
@@ -77,7 +85,7 @@ class EngineConfig:
     # execution mode), where this pool is not used; 1 makes sure none is created.
     inter_op_threads: int = _setting(1, "ONNX Runtime threads across independent operators")
     # 50 MP takes an 8000x6000 photo; the decoded pixels of one such image are 150 MB (RGB),
-    # and a service holds one per slot, a batch one per image in flight.
+    # and a service or a batch holds one per image in flight.
     max_pixels: int = _setting(50_000_000, "largest width*height accepted (read from the header)")
     max_side: int = _setting(20_000, "largest width or height accepted")
     tile_size: int = _setting(512, "sliding-window side for large images (rounded up to stride)")
@@ -89,8 +97,11 @@ class EngineConfig:
     precision: str = _setting(
         "auto", "auto (the fastest path the export verified), fp32, bf16 or int8"
     )
-    streams: int = _setting(
-        1, "images the engine runs at once (OpenVINO compiles this many streams)"
+    concurrency: int = _setting(1, "images run at once (OpenVINO compiles this many streams)")
+    decision_cache: str | None = _setting(
+        None,
+        "file keeping auto's checks and timings per CPU and model; processes sharing it serve "
+        "the same path (none: ~/.cache/fcnseg/speed-probe.json)",
     )
     # Off: see BATCH_MEMORY_ARENA for why fcn predict turns it on.
     memory_arena: bool = _setting(
@@ -100,8 +111,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         check_backend(self.backend)
         check_precision(self.precision)
-        if self.streams < 1:
-            raise ValueError(f"streams must be >= 1, got {self.streams}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         for name in ("intra_op_threads", "inter_op_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = ONNX Runtime default)")
@@ -109,7 +120,7 @@ class EngineConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         # Windows must overlap less than half a tile, or a pixel would lie in three windows
-        # along one axis and service.tiling's blending weights would not cover the image.
+        # along one axis and service.engine.tiling's blending weights would not cover the image.
         if not 0 <= self.tile_overlap < self.tile_size // 2:
             raise ValueError(
                 f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} "
@@ -170,12 +181,12 @@ def _cgroup_cpu_limit(root: Path) -> int | None:
     return math.ceil(quota_us / period_us)
 
 
-def threads_per_stream(intra_op_threads: int, streams: int) -> int:
+def resolve_intra_op_threads(intra_op_threads: int, concurrency: int) -> int:
     """Intra-op threads for each image run at once: as set, else the cores shared out.
 
-    ``streams`` images run side by side (HTTP slots, batch inference streams); giving each
-    ``cores / streams`` threads keeps them from oversubscribing the cores.
+    ``concurrency`` images run side by side (in fcn serve and fcn predict alike); giving each
+    ``cores / concurrency`` threads keeps them from oversubscribing the cores.
     """
     if intra_op_threads:
         return intra_op_threads
-    return max(1, usable_cores() // max(1, streams))
+    return max(1, usable_cores() // max(1, concurrency))

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.engine import Engine
-from service.masks import ENCODERS
+from service.formats.registry import ENCODERS
 from service.models import DEFAULT_MODEL_NAME
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class LoadedModel:
         }
 
 
-class ModelRegistry:
+class ServedModels:
     """Loaded models by name. A requested name is only ever a key here, never a path."""
 
     def __init__(self, models: Iterable[LoadedModel], default: str | None = None) -> None:

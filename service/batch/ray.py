@@ -1,6 +1,6 @@
-"""``fcn predict --engine ray``: the same batch as :mod:`service.batch`, as a Ray Data job.
+"""``fcn predict --engine ray``: the same batch as :mod:`service.batch.runner`, as a Ray Data job.
 
-The driver scans the inputs with :mod:`service.scan` (the same rules, so the same names),
+The driver scans the inputs with :mod:`service.batch.scan` (the same rules, so the same names),
 hands the file list to Ray Data (``from_items``), and ``map_batches`` runs it through a pool
 of actors that each load one ONNX Runtime session and call :func:`service.batch.process_item`
 — the same decode, infer, encode and atomic write as the local engine — so both write the same
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from service.batch import BatchCounts, BatchOptions, ItemResult, process_item
+from service.batch.runner import BatchCounts, BatchOptions, ItemResult, process_item
+from service.batch.scan import BatchItem
 from service.engine import EngineConfig
-from service.scan import BatchItem
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def run_ray(
         model_path: the ONNX file, readable at this path on every node.
         config: engine settings; ``intra_op_threads`` 0 becomes 1 per actor (an actor is
             scheduled on one CPU unless you give it more threads).
-        items: from :func:`service.scan.scan_inputs`.
+        items: from :func:`service.batch.scan.scan_inputs`.
         out_dir: the output folder, writable at this path on every node.
         options: formats, alpha, skip_existing (workers/queue_size are not used).
         address: a running cluster (``auto``, ``ray://host:10001``); None starts a local Ray.

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.batch import ItemResult
-from service.writer import temp_path
+from service.batch.runner import ItemResult
+from service.batch.writer import temp_path
 
 SUMMARY_FORMATS = (".csv", ".json")
 

@@ -22,10 +22,12 @@ def test_8000_square_prediction_peak_rss(conv_model: Path, tmp_path: Path) -> No
     )
     out = tmp_path / "out"
     # A fresh interpreter, so the peak RSS is the CLI's alone (not pytest's or the image's).
+    # 64 MP is above the default pixel limit (an 8000x6000 photo): raised for this image only.
     code = (
         "import resource, sys\nfrom fcn.cli import main\n"
         f"code = main(['predict', {str(conv_model)!r}, {str(tmp_path / 'huge.png')!r}, "
-        f"'--out', {str(out)!r}, '-f', 'index,color,overlay,json'])\n"
+        f"'--out', {str(out)!r}, '-f', 'index,color,overlay,json', "
+        f"'--max-pixels', '{side * side}'])\n"
         "print('PEAK_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
         "sys.exit(code)\n"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.scan import scan_inputs
+from service.batch.scan import scan_inputs
 
 
 def _image(path: Path) -> Path:

@@ -7,12 +7,9 @@ ring or point.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from service.polygons import Rings
+from service.formats.rings import Rings
 
 
 def _first_argmax(

@@ -1,4 +1,4 @@
-"""service.png: mask PNGs written with zlib read back exactly, by Pillow, in every layout."""
+"""service.formats.png: mask PNGs written with zlib read back exactly, by Pillow, in every layout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.png import grey_png, palette_png
+from service.formats.png import grey_png, palette_png
 
 rng = np.random.default_rng(0)
 

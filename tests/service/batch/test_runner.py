@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fcn.cli import main
-from service.scan import scan_inputs
+from service.batch.scan import scan_inputs
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def folder(tmp_path: Path) -> Path:
 def test_folder_with_a_bad_file(conv_model: Path, folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["predict", str(conv_model), str(folder), "--out", str(out), "-r"]
-    code = main([*argv, "--format", "index,json", "-f", "overlay", "--threads", "1"])
+    code = main([*argv, "--format", "index,json", "-f", "overlay", "--intra-op-threads", "1"])
     captured = capsys.readouterr()
     assert code == 1
     assert "broken.png" in captured.err and "corrupt" in captured.err
@@ -160,8 +160,8 @@ def test_usage_errors_exit_two_with_the_flag_named(
 
 
 def test_library_errors_do_not_mention_flags(tmp_path: Path) -> None:
-    from service.batch import BatchOptions
-    from service.summary import SummaryWriter
+    from service.batch.runner import BatchOptions
+    from service.batch.summary import SummaryWriter
 
     for make in (
         lambda: SummaryWriter(tmp_path / "s.txt", ["a"]),
@@ -179,7 +179,7 @@ def test_worker_threads_run_at_a_lower_priority_than_the_model() -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.batch import _lower_priority
+    from service.batch.runner import _lower_priority
 
     def nice() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -190,17 +190,17 @@ def test_worker_threads_run_at_a_lower_priority_than_the_model() -> None:
     assert nice() == main_nice  # only the worker thread changed
 
 
-@pytest.mark.parametrize("streams", [1, 2])
+@pytest.mark.parametrize("concurrency", [1, 2])
 def test_images_in_flight_stay_bounded(
-    conv_model: Path, tmp_path: Path, monkeypatch, streams: int
+    conv_model: Path, tmp_path: Path, monkeypatch, concurrency: int
 ) -> None:
     """Decoded images alive at any time stay under the queue bounds, whatever the count."""
     import threading
     import weakref
 
-    from service import batch
+    from service.batch import runner as batch
+    from service.batch.scan import BatchItem
     from service.engine import Engine
-    from service.scan import BatchItem
 
     source = tmp_path / "x.png"
     Image.new("RGB", (16, 12), (9, 99, 199)).save(source)
@@ -218,15 +218,15 @@ def test_images_in_flight_stay_bounded(
         return pixels, ms
 
     monkeypatch.setattr(batch.pipeline, "decode", counting_decode)
-    options = batch.BatchOptions(workers=2, queue_size=3, infer_threads=streams, worker_nice=0)
+    options = batch.BatchOptions(workers=2, queue_size=3, concurrency=concurrency, worker_nice=0)
     seen = []
     counts = batch.run_batch(
         Engine.load(conv_model), items, tmp_path / "out", options, on_result=seen.append
     )
     assert counts.ok == 60
     assert [r.item.stem.name for r in seen] == [f"img{i:03d}" for i in range(60)]  # in order
-    # The window: 2 x queue_size + streams images between submission and report.
-    assert 2 <= peak[0] <= 2 * 3 + streams
+    # The window: 2 x queue_size + concurrency images between submission and report.
+    assert 2 <= peak[0] <= 2 * 3 + concurrency
 
 
 def test_memory_arena_flag_reaches_the_engine_and_changes_no_byte(
@@ -250,3 +250,25 @@ def test_memory_arena_flag_reaches_the_engine_and_changes_no_byte(
         outputs[flag] = (out / "a_mask.png").read_bytes()
     assert seen == [True, False, True]  # on unless switched off
     assert outputs["--memory-arena"] == outputs["--no-memory-arena"] == outputs[None]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("--threads", "--intra-op-threads", "intra_op_threads"),
+        ("--inter-threads", "--inter-op-threads", "inter_op_threads"),
+        ("--infer-threads", "--concurrency", "concurrency"),
+    ],
+)
+def test_the_old_predict_flags_still_work_with_a_warning(old: str, new: str, field: str) -> None:
+    import argparse
+
+    from service.commands import predict as predict_command
+
+    parser = argparse.ArgumentParser()
+    predict_command.register(parser.add_subparsers())
+    with pytest.warns(DeprecationWarning, match=f"{old} .*use {new}"):
+        args = parser.parse_args(["predict", "m.onnx", "in", "--out", "o", old, "3"])
+    assert getattr(args, field) == 3
+    config = predict_command.batch_engine_config(args)
+    assert getattr(config, field) == 3

@@ -9,7 +9,7 @@ all the pixel handling below is shared by every backend.
 The engine accepts any image size and returns a mask of exactly that size. Inputs are padded
 bottom/right to the model's ``size_multiple`` with the rule of docs/contracts.md (per axis:
 reflect when the pad is smaller than the side, else edge), run, and cropped back. Images above
-``EngineConfig.tile_threshold`` pixels go through :mod:`service.tiling` so memory stays bounded.
+``EngineConfig.tile_threshold`` pixels go through :mod:`service.engine.tiling` so memory stays bounded.
 
 Three levels, for three callers:
 
@@ -33,14 +33,14 @@ import onnxruntime as ort
 
 from service.backends import Backend, load_backend
 from service.backends.onnx_props import read_metadata_props
-from service.backends.ort import OrtBackend, create_session, default_providers  # noqa: F401
+from service.backends.ort import OrtBackend, create_session
 from service.backends.probe import SpeedProbe, cache_path
 from service.backends.select import Choice, choose_backend
-from service.engine_config import EngineConfig
+from service.engine.config import EngineConfig
+from service.engine.tiling import blended_strips
 from service.errors import MetadataError, ModelError
 from service.imaging import Source, decode_image, normalise_pixels
 from service.metadata import ModelMetadata
-from service.tiling import blended_strips
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Engine:
         """
         config = config or EngineConfig()
         props = _metadata_props(path, config)
-        probe = SpeedProbe(config, cache=cache_path())
+        probe = SpeedProbe(config, cache=cache_path(config.decision_cache))
         choice = choose_backend(
             Path(path),
             props,

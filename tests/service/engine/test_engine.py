@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.engine import Engine, EngineConfig, default_providers, pad_to_multiple
+from service.backends.ort import default_providers
+from service.engine import Engine, EngineConfig, pad_to_multiple
 from service.errors import MetadataError, ModelError, ModelLoadError
 from service.metadata import REQUIRED_KEYS, ModelMetadata
 

@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.masks import (
+from service.formats.raster import (
     borders,
-    class_pixel_counts,
-    class_report,
     color_png,
     colorize,
     index_png,
@@ -21,6 +19,7 @@ from service.masks import (
     overlay,
     overlay_png,
 )
+from service.formats.report import class_pixel_counts, class_report
 
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 128, 255]]
 
@@ -103,9 +102,9 @@ def test_encoders_reject_non_masks() -> None:
 
 
 def test_class_report_counts_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import service.masks
+    import service.formats.report
 
-    monkeypatch.setattr(service.masks, "_COUNT_PIXELS", 7)
+    monkeypatch.setattr(service.formats.report, "_COUNT_PIXELS", 7)
     mask = np.random.default_rng(1).integers(0, 20, (13, 11), dtype=np.uint8)  # > 16: bincount
     rows = class_report(mask, [str(i) for i in range(20)])["classes"]
     assert [r["pixels"] for r in rows] == np.bincount(mask.ravel(), minlength=20).tolist()
@@ -120,7 +119,7 @@ def test_class_pixel_counts_count_every_class(classes: int) -> None:
 
 
 def test_a_json_output_reuses_the_counts_it_is_given() -> None:
-    from service.masks import EncodeRequest, get_encoder
+    from service.formats.registry import EncodeRequest, get_encoder
 
     mask = np.array([[0, 1], [1, 1]], dtype=np.uint8)
     given = np.array([4, 0], dtype=np.int64)  # not the mask's: shows they were not recounted
@@ -130,7 +129,7 @@ def test_a_json_output_reuses_the_counts_it_is_given() -> None:
 
 
 def test_encoder_table_serves_every_format() -> None:
-    from service.masks import ENCODERS, EncodeRequest, parse_formats
+    from service.formats.registry import ENCODERS, EncodeRequest, parse_formats
 
     mask = np.array([[0, 1], [2, 2]], dtype=np.uint8)
     pixels = np.full((2, 2, 3), 200, dtype=np.uint8)
@@ -192,5 +191,5 @@ def test_outline_is_the_same_when_computed_in_row_chunks(monkeypatch: pytest.Mon
     pixels.setflags(write=False)
     palette = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
     whole = outline(pixels, mask, palette)
-    monkeypatch.setattr("service.masks._OVERLAY_ROWS", 5)
+    monkeypatch.setattr("service.formats.raster._OVERLAY_ROWS", 5)
     assert np.array_equal(outline(pixels, mask, palette), whole)

@@ -1,6 +1,6 @@
 """Vector outputs of a mask: COCO RLE, polygons and GeoJSON, per class present.
 
-Each function returns a JSON-able dict; :mod:`service.masks` registers them as output formats
+Each function returns a JSON-able dict; :mod:`service.formats.registry` registers them as output formats
 and adds the caller's fields (model name, timings, source). docs/formats.md describes the
 shapes and how to decode them.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from service.coco_rle import class_counts, counts_to_string, label_runs
+from service.formats.coco_rle import class_counts, counts_to_string, label_runs
+from service.formats.polygons import Rings, label_polygons
 from service.georef import GeoReference
-from service.polygons import Rings, label_polygons
 
 # Douglas-Peucker tolerance in pixels for polygons and GeoJSON: the one default that the HTTP
 # query, the CLI and the encoders share (docs/formats.md: why not 1 px).

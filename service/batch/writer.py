@@ -14,8 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.masks import get_encoder
-from service.scan import BatchItem
+from service.batch.scan import BatchItem
+from service.formats.registry import get_encoder
 
 TEMP_SUFFIX = ".fcn-tmp"
 

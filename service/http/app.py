@@ -20,10 +20,20 @@ from service.http import errors
 from service.http.admission import Admission
 from service.http.metrics import MetricsMiddleware, ServiceMetrics, StaticMount
 from service.http.reload import load_checked
-from service.http.routes import docs, health, label_studio, metrics, models, oip, segment
+from service.http.routes import (
+    docs,
+    health,
+    label_studio,
+    metrics,
+    models,
+    oip,
+    segment,
+    versions,
+)
 from service.http.served_models import ServedModels
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
+from service.http.training import build_loop
 from service.models import model_sources
 
 logger = logging.getLogger(__name__)
@@ -98,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     admission = Admission(settings.concurrency, settings.max_queue, settings.queue_timeout_s)
     service = ServiceState(settings, admission, ServiceMetrics(admission))
+    service.training = build_loop(service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if service.training is not None:
+                service.training.stop()
             admission.stop()
 
     app = FastAPI(
@@ -130,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
     routers = [module.router for module in (health, models, segment, metrics, oip)]
-    routers += [oip.keyed, label_studio.router, label_studio.named]
+    routers += [oip.keyed, label_studio.router, label_studio.named, versions.router]
     for router in routers:
         app.include_router(router)
     docs.install(app)

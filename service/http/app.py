@@ -27,6 +27,7 @@ from service.http.routes import (
     metrics,
     models,
     oip,
+    ranking,
     segment,
     versions,
 )
@@ -143,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
     routers = [module.router for module in (health, models, segment, metrics, oip)]
-    routers += [oip.keyed, label_studio.router, label_studio.named, versions.router]
+    routers += [oip.keyed, label_studio.router, label_studio.named, ranking.router, versions.router]
     for router in routers:
         app.include_router(router)
     docs.install(app)

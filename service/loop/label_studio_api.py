@@ -17,13 +17,17 @@ class LabelStudioUnreachable(RuntimeError):
     """Label Studio did not answer, refused the token, or answered something else than JSON."""
 
 
-def fetch_export(base_url: str, token: str | None, project: int, timeout_s: float) -> list[Any]:
-    """The project's tasks (a JSON export).
+def fetch_export(
+    base_url: str, token: str | None, project: int, timeout_s: float, *, all_tasks: bool = False
+) -> list[Any]:
+    """The project's annotated tasks (a JSON export); ``all_tasks``: unlabelled ones too.
 
     Raises:
         LabelStudioUnreachable: connection error, timeout, an HTTP error status or bad JSON.
     """
     url = f"{base_url.rstrip('/')}/api/projects/{int(project)}/export?exportType=JSON"
+    if all_tasks:
+        url += "&download_all_tasks=true"
     request = urllib.request.Request(url, headers={"User-Agent": "fcnseg"})
     if token:
         request.add_header("Authorization", f"Token {token}")

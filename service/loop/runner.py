@@ -84,7 +84,7 @@ class _Pending:
     since: float | None = None
     forced: bool = False
     project: int | None = None
-    annotation_ids: list[int] = field(default_factory=list)
+    seen: set[tuple[str, Any]] = field(default_factory=set)
 
 
 class TrainingLoop:
@@ -125,11 +125,14 @@ class TrainingLoop:
         if isinstance(project_id, int):
             self.pending.project = project_id
         if action in ANNOTATION_EVENTS:
-            self.pending.count += 1
-            self.pending.since = self.pending.since or self.clock()
             annotation = event.get("annotation")
-            if isinstance(annotation, dict) and isinstance(annotation.get("id"), int):
-                self.pending.annotation_ids.append(annotation["id"])
+            key = annotation.get("id") if isinstance(annotation, dict) else None
+            # The same annotation announced twice (a project webhook beside the one Label
+            # Studio adds for its ML backend, or a retry) counts once.
+            if key is None or (action, key) not in self.pending.seen:
+                self.pending.count += 1
+                self.pending.seen.add((action, key))
+            self.pending.since = self.pending.since or self.clock()
         elif action in START_EVENTS:
             self.pending.forced = True
         else:

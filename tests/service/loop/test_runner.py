@@ -88,8 +88,9 @@ def test_promotes_after_n_annotations_and_rolls_back_byte_identical(
         client.app.state.service.training.make_pipeline = fake
         old_version, old_mask = _segment(client)
         assert _webhook(client)["status"] == "counted"
-        assert _webhook(client)["status"] == "counted"
-        assert _webhook(client)["status"] == "started"
+        assert _webhook(client)["pending_annotations"] == 1  # the same annotation again
+        assert _webhook(client, {**EVENT, "annotation": {"id": 8}})["status"] == "counted"
+        assert _webhook(client, {**EVENT, "annotation": {"id": 9}})["status"] == "started"
         run = _wait_idle(client, 1)["runs"][0]
         assert run["status"] == "promoted", run
         new_version, new_mask = _segment(client)
@@ -160,7 +161,7 @@ def test_webhooks_during_a_run_are_merged_into_one_next_run(
     with _client(models, label_studio.url) as client:
         client.app.state.service.training.make_pipeline = fake
         assert _webhook(client, {"action": "START_TRAINING", "project": 1})["status"] == "started"
-        answers = [_webhook(client)["status"] for _ in range(7)]
+        answers = [_webhook(client, {**EVENT, "annotation": {"id": i}})["status"] for i in range(7)]
         assert answers == ["queued"] * 7
         gate.set()
         state = _wait_idle(client, 2)

@@ -107,6 +107,7 @@ class TrainingLoop:
         self.pipeline: Pipeline | None = None
         self.history: list[RunRecord] = []
         self._ticker: asyncio.Task | None = None
+        self._trained: tuple[list, list] = ([], [])  # the running job's (train, held-out) tasks
 
     def status(self) -> dict[str, Any]:
         return {

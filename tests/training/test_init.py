@@ -16,7 +16,7 @@ from training.checkpoint import load_checkpoint
 from training.export.onnx import export_model
 from training.export.recover import dequantize_qdq
 from training.init.apply import load_init
-from training.init.batchnorm import calibrate
+from training.init.batchnorm import CHANNEL_NORM, _channel_norms, calibrate
 from training.init.classes import match_classes, run_classes
 from training.init.source import DEFAULT_SOURCE, InitError, builder_options, read_init
 
@@ -102,13 +102,18 @@ def test_calibrated_batchnorm_keeps_the_function_and_trains_like_it(small_onnx) 
     before = _torch_logits(module, x)
     batches = [torch.from_numpy(rng.standard_normal((4, 3, 64, 64)).astype(np.float32))]
     modules = dict(module.named_modules())
-    assert calibrate(module, [modules[name] for name in folded], batches) == 4
+    pairs = [(modules[conv], modules[norm]) for conv, norm in folded]
+    assert calibrate(module, pairs, batches) == 4
+    # Each folded convolution's output channels now have the same weight norm.
+    for conv, _ in pairs:
+        norms = _channel_norms(conv)
+        np.testing.assert_allclose(norms[norms > 0].numpy(), CHANNEL_NORM, rtol=1e-4)
     np.testing.assert_allclose(_torch_logits(module, x), before, atol=1e-3, rtol=1e-3)
     # Training mode on the calibration batch itself normalises the folded BatchNorms with the
     # statistics they were calibrated with (BatchNorms export kept have the original model's).
     module.train()
     for name, submodule in module.named_modules():
-        if isinstance(submodule, torch.nn.BatchNorm2d) and name not in folded:
+        if isinstance(submodule, torch.nn.BatchNorm2d) and name not in {n for _, n in folded}:
             submodule.eval()
     with torch.no_grad():
         train_mode = module(batches[0]).numpy()

@@ -51,12 +51,15 @@ def _graph(model: nn.Module) -> tuple[nn.Module, int]:
     return unwrap(model)
 
 
-def load_init(model: nn.Module, init: InitModel, classes: list[str]) -> tuple[nn.Module, list[str]]:
+def load_init(
+    model: nn.Module, init: InitModel, classes: list[str]
+) -> tuple[nn.Module, list[tuple[str, str]]]:
     """Put ``init``'s weights into ``model`` (built for ``classes``).
 
     Returns:
-        ``(module, folded)``: the module the weights went into and its BatchNorms that export
-        had folded (identity now; :func:`training.init.batchnorm.calibrate` them).
+        ``(module, folded)``: the module the weights went into and its ``(convolution,
+        BatchNorm)`` pairs that export had folded (the BatchNorm an identity now;
+        :func:`training.init.batchnorm.calibrate` them).
 
     Raises:
         InitError: weights that cannot be mapped onto ``model``.
@@ -72,7 +75,7 @@ def load_init(model: nn.Module, init: InitModel, classes: list[str]) -> tuple[nn
     state, folded = onnx_state(graph, init.proto, convs, follows)
     state = match_classes(graph, state, init.classes, classes)
     _load(graph, state, init)
-    return graph, folded
+    return graph, [(follows[norm], norm) for norm in folded]
 
 
 def _load(module: nn.Module, state: dict[str, torch.Tensor], init: InitModel) -> None:
@@ -93,7 +96,8 @@ def start_from(
         images = [dataset[i][0] for i in range(count)]
         batches = [torch.stack(images[i : i + 4]).to(device) for i in range(0, count, 4)]
         modules = dict(module.named_modules())
-        measured = calibrate(model, [modules[name] for name in folded], batches)
+        pairs = [(modules[conv], modules[norm]) for conv, norm in folded]
+        measured = calibrate(model, pairs, batches)
         logger.info(
             "%d BatchNorms were folded into convolutions in %s; their statistics were "
             "measured on %d training images",

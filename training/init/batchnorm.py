@@ -85,15 +85,44 @@ def identity_state(channels: int, eps: float, bias: torch.Tensor | None) -> dict
     }
 
 
-@torch.no_grad()
-def calibrate(model: nn.Module, folded: list[nn.Module], batches: Iterable[torch.Tensor]) -> int:
-    """Give the folded BatchNorms ``folded`` (modules of ``model``) statistics measured on
-    ``batches`` (see above).
+# The norm each output channel's folded weights are rescaled to: a He-initialised channel's
+# (weight variance 2 / fan_in over fan_in weights), the scale the optimiser's defaults suit.
+CHANNEL_NORM = 2.0**0.5
 
-    The eval-mode function is unchanged; returns the number of images measured (0: nothing
-    changed).
+
+def _channel_norms(conv: nn.Module) -> torch.Tensor:
+    weight = conv.weight.detach().double()
+    out_dim = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
+    dims = [d for d in range(weight.dim()) if d != out_dim]
+    return weight.pow(2).sum(dims).sqrt()
+
+
+def _rescale(conv: nn.Module, ratio: torch.Tensor) -> None:
+    shape = [1] * conv.weight.dim()
+    shape[1 if isinstance(conv, nn.ConvTranspose2d) else 0] = -1
+    conv.weight.mul_(ratio.reshape(shape).to(conv.weight.dtype))
+
+
+@torch.no_grad()
+def calibrate(
+    model: nn.Module, folded: list[tuple[nn.Module, nn.Module]], batches: Iterable[torch.Tensor]
+) -> int:
+    """Give each folded ``(convolution, BatchNorm)`` pair of ``model`` the parametrisation of a
+    trained pair, measured on ``batches``.
+
+    Folding left each channel's scale ``γ/σ`` in the convolution's weights, so their norms
+    differ by orders of magnitude between channels, and an optimiser that moves every weight
+    by about the learning rate (Adam) would wreck the small ones in a few steps. So each
+    channel's weights are rescaled by ``r = CHANNEL_NORM / norm`` and the BatchNorm takes the
+    scale back: with ``m``, ``v`` the folded output's measured mean and variance, running mean
+    ``r m``, running variance ``r² v``, weight ``sqrt(r² v + eps) / r``, bias ``m + b'``. In eval
+    mode that is exactly ``W' x + b'`` again; in training mode about the same, the batch
+    statistics being close to the measured ones.
+
+    Returns:
+        the number of images measured (0: nothing changed).
     """
-    sums: dict[int, list[torch.Tensor]] = {id(norm): [] for norm in folded}
+    sums: dict[int, list[torch.Tensor]] = {id(norm): [] for _, norm in folded}
     handles = []
 
     def record(module, inputs):
@@ -101,7 +130,7 @@ def calibrate(model: nn.Module, folded: list[nn.Module], batches: Iterable[torch
         dims = (0, 2, 3)
         sums[id(module)].append(torch.stack([x.mean(dims), (x * x).mean(dims)]))
 
-    for norm in folded:
+    for _, norm in folded:
         handles.append(norm.register_forward_pre_hook(record))
     training = model.training
     images = 0
@@ -116,12 +145,17 @@ def calibrate(model: nn.Module, folded: list[nn.Module], batches: Iterable[torch
         model.train(training)
     if not images:
         return 0
-    for norm in folded:
+    for conv, norm in folded:
         first, second = torch.stack(sums[id(norm)]).mean(0)
         var = (second - first * first).clamp_min(0.0)
+        norms = _channel_norms(conv)
+        ratio = torch.where(
+            norms > 0, CHANNEL_NORM / norms.clamp_min(1e-30), torch.ones_like(norms)
+        )
         shift = norm.bias.detach().double()  # b', the folded bias
-        norm.running_mean.copy_(first)
-        norm.running_var.copy_(var)
-        norm.weight.copy_(torch.sqrt(var + norm.eps))
+        _rescale(conv, ratio)
+        norm.running_mean.copy_(ratio * first)
+        norm.running_var.copy_(ratio * ratio * var)
+        norm.weight.copy_(torch.sqrt(ratio * ratio * var + norm.eps) / ratio)
         norm.bias.copy_(first + shift)
     return images

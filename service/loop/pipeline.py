@@ -68,6 +68,9 @@ class Candidate:
 Launcher = Callable[[list[str], dict[str, str], Path], subprocess.Popen]
 
 
+# The fine-tune's peak learning rate: a tenth of training from scratch's. On the Dubai set, 7
+# steps from the default at 2e-3 lost 4.8 mIoU points on 4 validation images, at 2e-4 gained 0.4.
+FINE_TUNE_LR = 2e-4
 # Steps run at a lower CPU priority than the server: on a shared CPU, requests go first and
 # training gets the cycles they leave.
 NICE = 10
@@ -156,7 +159,7 @@ class Pipeline:
         run = job.work / "run"
         argv = _fcn("train", "--data", str(job.work / "data"), "--layout", "split")
         argv += ["--init", str(job.init), "--max-minutes", f"{job.minutes:g}", "--out", str(run)]
-        argv += ["--device", "cpu", "--no-plots", "--seed", "0"]
+        argv += ["--device", "cpu", "--no-plots", "--seed", "0", "--lr", f"{FINE_TUNE_LR:g}"]
         self._step("fine-tune", argv, job)
         fp32, served = job.work / "candidate.fp32.onnx", job.work / "candidate.onnx"
         argv = _fcn("export", "--checkpoint", str(run / "last.pt"), "--out", str(fp32))

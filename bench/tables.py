@@ -808,7 +808,58 @@ def finetune(d: dict) -> list[str]:
     return md_table(header, rows)
 
 
+def geo(d: dict) -> list[str]:
+    rows = [
+        [
+            f"{r['width']:,} x {r['height']:,} ({r['megapixels']:g} MP, {r['km2']:g} km^2)",
+            f"{r['tiles']:,} ({r['tiles_run']:,} run)",
+            num(r["seconds"], ".0f", " s"),
+            num(r["mp_per_s"], ".3f"),
+            num(r["km2_per_hour"], ".2f"),
+            num(r["peak_rss_mb"], ".0f", " MB"),
+            num(r["cores_busy"], ".2f"),
+            "yes" if r["cog_valid"] else "**no**",
+        ]
+        for r in d["runs"]
+    ]
+    lines = md_table(
+        [
+            "raster",
+            "windows",
+            "time",
+            "MP/s",
+            "km^2/hour",
+            "peak RSS",
+            "cores busy",
+            "valid COG",
+        ],
+        rows,
+    )
+    loads = [f"{r['raster']} {r['loadavg'][0]:g}" for r in d["runs"] if r.get("loadavg")]
+    if loads:
+        lines += [
+            "",
+            f"Load average when each run started ({d['cpu'].get('cores_usable', '?')} usable "
+            f"cores, a shared machine): {', '.join(loads)}. 'cores busy' is the CPU time the "
+            "run got, not what it could use.",
+        ]
+    seams = d.get("seams")
+    if seams:
+        lines += [
+            "",
+            f"Seam check ({seams['raster']}, windows {seams['tile']}/{seams['overlap']}, "
+            f"{seams['served']}): the raster path agrees with the engine's tiled mask on "
+            f"{pct(seams['vs_engine_tiled'], '.2f')} of pixels; with one untiled run on "
+            f"{pct(seams['vs_untiled'], '.2f')}: {pct(seams['vs_untiled_border_bands'], '.2f')} "
+            f"in the 32-pixel bands around window borders "
+            f"({pct(seams['border_band_share'], '.0f')} of pixels), "
+            f"{pct(seams['vs_untiled_elsewhere'], '.2f')} elsewhere.",
+        ]
+    return lines
+
+
 TABLES: dict[str, Table] = {
+    "geo": Table("geo_bench.json", geo, "bench/geo_bench.py --seams"),
     "compose": Table("compose_bench.json", compose, "bench/compose_bench.py"),
     "cpu-precision-avx2": Table(
         "cpu_precision_avx2.json", cpu_precision, "bench/cpu_precision_bench.py"

@@ -47,3 +47,11 @@ class MetadataError(ModelError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"model metadata {key!r}: {message}")
         self.key = key
+
+
+class GeoInputError(ImageError):
+    """A georeferenced raster cannot be segmented as asked (bands, bit depth, options)."""
+
+
+class GeoDependencyError(ImageError):
+    """A georeferenced raster needs the ``geo`` extra (rasterio), which is not installed."""

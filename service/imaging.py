@@ -24,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from service.bands import decode_raster, needs_raster_reader, note_nodata, rescale_16bit
 from service.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ _OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"P5", "PGM"),
     (b"P6", "PPM"),
 )
+
+# GDAL's nodata value, an ASCII TIFF tag
+GDAL_NODATA = 42113
 
 # Pixels converted to numpy per strip (see _as_numpy).
 _STRIP_PIXELS = 1 << 22
@@ -297,21 +301,88 @@ def normalise_pixels(pixels: np.ndarray, mean: Sequence[float], std: Sequence[fl
     return out
 
 
-def decode_image(source: Source, *, in_channels: int, max_pixels: int, max_side: int) -> np.ndarray:
+def decode_image(
+    source: Source,
+    *,
+    in_channels: int,
+    max_pixels: int,
+    max_side: int,
+    bands: Sequence[int] | None = None,
+) -> np.ndarray:
     """Decode untrusted input into the ``(H, W, in_channels)`` array the engine expects.
+
+    TIFFs that Pillow cannot read faithfully (16-bit multi-band, extra bands, ``bands=``) go
+    through :mod:`service.bands` (rasterio); 16-bit data follow its bit-depth rule, and
+    nodata/alpha pixels are reported to :func:`service.bands.collect_notes`.
 
     Args:
         source: raw bytes, a path, or a seekable binary file object.
         in_channels: the model's input channels (1, 3 or 4).
         max_pixels: the largest ``width * height`` accepted.
         max_side: the largest width or height accepted.
+        bands: 1-based band numbers to use (TIFF only), in the model's channel order.
 
     Returns:
         The oriented image as ``uint8``, ``uint16`` or ``float32`` (see :func:`pixel_scale`).
 
     Raises:
-        ImageError: a subclass naming what is wrong (format, corrupt, too large).
+        ImageError: a subclass naming what is wrong (format, corrupt, too large, bands).
     """
-    image = open_image(source, max_pixels=max_pixels, max_side=max_side)
+    stream, owned = as_stream(source)
+    try:
+        head = stream.read(16)
+        stream.seek(0)
+        if sniff_format(head)[0] == "TIFF":
+            return _decode_tiff(stream, in_channels, max_pixels, max_side, bands)
+        if bands:
+            raise UnsupportedFormatError("bands= applies to TIFF inputs only")
+        image = open_image(stream, max_pixels=max_pixels, max_side=max_side)
+        with image:
+            return rescale_16bit(to_array(image, in_channels))
+    finally:
+        if owned:
+            stream.close()
+
+
+def _decode_tiff(
+    stream: BinaryIO, in_channels: int, max_pixels: int, max_side: int, bands
+) -> np.ndarray:
+    """Pillow for what it reads faithfully, :func:`service.bands.decode_raster` for the rest."""
+    try:
+        with Image.open(stream, formats=("TIFF",)) as header:
+            raster = needs_raster_reader(header.tag_v2, bands)
+            nodata_value = header.tag_v2.get(GDAL_NODATA)
+    except Image.DecompressionBombError:
+        raster, nodata_value = False, None  # open_image reports it in the service's words
+    except Exception:  # a header Pillow cannot parse: GDAL may still read it
+        logger.debug("Pillow cannot read this TIFF header", exc_info=True)
+        raster, nodata_value = True, None
+    stream.seek(0)
+    if raster:
+        data = stream.read()
+        return rescale_16bit(
+            decode_raster(
+                data, in_channels=in_channels, max_pixels=max_pixels, max_side=max_side, bands=bands
+            )
+        )
+    image = open_image(stream, max_pixels=max_pixels, max_side=max_side)
     with image:
-        return to_array(image, in_channels)
+        alpha = None
+        if image.mode in ("RGBA", "LA") and in_channels != 4:
+            alpha = np.asarray(image.getchannel("A")) == 0
+        pixels = to_array(image, in_channels)
+    nodata = [alpha] if alpha is not None else []
+    value = _number(nodata_value)
+    if value is not None:
+        nodata.append(np.all(pixels == value, axis=-1))
+    if nodata:
+        note_nodata(np.logical_or.reduce(nodata))
+    return rescale_16bit(pixels)
+
+
+def _number(text) -> float | None:
+    """GDAL's nodata tag (an ASCII number) as a float, or None."""
+    try:
+        return float(str(text).strip("\x00 ")) if text is not None else None
+    except ValueError:
+        return None

@@ -15,16 +15,18 @@ Errors are the typed ones of :mod:`service.errors` (``ImageError`` for the input
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from service.bands import NO_CLASS, collect_notes
 from service.engine import Engine
 from service.formats.raster import DEFAULT_ALPHA
 from service.formats.registry import EncodeRequest, get_encoder
 from service.formats.shapes import DEFAULT_TOLERANCE
+from service.geo.crs import DEFAULT_CRS
 from service.georef import GeoReference, read_georeference
 from service.imaging import Source
 
@@ -40,6 +42,7 @@ class Segmentation:
         infer_ms: milliseconds spent in normalise/pad/run/crop/argmax (tiling included).
         confidence: the top class's probability per pixel, when a format asked for it.
         georef: the GeoTIFF's placement on the map, when a format asked for it and it has one.
+        warnings: what decoding noticed (12-bit data, ...), for the caller to pass on.
     """
 
     pixels: np.ndarray
@@ -48,6 +51,7 @@ class Segmentation:
     infer_ms: float
     confidence: np.ndarray | None = None
     georef: GeoReference | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def height(self) -> int:
@@ -80,14 +84,17 @@ def georeference(source: Source, needs: Needs) -> GeoReference | None:
     return read_georeference(source) if needs.georef else None
 
 
-def decode(engine: Engine, source: Source) -> tuple[np.ndarray, float]:
+def decode(
+    engine: Engine, source: Source, bands: Sequence[int] | None = None
+) -> tuple[np.ndarray, float]:
     """Decode ``source`` for ``engine``'s model. Returns ``(pixels, milliseconds)``.
 
     Raises:
-        service.errors.ImageError: not an allowed image, corrupt, or over the size limits.
+        service.errors.ImageError: not an allowed image, corrupt, over the size limits, or
+            bands the model cannot take.
     """
     start = time.perf_counter()
-    pixels = engine.decode(source)
+    pixels = engine.decode(source, bands)
     return pixels, (time.perf_counter() - start) * 1000.0
 
 
@@ -110,16 +117,30 @@ def infer(
     return Segmentation(pixels, mask, decode_ms, infer_ms, confidence, georef)
 
 
-def segment(engine: Engine, source: Source, formats: Iterable[str] = ("index",)) -> Segmentation:
+def segment(
+    engine: Engine,
+    source: Source,
+    formats: Iterable[str] = ("index",),
+    bands: Sequence[int] | None = None,
+) -> Segmentation:
     """Decode and run: the mask of one image, with what ``formats`` need besides.
+
+    Pixels the input marks as nodata (GeoTIFF nodata value, alpha 0) get no class:
+    :data:`service.bands.NO_CLASS` (255) in the mask.
 
     Raises:
         ValueError: an unknown format.
         service.errors.ImageError: see :func:`decode`.
     """
     needs = Needs.of(formats)
-    pixels, decode_ms = decode(engine, source)
-    return infer(engine, pixels, decode_ms, needs=needs, georef=georeference(source, needs))
+    with collect_notes() as notes:
+        pixels, decode_ms = decode(engine, source, bands)
+    seg = infer(engine, pixels, decode_ms, needs=needs, georef=georeference(source, needs))
+    if notes.nodata is not None:
+        seg.mask[notes.nodata] = NO_CLASS
+        if seg.confidence is not None:
+            seg.confidence[notes.nodata] = 0
+    return replace(seg, warnings=tuple(notes.warnings))
 
 
 def encode(
@@ -131,6 +152,7 @@ def encode(
     info: Mapping[str, Any] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     counts: np.ndarray | None = None,
+    crs: str = DEFAULT_CRS,
 ) -> bytes:
     """Encode a segmentation in output format ``fmt`` (see :data:`service.formats.registry.ENCODERS`).
 
@@ -142,10 +164,13 @@ def encode(
         info: extra top-level fields of the JSON outputs.
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         counts: the mask's :func:`service.formats.report.class_pixel_counts`, if already counted.
+        crs: ``geojson`` of a GeoTIFF: ``"wgs84"`` (RFC 7946) or ``"native"``.
 
     Raises:
-        ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance, or
+        ValueError: an unknown format, an alpha outside ``[0, 1]``, a bad tolerance or crs, or
             ``scores`` for a segmentation run without probabilities.
+        service.errors.GeoInputError: ``geojson`` in WGS 84 of a GeoTIFF without an EPSG code, or
+            without the ``geo`` extra installed.
     """
     meta = engine.metadata
     request = EncodeRequest(
@@ -159,5 +184,6 @@ def encode(
         tolerance=tolerance,
         georef=segmentation.georef,
         counts=counts,
+        crs=crs,
     )
     return get_encoder(fmt).encode(request)

@@ -176,6 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, kwargs in engine_flags.items():
         p.add_argument(flag(name), dest=name, default=None, **kwargs)
     add_renamed_flags(p, PREDICT_FLAGS, **engine_flags)
+    from service.commands.predict_geo import add_flags
+
+    add_flags(p)
     ray = p.add_argument_group("Ray (pip install 'fcnseg[ray]')")
     ray.add_argument(
         "--engine",
@@ -227,29 +230,23 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
         return 2
 
-    report = _Reporter(_progress_bar(len(scan.items), args.progress), writer)
+    from service.commands.predict_geo import run_geo, split_geo
+
+    # Auto-detection only without --format: asked for image formats (a GeoJSON in map
+    # coordinates, say), a GeoTIFF keeps the image path it always took, unless --geo.
+    auto = None if not args.formats else False
+    geo_items, items = split_geo(scan.items, auto if args.geo is None else args.geo)
+    report = _Reporter(_progress_bar(len(items), args.progress) if items else None, writer)
     report.rejected(scan.rejected)
     start = time.perf_counter()
     try:
-        if args.engine == "ray":
-            from service.batch.ray import run_ray
-
-            counts = run_ray(
-                source.path,
-                config,
-                scan.items,
-                args.out,
-                options,
-                address=args.address,
-                actors=args.actors,
-                on_result=report,
-            )
-        else:
-            from service.batch.runner import run_batch
-
-            counts = run_batch(engine, scan.items, args.out, options, on_result=report)
+        counts = _run_images(args, source, config, engine, items, options, report)
     finally:
         report.close()
+    if geo_items:
+        geo_ok, geo_failed, geo_skipped = run_geo(engine, geo_items, args.out, args, source, config)
+        counts.ok, counts.failed = counts.ok + geo_ok, counts.failed + geo_failed
+        counts.skipped += geo_skipped
     seconds = time.perf_counter() - start
     failed, skipped = report.failed + counts.failed, report.skipped + counts.skipped
     done = counts.ok + counts.failed
@@ -259,6 +256,30 @@ def run(args: argparse.Namespace) -> int:
         f"outputs in {args.out}"
     )
     return 1 if failed else 0
+
+
+def _run_images(args, source, config, engine, items, options, report):
+    """The image inputs through the local or Ray batch runner (counts, zero when none)."""
+    from service.batch.runner import BatchCounts
+
+    if not items:
+        return BatchCounts()
+    if args.engine == "ray":
+        from service.batch.ray import run_ray
+
+        return run_ray(
+            source.path,
+            config,
+            items,
+            args.out,
+            options,
+            address=args.address,
+            actors=args.actors,
+            on_result=report,
+        )
+    from service.batch.runner import run_batch
+
+    return run_batch(engine, items, args.out, options, on_result=report)
 
 
 def _batch_options(args: argparse.Namespace, concurrency: int, model: str):

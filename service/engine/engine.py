@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -226,13 +226,15 @@ class Engine:
         """``uint8`` up to 256 classes, else ``uint16``."""
         return np.dtype(np.uint8 if self.metadata.num_classes <= 256 else np.uint16)
 
-    def decode(self, source: Source) -> np.ndarray:
-        """Decode bytes/a path with this model's channels and the configured size limits."""
+    def decode(self, source: Source, bands: Sequence[int] | None = None) -> np.ndarray:
+        """Decode bytes/a path with this model's channels and the configured size limits
+        (``bands``: 1-based TIFF bands to use, see :mod:`service.bands`)."""
         return decode_image(
             source,
             in_channels=self.metadata.in_channels,
             max_pixels=self.config.max_pixels,
             max_side=self.config.max_side,
+            bands=bands,
         )
 
     def uses_tiling(self, height: int, width: int) -> bool:

@@ -26,6 +26,8 @@ from service.formats.raster import (
 )
 from service.formats.report import class_report
 from service.formats.shapes import DEFAULT_TOLERANCE, class_polygons, coco_rle, geojson
+from service.geo.crs import DEFAULT_CRS
+from service.geo.mask_tiff import mask_cog
 from service.georef import GeoReference
 
 
@@ -46,6 +48,8 @@ class EncodeRequest:
         confidence: the top class's probability per pixel (only ``scores`` reads it).
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         georef: where the image lies on the map (``geojson`` in map coordinates).
+        crs: ``geojson`` on a GeoTIFF: ``"wgs84"`` (RFC 7946 longitude/latitude) or
+            ``"native"`` (the GeoTIFF's CRS, named as GDAL reads it).
     """
 
     mask: np.ndarray
@@ -58,6 +62,7 @@ class EncodeRequest:
     confidence: np.ndarray | None = None
     tolerance: float = DEFAULT_TOLERANCE
     georef: GeoReference | None = None
+    crs: str = DEFAULT_CRS
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Encoder:
     Attributes:
         needs_confidence: the engine must also return per-pixel probabilities.
         needs_georef: the source's GeoTIFF tags are read (map coordinates).
+        requires_georef: only a georeferenced GeoTIFF input can be encoded (others: an error).
     """
 
     name: str
@@ -76,6 +82,7 @@ class Encoder:
     description: str
     needs_confidence: bool = False
     needs_georef: bool = False
+    requires_georef: bool = False
 
     def describe(self) -> dict[str, str]:
         """What ``/v1/models`` lists for this format."""
@@ -169,9 +176,20 @@ ENCODERS: dict[str, Encoder] = {
             "geojson",
             "application/geo+json",
             ".geojson",
-            lambda r: _json(r, geojson(r.mask, r.classes, r.tolerance, r.georef)),
-            "a MultiPolygon feature per class present (map coordinates from a GeoTIFF)",
+            lambda r: _json(r, geojson(r.mask, r.classes, r.tolerance, r.georef, r.crs)),
+            "a MultiPolygon feature per class present (from a GeoTIFF: WGS 84 lon/lat, "
+            "or its own CRS with crs=native)",
             needs_georef=True,
+        ),
+        Encoder(
+            "geotiff",
+            "image/tiff",
+            "_mask.tif",
+            lambda r: mask_cog(r.mask, r.palette, r.classes, r.georef),
+            "class-index Cloud-Optimized GeoTIFF with the input GeoTIFF's CRS and transform, "
+            "colour table, nodata 255 (the geo extra)",
+            needs_georef=True,
+            requires_georef=True,
         ),
         Encoder(
             "scores",

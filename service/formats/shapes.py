@@ -7,13 +7,15 @@ shapes and how to decode them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from service.bands import NO_CLASS
 from service.formats.coco_rle import class_counts, counts_to_string, label_runs
 from service.formats.polygons import Rings, label_polygons
+from service.geo.crs import DEFAULT_CRS, check_crs_choice, named_crs, no_epsg_message, to_wgs84
 from service.georef import GeoReference
 
 # Douglas-Peucker tolerance in pixels for polygons and GeoJSON: the one default that the HTTP
@@ -23,8 +25,14 @@ MAX_TOLERANCE = 100.0
 
 
 def present_classes(mask: np.ndarray, classes: Sequence[str]) -> Iterator[tuple[int, str, int]]:
-    """``(index, name, pixels)`` of every class with at least one pixel, in class order."""
+    """``(index, name, pixels)`` of every class with at least one pixel, in class order.
+
+    255 marks pixels with no data (:data:`service.bands.NO_CLASS`) when the model has fewer
+    classes: it is no class, and gets no entry.
+    """
     counts = np.bincount(mask.ravel(), minlength=len(classes))
+    if len(classes) <= NO_CLASS < len(counts):
+        counts[NO_CLASS] = 0
     for index in np.flatnonzero(counts).tolist():
         name = classes[index] if index < len(classes) else f"class_{index}"
         yield index, name, int(counts[index])
@@ -72,12 +80,21 @@ def coco_rle(mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _nested(rings: Rings, georef: GeoReference | None = None) -> list[list[list[list[float]]]]:
-    """Rings -> ``[[outer, hole, ...], ...]`` of ``[x, y]`` lists (map coordinates if given)."""
+def _nested(
+    rings: Rings, georef: GeoReference | None = None, project: Callable | None = None
+) -> list[list[list[list[float]]]]:
+    """Rings -> ``[[outer, hole, ...], ...]`` of ``[x, y]`` lists.
+
+    Pixel coordinates, or map ones when ``georef`` is given, then passed through ``project``
+    (map -> WGS 84 longitude/latitude) when that is given too.
+    """
     if georef is None:
         polygons = rings.polygons()
     else:  # a mirroring transform would turn outer rings clockwise: reverse them back
-        polygons = rings.polygons(georef.apply(rings.points), reverse=georef.flips)
+        points = georef.apply(rings.points)
+        if project is not None and len(points):
+            points = project(points)
+        polygons = rings.polygons(points, reverse=georef.flips)
     return [[ring.tolist() for ring in polygon] for polygon in polygons]
 
 
@@ -109,12 +126,25 @@ def geojson(
     classes: Sequence[str],
     tolerance: float = DEFAULT_TOLERANCE,
     georef: GeoReference | None = None,
+    crs: str = DEFAULT_CRS,
 ) -> dict[str, Any]:
     """A GeoJSON FeatureCollection: one MultiPolygon feature per class present.
 
-    Coordinates are pixel ones (x right, y down) unless ``georef`` maps them onto the map.
+    Coordinates are pixel ones (x right, y down) unless ``georef`` places the image on the map.
+    Then ``crs="wgs84"`` (the default, RFC 7946) reprojects them to longitude/latitude and
+    writes no ``crs`` member; ``crs="native"`` keeps the GeoTIFF's map coordinates and names
+    its CRS as GDAL reads it (:func:`service.geo.crs.named_crs`).
+
+    Raises:
+        ValueError: a bad tolerance or ``crs`` choice.
+        GeoInputError: WGS 84 asked for a GeoTIFF without an EPSG code.
+        GeoDependencyError: WGS 84 asked without pyproj (the ``geo`` extra).
     """
     check_tolerance(tolerance)
+    check_crs_choice(crs)
+    project = None
+    if georef is not None and crs == "wgs84":
+        project = to_wgs84(georef.crs)
     present = list(present_classes(mask, classes))
     outlines = label_polygons(mask, [index for index, _, _ in present], tolerance)
     features = [
@@ -122,22 +152,41 @@ def geojson(
             "type": "Feature",
             "id": index,
             "properties": {"index": index, "name": name, "pixels": pixels},
-            "geometry": {"type": "MultiPolygon", "coordinates": _nested(rings, georef)},
+            "geometry": {
+                "type": "MultiPolygon",
+                "coordinates": _nested(rings, georef, project),
+            },
         }
         for (index, name, pixels), (_, rings) in zip(present, outlines, strict=True)
     ]
-    collection: dict[str, Any] = {
-        "type": "FeatureCollection",
-        "height": int(mask.shape[0]),
-        "width": int(mask.shape[1]),
-        "tolerance": tolerance,
-        "coordinates": "pixel" if georef is None else "map",
-    }
+    collection: dict[str, Any] = {"type": "FeatureCollection"}
     if georef is not None:
-        collection["crs"] = georef.crs
-        collection["transform"] = list(georef.transform)
-    collection["features"] = features
+        _describe_map(collection, georef, crs)
+    collection.update(
+        {
+            "height": int(mask.shape[0]),
+            "width": int(mask.shape[1]),
+            "tolerance": tolerance,
+            "coordinates": "pixel" if georef is None else _coordinates(crs),
+            "features": features,
+        }
+    )
     return collection
+
+
+def _coordinates(crs: str) -> str:
+    return "lonlat" if crs == "wgs84" else "map"
+
+
+def _describe_map(collection: dict[str, Any], georef: GeoReference, crs: str) -> None:
+    """Foreign members naming where the pixels lie; ``crs`` only in native coordinates."""
+    if crs == "native":
+        if georef.crs is None:  # no EPSG code: the coordinates are in unnamed map units
+            collection["crs_warning"] = no_epsg_message("the GeoTIFF")
+        else:
+            collection["crs"] = named_crs(georef.crs)
+    collection["source_crs"] = georef.crs
+    collection["transform"] = list(georef.transform)
 
 
 def check_tolerance(tolerance: float) -> None:

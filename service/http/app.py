@@ -27,6 +27,7 @@ from service.http.routes import (
     metrics,
     models,
     oip,
+    preview,
     ranking,
     segment,
     versions,
@@ -143,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
-    routers = [module.router for module in (health, models, segment, metrics, oip)]
+    routers = [module.router for module in (health, models, segment, preview, metrics, oip)]
     routers += [oip.keyed, label_studio.router, label_studio.named, ranking.router, versions.router]
     for router in routers:
         app.include_router(router)

@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
     CorruptImageError,
+    GeoDependencyError,
+    GeoInputError,
     ImageError,
     ImageTooLargeError,
     ModelError,
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Engine/decoder exception -> (status, code). Order matters: subclasses first.
 ENGINE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (ImageTooLargeError, 413, "image_too_large"),
+    (GeoDependencyError, 422, "geo_extra_missing"),
+    (GeoInputError, 422, "georeference"),
     (UnsupportedFormatError, 415, "unsupported_image"),
     (CorruptImageError, 400, "corrupt_image"),
     (ImageError, 400, "bad_image"),

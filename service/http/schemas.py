@@ -134,13 +134,29 @@ class Feature(BaseModel):
     geometry: MultiPolygon
 
 
+class CrsName(BaseModel):
+    name: str = Field(description="urn:ogc:def:crs:EPSG::<code>")
+
+
+class NamedCrs(BaseModel):
+    """The GeoJSON 2008 named CRS, which GDAL/OGR reads."""
+
+    type: Literal["name"]
+    properties: CrsName
+
+
 class GeoJsonOutput(_Output):
     """``format=geojson``: a FeatureCollection (the other top-level fields are foreign members)."""
 
     type: Literal["FeatureCollection"]
     tolerance: float
-    coordinates: Literal["pixel", "map"]
-    crs: str | None = None
+    coordinates: Literal["pixel", "lonlat", "map"] = Field(
+        description="pixel (no georeference), lonlat (WGS 84, RFC 7946: the default for a "
+        "GeoTIFF), map (crs=native: the GeoTIFF's CRS)"
+    )
+    crs: NamedCrs | None = Field(None, description="crs=native only: the CRS as GDAL reads it")
+    crs_warning: str | None = None
+    source_crs: str | None = Field(None, description="the GeoTIFF's CRS, EPSG:<code>")
     transform: list[float] | None = None
     features: list[Feature]
 

@@ -35,7 +35,8 @@ stepping\t: 8
 flags\t\t: avx2 avx512f avx512bw avx512_vnni avx_vnni avx512_bf16 amx_bf16 amx_tile amx_int8
 """
 # Scripts under bench/ that write no results file of their own.
-NOT_BENCHES = {"tables.py", "torch_endpoint.py"}
+# Scripts in bench/ that write no results: the table renderer, a helper server, a data builder.
+NOT_BENCHES = {"tables.py", "torch_endpoint.py", "make_geo_rasters.py"}
 
 
 @pytest.mark.parametrize(

@@ -384,3 +384,65 @@ def test_every_listed_format_downloads_from_the_page(page, server, tmp_path):
     assert [f["properties"]["name"] for f in geojson["features"]] == IDENTITY_CLASSES
     scores = np.asarray(Image.open(io.BytesIO(export("scores"))))
     assert scores.shape == expected.shape and scores.dtype == np.uint8
+
+
+def test_a_geotiff_upload_is_previewed_under_the_overlay(page, tmp_path):
+    """Browsers cannot show a TIFF: the page asks the service for a PNG of it (/v1/preview)
+    and shows that under the mask, pixel for pixel."""
+    rasterio = pytest.importorskip("rasterio", reason="rasterio (the geo extra)")
+    from affine import Affine
+
+    driver, wait = page
+    rgb, expected = regions_image()
+    path = tmp_path / "regions.tif"
+    wide = rgb.astype(np.uint16) * 257  # 16-bit, photometric=minisblack: no browser shows it
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=WIDTH,
+        height=HEIGHT,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32640",
+        transform=Affine(0.5, 0, 300_000, 0, -0.5, 2_790_000),
+        photometric="MINISBLACK",
+    ) as out:
+        out.write(wide.transpose(2, 0, 1))
+
+    _upload(driver, wait, path, "rgb")
+    result = driver.find_element(By.ID, "result")
+    wait.until(lambda d: result.get_attribute("data-state") == "ready")
+    image = driver.find_element(By.ID, "image")
+    wait.until(lambda d: image.get_attribute("data-preview") == "server")
+    wait.until(
+        lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image
+        )
+    )
+    assert driver.execute_script(
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image
+    ) == [WIDTH, HEIGHT]
+    shown = driver.execute_script(
+        """
+        const img = arguments[0];
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const ctx = canvas.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        return arguments[1].map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data));
+        """,
+        image,
+        [(5, 5), (WIDTH - 4, 3), (WIDTH - 4, HEIGHT - 4)],
+    )
+    for pixel, (x, y) in zip(shown, [(5, 5), (WIDTH - 4, 3), (WIDTH - 4, HEIGHT - 4)], strict=True):
+        assert pixel == [*rgb[y, x].tolist(), 255], (x, y)
+
+    # under the overlay: the preview and the mask share one box, the mask painted by class
+    driver.find_element(By.CSS_SELECTOR, 'input[name="view"][value="overlay"]').click()
+    image_box, mask_box = image.rect, driver.find_element(By.ID, "mask").rect
+    assert (image_box["x"], image_box["y"]) == (mask_box["x"], mask_box["y"])
+    assert image_box["width"] == mask_box["width"] > 0 and image.is_displayed()
+    points = [(5, 5), (WIDTH - 4, 3), (WIDTH - 4, HEIGHT - 4)]
+    for (x, y), pixel in zip(points, _pixels(driver, points), strict=True):
+        assert pixel == [*IDENTITY_PALETTE[expected[y, x]], 255], (x, y)

@@ -99,14 +99,24 @@ def test_unreadable_reference_sets_are_none() -> None:
     assert ReferenceSet.from_value({"crops": [{"image": "not base64 png"}]}) is None
 
 
+def load_pair_recorded_at(model_pair, recorded_agreement: float) -> Engine:  # noqa: F811
+    """``auto`` on an fp32 + INT8 pair whose export saw ``recorded_agreement`` on the crops.
+
+    The "INT8" file is the fp32 graph, so here it agrees 100%: a record above 101% is a
+    check that fails on this CPU.
+    """
+    fp32 = model_pair(checks(ort__int8=-0.1))
+    record = {"ort/int8": {"agreement": recorded_agreement, "miou": 100.0}}
+    value = reference_value(fp32, record)
+    for path in (fp32, fp32.with_name("m.int8.onnx")):
+        with_reference(path, value)
+    return Engine.load(fp32, EngineConfig(backend="auto", precision="auto"))
+
+
 def test_auto_serves_a_path_that_passes_here(cpu, model_pair, speeds) -> None:  # noqa: F811
     cpu(flags=frozenset({"avx2"}), openvino=False)
     speeds({"ort/fp32": 100.0, "ort/int8": 40.0})
-    fp32 = model_pair(checks(ort__int8=-0.1))
-    value = reference_value(fp32, {"ort/int8": {"agreement": 100.0, "miou": 100.0}})
-    for path in (fp32, fp32.with_name("m.int8.onnx")):
-        with_reference(path, value)
-    engine = Engine.load(fp32, EngineConfig(backend="auto", precision="auto"))
+    engine = load_pair_recorded_at(model_pair, 100.0)
     assert (engine.backend_name, engine.precision) == ("ort", "int8")
     assert "checked here: agreement 100.00%" in engine.choice.reason
     assert engine.choice.checks["ort/int8"]["passed"] is True
@@ -115,12 +125,8 @@ def test_auto_serves_a_path_that_passes_here(cpu, model_pair, speeds) -> None:  
 def test_auto_refuses_a_path_that_fails_here_and_says_why(cpu, model_pair, speeds) -> None:  # noqa: F811
     cpu(flags=frozenset({"avx2"}), openvino=False)
     asked = speeds({"ort/fp32": 100.0, "ort/int8": 40.0})
-    fp32 = model_pair(checks(ort__int8=-0.1))
     # The export CPU saw 102% agreement: the bound (101%) cannot be met here.
-    value = reference_value(fp32, {"ort/int8": {"agreement": 102.0, "miou": 100.0}})
-    for path in (fp32, fp32.with_name("m.int8.onnx")):
-        with_reference(path, value)
-    engine = Engine.load(fp32, EngineConfig(backend="auto", precision="auto"))
+    engine = load_pair_recorded_at(model_pair, 102.0)
     assert (engine.backend_name, engine.precision) == ("ort", "fp32")
     assert "refused ort/int8 here: agreement 100.00%" in engine.choice.reason
     assert engine.choice.checks["ort/int8"]["passed"] is False

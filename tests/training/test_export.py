@@ -126,7 +126,8 @@ def test_fcn8s_round_trip(tmp_path: Path) -> None:
     check_round_trip(result.path, model, config, multiple=1)
 
 
-@pytest.mark.slow  # every registered model; the three FCNs carry ~540 MB each
+# every registered model; the three FCNs carry ~540 MB each: ~3 min on 2 cores (`make test-long`)
+@pytest.mark.long
 @pytest.mark.parametrize("arch", fcn.list_models())
 def test_every_registered_model_exports(arch: str, tmp_path: Path) -> None:
     options = {} if arch.startswith("fcn") else {"encoder": "resnet18"}

@@ -10,6 +10,7 @@ import torch
 import fcn
 from fcn.cli import main
 from service.backends import cpu_has_bf16, openvino_available
+from service.backends.reference import REFERENCE_KEY, ReferenceSet
 from service.backends.select import verified
 from service.engine import Engine, EngineConfig
 from training.export.onnx import export_model, read_metadata
@@ -59,7 +60,14 @@ def test_checks_measure_every_available_path_and_auto_reads_them(
         assert result["miou_delta"] == pytest.approx(result["miou"] - ref, abs=1e-3)
 
     record_checks(checks, fp32, int8)
-    assert read_metadata(fp32).precision_checks == checks
+    # the reference crops go under their own key, in both files; the rest is precision_checks
+    recorded = dict(checks)
+    reference_set = recorded.pop(REFERENCE_KEY)
+    assert read_metadata(fp32).precision_checks == recorded
+    for path in (fp32, int8):
+        assert read_metadata(path).extra[REFERENCE_KEY] == reference_set
+    refset = ReferenceSet.from_value(reference_set)
+    assert refset is not None and set(refset.recorded) == set(checks["results"])
     assert read_metadata(int8).extra["quantization"]["format"] == "QDQ"  # other keys kept
     engine = Engine.load(fp32, EngineConfig(backend="ort"))
     assert engine.precision == ("int8" if verified(checks, "ort", "int8") else "fp32")

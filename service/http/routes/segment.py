@@ -16,10 +16,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service import pipeline
+from service.bands import parse_bands
 from service.errors import ImageError, ModelError
 from service.formats.raster import ALPHA_MAX, ALPHA_MIN, DEFAULT_ALPHA
 from service.formats.registry import ENCODERS
 from service.formats.shapes import DEFAULT_TOLERANCE, MAX_TOLERANCE
+from service.geo.crs import CRS_CHOICES, DEFAULT_CRS
 from service.http.admission import AdmissionRefused
 from service.http.errors import ApiError, error_responses, from_engine_error, unavailable
 from service.http.schemas import output_content
@@ -27,9 +29,35 @@ from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
 
+# The bands= query of the routes that decode an upload (segment, preview).
+BandsQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        pattern=r"^\d{1,2}(,\d{1,2}){0,7}$",
+        description="TIFF bands to use, 1-based, in the model's channel order "
+        "(e.g. 1,2,3 of an RGB+NIR file); docs/gis-vectors.md",
+    ),
+]
+
+
+def model_and_bands(
+    models: ServedModels, model: str | None, bands: str | None
+) -> tuple[LoadedModel, tuple[int, ...] | None]:
+    """The model a request names and its parsed bands, or the 404 / 422 that says why not."""
+    loaded = models.get(model)
+    if loaded is None:
+        raise ApiError(404, "unknown_model", models.unknown(model))
+    try:
+        return loaded, parse_bands(bands)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from None
+
+
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
 OutputFormat = Enum("OutputFormat", {name: name for name in ENCODERS}, type=str)
+OutputCrs = Enum("OutputCrs", {name: name for name in CRS_CHOICES}, type=str)
 
 _RESPONSES = {
     200: {
@@ -45,7 +73,8 @@ _RESPONSES = {
             408: "the request body stalled (FCN_BODY_TIMEOUT_S)",
             413: "body or image too large",
             415: "not an image / unsupported format or content type",
-            422: "no image in the request, or a bad parameter",
+            422: "no image in the request, a bad parameter, or a georeference that cannot "
+            "give the asked coordinates (GeoTIFF without EPSG code, geo extra missing)",
             503: "busy or shutting down; see Retry-After",
         }
     ),
@@ -59,7 +88,7 @@ IMAGE_MEDIA_TYPES = (
     "image/tiff",
     "image/gif",
 )
-_REQUEST_BODY = {
+REQUEST_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {
@@ -83,23 +112,32 @@ class Result:
     decode_ms: float
     infer_ms: float
     encode_ms: float
+    warnings: tuple[str, ...] = ()
 
 
 def run_segmentation(
-    loaded: LoadedModel, data: bytes, fmt: str, alpha: float, tolerance: float = DEFAULT_TOLERANCE
+    loaded: LoadedModel,
+    data: bytes,
+    fmt: str,
+    alpha: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    crs: str = DEFAULT_CRS,
+    bands: tuple[int, ...] | None = None,
 ) -> Result:
     """Decode, predict and encode one image (runs on an inference thread)."""
     engine = loaded.engine
-    seg = pipeline.segment(engine, data, (fmt,))
-    info = {
+    seg = pipeline.segment(engine, data, (fmt,), bands)
+    info: dict = {
         "model": loaded.name,
         "model_version": loaded.version,
         "timings_ms": {"decode": round(seg.decode_ms, 2), "inference": round(seg.infer_ms, 2)},
     }
+    if seg.warnings:
+        info["warnings"] = list(seg.warnings)
     start = time.perf_counter()
-    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info, tolerance=tolerance)
+    body = pipeline.encode(engine, seg, fmt, alpha=alpha, info=info, tolerance=tolerance, crs=crs)
     encode_ms = (time.perf_counter() - start) * 1000.0
-    return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms)
+    return Result(body, seg.width, seg.height, seg.decode_ms, seg.infer_ms, encode_ms, seg.warnings)
 
 
 @router.post(
@@ -110,7 +148,7 @@ def run_segmentation(
     "with exactly the input's width and height (after EXIF orientation).",
     response_class=Response,
     responses=_RESPONSES,
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def segment(
     request: Request,
@@ -130,17 +168,30 @@ async def segment(
             description="polygons/geojson: simplification in pixels (0 = exact outlines)",
         ),
     ] = DEFAULT_TOLERANCE,
+    crs: Annotated[
+        OutputCrs,
+        Query(
+            description="geojson of a GeoTIFF: wgs84 = RFC 7946 longitude/latitude, no crs "
+            "member; native = the GeoTIFF's own CRS, named as GDAL reads it"
+        ),
+    ] = OutputCrs.wgs84,
+    bands: BandsQuery = None,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
-    loaded = models.get(model)
-    if loaded is None:
-        raise ApiError(404, "unknown_model", models.unknown(model))
+    loaded, chosen_bands = model_and_bands(models, model, bands)
     try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
             result = await service.admission.run(
-                run_segmentation, loaded, data, format.value, alpha, tolerance
+                run_segmentation,
+                loaded,
+                data,
+                format.value,
+                alpha,
+                tolerance,
+                crs.value,
+                chosen_bands,
             )
     except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
@@ -157,4 +208,6 @@ async def segment(
         "X-Encode-Ms": f"{result.encode_ms:.2f}",
         "X-Image-Size": f"{result.width}x{result.height}",
     }
+    if result.warnings:
+        headers["X-Input-Warnings"] = " | ".join(result.warnings)
     return Response(result.body, media_type=ENCODERS[format.value].media_type, headers=headers)

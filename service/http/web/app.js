@@ -382,14 +382,42 @@ async function segment() {
   }
 }
 
+// Browsers do not render TIFF: the service decodes it (bands, 16-bit) into a PNG to show.
+function isTiff(file) {
+  return /^image\/tiff?$/i.test(file.type) || /\.tiff?$/i.test(file.name);
+}
+
+async function previewBlob(file) {
+  if (!isTiff(file)) return file;
+  const model = selectedModel();
+  const body = new FormData();
+  body.append("image", file, file.name);
+  const params = model ? `?${new URLSearchParams({ model: model.name })}` : "";
+  const response = await request(`v1/preview${params}`, { method: "POST", body });
+  return response.blob();
+}
+
+async function showInput(file) {
+  let blob;
+  try {
+    blob = await previewBlob(file);
+  } catch (err) {
+    if (file === currentFile) showError(describeError(err));
+    return;
+  }
+  if (file !== currentFile) return;
+  if (objectUrls.image) URL.revokeObjectURL(objectUrls.image);
+  objectUrls.image = URL.createObjectURL(blob);
+  ui.image.dataset.preview = blob === file ? "original" : "server";
+  ui.image.src = objectUrls.image;
+}
+
 function useFile(file) {
   if (!file) return;
   currentFile = file;
-  if (objectUrls.image) URL.revokeObjectURL(objectUrls.image);
-  objectUrls.image = URL.createObjectURL(file);
   ui.imageFigure.hidden = false;
   ui.image.alt = `The uploaded image, ${file.name}`;
-  ui.image.src = objectUrls.image;
+  showInput(file);
   segment();
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,22 @@ import pytest
 from PIL import Image
 
 PEAK_LIMIT_MB = 2500
+
+
+def describe_host() -> str:
+    """CPU model, usable cores and memory: what a failed peak needs to be read."""
+    from service.engine.config import usable_cores
+
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    total = Path("/proc/meminfo").read_text().splitlines()[0]
+    return f"{model}, {usable_cores()} usable cores (os.cpu_count {os.cpu_count()}), {total}"
 
 
 @pytest.mark.slow
@@ -35,6 +52,7 @@ def test_8000_square_prediction_peak_rss(conv_model: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     peak = int(result.stdout.split("PEAK_MB")[-1])
     print(f"peak RSS for {side}x{side}: {peak} MB")
-    assert peak <= PEAK_LIMIT_MB
+    # CI once saw 3624 MB here where a Zen 3 sees ~900: the log names the path and threads.
+    assert peak <= PEAK_LIMIT_MB, f"{peak} MB; {describe_host()}; log:\n{result.stderr[-3000:]}"
     mask = Image.open(out / "huge_mask.png")
     assert mask.size == (side, side)

@@ -129,6 +129,7 @@ def test_a_json_output_reuses_the_counts_it_is_given() -> None:
 
 
 def test_encoder_table_serves_every_format() -> None:
+    from service.errors import GeoInputError
     from service.formats.registry import ENCODERS, EncodeRequest, parse_formats
 
     mask = np.array([[0, 1], [2, 2]], dtype=np.uint8)
@@ -147,10 +148,17 @@ def test_encoder_table_serves_every_format() -> None:
         "coco-rle",
         "polygons",
         "geojson",
+        "geotiff",
         "scores",
     }
     assert len({e.suffix for e in ENCODERS.values()}) == len(ENCODERS)
     for encoder in ENCODERS.values():
+        if (
+            encoder.name == "geotiff"
+        ):  # needs a georeferenced input: tests/service/http/test_geo_http
+            with pytest.raises(GeoInputError, match="georeferenced"):
+                encoder.encode(request)
+            continue
         data = encoder.encode(request)
         if encoder.media_type == "image/png":
             assert Image.open(io.BytesIO(data)).size == (2, 2)

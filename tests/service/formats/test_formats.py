@@ -259,9 +259,13 @@ def test_geotiff_tags_place_the_geojson_on_the_map(engine) -> None:
         (500_000.0, 0.3, 0.0, 2_800_000.0, 0.0, -0.3), "EPSG:32640"
     )
     segmentation = pipeline.segment(engine, data, ("geojson",))
-    body = json.loads(pipeline.encode(engine, segmentation, "geojson", info={"model": "default"}))
+    default = json.loads(pipeline.encode(engine, segmentation, "geojson"))
+    assert "crs" not in default and default["coordinates"] == "lonlat"  # RFC 7946: WGS 84
+    info = {"model": "default"}
+    body = json.loads(pipeline.encode(engine, segmentation, "geojson", info=info, crs="native"))
     assert body["model"] == "default" and body["coordinates"] == "map"
-    assert body["crs"] == "EPSG:32640"
+    assert body["crs"] == {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32640"}}
+    assert body["coordinates"] == "map" and body["source_crs"] == "EPSG:32640"
     in_pixels = geojson(segmentation.mask, engine.metadata.classes)
     height, width = segmentation.mask.shape
     for mapped, plain in zip(body["features"], in_pixels["features"], strict=True):

@@ -21,7 +21,9 @@ from tests.service.http.conftest import start_server
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
-def fuzz(url: str, examples: int, tmp_path: Path) -> subprocess.CompletedProcess:
+def fuzz(
+    url: str, examples: int, tmp_path: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             str(SCHEMATHESIS),
@@ -43,7 +45,7 @@ def fuzz(url: str, examples: int, tmp_path: Path) -> subprocess.CompletedProcess
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=tmp_path,
     )
 
@@ -74,6 +76,10 @@ def test_schemathesis_finds_nothing(server, tmp_path) -> None:
     check(fuzz(server.url, 100, tmp_path), server)
 
 
-@pytest.mark.slow
+# 1000 examples of every operation are over 20,000 requests: more than 300 s on a loaded 2-core
+# machine (twice, 2026-12-07), so this one gets 25 minutes (a hang guard, not a speed target)
+# and is marked long: beyond CI's budget, `make test-long` runs it.
+@pytest.mark.long
+@pytest.mark.timeout(1600)
 def test_schemathesis_finds_nothing_in_many_more_examples(server, tmp_path) -> None:
-    check(fuzz(server.url, 1000, tmp_path), server)
+    check(fuzz(server.url, 1000, tmp_path, timeout=1500), server)

@@ -1,0 +1,185 @@
+"""``fcn predict --engine ray`` on a GeoTIFF: one raster's tile rows split across Ray workers.
+
+The driver cuts the raster's strips of tile rows (:class:`service.geo.tiled.Grid`) into
+contiguous parts and hands them to a pool of actors, each holding one model session. A worker
+that starts at strip ``s`` first runs the strips from :func:`~service.geo.tiled.halo_start`
+to ``s - 1`` without writing them (usually one strip: the only windows run twice), which
+rebuilds exactly the blended sums the strips above leave for its rows; it then writes its rows
+into its own part raster. The driver copies each finished part into the mask (and
+probabilities), by chunks of rows, and writes the COGs as the local path does, so both engines
+produce the same bytes. The raster and the output folder must be on storage every node sees.
+
+``ray`` is an optional extra (``pip install 'fcnseg[ray]'``), imported only when called.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from service.engine import EngineConfig
+from service.geo.run import GDAL_CACHE_MB, GeoOptions, GeoResult, Progress, output_paths
+from service.geo.tiled import Grid
+
+# Rows copied from a part raster into the mask at a time (bounded memory on the driver).
+MERGE_ROWS = 1024
+
+
+class RasterWorker:
+    """A Ray actor: one model session, segmenting ranges of strips of one raster."""
+
+    def __init__(self, model_path: str, config: EngineConfig, source: str, options: GeoOptions):
+        from service.engine import Engine
+
+        self.engine = Engine.load(model_path, config)
+        self.source, self.options = source, options
+
+    def run(self, start: int, stop: int, part: str) -> dict:
+        """Segment strips ``start .. stop - 1`` into the part rasters ``part``_mask/_prob."""
+        import rasterio
+
+        from service.geo.inputs import open_raster
+        from service.geo.resume import create_raster, write_rows
+        from service.geo.tiled import halo_start, segment_strips
+
+        meta, opts = self.engine.metadata, self.options
+        with (
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+            open_raster(self.source, meta.in_channels, bands=opts.bands, rescale=opts.rescale) as r,
+        ):
+            grid = Grid.of(
+                r.height, r.width, self.engine.tile_size, self.engine.config.tile_overlap
+            )
+            profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
+            mask_path, prob_path = Path(part + "_mask.tif"), Path(part + "_prob.tif")
+            create_raster(mask_path, profile, 1, 255)
+            if opts.probabilities:
+                create_raster(prob_path, profile, meta.num_classes, None)
+            tiles_run = 0
+
+            def on_strip(strip) -> None:
+                nonlocal tiles_run
+                if strip.index < start:  # the halo: its sums only, not its rows
+                    return
+                tiles_run += strip.tiles_run
+                write_rows(mask_path, strip.y0, strip.mask[None])
+                if strip.probabilities is not None:
+                    write_rows(prob_path, strip.y0, strip.probabilities)
+
+            segment_strips(
+                self.engine,
+                grid,
+                lambda y, rows: r.read(y, 0, rows, r.width),
+                on_strip,
+                start=halo_start(grid, start),
+                stop=stop,
+                probabilities=opts.probabilities,
+                streams=1,
+            )
+        return {"start": start, "stop": stop, "tiles_run": tiles_run}
+
+
+def split_strips(strips: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(start, stop)`` ranges covering ``range(strips)``."""
+    parts = max(1, min(parts, strips))
+    bounds = [round(i * strips / parts) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def segment_raster_ray(
+    model_path: str | os.PathLike,
+    config: EngineConfig,
+    source: str | os.PathLike,
+    stem: str | os.PathLike,
+    options: GeoOptions | None = None,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> GeoResult:
+    """Segment one raster on Ray workers into the same outputs as :func:`segment_raster`.
+
+    Raises:
+        GeoDependencyError / GeoInputError: as the local path.
+    """
+    import rasterio
+    import ray
+    from ray.util import ActorPool
+
+    from service.engine import read_model_metadata
+    from service.geo.cog import write_mask_cog, write_probability_cog
+    from service.geo.inputs import open_raster
+
+    options = options or GeoOptions()
+    meta = read_model_metadata(model_path, config)
+    source, stem, start_time = Path(source), Path(stem), time.perf_counter()
+    with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
+        multiple = meta.size_multiple
+        tile = -(-config.tile_size // multiple) * multiple  # as the engine rounds it
+        grid = Grid.of(r.height, r.width, tile, config.tile_overlap)
+        profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
+        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling.rule}
+        tags["BANDS"] = ",".join(str(b) for b in r.indexes)
+        pixel_km2 = r.pixel_km2
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    count = actors or max(1, int(ray.available_resources().get("CPU", 1)))
+    worker = ray.remote(num_cpus=1)(RasterWorker)
+    options_one = replace(options, streams=1)
+    pool = ActorPool(
+        [worker.remote(str(model_path), config, str(source), options_one) for _ in range(count)]
+    )
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    ranges = split_strips(len(grid.ys), 2 * count)  # two parts per worker: balance
+    parts = {(a, b): f"{stem}.part{i:03d}" for i, (a, b) in enumerate(ranges)}
+    result = GeoResult(source, width=grid.width, height=grid.height, tiles=grid.tiles)
+    result.km2 = pixel_km2 * grid.width * grid.height if pixel_km2 is not None else None
+    done_strips = 0
+    jobs = pool.map_unordered(lambda a, job: a.run.remote(*job, parts[job]), ranges)
+    finished = []
+    for row in jobs:
+        result.tiles_run += row["tiles_run"]
+        done_strips += row["stop"] - row["start"]
+        finished.append((row["start"], row["stop"]))
+        if on_progress is not None:
+            share = done_strips / len(grid.ys)
+            km2 = result.km2 * share if result.km2 is not None else None
+            on_progress(Progress(done_strips * len(grid.xs), grid.tiles, km2, result.km2))
+    _merge(grid, profile, meta.num_classes, stem, parts, sorted(finished), options.probabilities)
+    targets = output_paths(stem, options.probabilities)
+    mask_partial = Path(f"{stem}_mask.partial.tif")
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        write_mask_cog(mask_partial, targets[0], meta.classes, meta.palette, tags)
+        if options.probabilities:
+            prob_partial = Path(f"{stem}_prob.partial.tif")
+            write_probability_cog(prob_partial, targets[1], meta.classes, tags)
+            prob_partial.unlink()
+    mask_partial.unlink()
+    result.outputs = targets
+    result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def _merge(grid, profile, num_classes, stem, parts, ranges, probabilities) -> None:
+    """Copy each part's rows into ``STEM_mask.partial.tif`` (and probabilities); drop parts."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from service.geo.resume import create_raster, write_rows
+
+    kinds = [("mask", 1, 255)] + ([("prob", num_classes, None)] if probabilities else [])
+    for kind, count, nodata in kinds:
+        target = Path(f"{stem}_{kind}.partial.tif")
+        create_raster(target, profile, count, nodata)
+        for start, stop in ranges:
+            part = Path(f"{parts[(start, stop)]}_{kind}.tif")
+            first = grid.ys[start]
+            last = grid.ys[stop] if stop < len(grid.ys) else grid.height
+            with rasterio.open(part) as src:
+                for y in range(first, last, MERGE_ROWS):
+                    rows = min(MERGE_ROWS, last - y)
+                    write_rows(target, y, src.read(window=Window(0, y, grid.width, rows)))
+            part.unlink()

@@ -1,0 +1,202 @@
+"""Segment one georeferenced raster into COGs: the per-file driver of ``fcn predict`` on GeoTIFFs.
+
+``segment_raster`` opens the input (:mod:`service.geo.inputs`), resumes or starts its partial
+outputs (:mod:`service.geo.resume`), runs the strips (:mod:`service.geo.tiled`) reporting
+progress in tiles and km^2, and converts the partial rasters to COGs (:mod:`service.geo.cog`).
+``is_georaster`` decides which inputs take this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.engine import Engine
+from service.geo.tiled import Grid, Strip, segment_strips
+
+logger = logging.getLogger(__name__)
+
+GEO_SUFFIXES = frozenset({".tif", ".tiff"})
+GDAL_CACHE_MB = 64
+
+
+@dataclass(frozen=True)
+class GeoOptions:
+    """How to segment a raster.
+
+    Attributes:
+        bands: 1-based bands in the model's channel order (``--bands``); None: the rule of
+            :mod:`service.geo.inputs`.
+        rescale: fixed ``(MIN, MAX)`` to map to 0..255 (``--rescale``); None: the default rule.
+        probabilities: also write ``NAME_prob.tif``.
+        resume: continue a matching partial run (else start over).
+        streams: windows run at once.
+        model: the model's name, written into the COG tags.
+    """
+
+    bands: tuple[int, ...] | None = None
+    rescale: tuple[float, float] | None = None
+    probabilities: bool = False
+    resume: bool = True
+    streams: int = 2
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a raster's run stands (the windows of strips finished so far)."""
+
+    tiles_done: int
+    tiles_total: int
+    km2_done: float | None
+    km2_total: float | None
+
+
+@dataclass
+class GeoResult:
+    """What one raster produced."""
+
+    source: Path
+    outputs: list[Path] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    tiles: int = 0
+    tiles_run: int = 0
+    strips_resumed: int = 0
+    km2: float | None = None
+    seconds: float = 0.0
+
+
+def output_paths(stem: Path, probabilities: bool) -> list[Path]:
+    """``STEM_mask.tif`` (and ``STEM_prob.tif``)."""
+    paths = [stem.with_name(stem.name + "_mask.tif")]
+    if probabilities:
+        paths.append(stem.with_name(stem.name + "_prob.tif"))
+    return paths
+
+
+def segment_raster(
+    engine: Engine,
+    source: str | os.PathLike,
+    stem: str | os.PathLike,
+    options: GeoOptions | None = None,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    after_strip: Callable[[Strip], None] | None = None,
+) -> GeoResult:
+    """Segment ``source`` into ``STEM_mask.tif`` (+ ``STEM_prob.tif``), resuming if it can.
+
+    Args:
+        after_strip: called once a strip is durably written (tests interrupt a run here).
+
+    Raises:
+        GeoDependencyError: the geo extra is missing.
+        GeoInputError: the raster does not fit the model as asked.
+    """
+    from service.geo import require_rasterio
+
+    # GDAL's block cache defaults to 5% of RAM: on a big machine it alone would hold gigabytes
+    # of a large raster's blocks. Each strip is read once (its overlap with the last twice),
+    # so a cache of a few strips loses nothing.
+    with require_rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _segment(
+            engine, Path(source), Path(stem), options or GeoOptions(), on_progress, after_strip
+        )
+
+
+def _segment(
+    engine: Engine,
+    source: Path,
+    stem: Path,
+    options: GeoOptions,
+    on_progress: Callable[[Progress], None] | None,
+    after_strip: Callable[[Strip], None] | None,
+) -> GeoResult:
+    from service.geo.cog import write_mask_cog, write_probability_cog
+    from service.geo.inputs import open_raster
+    from service.geo.resume import PartialRun
+
+    meta = engine.metadata
+    start = time.perf_counter()
+    with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
+        grid = Grid.of(r.height, r.width, engine.tile_size, engine.config.tile_overlap)
+        stat = source.stat()
+        fingerprint = {
+            "input": [source.name, stat.st_size, stat.st_mtime_ns, r.width, r.height],
+            "model": [options.model, meta.arch, meta.num_classes, list(meta.classes)],
+            "grid": [grid.tile_h, grid.tile_w, grid.overlap],
+            "bands": list(r.indexes),
+            "scaling": [r.scaling.rule, r.scaling.ranges],
+            "probabilities": options.probabilities,
+        }
+        profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
+        partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
+        if not options.resume:
+            partial.cleanup()
+        first, carry = partial.resume_point()
+        result = GeoResult(source, width=r.width, height=r.height, tiles=grid.tiles)
+        result.strips_resumed = first
+        pixel_km2 = r.pixel_km2
+        result.km2 = pixel_km2 * r.width * r.height if pixel_km2 is not None else None
+        per_strip = len(grid.xs)
+
+        def on_strip(strip: Strip) -> None:
+            partial.write(strip)
+            result.tiles_run += strip.tiles_run
+            if on_progress is not None:
+                rows = strip.y0 + strip.mask.shape[0]
+                km2 = pixel_km2 * rows * r.width if pixel_km2 is not None else None
+                done = (strip.index + 1) * per_strip
+                on_progress(Progress(done, grid.tiles, km2, result.km2))
+            if after_strip is not None:
+                after_strip(strip)
+
+        segment_strips(
+            engine,
+            grid,
+            lambda y, rows: r.read(y, 0, rows, r.width),
+            on_strip,
+            start=first,
+            carry=carry,
+            probabilities=options.probabilities,
+            streams=options.streams,
+        )
+        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling.rule}
+        tags["BANDS"] = ",".join(str(b) for b in r.indexes)
+    targets = output_paths(stem, options.probabilities)
+    write_mask_cog(partial.mask_path, targets[0], meta.classes, meta.palette, tags)
+    if options.probabilities:
+        write_probability_cog(partial.prob_path, targets[1], meta.classes, tags)
+    partial.cleanup()
+    result.outputs = targets
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def is_georaster(path: str | os.PathLike) -> bool:
+    """Whether ``fcn predict`` should take the geo path for ``path`` without ``--geo``.
+
+    A ``.tif``/``.tiff`` that carries a CRS or a georeferencing transform. Checked with
+    rasterio when it is installed; without it, with the Pillow header reader
+    (:mod:`service.georef`), and a georeferenced file then raises the missing-extra error.
+    """
+    if Path(path).suffix.lower() not in GEO_SUFFIXES:
+        return False
+    try:
+        import rasterio
+    except ImportError:
+        from service.geo import require_rasterio
+        from service.georef import read_georeference
+
+        if read_georeference(path) is not None:
+            require_rasterio()  # raises, naming the extra
+        return False
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.crs is not None or not dataset.transform.is_identity
+    except rasterio.errors.RasterioIOError:
+        return False

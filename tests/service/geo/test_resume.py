@@ -1,0 +1,78 @@
+"""A run killed half way resumes from its last finished tile row and writes the same bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rasterio
+
+from service.geo.run import GeoOptions, segment_raster
+
+
+class Killed(Exception):
+    """Stands for the process dying after a strip was written."""
+
+
+def mask_bytes(path) -> bytes:
+    with rasterio.open(path) as dataset:
+        return dataset.read().tobytes()
+
+
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_interrupted_run_resumes_to_identical_output(
+    make_raster, engine_for, tmp_path, probabilities
+) -> None:
+    engine = engine_for(tile_size=256, tile_overlap=64)
+    source = make_raster("resume", 1000, 700)
+    options = GeoOptions(probabilities=probabilities)
+    whole = segment_raster(engine, source, tmp_path / "whole" / "r", options)
+
+    seen = []
+
+    def die_half_way(strip) -> None:
+        seen.append(strip.index)
+        if len(seen) == 2:
+            raise Killed
+
+    stem = tmp_path / "killed" / "r"
+    with pytest.raises(Killed):
+        segment_raster(engine, source, stem, options, after_strip=die_half_way)
+    state = json.loads(stem.with_name("r.resume.json").read_text())
+    assert state["strips_done"] == 2
+    assert not stem.with_name("r_mask.tif").exists()
+
+    resumed = segment_raster(engine, source, stem, options)
+    assert resumed.strips_resumed == 2
+    assert 0 < resumed.tiles_run < whole.tiles_run  # finished windows were not run again
+    for done, again in zip(whole.outputs, resumed.outputs, strict=True):
+        assert mask_bytes(done) == mask_bytes(again)
+    assert not stem.with_name("r.resume.json").exists()
+
+
+def test_resume_false_starts_over(make_raster, engine_for, tmp_path) -> None:
+    engine = engine_for(tile_size=256, tile_overlap=64)
+    source = make_raster("resume", 1000, 700)
+
+    def die(strip) -> None:
+        raise Killed
+
+    stem = tmp_path / "r"
+    with pytest.raises(Killed):
+        segment_raster(engine, source, stem, GeoOptions(), after_strip=die)
+    again = segment_raster(engine, source, stem, GeoOptions(resume=False))
+    assert again.strips_resumed == 0 and again.tiles_run == again.tiles
+
+
+def test_changed_settings_do_not_resume(make_raster, engine_for, tmp_path) -> None:
+    engine = engine_for(tile_size=256, tile_overlap=64)
+    source = make_raster("resume", 1000, 700)
+
+    def die(strip) -> None:
+        raise Killed
+
+    stem = tmp_path / "r"
+    with pytest.raises(Killed):
+        segment_raster(engine, source, stem, GeoOptions(), after_strip=die)
+    other = segment_raster(engine, source, stem, GeoOptions(rescale=(0, 255)))
+    assert other.strips_resumed == 0

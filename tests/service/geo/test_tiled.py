@@ -1,0 +1,69 @@
+"""Tiled inference over a raster: the same windows as the engine, seams measured.
+
+The check of issue 32: on a raster that fits in memory, the strip-wise geo path agrees with the
+engine, and the 32-pixel bands around window borders are measured on their own (a seam would
+show there first).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from service.geo.run import GeoOptions, segment_raster
+from service.geo.tiled import Grid, border_bands
+
+
+@pytest.fixture(scope="module")
+def seam_case(make_raster, engine_for, tmp_path_factory):
+    """A 3 MP mosaic without gaps: geo mask, engine tiled and untiled masks, border bands."""
+    engine = engine_for()
+    path = make_raster("seams", 2000, 1500, gap_every=0)
+    out = tmp_path_factory.mktemp("seams")
+    result = segment_raster(engine, path, out / "seams", GeoOptions())
+    with rasterio.open(result.outputs[0]) as mask_file, rasterio.open(path) as src:
+        geo = mask_file.read(1)
+        pixels = src.read().transpose(1, 2, 0)
+    grid = Grid.of(1500, 2000, engine.tile_size, engine.config.tile_overlap)
+    return {
+        "geo": geo,
+        "tiled": engine.predict(pixels, tiled=True),
+        "untiled": engine.predict(pixels, tiled=False),
+        "bands": border_bands(grid),
+        "grid": grid,
+    }
+
+
+def agreement(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    if where is None:
+        return float((a == b).mean())
+    return float((a[where] == b[where]).mean())
+
+
+def test_geo_path_runs_the_engines_windows(seam_case) -> None:
+    # Same windows, same blend, same runtime: the same mask, to the pixel.
+    assert seam_case["grid"].tiles == 20
+    assert agreement(seam_case["geo"], seam_case["tiled"]) == 1.0
+
+
+def test_no_seam_at_window_borders(seam_case) -> None:
+    """Against the untiled run, pixels in the 32-pixel border bands agree about as well as the
+    rest: the blend hides the seams (what differs is context the windows cannot see)."""
+    geo, untiled, bands = seam_case["geo"], seam_case["untiled"], seam_case["bands"]
+    inside, border = agreement(geo, untiled, ~bands), agreement(geo, untiled, bands)
+    print(
+        f"agreement with untiled: all {agreement(geo, untiled):.4f}, border bands "
+        f"{border:.4f} ({bands.mean():.1%} of pixels), elsewhere {inside:.4f}"
+    )
+    assert border >= inside - 0.01
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the default U-Net (ResNet-18 encoder) sees context beyond a 512-pixel window: "
+    "the centre of a lone 1024 crop agrees ~98.5% with the whole image, so windows of "
+    "512/128 reach ~97% (docs/gis.md, bench/results/geo_bench.json)",
+)
+def test_tiled_agrees_with_untiled_on_99_5_percent(seam_case) -> None:
+    assert agreement(seam_case["geo"], seam_case["untiled"]) >= 0.995

@@ -4,8 +4,9 @@ Issue 33's measurement. On the Dubai aerial set's train split, two runs of ``fcn
 the same time budget, one after another in fresh processes (no two overlap; with ``--lock``
 each holds the shared machine's lock while it runs):
 
-* ``finetune``: ``--init default`` (the bundled default's fp32 source; its architecture, options
-  and classes come from its metadata);
+* ``finetune``: ``--init default --lr 2e-4`` (the bundled default's fp32 source; its
+  architecture, options and classes come from its metadata; the loop's fine-tuning rate, a
+  tenth of training from scratch's);
 * ``scratch``: the default's recipe from random weights (``--arch unet --encoder resnet18``).
 
 Both end with ``last.pt`` (the weights at the end of the budget, not the best validation: the
@@ -40,7 +41,8 @@ SOURCE = ROOT / "models" / "default" / "default.fp16.onnx"
 RESULTS = Path(__file__).parent / "results" / "finetune_bench.json"
 DATA_ARGS = ["--num-classes", "6", "--ignore-index", "255", "--seed", "0"]
 ROWS: dict[str, list[str]] = {
-    "finetune": ["--init", "default"],
+    # at the labelling loop's learning rate (service/loop/pipeline.py FINE_TUNE_LR)
+    "finetune": ["--init", "default", "--lr", "2e-4"],
     "scratch": ["--arch", "unet", "--encoder", "resnet18"],
 }
 _DONE = re.compile(r"(\d+) epochs, (\d+) steps in ([\d.]+) min \(([\d.]+) training images/s\)")

@@ -31,7 +31,7 @@ from service.labeling import brush_rle
 from service.models import bundled_model_path
 from tests.requirements import required, shared_data_root
 
-pytestmark = [pytest.mark.label_studio, pytest.mark.slow, pytest.mark.timeout(3000)]
+pytestmark = [pytest.mark.label_studio, pytest.mark.long, pytest.mark.timeout(3000)]
 
 REPO = Path(__file__).resolve().parents[2]
 ANNOTATOR = Path(__file__).with_name("ls_annotator.py")

@@ -19,6 +19,7 @@ from service.labeling import brush_rle
 from tests.service.loop.test_runner import AUTH, _client, _segment, _wait_idle, _webhook
 
 pytestmark = pytest.mark.slow
+HELDOUT_SHARE = 0.25
 
 
 def _export_untrained(path: Path) -> Path:
@@ -42,7 +43,11 @@ def _export_untrained(path: Path) -> Path:
     return export_model(model, config, path, parity_sizes=((64, 64),)).path
 
 
-def _demo_tasks(root: Path, label_studio) -> list[dict]:
+def _demo_tasks(root: Path, label_studio, swap_labels: bool = False) -> list[dict]:
+    """The demo set as annotated tasks; ``swap_labels``: a bad batch, where an annotator
+    re-labelled every training task with each class's name moved to the next class (the
+    held-out tasks keep their annotations, as a task already scored is not re-labelled)."""
+    from service.loop.tasks import held_out
     from training.data.demo import CLASSES, write_demo
 
     demo = write_demo(root, count=12, size=64, seed=0)
@@ -53,8 +58,9 @@ def _demo_tasks(root: Path, label_studio) -> list[dict]:
         label_studio.files[url] = image.read_bytes()
         height, width = mask.shape
         regions = []
+        swap = swap_labels and not held_out(task_id, HELDOUT_SHARE)
         for index, name in enumerate(CLASSES):
-            painted = mask == index
+            painted = mask == (index - 1) % len(CLASSES) if swap else mask == index
             if painted.any():
                 value = {"format": "rle", "rle": brush_rle.encode(painted), "brushlabels": [name]}
                 regions.append(
@@ -67,7 +73,8 @@ def _demo_tasks(root: Path, label_studio) -> list[dict]:
                         "value": value,
                     }
                 )
-        annotation = {"id": 1000 + task_id, "result": regions, "updated_at": "t"}
+        annotation_id = (2000 if swap else 1000) + task_id
+        annotation = {"id": annotation_id, "result": regions, "updated_at": "t2" if swap else "t"}
         tasks.append({"id": task_id, "data": {"image": url}, "annotations": [annotation]})
     return tasks
 
@@ -77,7 +84,8 @@ def test_annotations_fine_tune_and_the_candidate_goes_live(tmp_path, label_studi
     models.mkdir()
     _export_untrained(models / "default.onnx")
     label_studio.export = _demo_tasks(tmp_path / "demo", label_studio)
-    with _client(models, label_studio.url, train_minutes=0.5, train_heldout_share=0.25) as client:
+    share = HELDOUT_SHARE
+    with _client(models, label_studio.url, train_minutes=0.5, train_heldout_share=share) as client:
         before, _ = _segment(client)
         started = time.monotonic()
         _webhook(client, {"action": "START_TRAINING", "project": {"id": 1}})
@@ -89,4 +97,13 @@ def test_annotations_fine_tune_and_the_candidate_goes_live(tmp_path, label_studi
         listed = client.get("/v1/models/default/versions", headers=AUTH).json()["versions"]
         assert {r["version"] for r in listed} == {before, after}
         assert time.monotonic() - started < 900
+        # A bad batch: the training tasks re-labelled with swapped classes. The candidate
+        # fine-tuned on it must fail the gate on the held-out tasks; the good version serves on.
+        label_studio.export = _demo_tasks(tmp_path / "demo", label_studio, swap_labels=True)
+        _webhook(client, {"action": "START_TRAINING", "project": {"id": 1}})
+        bad = _wait_idle(client, 2, timeout=900)["runs"][1]
+        print("swapped-labels run:", bad)
+        assert bad["status"] == "refused", bad
+        assert bad["heldout_miou"] < bad["parent_heldout_miou"], bad
+        assert _segment(client)[0] == after
     assert not list(models.glob("*.tmp"))

@@ -99,7 +99,7 @@ def test_annotations_fine_tune_and_the_candidate_goes_live(tmp_path, label_studi
         assert time.monotonic() - started < 900
         # A bad batch: the training tasks re-labelled with swapped classes. The candidate
         # fine-tuned on it must fail the gate on the held-out tasks; the good version serves on.
-        label_studio.export = _demo_tasks(tmp_path / "demo", label_studio, swap_labels=True)
+        label_studio.export = _demo_tasks(tmp_path / "demo2", label_studio, swap_labels=True)
         _webhook(client, {"action": "START_TRAINING", "project": {"id": 1}})
         bad = _wait_idle(client, 2, timeout=900)["runs"][1]
         print("swapped-labels run:", bad)

@@ -20,7 +20,7 @@ TORCH_INDEX ?=
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install install-serve run demo default-model bundle-model default-model-from-source demo-model test test-slow test-long test-all \
-	compose-test label-studio-venv label-studio-test lint format clean
+	compose-test label-studio-venv label-studio-test label-studio-loop-test lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -131,7 +131,7 @@ test-slow: $(STAMP)
 # The tests marked long (minutes to half an hour each: 1000 fuzz examples per operation, every
 # registered architecture exported): beyond CI's budget, run before a release.
 test-long: $(STAMP)
-	$(call PYTEST_HALVES,-m "long")
+	$(call PYTEST_HALVES,-m "long and not label_studio")
 
 # Every test but the compose and Label Studio ones (their own targets below). With
 # FCN_REQUIRE_ALL=1 a missing browser, nginx, data set or extra fails instead of skipping.
@@ -153,8 +153,14 @@ $(LS_VENV)/.installed: tests/labeling/requirements.txt
 	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/labeling/requirements.txt
 	touch $@
 label-studio-venv: $(LS_VENV)/.installed
+LS_RUN = FCN_LABEL_STUDIO_REQUIRED=1 FCN_LABEL_STUDIO_VENV=$(abspath $(LS_VENV)) $(PY) -m pytest -s
 label-studio-test: $(STAMP) $(LS_VENV)/.installed
-	FCN_LABEL_STUDIO_REQUIRED=1 FCN_LABEL_STUDIO_VENV=$(abspath $(LS_VENV)) $(PY) -m pytest -m label_studio -s tests/labeling
+	$(LS_RUN) -m "label_studio and not long" tests/labeling
+
+# The labelling loop end to end through the real Label Studio (tests/labeling/test_loop_real.py:
+# annotations -> fine-tune -> gate -> live; about 15 minutes on 2 cores, beyond CI's budget).
+label-studio-loop-test: $(STAMP) $(LS_VENV)/.installed
+	$(LS_RUN) -m "label_studio and long" tests/labeling
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -791,6 +791,23 @@ def cpu_precision(d: dict) -> list[str]:
     return [*lines, "", f"`auto` here: {auto['served']} ({auto['reason']})."]
 
 
+def finetune(d: dict) -> list[str]:
+    """bench/finetune_bench.py: the default fine-tuned vs from scratch, same minutes."""
+    classes = d["rows"][0]["classes"]
+    rows = [
+        [
+            r["command"],
+            r.get("steps", ""),
+            num(r["miou"], ".4f"),
+            num(r["pixel_accuracy"], ".3f"),
+            *[num(v, ".3f") for v in r["per_class_iou"]],
+        ]
+        for r in d["rows"]
+    ]
+    header = ["run", "steps", "val mIoU", "pixel acc.", *classes]
+    return md_table(header, rows)
+
+
 def geo(d: dict) -> list[str]:
     rows = [
         [
@@ -866,6 +883,7 @@ TABLES: dict[str, Table] = {
         "batch_bench.json", batch_checks, "bench/batch_bench.py --unet-checkpoint RUN/best.pt"
     ),
     "train-speed": Table("train_speed.json", train_speed, "bench/train_speed.py"),
+    "finetune": Table("finetune_bench.json", finetune, "bench/finetune_bench.py"),
     "recipe": Table("recipe_bench.json", recipe, "bench/recipe_bench.py"),
     "recipe-ablation": Table("recipe_ablation.json", recipe, "bench/recipe_bench.py"),
     "recipe-defaults": Table("recipe_ablation_defaults.json", recipe, "bench/recipe_bench.py"),

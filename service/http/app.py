@@ -28,11 +28,14 @@ from service.http.routes import (
     models,
     oip,
     preview,
+    ranking,
     segment,
+    versions,
 )
 from service.http.served_models import ServedModels
 from service.http.settings import Settings, get_settings
 from service.http.state import ServiceState
+from service.http.training import build_loop
 from service.models import model_sources
 
 logger = logging.getLogger(__name__)
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     admission = Admission(settings.concurrency, settings.max_queue, settings.queue_timeout_s)
     service = ServiceState(settings, admission, ServiceMetrics(admission))
+    service.training = build_loop(service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if service.training is not None:
+                service.training.stop()
             admission.stop()
 
     app = FastAPI(
@@ -139,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
     routers = [module.router for module in (health, models, segment, preview, metrics, oip)]
-    routers += [oip.keyed, label_studio.router, label_studio.named]
+    routers += [oip.keyed, label_studio.router, label_studio.named, ranking.router, versions.router]
     for router in routers:
         app.include_router(router)
     docs.install(app)

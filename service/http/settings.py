@@ -116,6 +116,27 @@ class Settings(BaseSettings):
         "point at; '*' allows any (not recommended: the service would fetch any URL it is sent)",
     )
     label_studio_timeout_s: float = Field(30.0, gt=0, description="longest fetch of one task image")
+    # The labelling loop (service/loop, docs/label-studio.md): annotations fine-tune a model.
+    label_studio_train: bool = Field(
+        False,
+        description="fine-tune on Label Studio's annotations when its webhooks say so, and "
+        "promote the result only if it passes the held-out gate (needs FCN_MODELS_DIR, "
+        "FCN_LABEL_STUDIO_URL and FCN_LABEL_STUDIO_TOKEN)",
+    )
+    train_model: str = Field("default", description="the served model the loop fine-tunes")
+    train_after_annotations: int = Field(
+        10, ge=1, description="train once this many annotations arrived since the last run"
+    )
+    train_after_minutes: float = Field(
+        30.0, gt=0, description="...or once this long passed since the first unused annotation"
+    )
+    train_minutes: float = Field(10.0, gt=0, description="each fine-tune's time budget")
+    train_heldout_share: float = Field(
+        0.2, gt=0, lt=1, description="share of annotated tasks kept for the gate (by task id)"
+    )
+    train_gate_margin: float = Field(
+        0.005, ge=0, description="mIoU the candidate must gain on the held-out tasks"
+    )
 
     @field_validator("models", "label_studio_allowed_hosts", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hmac
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -26,6 +27,8 @@ class ServiceState:
     models: ServedModels | None = None
     # Reloads run one at a time (service.http.reload); requests never wait for it.
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The labelling loop (service.http.training; None unless FCN_LABEL_STUDIO_TRAIN=1).
+    training: Any = None
 
     @property
     def ready(self) -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 from service.formats.polygons import label_polygons
 from service.formats.shapes import DEFAULT_TOLERANCE, present_classes
 from service.labeling import brush_rle
+from service.labeling.uncertainty import task_score
 
 BRUSH = "brushlabels"
 POLYGON = "polygonlabels"
@@ -219,12 +220,15 @@ def prediction(
     controls: Sequence[tuple[Control, LabelMatch]], region: Region, model_version: str
 ) -> dict[str, Any]:
     """A task's prediction: ``{"result": [...], "score", "model_version"}``; ``score`` is the
-    mean top-class probability over the image (low scores first is a good labelling order)."""
+    mean top-class probability over the image's interior pixels
+    (:func:`service.labeling.uncertainty.task_score`: low scores first is a good labelling
+    order)."""
     results: list[dict] = []
     for control, match in controls:
         build = brush_results if control.kind == BRUSH else polygon_results
         results.extend(build(control, match, region))
-    return {"result": results, "score": _score(region.confidence), "model_version": model_version}
+    score = task_score(region.mask, region.confidence)
+    return {"result": results, "score": score, "model_version": model_version}
 
 
 # --- exports -> masks --------------------------------------------------------------------

@@ -195,3 +195,23 @@ def test_fcn_train_init_runs_from_an_onnx_model(small_onnx, demo_root, tmp_path,
     assert checkpoint.config["model"]["options"] == {"encoder": "mobilenet_v2"}
     assert checkpoint.config["data"]["classes"] == DEMO_CLASSES
     assert checkpoint.config["train"]["init"] == str(path)
+
+
+def test_a_checkpoint_starts_a_run_with_its_weights_and_classes_by_name(trained_run) -> None:
+    run, _ = trained_run
+    init = read_init(run / "last.pt")
+    assert init.kind == "checkpoint" and init.classes == DEMO_CLASSES
+    saved = load_checkpoint(run / "last.pt").model
+    classes = ["star", "background", "moon"]
+    torch.manual_seed(3)
+    model = _fresh(init, classes)
+    fresh_head = model.net.segmentation_head[0].weight.detach().clone()
+    module, folded = load_init(model, init, classes)
+    assert module is model and folded == []
+    head = model.net.segmentation_head[0]
+    old = saved["net.segmentation_head.0.weight"]
+    assert torch.equal(head.weight[0], old[DEMO_CLASSES.index("star")])
+    assert torch.equal(head.weight[1], old[DEMO_CLASSES.index("background")])
+    assert torch.equal(head.weight[2], fresh_head[2])  # "moon" is new
+    encoder = "net.encoder.features.0.0.weight"
+    assert torch.equal(model.state_dict()[encoder], saved[encoder])

@@ -176,10 +176,25 @@ async def _predict(
     return {"results": results, "model_version": loaded.version}
 
 
-# Label Studio posts project events to /webhook (annotation created, START_TRAINING...).
-# Training happens offline (`fcn data import-label-studio` + `fcn train`): events are
-# acknowledged so Label Studio does not retry them, and otherwise ignored.
+# Label Studio posts project events to /webhook (annotation created, START_TRAINING...). With
+# FCN_LABEL_STUDIO_TRAIN=1 they drive the labelling loop (service/loop) of FCN_TRAIN_MODEL;
+# otherwise, and for other models, they are acknowledged so Label Studio does not retry them.
 _WEBHOOK = {"status": "ok"}
+
+
+async def _webhook(request: Request, model: str | None) -> dict:
+    service = get_service(request)
+    loop = service.training
+    if loop is None or (model is not None and model != loop.config.model):
+        return _WEBHOOK
+    try:
+        event = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_json", "the webhook body is not JSON") from None
+    if not isinstance(event, dict):
+        raise ApiError(422, "webhook", "the webhook body is not a JSON object")
+    return {**_WEBHOOK, "training": loop.notify(event)}
+
 
 _ERRORS = error_responses(
     {
@@ -197,7 +212,7 @@ ModelName = Annotated[str, PathParam(max_length=64, description="a loaded model'
 _HEALTH = "Label Studio: backend health"
 _SETUP = "Label Studio: connect a project (answers the model version)"
 _PREDICT = "Label Studio: pre-annotate tasks (brush RLE and/or polygons per class)"
-_EVENTS = "Label Studio: project events (acknowledged)"
+_EVENTS = "Label Studio: project events (the labelling loop when on, else acknowledged)"
 
 
 @router.get("/health", summary=_HEALTH)
@@ -216,8 +231,8 @@ async def predict(request: Request, body: PredictRequest, models: Models) -> dic
 
 
 @router.post("/webhook", summary=_EVENTS)
-async def webhook() -> dict:
-    return _WEBHOOK
+async def webhook(request: Request) -> dict:
+    return await _webhook(request, None)
 
 
 @named.get("/health", summary=_HEALTH, responses=_ERRORS)
@@ -240,5 +255,5 @@ async def named_predict(
 
 
 @named.post("/webhook", summary=_EVENTS, responses=_ERRORS)
-async def named_webhook(model: ModelName) -> dict:
-    return _WEBHOOK
+async def named_webhook(request: Request, model: ModelName) -> dict:
+    return await _webhook(request, model)

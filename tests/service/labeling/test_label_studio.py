@@ -13,6 +13,7 @@ from service.labeling.label_studio import (
     match_labels,
     prediction,
 )
+from service.labeling.uncertainty import boundary, task_score
 
 CONFIG = """<View>
   <Image name="photo" value="$img"/>
@@ -71,7 +72,9 @@ def test_prediction_brush_regions_round_trip() -> None:
     confidence[_mask() == 1] = 0.9
     answer = prediction(controls, Region(_mask(), confidence), "v1")
     assert answer["model_version"] == "v1"
-    assert answer["score"] == pytest.approx(float(confidence.mean()), abs=1e-4)
+    # The task's score leaves out the pixels at class boundaries (service/labeling/uncertainty).
+    interior = ~boundary(_mask())
+    assert answer["score"] == pytest.approx(float(confidence[interior].mean()), abs=1e-4)
     labels = [r["value"]["brushlabels"][0] for r in answer["result"]]
     assert labels == ["sky", "Tree"]  # background has no label: no region
     assert answer["result"][0]["score"] == pytest.approx(0.9)
@@ -153,3 +156,22 @@ def test_annotation_sizes_must_agree() -> None:
     region["value"] = {"points": [[0, 0], [50, 0], [50, 100]], "polygonlabels": ["a"]}
     with pytest.raises(LabelStudioError, match="disagree on its size"):
         annotation_mask([region], {"a": 0}, fill=255, size=(5, 2))
+
+
+def test_task_score_ranks_interior_doubt_below_boundary_doubt() -> None:
+    """Two images with the same mean confidence: the one unsure inside a region scores lower
+    than the one unsure only along region edges (which every model is)."""
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, 20:] = 1
+    edge = boundary(mask)
+    assert edge.sum() == 2 * 40 and edge[:, 19:21].all()
+    at_edges = np.full(mask.shape, 0.95, np.float32)
+    at_edges[edge] = 0.5
+    inside = np.full(mask.shape, 0.95, np.float32)
+    inside[5:9, 0:20] = 0.5  # as many unsure pixels (80), inside the first region
+    assert at_edges.mean() == pytest.approx(inside.mean())
+    assert task_score(mask, inside) < task_score(mask, at_edges) == pytest.approx(0.95)
+    assert task_score(mask, None) is None
+    # all boundary (a checkerboard): the plain mean
+    checker = np.indices((4, 4)).sum(0) % 2
+    assert task_score(checker, np.full((4, 4), 0.7, np.float32)) == pytest.approx(0.7)

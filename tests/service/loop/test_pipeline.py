@@ -1,0 +1,79 @@
+"""The pipeline's real subprocesses on bad input: a task whose image is gone, labels that are not
+the model's classes. Each fails its step with a message naming the problem."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.labeling import brush_rle
+from service.loop.pipeline import Job, Pipeline, StepFailed
+from service.loop.tasks import annotated_tasks
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _task(task_id: int, image: str, label: str, width: int = 16, height: int = 12) -> dict:
+    painted = np.zeros((height, width), bool)
+    painted[2:8, 3:11] = True
+    value = {"format": "rle", "rle": brush_rle.encode(painted), "brushlabels": [label]}
+    region = {
+        "type": "brushlabels",
+        "from_name": "tag",
+        "to_name": "image",
+        "original_width": width,
+        "original_height": height,
+        "value": value,
+    }
+    return {
+        "id": task_id,
+        "data": {"image": image},
+        "annotations": [{"id": 50 + task_id, "result": [region], "updated_at": "t"}],
+    }
+
+
+def _job(tmp_path, conv_model, label_studio, tasks) -> Job:
+    annotated = annotated_tasks(tasks)
+    return Job(
+        work=tmp_path / "work",
+        parent=conv_model,
+        init=conv_model,
+        train=annotated[:1],
+        heldout=annotated[1:],
+        minutes=0.1,
+        label_studio_url=label_studio.url,
+        token="secret-token",
+    )
+
+
+def test_a_task_whose_image_is_gone_fails_the_import(tmp_path, conv_model, label_studio) -> None:
+    label_studio.files["/data/upload/1/a.png"] = _png(16, 12)
+    tasks = [
+        _task(1, "/data/upload/1/gone.png", "class1"),
+        _task(2, "/data/upload/1/a.png", "class2"),
+    ]
+    with pytest.raises(StepFailed) as failed:
+        Pipeline().run(_job(tmp_path, conv_model, label_studio, tasks))
+    assert failed.value.step == "import train tasks"
+    assert "gone.png" in str(failed.value) and "404" in str(failed.value)
+    # The token went to Label Studio in a header, never on a command line.
+    assert ("/data/upload/1/gone.png", "Token secret-token") in label_studio.requests
+    assert "secret-token" not in (tmp_path / "work" / "steps.log").read_text()
+
+
+def test_labels_that_are_not_the_models_classes_fail_the_import(
+    tmp_path, conv_model, label_studio
+) -> None:
+    label_studio.files["/data/upload/1/a.png"] = _png(16, 12)
+    tasks = [_task(1, "/data/upload/1/a.png", "cloud"), _task(2, "/data/upload/1/a.png", "class2")]
+    with pytest.raises(StepFailed) as failed:
+        Pipeline().run(_job(tmp_path, conv_model, label_studio, tasks))
+    assert failed.value.step == "import train tasks"
+    assert "'cloud'" in str(failed.value) and "class0, class1, class2, class3" in str(failed.value)

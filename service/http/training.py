@@ -4,6 +4,7 @@ settings, promoting through the same reload-without-downtime path as ``POST /v1/
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from service.http.reload import ReloadFailed, reload_models
@@ -11,20 +12,38 @@ from service.loop.runner import LoopConfig, TrainingLoop
 
 logger = logging.getLogger(__name__)
 
+# What the loop's ``fcn train`` / ``fcn export`` subprocesses import: the training install.
+TRAINING_MODULES = ("torch", "segmentation_models_pytorch", "onnx")
+
 
 class TrainingSetupError(ValueError):
     """``FCN_LABEL_STUDIO_TRAIN`` is on but a setting the loop needs is missing."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder that refuses the name (an import hook, a broken package)
+        return False
 
 
 def build_loop(service) -> TrainingLoop | None:
     """The app's :class:`TrainingLoop`, or None when the loop is off.
 
     Raises:
-        TrainingSetupError: the models folder or Label Studio's address is not set.
+        TrainingSetupError: the models folder or Label Studio's address is not set, or this
+            install cannot train (the serve-only install or image has no torch).
     """
     settings = service.settings
     if not settings.label_studio_train:
         return None
+    absent = [name for name in TRAINING_MODULES if not _installed(name)]
+    if absent:
+        raise TrainingSetupError(
+            f"FCN_LABEL_STUDIO_TRAIN=1 trains in this install, which lacks {', '.join(absent)}: "
+            "install the training side (pip install 'fcnseg[train]') or run the service from "
+            "the train image (docker/train.Dockerfile); the serve-only install cannot train"
+        )
     missing = [
         name
         for name, value in (

@@ -239,3 +239,21 @@ def test_the_loop_needs_a_models_folder_and_label_studio() -> None:
 
     with pytest.raises(TrainingSetupError, match="FCN_MODELS_DIR and FCN_LABEL_STUDIO_URL"):
         create_app(Settings(label_studio_train=True))
+
+
+def test_the_loop_refuses_to_start_in_an_install_without_torch(python_without) -> None:
+    done = python_without(
+        """
+        from service.http.app import create_app
+        from service.http.settings import Settings
+        from service.http.training import TrainingSetupError
+        try:
+            create_app(Settings(label_studio_train=True))
+        except TrainingSetupError as exc:
+            print("REFUSED", exc)
+        """,
+        blocked=("torch",),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "REFUSED" in done.stdout and "lacks torch" in done.stdout, done.stdout
+    assert "fcnseg[train]" in done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import rasterio
@@ -70,3 +72,39 @@ def test_panels_write_the_same_bytes_as_one_panel(
         expected, got = read_all(a), read_all(b)
         assert expected.shape == got.shape and (expected != 255).any()
         assert expected.tobytes() == got.tobytes()
+
+
+def traced_peak_mb(engine, width: int, height: int) -> float:
+    """Peak of the numpy/Python memory of segmenting a ``height x width`` raster (read from
+    memory: what the raster path itself holds, without GDAL's block cache or the runtime's)."""
+    from service.geo.tiled import segment_strips
+
+    grid = Grid.of(height, width, engine.tile_size, engine.config.tile_overlap)
+
+    def read(row: int, col: int, rows: int, cols: int):
+        pixels = np.full((rows, cols, 3), 128, dtype=np.uint8)
+        pixels[:, :, 0] = (np.arange(cols, dtype=np.int64) + col) % 251  # not a flat image
+        return pixels, np.ones((rows, cols), dtype=bool)
+
+    tracemalloc.start()
+    try:
+        for panel in grid.panels():
+            segment_strips(engine, grid, read, lambda strip: None, panel=panel)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_width(conv_model) -> None:
+    """8,000 and 24,000 pixels wide (the 64 MP and 0.58 GP rasters' widths): a full-width
+    ``(K, tile, W)`` accumulator would triple; a panel's stays the size of the narrow one's."""
+    from service.engine import Engine
+    from service.engine.config import EngineConfig
+
+    config = EngineConfig(concurrency=2, intra_op_threads=1, tile_size=512, tile_overlap=128)
+    engine = Engine.load(conv_model, config)
+    narrow, wide = traced_peak_mb(engine, 8000, 700), traced_peak_mb(engine, 24000, 700)
+    print(f"traced peak: 8,000 wide {narrow:.0f} MB, 24,000 wide {wide:.0f} MB")
+    accumulator = 4 * 512 * 8000 * 4 / 2**20  # K x tile x W float32 at 8,000 wide
+    assert narrow >= accumulator  # the measure sees the accumulator
+    assert wide <= 1.15 * narrow, (narrow, wide)

@@ -152,15 +152,15 @@ def _segment(
 
         first_panel, first_strip = divmod(done, len(grid.ys))
         for panel in grid.panels(options.panel_width)[first_panel:]:
-            start = first_strip if panel.index == first_panel else 0
+            resumed = first_strip if panel.index == first_panel else 0
             segment_strips(
                 engine,
                 grid,
                 r.read,
                 on_strip,
                 panel=panel,
-                start=start,
-                carry=carry if start else None,
+                start=resumed,
+                carry=carry if resumed else None,
                 probabilities=options.probabilities,
                 streams=options.streams,
             )

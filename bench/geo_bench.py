@@ -107,8 +107,8 @@ def seam_check() -> dict:
     from bench.make_geo_rasters import make_raster
     from service.engine import Engine
     from service.engine.config import EngineConfig
+    from service.geo.grid import Grid, border_bands
     from service.geo.run import GeoOptions, segment_raster
-    from service.geo.tiled import Grid, border_bands
     from service.models import parse_spec
 
     engine = Engine.load(parse_spec("default").path, EngineConfig(concurrency=2))

@@ -7,7 +7,8 @@ still works; :func:`require_rasterio` turns a missing extra into a
 
 * :mod:`service.geo.inputs` opens a raster, picks and orders bands, declares the 8-bit rescale
   rule and reads windows with their validity mask (nodata, alpha, internal masks);
-* :mod:`service.geo.tiled` runs blended sliding windows a strip of tile rows at a time;
+* :mod:`service.geo.grid` says where the windows lie: strips of tile rows, column panels;
+* :mod:`service.geo.tiled` runs blended sliding windows a strip of a panel at a time;
 * :mod:`service.geo.resume` keeps the partial outputs and the sidecar a killed run resumes from;
 * :mod:`service.geo.cog` turns the partial rasters into Cloud-Optimized GeoTIFFs;
 * :mod:`service.geo.run` is the per-file driver behind ``fcn predict`` on GeoTIFFs;

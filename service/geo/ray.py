@@ -1,13 +1,13 @@
 """``fcn predict --engine ray`` on a GeoTIFF: one raster's tile rows split across Ray workers.
 
-The driver cuts the raster's strips of tile rows (:class:`service.geo.tiled.Grid`) into
-contiguous parts and hands them to a pool of actors, each holding one model session. A worker
-that starts at strip ``s`` first runs the strips from :func:`~service.geo.tiled.halo_start`
-to ``s - 1`` without writing them (usually one strip: the only windows run twice), which
-rebuilds exactly the blended sums the strips above leave for its rows; it then writes its rows
-into its own part raster. The driver copies each finished part into the mask (and
-probabilities), by chunks of rows, and writes the COGs as the local path does, so both engines
-produce the same bytes. The raster and the output folder must be on storage every node sees.
+The driver cuts the strips of tile rows of each column panel (:class:`service.geo.grid.Grid`)
+into contiguous parts and hands them to a pool of actors, each holding one model session. A
+worker that starts at strip ``s`` first runs the strips from
+:func:`~service.geo.grid.halo_start` to ``s - 1`` without writing them (usually one strip),
+which rebuilds exactly the blended sums the strips above leave for its rows; it then writes its
+rows into its own part raster. The driver copies each finished part's rows and panel columns
+into the mask (and probabilities), by chunks of rows, and writes the COGs as the local path
+does, so both engines produce the same bytes. The raster and the output folder must be on storage every node sees.
 
 ``ray`` is an optional extra (``pip install 'fcnseg[ray]'``), imported only when called.
 """
@@ -21,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from service.engine import EngineConfig
+from service.geo.grid import Grid
 from service.geo.run import GDAL_CACHE_MB, GeoOptions, GeoResult, Progress, output_paths
-from service.geo.tiled import Grid
 
 # Rows copied from a part raster into the mask at a time (bounded memory on the driver).
 MERGE_ROWS = 1024
@@ -37,13 +37,14 @@ class RasterWorker:
         self.engine = Engine.load(model_path, config)
         self.source, self.options = source, options
 
-    def run(self, start: int, stop: int, part: str) -> dict:
-        """Segment strips ``start .. stop - 1`` into the part rasters ``part``_mask/_prob."""
+    def run(self, panel: int, start: int, stop: int, part: str) -> dict:
+        """Segment strips ``start .. stop - 1`` of ``panel`` into the rasters ``part``_mask/_prob."""
         import rasterio
 
+        from service.geo.grid import halo_start
         from service.geo.inputs import open_raster
         from service.geo.resume import create_raster, write_rows
-        from service.geo.tiled import halo_start, segment_strips
+        from service.geo.tiled import segment_strips
 
         meta, opts = self.engine.metadata, self.options
         with (
@@ -65,21 +66,22 @@ class RasterWorker:
                 if strip.index < start:  # the halo: its sums only, not its rows
                     return
                 tiles_run += strip.tiles_run
-                write_rows(mask_path, strip.y0, strip.mask[None])
+                write_rows(mask_path, strip.y0, strip.mask[None], strip.x0)
                 if strip.probabilities is not None:
-                    write_rows(prob_path, strip.y0, strip.probabilities)
+                    write_rows(prob_path, strip.y0, strip.probabilities, strip.x0)
 
             segment_strips(
                 self.engine,
                 grid,
-                lambda y, rows: r.read(y, 0, rows, r.width),
+                r.read,
                 on_strip,
+                panel=grid.panels(opts.panel_width)[panel],
                 start=halo_start(grid, start),
                 stop=stop,
                 probabilities=opts.probabilities,
                 streams=1,
             )
-        return {"start": start, "stop": stop, "tiles_run": tiles_run}
+        return {"panel": panel, "start": start, "stop": stop, "tiles_run": tiles_run}
 
 
 def split_strips(strips: int, parts: int) -> list[tuple[int, int]]:
@@ -133,22 +135,24 @@ def segment_raster_ray(
         [worker.remote(str(model_path), config, str(source), options_one) for _ in range(count)]
     )
     stem.parent.mkdir(parents=True, exist_ok=True)
-    ranges = split_strips(len(grid.ys), 2 * count)  # two parts per worker: balance
-    parts = {(a, b): f"{stem}.part{i:03d}" for i, (a, b) in enumerate(ranges)}
+    panels = grid.panels(options.panel_width)
+    per_panel = -(-2 * count // len(panels))  # two parts per worker in all: balance
+    ranges = [(p.index, a, b) for p in panels for a, b in split_strips(len(grid.ys), per_panel)]
+    parts = {job: f"{stem}.part{i:03d}" for i, job in enumerate(ranges)}
     result = GeoResult(source, width=grid.width, height=grid.height, tiles=grid.tiles)
     result.km2 = pixel_km2 * grid.width * grid.height if pixel_km2 is not None else None
-    done_strips = 0
+    area_done = 0
     jobs = pool.map_unordered(lambda a, job: a.run.remote(*job, parts[job]), ranges)
-    finished = []
     for row in jobs:
         result.tiles_run += row["tiles_run"]
-        done_strips += row["stop"] - row["start"]
-        finished.append((row["start"], row["stop"]))
+        panel = panels[row["panel"]]
+        rows = _rows(grid, row["start"], row["stop"])
+        area_done += (rows.stop - rows.start) * (panel.own1 - panel.own0)
         if on_progress is not None:
-            share = done_strips / len(grid.ys)
+            share = area_done / (grid.width * grid.height)
             km2 = result.km2 * share if result.km2 is not None else None
-            on_progress(Progress(done_strips * len(grid.xs), grid.tiles, km2, result.km2))
-    _merge(grid, profile, meta.num_classes, stem, parts, sorted(finished), options.probabilities)
+            on_progress(Progress(round(share * grid.tiles), grid.tiles, km2, result.km2))
+    _merge(grid, panels, profile, meta.num_classes, stem, parts, options.probabilities)
     targets = output_paths(stem, options.probabilities)
     mask_partial = Path(f"{stem}_mask.partial.tif")
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
@@ -163,8 +167,14 @@ def segment_raster_ray(
     return result
 
 
-def _merge(grid, profile, num_classes, stem, parts, ranges, probabilities) -> None:
-    """Copy each part's rows into ``STEM_mask.partial.tif`` (and probabilities); drop parts."""
+def _rows(grid: Grid, start: int, stop: int) -> range:
+    """The raster rows strips ``start .. stop - 1`` finish."""
+    return range(grid.ys[start], grid.ys[stop] if stop < len(grid.ys) else grid.height)
+
+
+def _merge(grid, panels, profile, num_classes, stem, parts, probabilities) -> None:
+    """Copy each part's rows and panel columns into ``STEM_mask.partial.tif`` (and
+    probabilities); drop the parts."""
     import rasterio
     from rasterio.windows import Window
 
@@ -174,12 +184,12 @@ def _merge(grid, profile, num_classes, stem, parts, ranges, probabilities) -> No
     for kind, count, nodata in kinds:
         target = Path(f"{stem}_{kind}.partial.tif")
         create_raster(target, profile, count, nodata)
-        for start, stop in ranges:
-            part = Path(f"{parts[(start, stop)]}_{kind}.tif")
-            first = grid.ys[start]
-            last = grid.ys[stop] if stop < len(grid.ys) else grid.height
+        for (panel, start, stop), name in sorted(parts.items()):
+            part, own0, own1 = Path(f"{name}_{kind}.tif"), panels[panel].own0, panels[panel].own1
+            rows = _rows(grid, start, stop)
             with rasterio.open(part) as src:
-                for y in range(first, last, MERGE_ROWS):
-                    rows = min(MERGE_ROWS, last - y)
-                    write_rows(target, y, src.read(window=Window(0, y, grid.width, rows)))
+                for y in range(rows.start, rows.stop, MERGE_ROWS):
+                    height = min(MERGE_ROWS, rows.stop - y)
+                    data = src.read(window=Window(own0, y, own1 - own0, height))
+                    write_rows(target, y, data, own0)
             part.unlink()

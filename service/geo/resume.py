@@ -3,10 +3,13 @@
 Beside the final ``NAME_mask.tif`` a run keeps, until it finishes:
 
 * ``NAME_mask.partial.tif`` (and ``NAME_prob.partial.tif``): plain GeoTIFFs, one row per
-  block, written strip by strip and closed after each (so every finished row is on disk);
-* ``NAME.resume.npz``: the accumulator rows the next strip still adds to (:class:`Carry`);
+  block, written strip by strip (a panel's columns of them) and closed after each (so every
+  finished row is on disk);
+* ``NAME.resume.npz``: the accumulator rows the panel's next strip still adds to
+  (:class:`Carry`);
 * ``NAME.resume.json``: the fingerprint of the run (input size and mtime, model, windows,
-  bands, rescale rule) and how many strips are finished.
+  panels, bands, rescale rule) and how many strips are finished, counted in run order (every
+  strip of the first column panel, then of the next: :class:`service.geo.tiled.Strip`).
 
 The order is what makes a resume exact: rows first, then the carry, then the sidecar, each
 fsynced and the last two renamed into place. A sidecar therefore never counts a strip whose
@@ -105,10 +108,10 @@ class PartialRun:
 
     def write(self, strip: Strip) -> None:
         """Write the strip's rows, then its carry and the sidecar (each durable)."""
-        write_rows(self.mask_path, strip.y0, strip.mask[None])
+        write_rows(self.mask_path, strip.y0, strip.mask[None], strip.x0)
         if strip.probabilities is not None:
-            write_rows(self.prob_path, strip.y0, strip.probabilities)
-        self._write_state(strip.index + 1, strip.carry)
+            write_rows(self.prob_path, strip.y0, strip.probabilities, strip.x0)
+        self._write_state(strip.strips_done, strip.carry)
 
     def _write_state(self, strips_done: int, carry: Carry | None) -> None:
         tmp = self.carry_path.with_name(self.carry_path.name + ".tmp.npz")
@@ -155,12 +158,12 @@ def create_raster(path: Path, profile: dict, count: int, nodata: int | None) -> 
         pass
 
 
-def write_rows(path: Path, y0: int, data: np.ndarray) -> None:
-    """Write ``(bands, rows, W)`` at row ``y0`` of ``path``, closed and fsynced (durable)."""
+def write_rows(path: Path, y0: int, data: np.ndarray, x0: int = 0) -> None:
+    """Write ``(bands, rows, cols)`` at ``(y0, x0)`` of ``path``, closed and fsynced (durable)."""
     import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(path, "r+") as dst:
-        dst.write(data, window=Window(0, y0, data.shape[2], data.shape[1]))
+        dst.write(data, window=Window(x0, y0, data.shape[2], data.shape[1]))
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())

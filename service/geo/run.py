@@ -1,8 +1,8 @@
 """Segment one georeferenced raster into COGs: the per-file driver of ``fcn predict`` on GeoTIFFs.
 
 ``segment_raster`` opens the input (:mod:`service.geo.inputs`), resumes or starts its partial
-outputs (:mod:`service.geo.resume`), runs the strips (:mod:`service.geo.tiled`) reporting
-progress in tiles and km^2, and converts the partial rasters to COGs (:mod:`service.geo.cog`).
+outputs (:mod:`service.geo.resume`), runs the strips of each column panel
+(:mod:`service.geo.grid`, :mod:`service.geo.tiled`) reporting progress in tiles and km^2, and converts the partial rasters to COGs (:mod:`service.geo.cog`).
 ``is_georaster`` decides which inputs take this path.
 """
 
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.engine import Engine
-from service.geo.tiled import Grid, Strip, segment_strips
+from service.geo.grid import PANEL_WIDTH, Grid
+from service.geo.tiled import Strip, segment_strips
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class GeoOptions:
         resume: continue a matching partial run (else start over).
         streams: windows run at once.
         model: the model's name, written into the COG tags.
+        panel_width: columns segmented at a time (:mod:`service.geo.grid`): bounds memory
+            whatever the raster's width; does not change the output.
     """
 
     bands: tuple[int, ...] | None = None
@@ -44,6 +47,7 @@ class GeoOptions:
     resume: bool = True
     streams: int = 2
     model: str | None = None
+    panel_width: int = PANEL_WIDTH
 
 
 @dataclass(frozen=True)
@@ -124,47 +128,42 @@ def _segment(
     start = time.perf_counter()
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
         grid = Grid.of(r.height, r.width, engine.tile_size, engine.config.tile_overlap)
-        stat = source.stat()
-        fingerprint = {
-            "input": [source.name, stat.st_size, stat.st_mtime_ns, r.width, r.height],
-            "model": [options.model, meta.arch, meta.num_classes, list(meta.classes)],
-            "grid": [grid.tile_h, grid.tile_w, grid.overlap],
-            "bands": list(r.indexes),
-            "scaling": [r.scaling.rule, r.scaling.ranges],
-            "probabilities": options.probabilities,
-        }
+        fingerprint = _fingerprint(source, r, grid, options, meta)
         profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
         partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
         if not options.resume:
             partial.cleanup()
-        first, carry = partial.resume_point()
+        done, carry = partial.resume_point()
         result = GeoResult(source, width=r.width, height=r.height, tiles=grid.tiles)
-        result.strips_resumed = first
+        result.strips_resumed = done
         pixel_km2 = r.pixel_km2
         result.km2 = pixel_km2 * r.width * r.height if pixel_km2 is not None else None
-        per_strip = len(grid.xs)
 
         def on_strip(strip: Strip) -> None:
             partial.write(strip)
             result.tiles_run += strip.tiles_run
-            if on_progress is not None:
-                rows = strip.y0 + strip.mask.shape[0]
-                km2 = pixel_km2 * rows * r.width if pixel_km2 is not None else None
-                done = (strip.index + 1) * per_strip
-                on_progress(Progress(done, grid.tiles, km2, result.km2))
+            if on_progress is not None:  # panels own the columns left of x0, top to bottom
+                rows, cols = strip.mask.shape
+                share = (strip.x0 * r.height + (strip.y0 + rows) * cols) / (r.width * r.height)
+                km2 = result.km2 * share if result.km2 is not None else None
+                on_progress(Progress(round(share * grid.tiles), grid.tiles, km2, result.km2))
             if after_strip is not None:
                 after_strip(strip)
 
-        segment_strips(
-            engine,
-            grid,
-            lambda y, rows: r.read(y, 0, rows, r.width),
-            on_strip,
-            start=first,
-            carry=carry,
-            probabilities=options.probabilities,
-            streams=options.streams,
-        )
+        first_panel, first_strip = divmod(done, len(grid.ys))
+        for panel in grid.panels(options.panel_width)[first_panel:]:
+            resumed = first_strip if panel.index == first_panel else 0
+            segment_strips(
+                engine,
+                grid,
+                r.read,
+                on_strip,
+                panel=panel,
+                start=resumed,
+                carry=carry if resumed else None,
+                probabilities=options.probabilities,
+                streams=options.streams,
+            )
         tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling.rule}
         tags["BANDS"] = ",".join(str(b) for b in r.indexes)
     targets = output_paths(stem, options.probabilities)
@@ -175,6 +174,20 @@ def _segment(
     result.outputs = targets
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fingerprint(source: Path, raster, grid: Grid, options: GeoOptions, meta) -> dict:
+    """What a saved partial run must match to be resumed."""
+    stat = source.stat()
+    return {
+        "input": [source.name, stat.st_size, stat.st_mtime_ns, raster.width, raster.height],
+        "model": [options.model, meta.arch, meta.num_classes, list(meta.classes)],
+        "grid": [grid.tile_h, grid.tile_w, grid.overlap],
+        "panels": [[p.own0, p.own1] for p in grid.panels(options.panel_width)],
+        "bands": list(raster.indexes),
+        "scaling": [raster.scaling.rule, raster.scaling.ranges],
+        "probabilities": options.probabilities,
+    }
 
 
 def is_georaster(path: str | os.PathLike) -> bool:

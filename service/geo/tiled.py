@@ -1,15 +1,16 @@
 """Blended sliding-window inference over a raster of any size, in bounded memory.
 
-The windows, their starts and their blend weights are the engine's own
-(:func:`service.engine.tiling.tile_starts`, :func:`~service.engine.tiling.blend_window`), so a
-raster segmented here and an in-memory image tiled by :class:`service.engine.Engine` see the
-same windows. What differs is where the pixels come from and go to: one strip of tile rows is
-read from the raster (the next one is read on a background thread meanwhile), its windows run on
-``streams`` inference threads sharing the session (ONNX Runtime releases the GIL, so two streams
-keep two cores busy), and the rows no later strip touches are handed to a sink and forgotten.
+The windows and their blend weights are the engine's own (:mod:`service.geo.grid`,
+:func:`~service.engine.tiling.blend_window`), so a raster segmented here and an in-memory image
+tiled by :class:`service.engine.Engine` give the same mask. What differs is where the pixels
+come from and go to: one column :class:`~service.geo.grid.Panel` at a time, one strip of tile
+rows of it is read from the raster (the next one is read on a background thread meanwhile),
+its windows run on ``streams`` inference threads sharing the session (ONNX Runtime and
+OpenVINO release the GIL, so two streams keep two cores busy), and the rows no later strip
+touches are handed to a sink and forgotten.
 
-Memory holds one ``(K, tile, W)`` float32 accumulator and one strip of pixels: for a 24,000
-pixel wide raster, six classes and 512-pixel tiles about 0.3 GB, whatever the height.
+Memory holds one ``(K, tile, panel)`` float32 accumulator and one strip of a panel's pixels:
+bounded by the panel width, whatever the raster's width and height.
 
 After each strip the accumulator's unfinished rows (the overlap with the next strip) are the
 whole state of the run: :class:`Carry`. A sink that saves it with the finished rows lets a
@@ -26,114 +27,103 @@ import numpy as np
 
 from service.engine import Engine
 from service.engine.engine import argmax_classes
-from service.engine.tiling import blend_window, tile_starts
+from service.engine.tiling import blend_window
+from service.geo.grid import Grid, Panel
 
 NODATA = 255
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Where the windows of a ``height x width`` raster lie."""
-
-    height: int
-    width: int
-    tile_h: int
-    tile_w: int
-    overlap: int
-    ys: tuple[int, ...]
-    xs: tuple[int, ...]
-
-    @classmethod
-    def of(cls, height: int, width: int, tile: int, overlap: int) -> Grid:
-        tile_h, tile_w = min(tile, height), min(tile, width)
-        ys = tuple(tile_starts(height, tile_h, overlap))
-        xs = tuple(tile_starts(width, tile_w, overlap))
-        return cls(height, width, tile_h, tile_w, overlap, ys, xs)
-
-    @property
-    def tiles(self) -> int:
-        return len(self.ys) * len(self.xs)
-
-    def rows_done(self, strip: int) -> int:
-        """Rows of strip ``strip`` (from its top) that no later strip touches."""
-        last = strip == len(self.ys) - 1
-        return self.tile_h if last else self.ys[strip + 1] - self.ys[strip]
-
-
 @dataclass
 class Carry:
-    """The weighted logits and weights of rows the next strip still adds to."""
+    """The weighted logits and weights of rows the next strip of a panel still adds to."""
 
-    total: np.ndarray  # (K, rows, W) float32
-    weight: np.ndarray  # (rows, W) float32
+    total: np.ndarray  # (K, rows, panel width) float32
+    weight: np.ndarray  # (rows, panel width) float32
 
 
 @dataclass(frozen=True)
 class Strip:
-    """Finished rows: ``mask`` ``(rows, W)`` uint8 and, when asked, ``probabilities``."""
+    """Finished rows of one panel: ``mask`` ``(rows, own1 - own0)`` uint8 at ``(y0, x0)``.
+
+    ``strips_done`` counts the strips finished so far in run order (every strip of panel 0,
+    then of panel 1, ...), this one included: where a resumed run starts.
+    """
 
     index: int
     y0: int
+    x0: int
     mask: np.ndarray
-    probabilities: np.ndarray | None  # (K, rows, W) uint8, softmax * 255
+    probabilities: np.ndarray | None  # (K, rows, cols) uint8, softmax * 255
     tiles_run: int
-    carry: Carry | None  # None after the last strip
+    carry: Carry | None  # None after a panel's last strip
+    panel: int = 0
+    strips_done: int = 0
 
 
-ReadStrip = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (y0, rows) -> pixels, valid
+# (row, col, height, width) -> (height, width, C) uint8 pixels, (height, width) bool valid
+ReadWindow = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
 
 
 def segment_strips(
     engine: Engine,
     grid: Grid,
-    read: ReadStrip,
+    read: ReadWindow,
     on_strip: Callable[[Strip], None],
     *,
+    panel: Panel | None = None,
     start: int = 0,
     stop: int | None = None,
     carry: Carry | None = None,
     probabilities: bool = False,
     streams: int = 2,
 ) -> None:
-    """Run every strip from ``start`` and hand each finished one to ``on_strip``, in order.
+    """Run every strip of ``panel`` from ``start`` and hand each finished one to ``on_strip``.
 
     Args:
         engine: the loaded model.
         grid: the windows.
-        read: ``read(y0, rows)`` -> ``(rows, W, C)`` uint8 pixels, ``(rows, W)`` bool valid.
-        on_strip: receives each :class:`Strip`; its ``carry`` is a view into the accumulator,
-            valid only during the call (save or copy it there).
+        read: ``read(row, col, height, width)``, as :meth:`service.geo.inputs.GeoRaster.read`.
+        on_strip: receives each :class:`Strip`, in order; its ``carry`` is a view into the
+            accumulator, valid only during the call (save or copy it there).
+        panel: the columns to run (None: the whole width).
         start: the first strip to run; ``carry`` must then be the one saved after
-            ``start - 1`` (None: nothing carried, right for ``start`` 0 and for
-            :func:`halo_start`).
+            ``start - 1`` of this panel (None: nothing carried, right for ``start`` 0 and
+            for :func:`~service.geo.grid.halo_start`).
         stop: the strip to stop before (None: the last one too).
         probabilities: also compute the per-class probabilities.
         streams: windows run at once.
     """
-    k = engine.metadata.num_classes
-    total = np.zeros((k, grid.tile_h, grid.width), dtype=np.float32)
-    weight = np.zeros((grid.tile_h, grid.width), dtype=np.float32)
+    panel = panel or grid.whole()
+    k, strips = engine.metadata.num_classes, len(grid.ys)
+    total = np.zeros((k, grid.tile_h, panel.width), dtype=np.float32)
+    weight = np.zeros((grid.tile_h, panel.width), dtype=np.float32)
     if carry is not None:
         rows = carry.weight.shape[0]
         total[:, :rows], weight[:rows] = carry.total, carry.weight
-    col_windows = [
+    xs = [x - panel.x0 for x in grid.xs[panel.first : panel.stop]]  # in the panel's columns
+    col_windows = [  # faded by the window's place in the raster, not in the panel
         blend_window(grid.tile_w, grid.overlap, i > 0, i < len(grid.xs) - 1)
-        for i in range(len(grid.xs))
+        for i in range(panel.first, panel.stop)
     ]
+    own = slice(panel.own0 - panel.x0, panel.own1 - panel.x0)
+
+    def read_strip(index: int) -> tuple[np.ndarray, np.ndarray]:
+        return read(grid.ys[index], panel.x0, grid.tile_h, panel.width)
+
     with (
         ThreadPoolExecutor(1, thread_name_prefix="fcn-geo-read") as reader,
         ThreadPoolExecutor(streams, thread_name_prefix="fcn-geo-infer") as pool,
     ):
         pending: Future | None = None
-        for index in range(start, len(grid.ys)):
-            y = grid.ys[index]
-            pixels, valid = pending.result() if pending else read(y, grid.tile_h)
-            if index + 1 < len(grid.ys):  # read the next strip while this one runs
-                pending = reader.submit(read, grid.ys[index + 1], grid.tile_h)
-            last = index == len(grid.ys) - 1
+        end = strips if stop is None else min(stop, strips)
+        for index in range(start, end):
+            pixels, valid = pending.result() if pending else read_strip(index)
+            if index + 1 < end:  # read the next strip while this one runs
+                pending = reader.submit(read_strip, index + 1)
+            last = index == strips - 1
             row_window = blend_window(grid.tile_h, grid.overlap, index > 0, not last)
-            runs = _run_row(engine, pool, grid, pixels, valid)
-            for x, col_window, logits in zip(grid.xs, col_windows, runs, strict=True):
+            runs = _run_row(engine, pool, grid.tile_w, xs, pixels, valid)
+            for x, col_window, logits in zip(xs, col_windows, runs, strict=True):
                 if logits is None:  # every pixel nodata: nothing to blend
                     continue
                 w = row_window[:, None] * col_window[None, :]
@@ -142,12 +132,16 @@ def segment_strips(
                 total[:, :, x : x + grid.tile_w] += logits
                 weight[:, x : x + grid.tile_w] += w
             done = grid.rows_done(index)
-            mask, probs = _finish(total[:, :done], weight[:done], valid[:done], probabilities)
+            mask, probs = _finish(
+                total[:, :done, own], weight[:done, own], valid[:done, own], probabilities
+            )
             # The carry is a view: on_strip saves it before the shift below overwrites it
-            # (no copy of a (K, overlap, W) block per strip).
+            # (no copy of a (K, overlap, panel) block per strip).
             keep = None if last else Carry(total[:, done:], weight[done:])
             tiles_run = sum(r is not None for r in runs)
-            on_strip(Strip(index, y, mask, probs, tiles_run, keep))
+            count = panel.index * strips + index + 1
+            y0, x0 = grid.ys[index], panel.own0
+            on_strip(Strip(index, y0, x0, mask, probs, tiles_run, keep, panel.index, count))
             if keep is not None:
                 rows = grid.tile_h - done
                 total[:, :rows] = total[:, done:]  # numpy buffers overlapping copies
@@ -155,29 +149,21 @@ def segment_strips(
                 total[:, rows:], weight[rows:] = 0.0, 0.0
 
 
-def halo_start(grid: Grid, start: int) -> int:
-    """The first strip whose windows reach strip ``start``'s rows.
-
-    Running strips ``halo_start(grid, start) .. start - 1`` from nothing carried rebuilds the
-    exact carry into ``start`` (earlier strips never touch those rows): how a worker that
-    starts mid-raster gets the same sums as one run from the top.
-    """
-    first = start
-    while first > 0 and grid.ys[first - 1] + grid.tile_h > grid.ys[start]:
-        first -= 1
-    return first
-
-
 def _run_row(
-    engine: Engine, pool: ThreadPoolExecutor, grid: Grid, pixels: np.ndarray, valid: np.ndarray
+    engine: Engine,
+    pool: ThreadPoolExecutor,
+    tile_w: int,
+    xs: list[int],
+    pixels: np.ndarray,
+    valid: np.ndarray,
 ) -> list[Future | None]:
     """Submit every window of a strip that has a valid pixel (None for the others)."""
 
     def run(x: int) -> np.ndarray:
-        window = engine.normalise(pixels[:, x : x + grid.tile_w])
+        window = engine.normalise(pixels[:, x : x + tile_w])
         return np.array(engine.run_normalised(window[None])[0])  # writable, contiguous
 
-    return [pool.submit(run, x) if valid[:, x : x + grid.tile_w].any() else None for x in grid.xs]
+    return [pool.submit(run, x) if valid[:, x : x + tile_w].any() else None for x in xs]
 
 
 def _finish(
@@ -197,19 +183,3 @@ def _finish(
     probs = np.rint(logits * 255.0).astype(np.uint8)
     probs[:, invalid] = 0
     return mask, probs
-
-
-def border_bands(grid: Grid, band: int = 32) -> np.ndarray:
-    """``(H, W)`` bool: pixels within ``band / 2`` of a window edge shared by two windows.
-
-    Where a seam would show; the seam check measures agreement there separately.
-    """
-    half = band // 2
-    rows = np.zeros(grid.height, dtype=bool)
-    cols = np.zeros(grid.width, dtype=bool)
-    for line, starts, side in ((rows, grid.ys, grid.tile_h), (cols, grid.xs, grid.tile_w)):
-        for i, start in enumerate(starts):
-            edges = ([start] if i > 0 else []) + ([start + side] if i < len(starts) - 1 else [])
-            for edge in edges:
-                line[max(0, edge - half) : edge + half] = True
-    return rows[:, None] | cols[None, :]

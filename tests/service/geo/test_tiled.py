@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 
+from service.geo.grid import Grid, border_bands
 from service.geo.run import GeoOptions, segment_raster
-from service.geo.tiled import Grid, border_bands
 
 
 @pytest.fixture(scope="module")

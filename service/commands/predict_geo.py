@@ -3,8 +3,10 @@
 A georeferenced raster (auto-detected, or every TIFF with ``--geo``) is segmented by
 :func:`service.geo.run.segment_raster` into ``NAME_mask.tif`` (a COG, + ``NAME_prob.tif`` with
 ``--probabilities``) instead of going through the image batch: it is read by windows, so
-``--max-pixels`` does not apply to it. Progress counts tiles and km^2; each raster ends with a
-line giving its km^2/hour.
+``--max-pixels`` does not apply to it. With ``--vectors`` the finished mask is also polygonized
+(:func:`service.geo.vectors.write_vectors`, block by block) into ``NAME_mask.gpkg`` (or
+``.fgb``/``.geojson``). Progress counts tiles and km^2; each raster ends with a line giving its
+km^2/hour.
 """
 
 from __future__ import annotations
@@ -82,6 +84,67 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="continue an interrupted raster from its last finished tile row, and leave "
         "rasters whose outputs exist",
     )
+    _add_vector_flags(geo)
+
+
+# --vectors FORMAT -> the GDAL driver; GeoPackage and FlatGeobuf keep the raster's CRS, GeoJSON
+# is RFC 7946 WGS 84 unless --vector-crs native.
+VECTOR_FORMATS = {"gpkg": "GPKG", "fgb": "FlatGeobuf", "geojson": "GeoJSON"}
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of map units, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _add_vector_flags(geo) -> None:
+    geo.add_argument(
+        "--vectors",
+        choices=sorted(VECTOR_FORMATS),
+        default=None,
+        help="also polygonize each raster's mask into NAME_mask.gpkg/.fgb/.geojson (merged "
+        "across blocks, an area per polygon; default: none)",
+    )
+    geo.add_argument(
+        "--vector-tolerance",
+        type=_tolerance,
+        default=0.0,
+        metavar="METRES",
+        help="simplify polygons by this many map units (default: 0, the exact pixel outlines)",
+    )
+    geo.add_argument(
+        "--vector-crs",
+        choices=("native", "wgs84"),
+        default=None,
+        help="coordinates of --vectors: the raster's CRS (default for gpkg and fgb) or WGS 84 "
+        "longitude/latitude (default for geojson, as RFC 7946 requires)",
+    )
+
+
+def vector_path(stem: Path, fmt: str) -> Path:
+    """``STEM_mask.gpkg`` (``.fgb``, ``.geojson``)."""
+    return stem.with_name(f"{stem.name}_mask.{fmt}")
+
+
+def write_raster_vectors(mask: Path, stem: Path, args: argparse.Namespace, classes) -> str:
+    """Polygonize one finished mask as ``--vectors`` asks; returns the report line."""
+    from service.geo.vectors import write_vectors
+
+    crs = args.vector_crs or ("wgs84" if args.vectors == "geojson" else "native")
+    summary = write_vectors(
+        mask,
+        vector_path(stem, args.vectors),
+        classes=classes,
+        tolerance_m=args.vector_tolerance,
+        driver=VECTOR_FORMATS[args.vectors],
+        crs=crs,
+    )
+    return f"{summary.features} polygons ({crs}) -> {summary.path}"
 
 
 def split_geo(items: Sequence[BatchItem], geo: bool | None) -> tuple[list, list]:
@@ -111,7 +174,10 @@ def run_geo(
     are split across Ray workers (:mod:`service.geo.ray`).
     """
     from service.batch.runner import describe_error
+    from service.engine import read_model_metadata
     from service.geo.run import GeoOptions, output_paths, segment_raster
+
+    classes = list(read_model_metadata(model.path).classes)
 
     options = GeoOptions(
         bands=args.bands,
@@ -143,20 +209,25 @@ def run_geo(
     ok = failed = skipped = 0
     for item in items:
         stem = Path(out) / item.stem
-        if args.resume and all(p.exists() for p in output_paths(stem, options.probabilities)):
+        targets = output_paths(stem, options.probabilities)
+        targets += [vector_path(stem, args.vectors)] if args.vectors else []
+        if args.resume and all(p.exists() for p in targets):
             print(f"skipped {item.source}: outputs already exist", file=sys.stderr)
             skipped += 1
             continue
         bar = _bar(item, args.progress)
         try:
             result = segment(item.source, stem, options, bar)
+            vectors = (
+                write_raster_vectors(result.outputs[0], stem, args, classes) if args.vectors else ""
+            )
         except Exception as exc:  # one bad raster never stops the others
             print(f"FAILED {item.source}: {describe_error(exc)}", file=sys.stderr)
             failed += 1
             continue
         finally:
             bar.close()
-        print(describe(result), file=sys.stderr)
+        print(describe(result) + (f"; vectors: {vectors}" if vectors else ""), file=sys.stderr)
         ok += 1
     return ok, failed, skipped
 

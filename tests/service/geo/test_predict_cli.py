@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import rasterio
 
 from fcn.cli import main
@@ -63,3 +64,48 @@ def test_asking_for_image_formats_keeps_the_image_path(make_raster, tmp_path, ca
     )
     assert code == 0
     assert (tmp_path / "plain_mask.tif").exists()
+
+
+def test_vectors_from_the_raster_path_open_in_ogrinfo_with_the_rasters_crs(
+    make_raster, tmp_path, capsys
+) -> None:
+    import shutil as sh
+    import subprocess
+
+    import numpy as np
+    import pyogrio
+    import shapely
+
+    from tests.requirements import require_or_skip
+
+    source = make_raster("cli", 900, 700)
+    out = tmp_path / "out"
+    code = main(["predict", "default", str(source), "--out", str(out), "--vectors", "gpkg"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    gpkg = out / "cli_mask.gpkg"
+    assert "polygons (native) -> " in captured.err and str(gpkg) in captured.err
+    with rasterio.open(out / "cli_mask.tif") as cog:
+        mask, pixel_area = cog.read(1), abs(cog.transform.a * cog.transform.e)
+    _, _, geometry, field_data = pyogrio.raw.read(gpkg)[:4]
+    meta = pyogrio.read_info(gpkg)
+    assert meta["crs"] == "EPSG:32640"
+    index = field_data[list(meta["fields"]).index("class_index")]
+    areas = shapely.area(shapely.from_wkb(geometry))
+    assert shapely.is_valid(shapely.from_wkb(geometry)).all()
+    for value in np.unique(mask[mask != 255]):
+        expected = float((mask == value).sum()) * pixel_area
+        assert abs(areas[index == value].sum() - expected) <= 0.005 * expected, value
+    assert not (index == 255).any()  # nodata gets no polygon
+    if sh.which("ogrinfo") is None:
+        require_or_skip("ogrinfo (Debian gdal-bin) is not installed")
+    listing = subprocess.run(
+        ["ogrinfo", "-so", "-al", str(gpkg)], capture_output=True, text=True, check=True
+    ).stdout
+    assert 'ID["EPSG",32640]' in listing and f"Feature Count: {len(geometry)}" in listing
+
+    again = main(["predict", "default", str(source), "--out", str(out), "--vectors", "gpkg"])
+    assert again == 0 and "polygons" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["predict", "default", str(source), "--out", str(out), "--vector-tolerance", "-1"])
+    assert refused.value.code == 2 and "must be >= 0" in capsys.readouterr().err

@@ -7,7 +7,9 @@ CPU does, so every step is its own ``python -m fcn ...`` process:
    from Label Studio, masks from the annotations, classes from the serving model);
 2. ``fcn train --init PARENT --max-minutes M`` on them (the held-out tasks are its validation
    split: scored, never trained on);
-3. ``fcn export --quantize int8`` with the INT8 precision checks;
+3. ``fcn export`` (fp32, with its parity check), then ``fcn export --onnx --quantize int8`` with
+   the INT8 precision checks; a candidate whose INT8 copy fails them is served (and gated) as
+   its fp32 file, said in :attr:`Candidate.note`;
 4. ``fcn evaluate --model`` of the candidate and of the parent on the held-out tasks: the gate's
    two numbers, each as the service would serve that file (``--precision auto``).
 
@@ -18,6 +20,7 @@ run's alone and the next run starts in a fresh one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from service.loop.tasks import Annotated
+
+logger = logging.getLogger(__name__)
 
 
 class StepFailed(RuntimeError):
@@ -63,6 +68,7 @@ class Candidate:
     parent_miou: float
     per_class: dict[str, Any]
     parent_per_class: dict[str, Any]
+    note: str = ""  # e.g. why it is served as fp32
 
 
 Launcher = Callable[[list[str], dict[str, str], Path], subprocess.Popen]
@@ -163,9 +169,17 @@ class Pipeline:
         self._step("fine-tune", argv, job)
         fp32, served = job.work / "candidate.fp32.onnx", job.work / "candidate.onnx"
         argv = _fcn("export", "--checkpoint", str(run / "last.pt"), "--out", str(fp32))
-        argv += ["--quantize", "int8", "--int8-out", str(served)]
+        self._step("export", argv, job)
+        argv = _fcn("export", "--onnx", str(fp32), "--quantize", "int8", "--int8-out", str(served))
         argv += ["--calibration-data", str(job.work / "data")]
-        self._step("export with the INT8 checks", argv, job)
+        note = ""
+        try:
+            self._step("INT8 copy with its checks", argv, job)
+        except StepFailed as exc:
+            if self.killed:
+                raise
+            served, note = fp32, "served as fp32: its INT8 copy failed the checks"
+            logger.warning("%s (%s)", note, str(exc).splitlines()[-1][:300])
         candidate = self._score(job, served, "candidate")
         parent = self._score(job, job.parent, "parent")
         return Candidate(
@@ -179,4 +193,5 @@ class Pipeline:
             parent_per_class=dict(
                 zip(parent.get("classes") or [], parent["per_class_iou"], strict=False)
             ),
+            note=note,
         )

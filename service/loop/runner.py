@@ -265,6 +265,7 @@ class TrainingLoop:
         stored = await asyncio.to_thread(self.store.add, candidate.served, lineage, candidate.fp32)
         record.candidate_version = stored["version"]
         gap = f"held-out mIoU {candidate.miou:.4f} vs {candidate.parent_miou:.4f} + {c.margin:g}"
+        gap += f" ({candidate.note})" if getattr(candidate, "note", "") else ""
         if not passed:
             record.status, record.reason = "refused", f"the gate did not hold: {gap}"
             return

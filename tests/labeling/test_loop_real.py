@@ -27,8 +27,8 @@ from PIL import Image
 
 from service.engine import read_model_metadata
 from service.http.launcher import fcn_serve, http
-from service.labeling import brush_rle
 from service.models import bundled_model_path
+from tests.brush_regions import mask_regions
 from tests.requirements import required, shared_data_root
 
 pytestmark = [pytest.mark.label_studio, pytest.mark.long, pytest.mark.timeout(3000)]
@@ -36,26 +36,6 @@ pytestmark = [pytest.mark.label_studio, pytest.mark.long, pytest.mark.timeout(30
 REPO = Path(__file__).resolve().parents[2]
 ANNOTATOR = Path(__file__).with_name("ls_annotator.py")
 TRAIN_MINUTES = 3
-
-
-def _results(mask: np.ndarray, classes: list[str]) -> list[dict]:
-    height, width = mask.shape
-    out = []
-    for index, name in enumerate(classes):
-        painted = mask == index
-        if painted.any():
-            value = {"format": "rle", "rle": brush_rle.encode(painted), "brushlabels": [name]}
-            out.append(
-                {
-                    "type": "brushlabels",
-                    "from_name": "tag",
-                    "to_name": "image",
-                    "original_width": width,
-                    "original_height": height,
-                    "value": value,
-                }
-            )
-    return out
 
 
 def _run(label_studio, job: dict, tmp: Path) -> dict:
@@ -142,7 +122,7 @@ def test_annotations_fine_tune_the_served_model_live(label_studio, tmp_path: Pat
         annotations = []
         for path in images:
             mask = np.asarray(Image.open(val / "masks" / (path.stem + ".png")))
-            annotations.append([setup["tasks"][path.name], _results(mask, classes)])
+            annotations.append([setup["tasks"][path.name], mask_regions(mask, classes)])
         annotated = _run(
             label_studio, {**base, "step": "annotate", "annotations": annotations}, tmp_path
         )

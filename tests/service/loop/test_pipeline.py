@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.labeling import brush_rle
 from service.loop.pipeline import Job, Pipeline, StepFailed
 from service.loop.tasks import annotated_tasks
+from tests.brush_regions import brush_region
 
 
 def _png(width: int, height: int) -> bytes:
@@ -23,15 +23,7 @@ def _png(width: int, height: int) -> bytes:
 def _task(task_id: int, image: str, label: str, width: int = 16, height: int = 12) -> dict:
     painted = np.zeros((height, width), bool)
     painted[2:8, 3:11] = True
-    value = {"format": "rle", "rle": brush_rle.encode(painted), "brushlabels": [label]}
-    region = {
-        "type": "brushlabels",
-        "from_name": "tag",
-        "to_name": "image",
-        "original_width": width,
-        "original_height": height,
-        "value": value,
-    }
+    region = brush_region(painted, label)
     return {
         "id": task_id,
         "data": {"image": image},

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.labeling import brush_rle
+from tests.brush_regions import mask_regions
 from tests.service.loop.test_runner import AUTH, _client, _segment, _wait_idle, _webhook
 
 pytestmark = pytest.mark.slow
@@ -56,23 +56,9 @@ def _demo_tasks(root: Path, label_studio, swap_labels: bool = False) -> list[dic
         mask = np.asarray(Image.open(demo / "masks" / image.name))
         url = f"/data/upload/1/{image.name}"
         label_studio.files[url] = image.read_bytes()
-        height, width = mask.shape
-        regions = []
         swap = swap_labels and not held_out(task_id, HELDOUT_SHARE)
-        for index, name in enumerate(CLASSES):
-            painted = mask == (index - 1) % len(CLASSES) if swap else mask == index
-            if painted.any():
-                value = {"format": "rle", "rle": brush_rle.encode(painted), "brushlabels": [name]}
-                regions.append(
-                    {
-                        "type": "brushlabels",
-                        "from_name": "tag",
-                        "to_name": "image",
-                        "original_width": width,
-                        "original_height": height,
-                        "value": value,
-                    }
-                )
+        names = [CLASSES[(v + 1) % len(CLASSES)] for v in range(len(CLASSES))] if swap else CLASSES
+        regions = mask_regions(mask, list(names))
         annotation_id = (2000 if swap else 1000) + task_id
         annotation = {"id": annotation_id, "result": regions, "updated_at": "t2" if swap else "t"}
         tasks.append({"id": task_id, "data": {"image": url}, "annotations": [annotation]})
@@ -85,7 +71,7 @@ def test_annotations_fine_tune_and_the_candidate_goes_live(tmp_path, label_studi
     _export_untrained(models / "default.onnx")
     label_studio.export = _demo_tasks(tmp_path / "demo", label_studio)
     share = HELDOUT_SHARE
-    with _client(models, label_studio.url, train_minutes=0.5, train_heldout_share=share) as client:
+    with _client(models, label_studio.url, train_minutes=1.0, train_heldout_share=share) as client:
         before, _ = _segment(client)
         started = time.monotonic()
         _webhook(client, {"action": "START_TRAINING", "project": {"id": 1}})

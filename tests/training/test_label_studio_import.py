@@ -12,22 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.labeling import brush_rle
+from tests.brush_regions import brush_region
 from training.data.label_studio import LabelStudioImportError, import_export
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def brush(label: str, painted: np.ndarray) -> dict:
-    height, width = painted.shape
-    return {
-        "type": "brushlabels",
-        "from_name": "tag",
-        "to_name": "image",
-        "original_width": width,
-        "original_height": height,
-        "value": {"format": "rle", "rle": brush_rle.encode(painted), "brushlabels": [label]},
-    }
+    return brush_region(painted, label)
 
 
 def write_images(folder: Path, sizes: dict[str, tuple[int, int]]) -> None:

@@ -54,7 +54,8 @@ def test_interrupted_run_resumes_to_identical_output(
     assert not stem.with_name("r.resume.json").exists()
 
 
-def test_resume_false_starts_over(make_raster, engine_for, tmp_path) -> None:
+def _killed_after_one_strip(make_raster, engine_for, tmp_path):
+    """A run of the 1000x700 raster killed after its first strip: ``(engine, source, stem)``."""
     engine = engine_for(tile_size=256, tile_overlap=64)
     source = make_raster("resume", 1000, 700)
 
@@ -64,19 +65,16 @@ def test_resume_false_starts_over(make_raster, engine_for, tmp_path) -> None:
     stem = tmp_path / "r"
     with pytest.raises(Killed):
         segment_raster(engine, source, stem, GeoOptions(), after_strip=die)
+    return engine, source, stem
+
+
+def test_resume_false_starts_over(make_raster, engine_for, tmp_path) -> None:
+    engine, source, stem = _killed_after_one_strip(make_raster, engine_for, tmp_path)
     again = segment_raster(engine, source, stem, GeoOptions(resume=False))
     assert again.strips_resumed == 0 and again.tiles_run == again.tiles
 
 
 def test_changed_settings_do_not_resume(make_raster, engine_for, tmp_path) -> None:
-    engine = engine_for(tile_size=256, tile_overlap=64)
-    source = make_raster("resume", 1000, 700)
-
-    def die(strip) -> None:
-        raise Killed
-
-    stem = tmp_path / "r"
-    with pytest.raises(Killed):
-        segment_raster(engine, source, stem, GeoOptions(), after_strip=die)
+    engine, source, stem = _killed_after_one_strip(make_raster, engine_for, tmp_path)
     other = segment_raster(engine, source, stem, GeoOptions(rescale=(0, 255)))
     assert other.strips_resumed == 0

@@ -8,11 +8,12 @@ read here with rasterio (the ``geo`` extra), by these rules (docs/gis-vectors.md
 * **Bands.** As many bands as the model's channels are used as they are; an alpha band beyond
   them is a mask (below). Any other band count is refused with the option to use:
   ``bands=1,2,3`` picks bands by 1-based index, in the order given. Nothing is dropped silently.
-* **Bit depth.** 16-bit data are scaled by 1/65535, except when every value is below 4096: then
-  they are 12-bit data in a 16-bit container (most aerial cameras), scaled by 1/4095, and the
-  answer carries a warning saying so.
-* **Nodata.** Pixels equal to the file's nodata value in every band, or transparent in its alpha
-  band, get no class: 255 in the mask.
+* **Bit depth.** The rule of :mod:`service.rescale`, the same as ``fcn predict``'s raster path:
+  8-bit data as they are; a fixed ``rescale=MIN,MAX`` mapped to 0..255; anything else (12-bit,
+  16-bit, float) by each band's 2nd..98th percentile of a decimated sample. The rule applied is
+  a warning of the answer.
+* **Nodata.** Pixels equal to the file's nodata value in every band, transparent in its alpha
+  band, or NaN, get no class: 255 in the mask.
 
 What a decode noticed travels in :class:`InputNotes`, collected by :func:`collect_notes`
 around a decode on the same thread (the HTTP route returns the warnings in a header).
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import CorruptImageError, UnsupportedFormatError
+from service.rescale import RescaleError, Scaling, choose_scaling, decimate
 
-TWELVE_BIT_MAX = 4095
 NO_CLASS = 255
 
 
@@ -64,7 +65,7 @@ def note_warning(message: str) -> None:
 def note_nodata(nodata: np.ndarray | None) -> None:
     notes = _NOTES.get()
     if notes is not None and nodata is not None and nodata.any():
-        notes.nodata = nodata
+        notes.nodata = nodata if notes.nodata is None else notes.nodata | nodata
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -84,19 +85,36 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
-def rescale_16bit(array: np.ndarray) -> np.ndarray:
-    """Apply the bit-depth rule to ``uint16`` pixels (12-bit data -> the full 16-bit range)."""
-    if array.dtype != np.uint16 or array.size == 0:
-        return array
-    top = int(array.max())
-    if top == 0 or top > TWELVE_BIT_MAX:
-        return array
-    note_warning(
-        f"16-bit values all below 4096 (max {top}): read as 12-bit data, scaled by 1/4095 "
-        "instead of 1/65535"
+def _checked(choose) -> Scaling:
+    """``choose()``'s scaling; no valid pixel to take percentiles of is a typed error."""
+    try:
+        return choose()
+    except RescaleError as exc:
+        raise UnsupportedFormatError(f"rescale=MIN,MAX: {exc}") from None
+
+
+def rescale_pixels(
+    pixels: np.ndarray, rescale: tuple[float, float] | None, nodata: np.ndarray | None = None
+) -> np.ndarray:
+    """Apply :mod:`service.rescale`'s rule to decoded ``(H, W, C)`` pixels -> uint8.
+
+    8-bit pixels without ``rescale`` come back untouched; otherwise the rule applied is noted
+    as a warning. ``nodata`` (``(H, W)`` True where there is no data) is left out of the
+    percentiles, and so is NaN.
+    """
+    valid = None if nodata is None else ~nodata
+    if np.issubdtype(pixels.dtype, np.floating):
+        finite = np.isfinite(pixels).all(axis=-1)
+        valid = finite if valid is None else valid & finite
+    scaling = _checked(
+        lambda: choose_scaling(
+            [pixels.dtype], pixels.shape[2], rescale, lambda: decimate(pixels, valid)
+        )
     )
-    scaled = (array.astype(np.uint32) * 65535 + TWELVE_BIT_MAX // 2) // TWELVE_BIT_MAX
-    return scaled.astype(np.uint16)
+    if scaling.as_is:
+        return pixels
+    note_warning(scaling.describe(pixels.dtype))
+    return scaling.apply_last(pixels)
 
 
 def needs_raster_reader(tags, bands: Sequence[int] | None) -> bool:
@@ -142,9 +160,18 @@ def _choose(count: int, alpha: int | None, in_channels: int, bands: Sequence[int
 
 
 def decode_raster(
-    data: bytes, *, in_channels: int, max_pixels: int, max_side: int, bands=None
+    data: bytes,
+    *,
+    in_channels: int,
+    max_pixels: int,
+    max_side: int,
+    bands=None,
+    rescale: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Decode a TIFF with rasterio by the rules above: ``(H, W, in_channels)`` uint8/uint16.
+    """Decode a TIFF with rasterio by the rules above: ``(H, W, in_channels)`` uint8.
+
+    The bit-depth rule samples the file as ``fcn predict``'s raster path does
+    (:func:`service.geo.inputs.gdal_sample`), so both give the same pixels.
 
     Raises:
         service.errors.GeoDependencyError: rasterio (the ``geo`` extra) is not installed.
@@ -153,6 +180,7 @@ def decode_raster(
         ImageTooLargeError: over a size limit (checked before any pixels are read).
     """
     from service.geo.crs import require
+    from service.geo.inputs import gdal_sample
     from service.imaging import check_size
 
     rasterio = require("rasterio")
@@ -160,28 +188,41 @@ def decode_raster(
         with rasterio.MemoryFile(data) as memory, memory.open() as dataset:
             check_size(dataset.width, dataset.height, max_pixels=max_pixels, max_side=max_side)
             dtype = dataset.dtypes[0]
-            if dtype not in ("uint8", "uint16"):
+            if np.dtype(dtype).kind not in "uif":
                 raise UnsupportedFormatError(
-                    f"TIFF samples of type {dtype}; send 8-bit or 16-bit unsigned integers"
+                    f"TIFF samples of type {dtype}; send integer or floating-point samples"
                 )
             interp = [c.name for c in dataset.colorinterp]
             alpha = interp.index("alpha") + 1 if "alpha" in interp else None
             chosen = _choose(dataset.count, alpha, in_channels, bands)
-            pixels = np.moveaxis(dataset.read(chosen), 0, -1)
-            nodata = _nodata(dataset, alpha, chosen, pixels)
+            scaling = _checked(
+                lambda: choose_scaling(
+                    [dataset.dtypes[b - 1] for b in chosen],
+                    len(chosen),
+                    rescale,
+                    lambda: gdal_sample(dataset, tuple(chosen)),
+                )
+            )
+            raw = dataset.read(chosen)
+            nodata = _nodata(dataset, alpha, raw)
     except rasterio.errors.RasterioError as exc:
         raise CorruptImageError(f"TIFF file is corrupt or unreadable by GDAL ({exc})") from None
     note_nodata(nodata)
-    return np.ascontiguousarray(pixels)
+    if not scaling.as_is:
+        note_warning(scaling.describe(dtype))
+    return np.ascontiguousarray(np.moveaxis(scaling.apply(raw), 0, -1))
 
 
-def _nodata(dataset, alpha: int | None, chosen: list[int], pixels: np.ndarray):
-    """``(H, W)`` True where the file says there is no data (alpha 0, or nodata in every band)."""
+def _nodata(dataset, alpha: int | None, raw: np.ndarray):
+    """``(H, W)`` True where the file says there is no data (alpha 0, nodata in every band,
+    or NaN in any)."""
     masks = []
     if alpha is not None:
         masks.append(dataset.read(alpha) == 0)
     if dataset.nodata is not None:
-        masks.append(np.all(pixels == dataset.nodata, axis=-1))
+        masks.append(np.all(raw == dataset.nodata, axis=0))
+    if np.issubdtype(raw.dtype, np.floating):
+        masks.append(~np.isfinite(raw).all(axis=0))
     if not masks:
         return None
     return np.logical_or.reduce(masks)

@@ -3,11 +3,11 @@
 ``decode_image`` turns untrusted bytes (or a path) into an ``(H, W, C)`` array whose channel
 count is the model's ``in_channels`` (1 = L, 3 = RGB, 4 = RGBA), keeping the source precision:
 
-* ``uint8`` for 8-bit sources (scale by 1/255),
-* ``uint16`` for 16-bit sources, ``I;16*`` and ``I`` (scale by 1/65535; never squeezed to 8 bits),
-* ``float32`` for ``F`` images, taken to be in ``[0, 1]`` already and clipped there.
-
-``pixel_scale(array)`` gives the factor that maps it to ``[0, 1]`` (see docs/contracts.md).
+``uint8``: 8-bit sources as they are, and 12-bit, 16-bit (``I;16*``, ``I``) and float (``F``)
+sources mapped to 0..255 by the bit-depth rule of :mod:`service.rescale` (each band's 2-98
+percentile of a sample, or a fixed ``rescale=MIN,MAX``), the same rule as ``fcn predict``'s
+raster path. :func:`to_array` (training's reader) keeps ``uint16``/``float32`` instead;
+``pixel_scale(array)`` gives the factor that maps such arrays to ``[0, 1]`` (docs/contracts.md).
 Every failure raises a subclass of :class:`service.errors.ImageError`.
 """
 
@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from service.bands import decode_raster, needs_raster_reader, note_nodata, rescale_16bit
+from service.bands import decode_raster, needs_raster_reader, note_nodata, rescale_pixels
 from service.errors import CorruptImageError, ImageTooLargeError, UnsupportedFormatError
 
 logger = logging.getLogger(__name__)
@@ -308,12 +308,14 @@ def decode_image(
     max_pixels: int,
     max_side: int,
     bands: Sequence[int] | None = None,
+    rescale: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Decode untrusted input into the ``(H, W, in_channels)`` array the engine expects.
 
     TIFFs that Pillow cannot read faithfully (16-bit multi-band, extra bands, ``bands=``) go
-    through :mod:`service.bands` (rasterio); 16-bit data follow its bit-depth rule, and
-    nodata/alpha pixels are reported to :func:`service.bands.collect_notes`.
+    through :mod:`service.bands` (rasterio); every source follows the bit-depth rule of
+    :mod:`service.rescale` (noted as a warning when it changes the values), and nodata/alpha
+    pixels are reported to :func:`service.bands.collect_notes`.
 
     Args:
         source: raw bytes, a path, or a seekable binary file object.
@@ -321,9 +323,10 @@ def decode_image(
         max_pixels: the largest ``width * height`` accepted.
         max_side: the largest width or height accepted.
         bands: 1-based band numbers to use (TIFF only), in the model's channel order.
+        rescale: a fixed ``(MIN, MAX)`` to map to 0..255 (None: the default rule).
 
     Returns:
-        The oriented image as ``uint8``, ``uint16`` or ``float32`` (see :func:`pixel_scale`).
+        The oriented image as ``uint8``.
 
     Raises:
         ImageError: a subclass naming what is wrong (format, corrupt, too large, bands).
@@ -333,19 +336,19 @@ def decode_image(
         head = stream.read(16)
         stream.seek(0)
         if sniff_format(head)[0] == "TIFF":
-            return _decode_tiff(stream, in_channels, max_pixels, max_side, bands)
+            return _decode_tiff(stream, in_channels, max_pixels, max_side, bands, rescale)
         if bands:
             raise UnsupportedFormatError("bands= applies to TIFF inputs only")
         image = open_image(stream, max_pixels=max_pixels, max_side=max_side)
         with image:
-            return rescale_16bit(to_array(image, in_channels))
+            return _model_pixels(image, in_channels, rescale)
     finally:
         if owned:
             stream.close()
 
 
 def _decode_tiff(
-    stream: BinaryIO, in_channels: int, max_pixels: int, max_side: int, bands
+    stream: BinaryIO, in_channels: int, max_pixels: int, max_side: int, bands, rescale
 ) -> np.ndarray:
     """Pillow for what it reads faithfully, :func:`service.bands.decode_raster` for the rest."""
     try:
@@ -360,24 +363,52 @@ def _decode_tiff(
     stream.seek(0)
     if raster:
         data = stream.read()
-        return rescale_16bit(
-            decode_raster(
-                data, in_channels=in_channels, max_pixels=max_pixels, max_side=max_side, bands=bands
-            )
+        return decode_raster(
+            data,
+            in_channels=in_channels,
+            max_pixels=max_pixels,
+            max_side=max_side,
+            bands=bands,
+            rescale=rescale,
         )
     image = open_image(stream, max_pixels=max_pixels, max_side=max_side)
     with image:
         alpha = None
         if image.mode in ("RGBA", "LA") and in_channels != 4:
             alpha = np.asarray(image.getchannel("A")) == 0
-        pixels = to_array(image, in_channels)
+        return _model_pixels(image, in_channels, rescale, alpha, _number(nodata_value))
+
+
+def _model_pixels(
+    image: Image.Image,
+    in_channels: int,
+    rescale: tuple[float, float] | None,
+    alpha: np.ndarray | None = None,
+    nodata_value: float | None = None,
+) -> np.ndarray:
+    """A loaded image -> ``(H, W, in_channels)`` uint8 by the bit-depth rule, nodata noted.
+
+    A 16-bit or float grey image is rescaled as its one band, then repeated to the model's
+    channels (an added alpha plane is opaque 255, not a band to stretch).
+    """
+    wide = image.mode.startswith("I") or image.mode == "F"
+    raw = _raw_grey(image)[:, :, None] if wide else to_array(image, in_channels)
     nodata = [alpha] if alpha is not None else []
-    value = _number(nodata_value)
-    if value is not None:
-        nodata.append(np.all(pixels == value, axis=-1))
-    if nodata:
-        note_nodata(np.logical_or.reduce(nodata))
-    return rescale_16bit(pixels)
+    if nodata_value is not None:
+        nodata.append(np.all(raw == nodata_value, axis=-1))
+    if np.issubdtype(raw.dtype, np.floating):
+        nodata.append(~np.isfinite(raw).all(axis=-1))
+    missing = np.logical_or.reduce(nodata) if nodata else None
+    note_nodata(missing)
+    pixels = rescale_pixels(raw, rescale, missing)
+    return _grey_to_channels(pixels[:, :, 0], in_channels) if wide else pixels
+
+
+def _raw_grey(image: Image.Image) -> np.ndarray:
+    """A 16-bit grey image as ``uint16``, a float one as its raw ``float32`` values."""
+    if image.mode == "F":
+        return _as_numpy(image).astype(np.float32, copy=False)
+    return _wide_grey(image)
 
 
 def _number(text) -> float | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import MetadataError
+from service.rescale import MODEL_INPUT_RANGE
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "arch",
@@ -29,9 +30,11 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "version",
     "num_classes",
 )
-# Optional keys with a meaning of their own: the builder options (provenance) and the raw
-# mask value of each class (lets evaluation read a dataset's encoded masks from the model alone).
-OPTIONAL_KEYS: tuple[str, ...] = ("options", "mask_values")
+# Optional keys with a meaning of their own: the builder options (provenance), the raw mask
+# value of each class (lets evaluation read a dataset's encoded masks from the model alone), and
+# the pixel values the model was trained on (what the bit-depth rule of service.rescale maps
+# 12-bit, 16-bit and float inputs to; files without it were trained on 8-bit 0..255).
+OPTIONAL_KEYS: tuple[str, ...] = ("options", "mask_values", "input_range")
 # The format version export writes; bump when the meaning of a key changes.
 METADATA_VERSION = 1
 # Metadata format versions this engine understands.
@@ -68,6 +71,7 @@ class ModelMetadata:
     version: int = METADATA_VERSION
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     mask_values: tuple[int, ...] | None = None
+    input_range: tuple[float, float] = MODEL_INPUT_RANGE
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +89,7 @@ class ModelMetadata:
             "num_classes": self.num_classes,
             "options": dict(self.options),
             "mask_values": None if self.mask_values is None else list(self.mask_values),
+            "input_range": list(self.input_range),
         }
         clash = sorted(set(self.extra) & set(values))
         if clash:
@@ -190,6 +195,7 @@ def _parse(props: Mapping[str, str]) -> ModelMetadata:
     if ignore_index is not None:
         ignore_index = _int("ignore_index", ignore_index, 0)
     options, mask_values, extra = _optional(props, num_classes)
+    input_range = _input_range(extra.pop("input_range", None))
     return ModelMetadata(
         arch=arch,
         classes=tuple(classes),
@@ -203,8 +209,28 @@ def _parse(props: Mapping[str, str]) -> ModelMetadata:
         num_classes=num_classes,
         options=options,
         mask_values=mask_values,
+        input_range=input_range,
         extra=extra,
     )
+
+
+def _input_range(value: Any) -> tuple[float, float]:
+    """The optional ``input_range`` (absent or null: 0..255, what every older file means).
+
+    The service maps its inputs to 0..255 only (:mod:`service.rescale`), so a model declaring
+    another range is refused rather than fed values it was not trained on.
+    """
+    if value is None:
+        return MODEL_INPUT_RANGE
+    lo, hi = MODEL_INPUT_RANGE
+    numbers = _floats("input_range", value, 2, positive=False)
+    if numbers != MODEL_INPUT_RANGE:
+        raise MetadataError(
+            "input_range",
+            f"this service feeds models 8-bit values ({lo:g}..{hi:g}); the file declares "
+            f"{numbers[0]:g}..{numbers[1]:g}",
+        )
+    return numbers
 
 
 def _optional(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bands import NO_CLASS, collect_notes
+from service.bands import NO_CLASS, InputNotes, collect_notes
 from service.engine import Engine
 from service.formats.raster import DEFAULT_ALPHA
 from service.formats.registry import EncodeRequest, get_encoder
@@ -85,16 +85,22 @@ def georeference(source: Source, needs: Needs) -> GeoReference | None:
 
 
 def decode(
-    engine: Engine, source: Source, bands: Sequence[int] | None = None
+    engine: Engine,
+    source: Source,
+    bands: Sequence[int] | None = None,
+    rescale: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Decode ``source`` for ``engine``'s model. Returns ``(pixels, milliseconds)``.
+
+    ``bands`` picks TIFF bands (:mod:`service.bands`); ``rescale`` is a fixed range for the
+    bit-depth rule (:mod:`service.rescale`; None: the default rule).
 
     Raises:
         service.errors.ImageError: not an allowed image, corrupt, over the size limits, or
             bands the model cannot take.
     """
     start = time.perf_counter()
-    pixels = engine.decode(source, bands)
+    pixels = engine.decode(source, bands, rescale)
     return pixels, (time.perf_counter() - start) * 1000.0
 
 
@@ -122,6 +128,7 @@ def segment(
     source: Source,
     formats: Iterable[str] = ("index",),
     bands: Sequence[int] | None = None,
+    rescale: tuple[float, float] | None = None,
 ) -> Segmentation:
     """Decode and run: the mask of one image, with what ``formats`` need besides.
 
@@ -134,8 +141,13 @@ def segment(
     """
     needs = Needs.of(formats)
     with collect_notes() as notes:
-        pixels, decode_ms = decode(engine, source, bands)
+        pixels, decode_ms = decode(engine, source, bands, rescale)
     seg = infer(engine, pixels, decode_ms, needs=needs, georef=georeference(source, needs))
+    return with_notes(seg, notes)
+
+
+def with_notes(seg: Segmentation, notes: InputNotes) -> Segmentation:
+    """``seg`` with what its decode noticed: no class where the input has no data, warnings."""
     if notes.nodata is not None:
         seg.mask[notes.nodata] = NO_CLASS
         if seg.confidence is not None:

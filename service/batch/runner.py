@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from service import pipeline
+from service.bands import InputNotes, collect_notes
 from service.batch.scan import BatchItem, RejectedInput
 from service.batch.writer import all_exist, atomic_write, output_paths
 from service.engine import Engine
@@ -38,6 +39,7 @@ from service.formats.raster import DEFAULT_ALPHA, check_alpha
 from service.formats.registry import get_encoder
 from service.formats.report import class_pixel_counts
 from service.formats.shapes import DEFAULT_TOLERANCE, check_tolerance
+from service.geo.crs import DEFAULT_CRS, check_crs_choice
 from service.georef import GeoReference
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,10 @@ class BatchOptions:
         tolerance: polygon simplification in pixels (``polygons``, ``geojson``).
         model: the model's name, written into the JSON outputs.
         skip_existing: leave an image alone when all its outputs exist (resume).
+        crs: ``geojson`` of a georeferenced image: ``"wgs84"`` (RFC 7946 longitude/latitude)
+            or ``"native"`` (the image's CRS, named as GDAL reads it), as HTTP's ``crs=``.
+        rescale: a fixed ``(MIN, MAX)`` for the bit-depth rule (``--rescale``; None: the
+            default rule of :mod:`service.rescale`).
         workers: decode threads, and as many encode/write threads.
         concurrency: images in ONNX Runtime at once, sharing the session. Two streams with
             half the intra-op threads each keep the cores busy while the other stream
@@ -98,6 +104,8 @@ class BatchOptions:
     tolerance: float = DEFAULT_TOLERANCE
     model: str | None = None
     skip_existing: bool = False
+    crs: str = DEFAULT_CRS
+    rescale: tuple[float, float] | None = None
     workers: int = field(default_factory=lambda: min(4, usable_cores()))
     queue_size: int = BATCH_QUEUE_SIZE
     concurrency: int = 1
@@ -110,6 +118,7 @@ class BatchOptions:
             get_encoder(fmt)
         check_alpha(self.alpha)  # before any image: an overlay would fail on every one
         check_tolerance(self.tolerance)
+        check_crs_choice(self.crs)
         if not 0 <= self.worker_nice <= 19:
             raise ValueError(f"worker_nice must be in [0, 19], got {self.worker_nice}")
         for name in ("workers", "queue_size", "concurrency"):
@@ -154,6 +163,7 @@ class _Decoded:
     pixels: np.ndarray | None  # None: skipped, outputs already there
     decode_ms: float
     georef: GeoReference | None = None
+    notes: InputNotes | None = None  # nodata and warnings, as on HTTP
 
 
 def _decode(
@@ -161,8 +171,9 @@ def _decode(
 ) -> _Decoded:
     if options.skip_existing and all_exist(targets):
         return _Decoded(None, 0.0)
-    pixels, ms = pipeline.decode(engine, item.source)
-    return _Decoded(pixels, ms, pipeline.georeference(item.source, options.needs))
+    with collect_notes() as notes:
+        pixels, ms = pipeline.decode(engine, item.source, rescale=options.rescale)
+    return _Decoded(pixels, ms, pipeline.georeference(item.source, options.needs), notes)
 
 
 def _write(
@@ -189,6 +200,7 @@ def _write(
                 info=info,
                 tolerance=options.tolerance,
                 counts=counts,
+                crs=options.crs,
             )
             atomic_write(target, data)
             result.outputs.append(target)
@@ -213,6 +225,8 @@ def _infer(
         result.milliseconds = decoded.decode_ms
         return None
     result.height, result.width = segmentation.height, segmentation.width
+    if decoded.notes is not None:
+        segmentation = pipeline.with_notes(segmentation, decoded.notes)
     return segmentation
 
 

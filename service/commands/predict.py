@@ -92,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``fcn`` parser."""
     from service.formats.registry import ENCODERS
     from service.formats.shapes import DEFAULT_TOLERANCE
+    from service.geo.crs import CRS_CHOICES, DEFAULT_CRS
 
     p = subparsers.add_parser(
         "predict",
@@ -156,6 +157,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEFAULT_TOLERANCE,
         help=f"polygons/geojson simplification in pixels, 0 = exact ({DEFAULT_TOLERANCE:g})",
+    )
+    p.add_argument(
+        "--crs",
+        choices=CRS_CHOICES,
+        default=DEFAULT_CRS,
+        help="coordinates of --format geojson for a georeferenced image, as HTTP's crs=: "
+        "wgs84 = RFC 7946 longitude/latitude, no crs member; native = the image's own CRS, "
+        "named as GDAL reads it (default: %(default)s)",
     )
     p.add_argument(
         "--workers", type=_positive, default=None, help="decode and encode threads (each)"
@@ -292,8 +301,10 @@ def _batch_options(args: argparse.Namespace, concurrency: int, model: str):
             formats=formats,
             alpha=args.alpha,
             tolerance=args.tolerance,
+            crs=args.crs,
             model=model,
             skip_existing=args.skip_existing,
+            rescale=args.rescale,
             queue_size=args.queue_size,
             concurrency=concurrency,
             **({"workers": args.workers} if args.workers else {}),

@@ -37,13 +37,15 @@ def _bands(text: str) -> tuple[int, ...]:
 
 
 def _range(text: str) -> tuple[float, float]:
+    from service.rescale import parse_rescale
+
     try:
-        lo, hi = (float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX like 0,4095, got {text!r}") from None
-    if not hi > lo:
-        raise argparse.ArgumentTypeError(f"MIN must be below MAX, got {text!r}")
-    return lo, hi
+        value = parse_rescale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value is None:
+        raise argparse.ArgumentTypeError("expected MIN,MAX like 0,4095, got nothing")
+    return value
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +72,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         type=_range,
         default=None,
         metavar="MIN,MAX",
-        help="map raw values MIN..MAX linearly to 0..255 (default: 8-bit as is, other "
-        "depths each band's 2nd-98th percentile from a decimated read)",
+        help="map raw values MIN..MAX linearly to 0..255 in every band, for rasters and "
+        "images alike, as HTTP's rescale= (default: 8-bit as is, other depths each band's "
+        "2nd-98th percentile from a decimated read; docs/gis.md)",
     )
     geo.add_argument(
         "--probabilities",

@@ -226,15 +226,22 @@ class Engine:
         """``uint8`` up to 256 classes, else ``uint16``."""
         return np.dtype(np.uint8 if self.metadata.num_classes <= 256 else np.uint16)
 
-    def decode(self, source: Source, bands: Sequence[int] | None = None) -> np.ndarray:
+    def decode(
+        self,
+        source: Source,
+        bands: Sequence[int] | None = None,
+        rescale: tuple[float, float] | None = None,
+    ) -> np.ndarray:
         """Decode bytes/a path with this model's channels and the configured size limits
-        (``bands``: 1-based TIFF bands to use, see :mod:`service.bands`)."""
+        (``bands``: 1-based TIFF bands to use, see :mod:`service.bands`; ``rescale``: a fixed
+        range for the bit-depth rule of :mod:`service.rescale`)."""
         return decode_image(
             source,
             in_channels=self.metadata.in_channels,
             max_pixels=self.config.max_pixels,
             max_side=self.config.max_side,
             bands=bands,
+            rescale=rescale,
         )
 
     def uses_tiling(self, height: int, width: int) -> bool:

@@ -77,7 +77,8 @@ def no_epsg_message(what: str) -> str:
     """Why a raster with a user-defined CRS (no EPSG code) cannot be reprojected."""
     return (
         f"{what} names no EPSG code (a user-defined or missing CRS), so its coordinates cannot "
-        "be reprojected to WGS 84; ask crs=native for coordinates in its own map units, or "
+        "be reprojected to WGS 84; ask crs=native (fcn predict: --crs native) for coordinates in "
+        "its own map units, or "
         "assign an EPSG code to the raster (gdal_edit.py -a_srs EPSG:<code>)"
     )
 

@@ -6,12 +6,11 @@ The rules (docs/gis.md says them to users):
   Without it the raster's bands other than alpha must number exactly the model's
   ``in_channels``; more or fewer is a :class:`GeoInputError` naming ``--bands`` — a band is
   never dropped silently.
-* **Bit depth**: 8-bit data is used as is. Anything else (12-bit in uint16, 16-bit, float) is
-  mapped to 0..255 per band, linearly from ``lo`` to ``hi`` and clipped: either the fixed
-  ``rescale=(lo, hi)`` (``--rescale MIN,MAX``) for every band, or each band's 2nd..98th
-  percentile of its valid pixels, computed from a decimated read of at most
-  :data:`SAMPLE_SIDE` pixels a side (GDAL serves it from overviews when the file has them), so
-  the raster is never read whole. ``rescale`` applies to 8-bit data too when given.
+* **Bit depth**: the rule of :mod:`service.rescale`, the same as on HTTP: 8-bit data as is;
+  a fixed ``rescale=(lo, hi)`` (``--rescale MIN,MAX``) for every band; otherwise each band's
+  2nd..98th percentile of its valid pixels in a decimated read (:func:`gdal_sample`, at most
+  :data:`service.rescale.SAMPLE_SIDE` a side, from overviews when the file has them), so the
+  raster is never read whole.
 * **Validity**: with an alpha band or an internal mask, a pixel is valid where GDAL's mask is
   non-zero; with a nodata value, a pixel is nodata where *every* selected band equals it (a dark
   pixel with one zero channel stays a pixel); NaN is always nodata. Invalid pixels get the
@@ -27,29 +26,8 @@ import numpy as np
 
 from service.errors import GeoInputError
 from service.geo import require_rasterio
-
-SAMPLE_SIDE = 1024
-PERCENTILES = (2.0, 98.0)
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """How raw values become 0..255: per-band ``(lo, hi)``, or None to use 8-bit data as is."""
-
-    ranges: tuple[tuple[float, float], ...] | None
-    rule: str  # "as is", "fixed", or "percentile 2-98 (decimated)": said in logs and metadata
-
-    def apply(self, data: np.ndarray) -> np.ndarray:
-        """``(C, h, w)`` raw values -> ``(C, h, w)`` uint8."""
-        if self.ranges is None:
-            return data.astype(np.uint8, copy=False)
-        out = np.empty(data.shape, dtype=np.uint8)
-        for band, (lo, hi) in enumerate(self.ranges):
-            span = hi - lo if hi > lo else 1.0
-            scaled = (data[band].astype(np.float32) - np.float32(lo)) * np.float32(255.0 / span)
-            np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 255.0, out=scaled)
-            out[band] = np.rint(scaled)
-        return out
+from service.rescale import RescaleError, Scaling, sample_shape
+from service.rescale import choose_scaling as choose_rule
 
 
 @dataclass
@@ -87,6 +65,11 @@ class GeoRaster:
     @property
     def descriptions(self) -> tuple[str | None, ...]:
         return tuple(self.dataset.descriptions[i - 1] for i in self.indexes)
+
+    @property
+    def scaling_note(self) -> str:
+        """The bit-depth rule applied, in one line (the COGs' ``RESCALE`` tag)."""
+        return self.scaling.describe(self.dataset.dtypes[self.indexes[0] - 1])
 
     @property
     def pixel_km2(self) -> float | None:
@@ -178,41 +161,28 @@ def choose_bands(dataset, in_channels: int, bands: tuple[int, ...] | None) -> tu
 def choose_scaling(
     dataset, indexes: tuple[int, ...], rescale: tuple[float, float] | None
 ) -> Scaling:
-    """The 8-bit rule: fixed ``rescale``, as-is for uint8, else decimated percentiles."""
-    if rescale is not None:
-        lo, hi = rescale
-        if not hi > lo:
-            raise GeoInputError(f"--rescale MIN,MAX needs MIN < MAX, got {lo:g},{hi:g}")
-        return Scaling(tuple((lo, hi) for _ in indexes), f"fixed {lo:g}..{hi:g}")
-    if all(dataset.dtypes[i - 1] == "uint8" for i in indexes):
-        return Scaling(None, "as is (8-bit)")
-    return Scaling(percentile_ranges(dataset, indexes), "percentile 2-98 (decimated)")
+    """The 8-bit rule of :mod:`service.rescale`, sampled from a decimated read."""
+    try:
+        return choose_rule(
+            [dataset.dtypes[i - 1] for i in indexes],
+            len(indexes),
+            rescale,
+            lambda: gdal_sample(dataset, indexes),
+        )
+    except RescaleError as exc:
+        raise GeoInputError(f"{dataset.name}: --rescale MIN,MAX: {exc}") from None
 
 
-def percentile_ranges(dataset, indexes: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
-    """Each band's 2nd..98th percentile over valid pixels of a read at most SAMPLE_SIDE a side."""
+def gdal_sample(dataset, indexes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, h, w)`` values and ``(h, w)`` validity read at most SAMPLE_SIDE a side (nearest;
+    GDAL serves it from overviews when the file has them): the percentiles' sample."""
     from rasterio.enums import Resampling
 
-    scale = max(dataset.width, dataset.height) / SAMPLE_SIDE
-    shape = (
-        max(1, round(dataset.height / max(scale, 1.0))),
-        max(1, round(dataset.width / max(scale, 1.0))),
-    )
+    shape = sample_shape(dataset.height, dataset.width)
     sample = dataset.read(
         list(indexes), out_shape=(len(indexes), *shape), resampling=Resampling.nearest
     )
-    valid = valid_mask(dataset, indexes, sample, out_shape=shape)
-    ranges = []
-    for band in sample:
-        values = band[valid]
-        values = values[~np.isnan(values)] if np.issubdtype(values.dtype, np.floating) else values
-        if values.size == 0:
-            raise GeoInputError(
-                f"{dataset.name}: no valid pixels to rescale from; give --rescale MIN,MAX"
-            )
-        lo, hi = np.percentile(values, PERCENTILES)
-        ranges.append((float(lo), float(hi)))
-    return tuple(ranges)
+    return sample, valid_mask(dataset, indexes, sample, out_shape=shape)
 
 
 def valid_mask(dataset, indexes, data: np.ndarray, *, window=None, out_shape=None) -> np.ndarray:

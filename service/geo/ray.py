@@ -123,7 +123,7 @@ def segment_raster_ray(
         tile = -(-config.tile_size // multiple) * multiple  # as the engine rounds it
         grid = Grid.of(r.height, r.width, tile, config.tile_overlap)
         profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
-        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling.rule}
+        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling_note}
         tags["BANDS"] = ",".join(str(b) for b in r.indexes)
         pixel_km2 = r.pixel_km2
     if not ray.is_initialized():

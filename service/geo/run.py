@@ -164,7 +164,7 @@ def _segment(
                 probabilities=options.probabilities,
                 streams=options.streams,
             )
-        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling.rule}
+        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling_note}
         tags["BANDS"] = ",".join(str(b) for b in r.indexes)
     targets = output_paths(stem, options.probabilities)
     write_mask_cog(partial.mask_path, targets[0], meta.classes, meta.palette, tags)

@@ -94,35 +94,43 @@ def test_palette_transparency_becomes_alpha() -> None:
 @pytest.mark.parametrize(
     ("mode", "fmt"), [("I;16", "PNG"), ("I;16", "TIFF"), ("I;16B", "TIFF"), ("I", "TIFF")]
 )
-def test_16_bit_keeps_full_range(mode: str, fmt: str) -> None:
+def test_16_bit_follows_the_bit_depth_rule(mode: str, fmt: str) -> None:
+    """16-bit grey is mapped to 0..255 by service.rescale: its 2-98 percentiles by default,
+    a fixed range when given; never clipped to 255 first (Pillow's own convert() would)."""
     values = np.array([[0, 255, 256, 40000, 65535]], dtype=np.uint16)
-    # Built from arrays: Pillow's convert() itself clips 16-bit values to 255.
     dtype = {"I": np.int32, "I;16": np.uint16, "I;16B": ">u2"}[mode]
     image = Image.fromarray(values.astype(dtype))
     assert image.mode == mode
+    lo, hi = np.percentile(values.astype(np.float64), (2, 98))
+    stretched = np.rint(np.clip((values[0] - lo) * 255 / (hi - lo), 0, 255)).tolist()
     for channels in (1, 3, 4):
         out = decode(encode(image, fmt), in_channels=channels)
-        assert out.dtype == np.uint16 and out.shape == (1, 5, channels)
-        assert out[0, :, 0].tolist() == values[0].tolist()  # not clipped or squeezed to 8 bits
+        assert out.dtype == np.uint8 and out.shape == (1, 5, channels)
+        assert out[0, :, 0].tolist() == stretched
         assert (out[..., :3] == out[..., :1]).all()
         if channels == 4:
-            assert (out[..., 3] == 65535).all()
-    assert pixel_scale(out) == pytest.approx(1 / 65535)
+            assert (out[..., 3] == 255).all()  # the added alpha plane is opaque, not stretched
+    fixed = decode(encode(image, fmt), in_channels=1, rescale=(0, 65535))
+    assert fixed[0, :, 0].tolist() == [0, 1, 1, 156, 255]  # x 255 / 65535, rounded
+    assert pixel_scale(fixed) == pytest.approx(1 / 255)
 
 
 def test_32_bit_int_is_clipped_to_16_bit_range() -> None:
     image = Image.fromarray(np.array([[-5, 70000]], dtype=np.int32))
-    out = decode(encode(image, "TIFF"), in_channels=1)
-    assert out[0, :, 0].tolist() == [0, 65535]
+    out = decode(encode(image, "TIFF"), in_channels=1, rescale=(0, 65535))
+    assert out[0, :, 0].tolist() == [0, 255]
 
 
-def test_float_image_stays_float_in_unit_range() -> None:
+def test_float_image_follows_the_bit_depth_rule() -> None:
+    """A float image has no declared range: rescale=0,1 reads it as 0..1 (clipped); without
+    it each band's 2-98 percentile is stretched, as for 16-bit data."""
     image = Image.fromarray(np.array([[0.25, 0.75, 2.0, -1.0]], dtype=np.float32))
     assert image.mode == "F"
-    out = decode(encode(image, "TIFF"), in_channels=3)
-    assert out.dtype == np.float32 and out.shape == (1, 4, 3)
-    assert out[0, :, 1].tolist() == [0.25, 0.75, 1.0, 0.0]
-    assert pixel_scale(out) == 1.0
+    out = decode(encode(image, "TIFF"), in_channels=3, rescale=(0, 1))
+    assert out.dtype == np.uint8 and out.shape == (1, 4, 3)
+    assert out[0, :, 1].tolist() == [64, 191, 255, 0]
+    stretched = decode(encode(image, "TIFF"), in_channels=1)
+    assert stretched[0, :, 0].tolist()[2:] == [255, 0] and 0 < stretched[0, 0, 0] < 255
 
 
 def asymmetric_rgb() -> np.ndarray:

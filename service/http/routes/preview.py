@@ -2,8 +2,8 @@
 
 Browsers do not render TIFF, so the web page asks for this to put a GeoTIFF under its mask
 overlay. The PNG is the image as the model sees it: decoded by the same path as
-``/v1/segment`` (band selection, the 12-bit rule, the size limits; :mod:`service.bands`),
-brought to 8-bit RGB, at exactly the input's width and height so that it lines up with the mask.
+``/v1/segment`` (band selection, the bit-depth rule, the size limits; :mod:`service.bands`,
+:mod:`service.rescale`), brought to 8-bit RGB, at exactly the input's width and height so that it lines up with the mask.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from service.bands import collect_notes
 from service.errors import ImageError, ModelError
 from service.http.admission import AdmissionRefused
 from service.http.errors import error_responses, from_engine_error, unavailable
-from service.http.routes.segment import REQUEST_BODY, BandsQuery, model_and_bands
+from service.http.routes.segment import REQUEST_BODY, BandsQuery, RescaleQuery, model_and_bands
 from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import read_image
@@ -39,10 +39,15 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
-def render_preview(loaded: LoadedModel, data: bytes, bands: tuple[int, ...] | None) -> bytes:
+def render_preview(
+    loaded: LoadedModel,
+    data: bytes,
+    bands: tuple[int, ...] | None,
+    rescale: tuple[float, float] | None = None,
+) -> bytes:
     """Decode for ``loaded``'s model and encode as an RGB PNG (runs on an inference thread)."""
     with collect_notes():
-        pixels = loaded.engine.decode(data, bands)
+        pixels = loaded.engine.decode(data, bands, rescale)
     buffer = io.BytesIO()
     Image.fromarray(to_rgb8(pixels)).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -75,14 +80,15 @@ async def preview(
     models: Annotated[ServedModels, Depends(loaded_models)],
     model: Annotated[str | None, Query(max_length=64, description="a loaded model's name")] = None,
     bands: BandsQuery = None,
+    rescale: RescaleQuery = None,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
-    loaded, chosen = model_and_bands(models, model, bands)
+    loaded, chosen, fixed_range = model_and_bands(models, model, bands, rescale)
     try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
-            body = await service.admission.run(render_preview, loaded, data, chosen)
+            body = await service.admission.run(render_preview, loaded, data, chosen, fixed_range)
     except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None
     except (ImageError, ModelError) as exc:

@@ -28,6 +28,7 @@ from service.http.schemas import output_content
 from service.http.served_models import LoadedModel, ServedModels
 from service.http.state import get_service, loaded_models, require_api_key
 from service.http.upload import FIELD, read_image
+from service.rescale import parse_rescale
 
 # The bands= query of the routes that decode an upload (segment, preview).
 BandsQuery = Annotated[
@@ -41,17 +42,34 @@ BandsQuery = Annotated[
 ]
 
 
+# The rescale= query of the same routes: the fixed range of the bit-depth rule (service.rescale).
+RescaleQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="map raw values MIN..MAX linearly to the model's 0..255 in every band, "
+        "e.g. 0,4095 for 12-bit data (default: 8-bit as is, other depths each band's 2nd-98th "
+        "percentile); as fcn predict --rescale; docs/gis-vectors.md",
+    ),
+]
+
+
 def model_and_bands(
-    models: ServedModels, model: str | None, bands: str | None
-) -> tuple[LoadedModel, tuple[int, ...] | None]:
-    """The model a request names and its parsed bands, or the 404 / 422 that says why not."""
+    models: ServedModels, model: str | None, bands: str | None, rescale: str | None = None
+) -> tuple[LoadedModel, tuple[int, ...] | None, tuple[float, float] | None]:
+    """The model a request names, its parsed bands and rescale range, or the 404 / 422 that
+    says why not."""
     loaded = models.get(model)
     if loaded is None:
         raise ApiError(404, "unknown_model", models.unknown(model))
     try:
-        return loaded, parse_bands(bands)
+        chosen = parse_bands(bands)
     except ValueError as exc:
         raise ApiError(422, "validation_error", str(exc)) from None
+    try:
+        return loaded, chosen, parse_rescale(rescale)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", f"rescale: {exc}") from None
 
 
 router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
@@ -123,10 +141,11 @@ def run_segmentation(
     tolerance: float = DEFAULT_TOLERANCE,
     crs: str = DEFAULT_CRS,
     bands: tuple[int, ...] | None = None,
+    rescale: tuple[float, float] | None = None,
 ) -> Result:
     """Decode, predict and encode one image (runs on an inference thread)."""
     engine = loaded.engine
-    seg = pipeline.segment(engine, data, (fmt,), bands)
+    seg = pipeline.segment(engine, data, (fmt,), bands, rescale)
     info: dict = {
         "model": loaded.name,
         "model_version": loaded.version,
@@ -176,10 +195,11 @@ async def segment(
         ),
     ] = OutputCrs.wgs84,
     bands: BandsQuery = None,
+    rescale: RescaleQuery = None,
 ) -> Response:
     service = get_service(request)
     settings = service.settings
-    loaded, chosen_bands = model_and_bands(models, model, bands)
+    loaded, chosen_bands, fixed_range = model_and_bands(models, model, bands, rescale)
     try:
         with service.admission.accepted():
             data = await read_image(request, settings.max_body_bytes, settings.body_timeout_s)
@@ -192,6 +212,7 @@ async def segment(
                 tolerance,
                 crs.value,
                 chosen_bands,
+                fixed_range,
             )
     except AdmissionRefused as rejected:
         raise unavailable(rejected, settings.retry_after_s) from None

@@ -208,8 +208,8 @@ def test_images_in_flight_stay_bounded(
     alive, peak, lock = set(), [0], threading.Lock()
     real_decode = batch.pipeline.decode
 
-    def counting_decode(engine, src):
-        pixels, ms = real_decode(engine, src)
+    def counting_decode(engine, src, *args, **kwargs):
+        pixels, ms = real_decode(engine, src, *args, **kwargs)
         key = id(pixels)
         with lock:
             alive.add(key)

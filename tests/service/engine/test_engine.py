@@ -121,12 +121,16 @@ def test_normalisation_uses_metadata_mean_std(make_model) -> None:
 
 
 def test_16_bit_input_is_scaled_not_clipped(make_model) -> None:
+    """16-bit values reach the model through the bit-depth rule (here a fixed 0..65535), on
+    the model's 8-bit scale: never clipped at 255 first."""
     engine = Engine.load(make_model("identity_grey", kind="identity", in_channels=1, num_classes=1))
     image = Image.fromarray(np.array([[0, 255, 40000, 65535]], dtype=np.uint16))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    pixels = engine.decode(buffer.getvalue())
-    np.testing.assert_allclose(engine.logits(pixels)[0, 0], [0, 255 / 65535, 40000 / 65535, 1.0])
+    pixels = engine.decode(buffer.getvalue(), rescale=(0, 65535))
+    np.testing.assert_allclose(
+        engine.logits(pixels)[0, 0], [0, 1 / 255, 156 / 255, 1.0], rtol=1e-6, atol=1e-7
+    )
 
 
 def test_mask_follows_exif_orientation(identity_model: Path) -> None:

@@ -109,3 +109,47 @@ def test_vectors_from_the_raster_path_open_in_ogrinfo_with_the_rasters_crs(
     with pytest.raises(SystemExit) as refused:
         main(["predict", "default", str(source), "--out", str(out), "--vector-tolerance", "-1"])
     assert refused.value.code == 2 and "must be >= 0" in capsys.readouterr().err
+
+
+def test_image_geojson_takes_the_crs_choice_http_takes(dubai, tmp_path, capsys) -> None:
+    """``fcn predict --format geojson`` of a georeferenced image: WGS 84 by default (RFC 7946),
+    the image's own CRS with ``--crs native``; read back with GDAL/OGR (pyogrio)."""
+    import numpy as np
+    from PIL import Image
+    from pyproj import Transformer
+
+    from tests.service.geo.rasters import ORIGIN, PIXEL, write_geotiff
+
+    pyogrio = pytest.importorskip("pyogrio")
+    shapely = pytest.importorskip("shapely")
+    photo = np.asarray(Image.open(dubai / "val" / "images" / "tile2_004.jpg").convert("RGB"))
+    source = write_geotiff(tmp_path / "ortho.tif", photo)
+    files = {}
+    for choice in (None, "wgs84", "native"):
+        out = tmp_path / str(choice)
+        flags = ["--crs", choice] if choice else []
+        args = ["predict", "default", str(source), "--out", str(out), "--format", "geojson"]
+        assert main([*args, *flags]) == 0, capsys.readouterr().err
+        (files[choice],) = out.glob("*.geojson")
+    assert files[None].read_bytes() == files["wgs84"].read_bytes()
+
+    def read(path):
+        _, _, wkb, fields = pyogrio.raw.read(path)
+        coords = [shapely.get_coordinates(shapely.from_wkb(g)) for g in wkb]
+        return pyogrio.read_info(path)["crs"], coords, list(fields[0])
+
+    wgs_crs, lonlat, wgs_classes = read(files["wgs84"])
+    native_crs, xy, native_classes = read(files["native"])
+    assert wgs_crs == "EPSG:4326" and native_crs == "EPSG:32640"
+    assert wgs_classes == native_classes and len(xy) >= 2
+    height, width = photo.shape[:2]
+    every = np.concatenate(xy)
+    assert every[:, 0].min() >= ORIGIN[0] and every[:, 0].max() <= ORIGIN[0] + width * PIXEL
+    assert every[:, 1].max() <= ORIGIN[1] and every[:, 1].min() >= ORIGIN[1] - height * PIXEL
+    to_wgs84 = Transformer.from_crs("EPSG:32640", "EPSG:4326", always_xy=True)
+    for native_ring, wgs_ring in zip(xy, lonlat, strict=True):
+        lon, lat = to_wgs84.transform(native_ring[:, 0], native_ring[:, 1])
+        np.testing.assert_allclose(wgs_ring, np.stack([lon, lat], axis=1), atol=1e-8, rtol=0)
+    with pytest.raises(SystemExit):
+        main(["predict", "default", str(source), "--out", str(tmp_path), "--crs", "utm"])
+    assert "--crs" in capsys.readouterr().err

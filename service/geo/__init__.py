@@ -12,7 +12,8 @@ still works; :func:`require_rasterio` turns a missing extra into a
 * :mod:`service.geo.resume` keeps the partial outputs and the sidecar a killed run resumes from;
 * :mod:`service.geo.cog` turns the partial rasters into Cloud-Optimized GeoTIFFs;
 * :mod:`service.geo.run` is the per-file driver behind ``fcn predict`` on GeoTIFFs;
-* :mod:`service.geo.ray` splits one raster's tile rows across Ray workers;
+* :mod:`service.geo.ray` splits one raster's tile rows across Ray workers, and
+  :mod:`service.geo.ray_parts` keeps the plan and progress a killed Ray run resumes from;
 * :mod:`service.geo.crs`, :mod:`service.geo.mask_tiff` and :mod:`service.geo.vectors`: GeoJSON
   coordinates as GIS tools read them, the ``geotiff`` output format, and GeoPackage /
   FlatGeobuf / GeoJSON vectors from a class raster of any size.

@@ -176,7 +176,7 @@ def segment_raster_ray(
     parts = [part for part, _ in plan]
     partials = _merge(grid, panels, profile, meta.num_classes, stem, parts, options.probabilities)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        result.outputs = finish_raster(stem, partials, meta, tags)
+        result.outputs, result.item = finish_raster(stem, source, partials, meta, tags)
     for path in partials:
         path.unlink()
     run.cleanup()

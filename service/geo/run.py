@@ -73,6 +73,7 @@ class GeoResult:
     strips_resumed: int = 0
     km2: float | None = None
     seconds: float = 0.0
+    item: Path | None = None  # the STAC Item (STEM.stac.json)
 
 
 def output_paths(stem: Path, probabilities: bool) -> list[Path]:
@@ -165,25 +166,29 @@ def _segment(
             )
         tags = output_tags(r, options, meta)
     partials = [partial.mask_path] + ([partial.prob_path] if options.probabilities else [])
-    result.outputs = finish_raster(stem, partials, meta, tags)
+    result.outputs, result.item = finish_raster(stem, source, partials, meta, tags)
     partial.cleanup()
     result.seconds = time.perf_counter() - start
     return result
 
 
-def finish_raster(stem: Path, partials: list[Path], meta, tags: dict[str, str]) -> list[Path]:
-    """The one end of every raster run (local, Ray): the finished partial mask (and
-    probabilities) -> ``STEM_mask.tif`` (and ``STEM_prob.tif``) COGs; returns their paths.
+def finish_raster(
+    stem: Path, source: Path, partials: list[Path], meta, tags: dict[str, str]
+) -> tuple[list[Path], Path]:
+    """The one end of every raster run (local, Ray, jobs): the finished partial mask (and
+    probabilities) -> ``STEM_mask.tif`` (and ``STEM_prob.tif``) COGs, then the STAC Item
+    ``STEM.stac.json`` describing them (:mod:`service.geo.stac`).
 
-    The partial rasters are left for the caller to remove.
+    Returns ``(COG paths, Item path)``; the partial rasters are left for the caller to remove.
     """
     from service.geo.cog import write_mask_cog, write_probability_cog
+    from service.geo.stac import write_stac_item
 
     targets = output_paths(stem, len(partials) > 1)
     write_mask_cog(partials[0], targets[0], meta.classes, meta.palette, tags)
     if len(partials) > 1:
         write_probability_cog(partials[1], targets[1], meta.classes, tags)
-    return targets
+    return targets, write_stac_item(stem, source, targets, meta, tags)
 
 
 def output_tags(raster, options: GeoOptions, meta) -> dict[str, str]:

@@ -48,7 +48,11 @@ def test_ray_writes_the_same_rasters_as_the_local_engine(make_raster, tmp_path, 
         ray.shutdown()
     err = capsys.readouterr().err
     assert code == 0, err
-    assert sorted(p.name for p in remote.iterdir()) == ["ray_mask.tif", "ray_prob.tif"]
+    assert sorted(p.name for p in remote.iterdir()) == [
+        "ray.stac.json",
+        "ray_mask.tif",
+        "ray_prob.tif",
+    ]
     for name in ("ray_mask.tif", "ray_prob.tif"):
         assert read_all(remote / name) == read_all(local / name)
     with rasterio.open(remote / "ray_mask.tif") as cog:
@@ -77,7 +81,8 @@ def test_ray_splits_column_panels_to_the_same_bytes(make_raster, tmp_path) -> No
         )
     finally:
         ray.shutdown()
-    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["r_mask.tif", "r_prob.tif"]
+    listing = sorted(p.name for p in (tmp_path / "ray").iterdir())
+    assert listing == ["r.stac.json", "r_mask.tif", "r_prob.tif"]
     for a, b in zip(local.outputs, remote.outputs, strict=True):
         assert read_all(a) == read_all(b)
 
@@ -139,6 +144,10 @@ def test_killed_ray_run_resumes_to_the_same_bytes(
             assert 0 < again.tiles_run < whole.tiles_run  # finished strips were not run again
     finally:
         ray.shutdown()
-    assert sorted(p.name for p in out.iterdir()) == ["ray_mask.tif", "ray_prob.tif"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ray.stac.json",
+        "ray_mask.tif",
+        "ray_prob.tif",
+    ]
     for name in ("ray_mask.tif", "ray_prob.tif"):
         assert read_all(out / name) == read_all(tmp_path / "local" / name)

@@ -2,7 +2,8 @@
 
 A georeferenced raster (auto-detected, or every TIFF with ``--geo``) is segmented by
 :func:`service.geo.run.segment_raster` into ``NAME_mask.tif`` (a COG, + ``NAME_prob.tif`` with
-``--probabilities``) instead of going through the image batch: it is read by windows, so
+``--probabilities``) and a STAC Item ``NAME.stac.json`` describing them
+(:mod:`service.geo.stac`) instead of going through the image batch: it is read by windows, so
 ``--max-pixels`` does not apply to it. With ``--vectors`` the finished mask is also polygonized
 (:func:`service.geo.vectors.write_vectors`, block by block) into ``NAME_mask.gpkg`` (or
 ``.fgb``/``.geojson``). Progress counts tiles and km^2; each raster ends with a line giving its
@@ -179,6 +180,7 @@ def run_geo(
     from service.batch.runner import describe_error
     from service.engine import read_model_metadata
     from service.geo.run import GeoOptions, output_paths, segment_raster
+    from service.geo.stac import add_vectors_asset, lists_all
 
     classes = list(read_model_metadata(model.path).classes)
 
@@ -214,16 +216,17 @@ def run_geo(
         stem = Path(out) / item.stem
         targets = output_paths(stem, options.probabilities)
         targets += [vector_path(stem, args.vectors)] if args.vectors else []
-        if args.resume and all(p.exists() for p in targets):
+        if args.resume and all(p.exists() for p in targets) and lists_all(stem, targets):
             print(f"skipped {item.source}: outputs already exist", file=sys.stderr)
             skipped += 1
             continue
         bar = _bar(item, args.progress)
         try:
             result = segment(item.source, stem, options, bar)
-            vectors = (
-                write_raster_vectors(result.outputs[0], stem, args, classes) if args.vectors else ""
-            )
+            vectors = ""
+            if args.vectors:
+                vectors = write_raster_vectors(result.outputs[0], stem, args, classes)
+                add_vectors_asset(stem, vector_path(stem, args.vectors))
         except Exception as exc:  # one bad raster never stops the others
             print(f"FAILED {item.source}: {describe_error(exc)}", file=sys.stderr)
             failed += 1
@@ -242,7 +245,7 @@ def describe(result: GeoResult) -> str:
     if result.km2 is not None and hours > 0:
         area = f", {result.km2:.3f} km^2 at {result.km2 / hours:.2f} km^2/hour"
     resumed = f", resumed after {result.strips_resumed} tile rows" if result.strips_resumed else ""
-    outputs = ", ".join(str(p) for p in result.outputs)
+    outputs = ", ".join(str(p) for p in [*result.outputs, *([result.item] if result.item else [])])
     return (
         f"{result.source}: {result.width} x {result.height} px, {result.tiles} tiles "
         f"({result.tiles_run} run{resumed}) in {result.seconds:.1f}s{area} -> {outputs}"

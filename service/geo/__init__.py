@@ -10,9 +10,11 @@ still works; :func:`require_rasterio` turns a missing extra into a
 * :mod:`service.geo.grid` says where the windows lie: strips of tile rows, column panels;
 * :mod:`service.geo.tiled` runs blended sliding windows a strip of a panel at a time;
 * :mod:`service.geo.resume` keeps the partial outputs and the sidecar a killed run resumes from;
-* :mod:`service.geo.cog` turns the partial rasters into Cloud-Optimized GeoTIFFs;
+* :mod:`service.geo.cog` turns the partial rasters into Cloud-Optimized GeoTIFFs, and
+  :mod:`service.geo.stac` describes them in a STAC Item;
 * :mod:`service.geo.run` is the per-file driver behind ``fcn predict`` on GeoTIFFs;
-* :mod:`service.geo.ray` splits one raster's tile rows across Ray workers;
+* :mod:`service.geo.ray` splits one raster's tile rows across Ray workers, and
+  :mod:`service.geo.ray_parts` keeps the plan and progress a killed Ray run resumes from;
 * :mod:`service.geo.crs`, :mod:`service.geo.mask_tiff` and :mod:`service.geo.vectors`: GeoJSON
   coordinates as GIS tools read them, the ``geotiff`` output format, and GeoPackage /
   FlatGeobuf / GeoJSON vectors from a class raster of any size.

@@ -44,6 +44,13 @@ def _fsync_replace(tmp: Path, target: Path) -> None:
         os.close(fd)
 
 
+def save_json(path: Path, value: dict) -> None:
+    """Write ``value`` as JSON to ``path`` durably: a temporary file, fsynced, renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    _fsync_replace(tmp, path)
+
+
 @dataclass
 class PartialRun:
     """The partial rasters and resume files of one input under ``out_dir``.
@@ -122,10 +129,7 @@ class PartialRun:
             weight=carry.weight if carry else empty,
         )
         _fsync_replace(tmp, self.carry_path)
-        state = {"fingerprint": self.fingerprint, "strips_done": strips_done}
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        _fsync_replace(tmp, self.state_path)
+        save_json(self.state_path, {"fingerprint": self.fingerprint, "strips_done": strips_done})
 
     def cleanup(self, *, keep_rasters: bool = False) -> None:
         """Remove the resume files (and the partial rasters unless ``keep_rasters``)."""

@@ -73,6 +73,7 @@ class GeoResult:
     strips_resumed: int = 0
     km2: float | None = None
     seconds: float = 0.0
+    item: Path | None = None  # the STAC Item (STEM.stac.json)
 
 
 def output_paths(stem: Path, probabilities: bool) -> list[Path]:
@@ -120,7 +121,6 @@ def _segment(
     on_progress: Callable[[Progress], None] | None,
     after_strip: Callable[[Strip], None] | None,
 ) -> GeoResult:
-    from service.geo.cog import write_mask_cog, write_probability_cog
     from service.geo.inputs import open_raster
     from service.geo.resume import PartialRun
 
@@ -128,7 +128,7 @@ def _segment(
     start = time.perf_counter()
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
         grid = Grid.of(r.height, r.width, engine.tile_size, engine.config.tile_overlap)
-        fingerprint = _fingerprint(source, r, grid, options, meta)
+        fingerprint = run_fingerprint(source, r, grid, options, meta)
         profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
         partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
         if not options.resume:
@@ -164,20 +164,42 @@ def _segment(
                 probabilities=options.probabilities,
                 streams=options.streams,
             )
-        tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling_note}
-        tags["BANDS"] = ",".join(str(b) for b in r.indexes)
-    targets = output_paths(stem, options.probabilities)
-    write_mask_cog(partial.mask_path, targets[0], meta.classes, meta.palette, tags)
-    if options.probabilities:
-        write_probability_cog(partial.prob_path, targets[1], meta.classes, tags)
+        tags = output_tags(r, options, meta)
+    partials = [partial.mask_path] + ([partial.prob_path] if options.probabilities else [])
+    result.outputs, result.item = finish_raster(stem, source, partials, meta, tags)
     partial.cleanup()
-    result.outputs = targets
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _fingerprint(source: Path, raster, grid: Grid, options: GeoOptions, meta) -> dict:
-    """What a saved partial run must match to be resumed."""
+def finish_raster(
+    stem: Path, source: Path, partials: list[Path], meta, tags: dict[str, str]
+) -> tuple[list[Path], Path]:
+    """The one end of every raster run (local, Ray, jobs): the finished partial mask (and
+    probabilities) -> ``STEM_mask.tif`` (and ``STEM_prob.tif``) COGs, then the STAC Item
+    ``STEM.stac.json`` describing them (:mod:`service.geo.stac`).
+
+    Returns ``(COG paths, Item path)``; the partial rasters are left for the caller to remove.
+    """
+    from service.geo.cog import write_mask_cog, write_probability_cog
+    from service.geo.stac import write_stac_item
+
+    targets = output_paths(stem, len(partials) > 1)
+    write_mask_cog(partials[0], targets[0], meta.classes, meta.palette, tags)
+    if len(partials) > 1:
+        write_probability_cog(partials[1], targets[1], meta.classes, tags)
+    return targets, write_stac_item(stem, source, targets, meta, tags)
+
+
+def output_tags(raster, options: GeoOptions, meta) -> dict[str, str]:
+    """The ``MODEL``, ``RESCALE`` and ``BANDS`` tags of the output COGs."""
+    tags = {"MODEL": str(options.model or meta.arch), "RESCALE": raster.scaling_note}
+    tags["BANDS"] = ",".join(str(b) for b in raster.indexes)
+    return tags
+
+
+def run_fingerprint(source: Path, raster, grid: Grid, options: GeoOptions, meta) -> dict:
+    """What a saved partial run (local or Ray) must match to be resumed."""
     stat = source.stat()
     return {
         "input": [source.name, stat.st_size, stat.st_mtime_ns, raster.width, raster.height],

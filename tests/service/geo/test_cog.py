@@ -31,7 +31,8 @@ def test_mask_and_probabilities_are_valid_cogs(outputs) -> None:
         valid, errors, warnings = validate(path)
         assert valid and not errors and not warnings, (path, errors, warnings)
     leftovers = sorted(p.name for p in result.outputs[0].parent.iterdir())
-    assert leftovers == ["cog_mask.tif", "cog_prob.tif"]  # partial and resume files gone
+    # partial and resume files gone; the STAC Item stays (test_stac.py)
+    assert leftovers == ["cog.stac.json", "cog_mask.tif", "cog_prob.tif"]
 
 
 def test_mask_cog_keeps_the_place_and_describes_the_classes(outputs, engine_for) -> None:

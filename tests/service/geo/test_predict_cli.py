@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -20,6 +21,7 @@ def test_folder_with_a_geotiff_and_a_photo(make_raster, dubai, tmp_path, capsys)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == [
+        "ortho.stac.json",
         "ortho_mask.tif",
         "ortho_prob.tif",
         "photo_mask.png",
@@ -103,6 +105,9 @@ def test_vectors_from_the_raster_path_open_in_ogrinfo_with_the_rasters_crs(
         ["ogrinfo", "-so", "-al", str(gpkg)], capture_output=True, text=True, check=True
     ).stdout
     assert 'ID["EPSG",32640]' in listing and f"Feature Count: {len(geometry)}" in listing
+    item = json.loads((out / "cli.stac.json").read_text())  # the STAC Item lists the vectors
+    assert item["assets"]["vectors"]["href"] == "cli_mask.gpkg"
+    assert item["assets"]["vectors"]["type"] == "application/geopackage+sqlite3"
 
     again = main(["predict", "default", str(source), "--out", str(out), "--vectors", "gpkg"])
     assert again == 0 and "polygons" in capsys.readouterr().err

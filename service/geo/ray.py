@@ -52,7 +52,11 @@ class RasterWorker:
             open_raster(self.source, meta.in_channels, bands=opts.bands, rescale=opts.rescale) as r,
         ):
             grid = Grid.of(
-                r.height, r.width, self.engine.tile_size, self.engine.config.tile_overlap
+                r.height,
+                r.width,
+                self.engine.tile_size,
+                self.engine.config.tile_overlap,
+                meta.size_multiple,
             )
             profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
             mask_path, prob_path = Path(part + "_mask.tif"), Path(part + "_prob.tif")
@@ -121,7 +125,7 @@ def segment_raster_ray(
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
         multiple = meta.size_multiple
         tile = -(-config.tile_size // multiple) * multiple  # as the engine rounds it
-        grid = Grid.of(r.height, r.width, tile, config.tile_overlap)
+        grid = Grid.of(r.height, r.width, tile, config.tile_overlap, multiple)
         profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
         tags = {"MODEL": str(options.model or meta.arch), "RESCALE": r.scaling.rule}
         tags["BANDS"] = ",".join(str(b) for b in r.indexes)

@@ -25,7 +25,9 @@ def seam_case(make_raster, engine_for, tmp_path_factory):
     with rasterio.open(result.outputs[0]) as mask_file, rasterio.open(path) as src:
         geo = mask_file.read(1)
         pixels = src.read().transpose(1, 2, 0)
-    grid = Grid.of(1500, 2000, engine.tile_size, engine.config.tile_overlap)
+    grid = Grid.of(
+        1500, 2000, engine.tile_size, engine.config.tile_overlap, engine.metadata.size_multiple
+    )
     return {
         "geo": geo,
         "tiled": engine.predict(pixels, tiled=True),

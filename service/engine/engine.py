@@ -360,7 +360,8 @@ class Engine:
             return np.array(self.run_normalised(window[None])[0])  # writable, contiguous
 
         # EngineConfig keeps tile_overlap below half its tile_size, and self.tile_size only
-        # rounds that up: the overlap always fits.
+        # rounds that up: the overlap always fits. Windows start on the model's stride, as
+        # the whole image does (tiling.tile_starts says why).
         return blended_strips(
             height,
             width,
@@ -368,6 +369,7 @@ class Engine:
             self.tile_size,
             self.config.tile_overlap,
             run_tile,
+            self._multiple,
         )
 
     def _check_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Where the windows of a raster lie: strips of tile rows, and column panels of them.
 
-The windows and their starts are the engine's own (:func:`service.engine.tiling.tile_starts`),
-so a raster segmented by :mod:`service.geo.tiled` and an in-memory image tiled by
+The windows and their starts are the engine's own (:func:`service.engine.tiling.tile_starts`,
+on multiples of the model's stride; the last window of a row or column ends at the raster's
+edge), so a raster segmented by :mod:`service.geo.tiled` and an in-memory image tiled by
 :class:`service.engine.Engine` see the same windows.
 
 A raster wider than a panel is cut into column :class:`Panel` s, segmented one after the other
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engine.tiling import tile_starts
+from service.engine.tiling import tile_starts, window_size
 
 # Columns a panel owns, at most (rounded down to whole window strides). 8,192 keeps an
 # 8,000-pixel-wide raster in one panel (no window run twice) and bounds the accumulators of a
@@ -52,7 +53,7 @@ class Panel:
 
 @dataclass(frozen=True)
 class Grid:
-    """Where the windows of a ``height x width`` raster lie."""
+    """Where the windows of a ``height x width`` raster lie (starts on multiples of ``multiple``)."""
 
     height: int
     width: int
@@ -61,13 +62,24 @@ class Grid:
     overlap: int
     ys: tuple[int, ...]
     xs: tuple[int, ...]
+    multiple: int = 1
 
     @classmethod
-    def of(cls, height: int, width: int, tile: int, overlap: int) -> Grid:
+    def of(cls, height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> Grid:
+        """The windows :func:`~service.engine.tiling.blended_strips` runs for these settings
+        (``multiple``: the model's ``size_multiple``, as the engine passes it)."""
         tile_h, tile_w = min(tile, height), min(tile, width)
-        ys = tuple(tile_starts(height, tile_h, overlap))
-        xs = tuple(tile_starts(width, tile_w, overlap))
-        return cls(height, width, tile_h, tile_w, overlap, ys, xs)
+        ys = tuple(tile_starts(height, tile_h, overlap, multiple))
+        xs = tuple(tile_starts(width, tile_w, overlap, multiple))
+        return cls(height, width, tile_h, tile_w, overlap, ys, xs, multiple)
+
+    def row_height(self, strip: int) -> int:
+        """Rows of the windows of strip ``strip``: ``tile_h``, less for a last one cut short."""
+        return window_size(self.height, self.tile_h, self.ys[strip])
+
+    def col_width(self, index: int) -> int:
+        """Columns of window column ``index``: ``tile_w``, less for a last one cut short."""
+        return window_size(self.width, self.tile_w, self.xs[index])
 
     @property
     def tiles(self) -> int:
@@ -76,7 +88,7 @@ class Grid:
     def rows_done(self, strip: int) -> int:
         """Rows of strip ``strip`` (from its top) that no later strip touches."""
         last = strip == len(self.ys) - 1
-        return self.tile_h if last else self.ys[strip + 1] - self.ys[strip]
+        return self.row_height(strip) if last else self.ys[strip + 1] - self.ys[strip]
 
     def whole(self) -> Panel:
         """The whole width as one panel."""
@@ -97,8 +109,8 @@ class Grid:
         for index, (start, stop) in enumerate(zip(cuts, cuts[1:], strict=False)):
             own0 = self.xs[start] if start > 0 else 0
             own1 = self.xs[stop] if stop < len(self.xs) else self.width
-            first = next(i for i, x in enumerate(self.xs) if x + self.tile_w > own0)
-            end = self.xs[stop - 1] + self.tile_w
+            first = next(i for i, x in enumerate(self.xs) if x + self.col_width(i) > own0)
+            end = self.xs[stop - 1] + self.col_width(stop - 1)
             panels.append(Panel(index, first, stop, self.xs[first], end, own0, own1))
         return tuple(panels)
 
@@ -111,7 +123,7 @@ def halo_start(grid: Grid, start: int) -> int:
     starts mid-raster gets the same sums as one run from the top.
     """
     first = start
-    while first > 0 and grid.ys[first - 1] + grid.tile_h > grid.ys[start]:
+    while first > 0 and grid.ys[first - 1] + grid.row_height(first - 1) > grid.ys[start]:
         first -= 1
     return first
 

@@ -79,7 +79,11 @@ class RasterWorker:
             open_raster(self.source, meta.in_channels, bands=opts.bands, rescale=opts.rescale) as r,
         ):
             grid = Grid.of(
-                r.height, r.width, self.engine.tile_size, self.engine.config.tile_overlap
+                r.height,
+                r.width,
+                self.engine.tile_size,
+                self.engine.config.tile_overlap,
+                meta.size_multiple,
             )
             profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
             if resume_at == part.start:
@@ -154,7 +158,7 @@ def segment_raster_ray(
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
         multiple = meta.size_multiple
         tile = -(-config.tile_size // multiple) * multiple  # as the engine rounds it
-        grid = Grid.of(r.height, r.width, tile, config.tile_overlap)
+        grid = Grid.of(r.height, r.width, tile, config.tile_overlap, multiple)
         profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
         tags = output_tags(r, options, meta)
         run = RayRun(stem, run_fingerprint(source, r, grid, options, meta), options.probabilities)

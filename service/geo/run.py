@@ -127,7 +127,9 @@ def _segment(
     meta = engine.metadata
     start = time.perf_counter()
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
-        grid = Grid.of(r.height, r.width, engine.tile_size, engine.config.tile_overlap)
+        grid = Grid.of(
+            r.height, r.width, engine.tile_size, engine.config.tile_overlap, meta.size_multiple
+        )
         fingerprint = run_fingerprint(source, r, grid, options, meta)
         profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
         partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
@@ -204,7 +206,7 @@ def run_fingerprint(source: Path, raster, grid: Grid, options: GeoOptions, meta)
     return {
         "input": [source.name, stat.st_size, stat.st_mtime_ns, raster.width, raster.height],
         "model": [options.model, meta.arch, meta.num_classes, list(meta.classes)],
-        "grid": [grid.tile_h, grid.tile_w, grid.overlap],
+        "grid": [grid.tile_h, grid.tile_w, grid.overlap, grid.multiple],
         "panels": [[p.own0, p.own1] for p in grid.panels(options.panel_width)],
         "bands": list(raster.indexes),
         "scaling": [raster.scaling.rule, raster.scaling.ranges],

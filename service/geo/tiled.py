@@ -100,15 +100,16 @@ def segment_strips(
     if carry is not None:
         rows = carry.weight.shape[0]
         total[:, :rows], weight[:rows] = carry.total, carry.weight
-    xs = [x - panel.x0 for x in grid.xs[panel.first : panel.stop]]  # in the panel's columns
-    col_windows = [  # faded by the window's place in the raster, not in the panel
-        blend_window(grid.tile_w, grid.overlap, i > 0, i < len(grid.xs) - 1)
+    # (column in the panel, width) of each window, faded by its place in the raster
+    cols = [(grid.xs[i] - panel.x0, grid.col_width(i)) for i in range(panel.first, panel.stop)]
+    col_windows = [
+        blend_window(grid.col_width(i), grid.overlap, i > 0, i < len(grid.xs) - 1)
         for i in range(panel.first, panel.stop)
     ]
     own = slice(panel.own0 - panel.x0, panel.own1 - panel.x0)
 
     def read_strip(index: int) -> tuple[np.ndarray, np.ndarray]:
-        return read(grid.ys[index], panel.x0, grid.tile_h, panel.width)
+        return read(grid.ys[index], panel.x0, grid.row_height(index), panel.width)
 
     with (
         ThreadPoolExecutor(1, thread_name_prefix="fcn-geo-read") as reader,
@@ -121,16 +122,17 @@ def segment_strips(
             if index + 1 < end:  # read the next strip while this one runs
                 pending = reader.submit(read_strip, index + 1)
             last = index == strips - 1
-            row_window = blend_window(grid.tile_h, grid.overlap, index > 0, not last)
-            runs = _run_row(engine, pool, grid.tile_w, xs, pixels, valid)
-            for x, col_window, logits in zip(xs, col_windows, runs, strict=True):
+            h = grid.row_height(index)
+            row_window = blend_window(h, grid.overlap, index > 0, not last)
+            runs = _run_row(engine, pool, cols, pixels, valid)
+            for (x, w), col_window, logits in zip(cols, col_windows, runs, strict=True):
                 if logits is None:  # every pixel nodata: nothing to blend
                     continue
-                w = row_window[:, None] * col_window[None, :]
+                blend = row_window[:, None] * col_window[None, :]
                 logits = logits.result()
-                logits *= w
-                total[:, :, x : x + grid.tile_w] += logits
-                weight[:, x : x + grid.tile_w] += w
+                logits *= blend
+                total[:, :h, x : x + w] += logits
+                weight[:h, x : x + w] += blend
             done = grid.rows_done(index)
             mask, probs = _finish(
                 total[:, :done, own], weight[:done, own], valid[:done, own], probabilities
@@ -152,18 +154,17 @@ def segment_strips(
 def _run_row(
     engine: Engine,
     pool: ThreadPoolExecutor,
-    tile_w: int,
-    xs: list[int],
+    cols: list[tuple[int, int]],
     pixels: np.ndarray,
     valid: np.ndarray,
 ) -> list[Future | None]:
-    """Submit every window of a strip that has a valid pixel (None for the others)."""
+    """Submit every window ``(x, width)`` of a strip that has a valid pixel (None for the others)."""
 
-    def run(x: int) -> np.ndarray:
-        window = engine.normalise(pixels[:, x : x + tile_w])
+    def run(x: int, w: int) -> np.ndarray:
+        window = engine.normalise(pixels[:, x : x + w])
         return np.array(engine.run_normalised(window[None])[0])  # writable, contiguous
 
-    return [pool.submit(run, x) if valid[:, x : x + tile_w].any() else None for x in xs]
+    return [pool.submit(run, x, w) if valid[:, x : x + w].any() else None for x, w in cols]
 
 
 def _finish(

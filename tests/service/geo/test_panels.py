@@ -57,7 +57,7 @@ def test_panels_write_the_same_bytes_as_one_panel(
 ) -> None:
     engine = engine_for(tile_size=256, tile_overlap=64)
     source = make_raster("resume", 1000, 700)
-    grid = Grid.of(700, 1000, engine.tile_size, 64)
+    grid = Grid.of(700, 1000, engine.tile_size, 64, engine.metadata.size_multiple)
     assert len(grid.panels(panel_width)) >= 3  # narrower than the raster: panels at work
     whole = segment_raster(
         engine, source, tmp_path / "whole" / "r", GeoOptions(probabilities=True, panel_width=4096)
@@ -82,7 +82,8 @@ def traced_peak_mb(engine, width: int, height: int) -> float:
     memory: what the raster path itself holds, without GDAL's block cache or the runtime's)."""
     from service.geo.tiled import segment_strips
 
-    grid = Grid.of(height, width, engine.tile_size, engine.config.tile_overlap)
+    multiple = engine.metadata.size_multiple
+    grid = Grid.of(height, width, engine.tile_size, engine.config.tile_overlap, multiple)
 
     def read(row: int, col: int, rows: int, cols: int):
         pixels = np.full((rows, cols, 3), 128, dtype=np.uint8)

@@ -23,7 +23,10 @@ from service.errors import (
     GeoInputError,
     ImageError,
     ImageTooLargeError,
+    JobPathError,
+    JobsDisabledError,
     ModelError,
+    UnknownJobError,
     UnsupportedFormatError,
 )
 from service.http.admission import AdmissionRefused
@@ -39,6 +42,9 @@ ENGINE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (CorruptImageError, 400, "corrupt_image"),
     (ImageError, 400, "bad_image"),
     (ModelError, 500, "model_error"),
+    (UnknownJobError, 404, "unknown_job"),
+    (JobPathError, 403, "path_not_allowed"),
+    (JobsDisabledError, 503, "jobs_disabled"),
 )
 
 # Codes for statuses Starlette raises itself (unknown path, wrong method, ...).
@@ -88,7 +94,7 @@ def from_engine_error(exc: Exception) -> ApiError:
     for kind, status, code in ENGINE_ERRORS:
         if isinstance(exc, kind):
             message = str(exc)
-            if status >= 500:
+            if kind is ModelError:  # the operator's problem: the log has it, the client not
                 logger.error("model failure: %s", message)
                 message = "the model failed on this input; the operator has the details in the log"
             return ApiError(status, code, message)

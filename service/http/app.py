@@ -168,10 +168,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers += [oip.keyed, label_studio.router, label_studio.named, ranking.router, versions.router]
     for router in routers:
         app.include_router(router)
+    own = [route for router in routers for route in router.routes]
+    app.state.api_routes = own  # what a 405's Allow header lists (service.http.errors)
     docs.install(app)
     web_dir = settings.web_dir or WEB_DIR
     if web_dir.is_dir():  # the page ships with the package; a bare API is fine without it
-        own = [route for router in routers for route in router.routes]
         api_paths = frozenset(r.path for r in [*app.routes, *own] if isinstance(r, Route))
         page = PageMount("/", StaticFiles(directory=web_dir, html=True), api_paths, name="web")
         app.router.routes.append(page)

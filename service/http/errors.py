@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from service.errors import (
     CorruptImageError,
@@ -134,6 +135,18 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes on this path: Starlette's 405 names only the first route
+    whose path matched, and two routes share ``/v1/jobs`` (GET and POST)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "api_routes", ()):  # set by create_app
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape above."""
 
@@ -145,14 +158,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        headers = exc.headers
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
+            headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
         else:
             message = str(exc.detail)
         request.state.error_code = code
-        return error_response(exc.status_code, code, message, exc.headers, request.url.path)
+        return error_response(exc.status_code, code, message, headers, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

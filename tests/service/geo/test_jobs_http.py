@@ -243,3 +243,52 @@ def test_without_a_jobs_folder_the_api_says_how_to_enable_it(conv_model, tmp_pat
         assert error["code"] == "jobs_disabled" and "FCN_JOBS_DIR" in error["message"]
     finally:
         assert server.stop() == 0
+
+
+def _kill_part_way(server, status_file: Path, timeout: float = 120) -> None:
+    """SIGKILL the server once the job's status shows some, not all, of its tiles done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = json.loads(status_file.read_text())["progress"]
+        if progress and 0 < progress["tiles_done"] < progress["tiles"]:
+            server.process.kill()
+            server.process.wait(10)
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"no progress in {status_file}")
+
+
+def test_a_killed_server_resumes_its_job_and_reports_a_lost_one(
+    conv_model, jobs_dir, reference, tmp_path
+) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    for name in ("ortho.tif", "doomed.tif"):
+        shutil.copy(jobs_dir / "ortho.tif", folder / name)
+    first = serve(conv_model, folder, tmp_path)
+    try:
+        job = submit(first, path="ortho.tif").json()
+        doomed = submit(first, path="doomed.tif").json()  # queued behind the first
+        _kill_part_way(first, folder / ".jobs" / job["id"] / "status.json")
+    finally:
+        first.stop()
+    saved = json.loads((folder / ".jobs" / job["id"] / "ortho.resume.json").read_text())
+    assert 0 < saved["strips_done"] < 8  # 8 strips of 256-pixel windows
+    assert json.loads((folder / ".jobs" / job["id"] / "status.json").read_text())["status"] == (
+        "running"
+    )
+    (folder / "doomed.tif").unlink()  # while the server is down
+
+    second = serve(conv_model, folder, tmp_path)
+    try:
+        lost = wait(second, doomed["id"])
+        assert lost["status"] == "lost" and "'doomed.tif' is gone" in lost["error"], lost
+        resumed = wait(second, job["id"])
+        assert resumed["status"] == "done", resumed
+        assert resumed["resumed_strips"] == saved["strips_done"]  # not from zero
+        assert 0 < resumed["tiles_run"] < resumed["progress"]["tiles"]
+        mask = pixels(fetch(second, resumed, "_mask.tif", tmp_path))[0]
+        assert np.array_equal(mask, pixels(reference / "ortho_mask.tif")[0])
+    finally:
+        assert second.stop() == 0, second.output()
+    assert "Traceback" not in second.output()

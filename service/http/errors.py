@@ -136,14 +136,13 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route takes on this path: Starlette's 405 names only the first route
-    whose path matched, and two routes share ``/v1/jobs`` (GET and POST)."""
-    methods: set[str] = set()
-    for route in getattr(request.app.state, "api_routes", ()):  # set by create_app
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:
-                methods |= route.methods
+    """The methods of the path template a 405 matched. Starlette names only the first route
+    whose path matched, but two routes (GET and POST) share ``/v1/jobs``: the first matching
+    template decides (as in Starlette: ``/v1/models/reload`` before ``/v1/models/{name}``),
+    and every route of that template adds its methods."""
+    routes = [r for r in getattr(request.app.state, "api_routes", ()) if isinstance(r, Route)]
+    template = next((r.path for r in routes if r.matches(request.scope)[0] is not Match.NONE), None)
+    methods = {m for r in routes if r.path == template for m in (r.methods or ())}
     return ", ".join(sorted(methods))
 
 

@@ -187,6 +187,9 @@ def test_bad_requests_are_4xx_naming_the_problem(server, jobs_dir, tmp_path) -> 
         f"{server.url}/v1/jobs", content=b"x", headers={"Content-Type": "text/plain"}
     )
     assert wrong.status_code == 415
+    # GET and POST are two routes on one path: a 405 names both (and the reload route only POST)
+    assert httpx.request("PUT", f"{server.url}/v1/jobs").headers["allow"] == "GET, POST"
+    assert httpx.request("PUT", f"{server.url}/v1/models/reload").headers["allow"] == "POST"
     listed = httpx.get(f"{server.url}/v1/jobs", timeout=10).json()["jobs"]
     assert all(job["source"] not in ("notes.tif", "plain.tif") for job in listed)
 

@@ -55,3 +55,23 @@ class GeoInputError(ImageError):
 
 class GeoDependencyError(ImageError):
     """A georeferenced raster needs the ``geo`` extra (rasterio), which is not installed."""
+
+
+class JobError(ValueError):
+    """A request to the job API that cannot be served as asked (:mod:`service.jobs`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownJobError(JobError):
+    """No job (or no output of a job) by that name."""
+
+
+class JobPathError(JobError):
+    """A job's ``path`` leaves the jobs folder (``..``, an absolute path, a symlink out)."""
+
+
+class JobsDisabledError(JobError):
+    """The job API is off: no jobs folder is configured."""

@@ -130,25 +130,22 @@ def _add_vector_flags(geo) -> None:
     )
 
 
-def vector_path(stem: Path, fmt: str) -> Path:
-    """``STEM_mask.gpkg`` (``.fgb``, ``.geojson``)."""
-    return stem.with_name(f"{stem.name}_mask.{fmt}")
+def vector_options(args: argparse.Namespace):
+    """The :class:`~service.geo.vectors.VectorOptions` of ``--vectors``, or None without it."""
+    if not args.vectors:
+        return None
+    from service.geo.vectors import VectorOptions
+
+    return VectorOptions(VECTOR_FORMATS[args.vectors], args.vector_tolerance, args.vector_crs)
 
 
 def write_raster_vectors(mask: Path, stem: Path, args: argparse.Namespace, classes) -> str:
     """Polygonize one finished mask as ``--vectors`` asks; returns the report line."""
-    from service.geo.vectors import write_vectors
+    from service.geo.vectors import write_mask_vectors
 
-    crs = args.vector_crs or ("wgs84" if args.vectors == "geojson" else "native")
-    summary = write_vectors(
-        mask,
-        vector_path(stem, args.vectors),
-        classes=classes,
-        tolerance_m=args.vector_tolerance,
-        driver=VECTOR_FORMATS[args.vectors],
-        crs=crs,
-    )
-    return f"{summary.features} polygons ({crs}) -> {summary.path}"
+    options = vector_options(args)
+    summary = write_mask_vectors(mask, stem, options, classes)
+    return f"{summary.features} polygons ({options.resolved_crs}) -> {summary.path}"
 
 
 def split_geo(items: Sequence[BatchItem], geo: bool | None) -> tuple[list, list]:
@@ -180,7 +177,7 @@ def run_geo(
     from service.batch.runner import describe_error
     from service.engine import read_model_metadata
     from service.geo.run import GeoOptions, output_paths, segment_raster
-    from service.geo.stac import add_vectors_asset, lists_all
+    from service.geo.stac import lists_all
 
     classes = list(read_model_metadata(model.path).classes)
 
@@ -215,7 +212,7 @@ def run_geo(
     for item in items:
         stem = Path(out) / item.stem
         targets = output_paths(stem, options.probabilities)
-        targets += [vector_path(stem, args.vectors)] if args.vectors else []
+        targets += [vector_options(args).path(stem)] if args.vectors else []
         if args.resume and all(p.exists() for p in targets) and lists_all(stem, targets):
             print(f"skipped {item.source}: outputs already exist", file=sys.stderr)
             skipped += 1
@@ -226,7 +223,6 @@ def run_geo(
             vectors = ""
             if args.vectors:
                 vectors = write_raster_vectors(result.outputs[0], stem, args, classes)
-                add_vectors_asset(stem, vector_path(stem, args.vectors))
         except Exception as exc:  # one bad raster never stops the others
             print(f"FAILED {item.source}: {describe_error(exc)}", file=sys.stderr)
             failed += 1

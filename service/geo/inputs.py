@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import GeoInputError
+from service.errors import GeoInputError, UnsupportedFormatError
 from service.geo import require_rasterio
 from service.rescale import RescaleError, Scaling, sample_shape
 from service.rescale import choose_scaling as choose_rule
@@ -202,3 +202,36 @@ def valid_mask(dataset, indexes, data: np.ndarray, *, window=None, out_shape=Non
     if np.issubdtype(data.dtype, np.floating):
         valid &= ~np.isnan(data).any(axis=0)
     return valid
+
+
+def check_georaster(
+    path: str | os.PathLike,
+    in_channels: int,
+    *,
+    bands: tuple[int, ...] | None = None,
+    rescale: tuple[float, float] | None = None,
+    name: str | None = None,
+) -> None:
+    """Refuse before any work what a georeferenced run of ``path`` would refuse (the job API).
+
+    Raises:
+        UnsupportedFormatError: GDAL cannot read it as a raster.
+        GeoInputError: it carries no georeference, or its bands/rescale do not fit the model.
+        GeoDependencyError: rasterio is not installed.
+    """
+    rasterio = require_rasterio()
+    name = name or str(path)
+    try:
+        dataset = rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        raise UnsupportedFormatError(
+            f"{name} is not a raster GDAL can read; send a GeoTIFF (or another GDAL raster)"
+        ) from None
+    with dataset:
+        if dataset.crs is None and dataset.transform.is_identity:
+            raise GeoInputError(
+                f"{name} is not georeferenced (no CRS and no geotransform); a job writes "
+                "georeferenced outputs: segment a plain image with POST /v1/segment instead"
+            )
+    with open_raster(path, in_channels, bands=bands, rescale=rescale):
+        pass

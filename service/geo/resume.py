@@ -85,15 +85,22 @@ class PartialRun:
     def carry_path(self) -> Path:
         return self.stem.with_name(self.stem.name + ".resume.npz")
 
-    def resume_point(self) -> tuple[int, Carry | None]:
-        """``(strips_done, carry)`` from a matching sidecar, else ``(0, None)`` (fresh files)."""
+    def saved(self) -> tuple[dict | None, int | None]:
+        """``(state, strips_done)`` of the sidecar; ``strips_done`` is None unless it matches
+        this run and its partial rasters are there (``state`` is None without a sidecar)."""
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
-            state = None
+            return None, None
         ready = self.mask_path.exists() and (self.prob_path.exists() or not self.probabilities)
-        if state and state.get("fingerprint") == self.fingerprint and ready:
-            done = int(state["strips_done"])
+        if state.get("fingerprint") == self.fingerprint and ready and self.carry_path.exists():
+            return state, int(state["strips_done"])
+        return state, None
+
+    def resume_point(self) -> tuple[int, Carry | None]:
+        """``(strips_done, carry)`` from a matching sidecar, else ``(0, None)`` (fresh files)."""
+        state, done = self.saved()
+        if done is not None:
             if done == 0:
                 return 0, None
             with np.load(self.carry_path) as saved:

@@ -122,17 +122,11 @@ def _segment(
     after_strip: Callable[[Strip], None] | None,
 ) -> GeoResult:
     from service.geo.inputs import open_raster
-    from service.geo.resume import PartialRun
 
     meta = engine.metadata
     start = time.perf_counter()
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
-        grid = Grid.of(
-            r.height, r.width, engine.tile_size, engine.config.tile_overlap, meta.size_multiple
-        )
-        fingerprint = run_fingerprint(source, r, grid, options, meta)
-        profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
-        partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
+        grid, partial = _partial_run(engine, source, stem, options, r)
         if not options.resume:
             partial.cleanup()
         done, carry = partial.resume_point()
@@ -198,6 +192,52 @@ def output_tags(raster, options: GeoOptions, meta) -> dict[str, str]:
     tags = {"MODEL": str(options.model or meta.arch), "RESCALE": raster.scaling_note}
     tags["BANDS"] = ",".join(str(b) for b in raster.indexes)
     return tags
+
+
+def _partial_run(engine: Engine, source: Path, stem: Path, options: GeoOptions, raster):
+    """``(grid, PartialRun)`` of ``source`` (open as ``raster``) segmented into ``stem``."""
+    from service.geo.resume import PartialRun
+
+    meta = engine.metadata
+    grid = Grid.of(
+        raster.height,
+        raster.width,
+        engine.tile_size,
+        engine.config.tile_overlap,
+        meta.size_multiple,
+    )
+    fingerprint = run_fingerprint(source, raster, grid, options, meta)
+    profile = {
+        "width": raster.width,
+        "height": raster.height,
+        "crs": raster.crs,
+        "transform": raster.transform,
+    }
+    partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
+    return grid, partial
+
+
+def saved_strips(
+    engine: Engine, source: str | os.PathLike, stem: str | os.PathLike, options: GeoOptions
+) -> tuple[bool, int | None]:
+    """Whether ``stem`` has a resume sidecar, and the strips it finished if it matches this
+    run of ``source`` (None: it does not, or its files are gone: the run would start over).
+
+    Raises:
+        GeoDependencyError, GeoInputError: as :func:`segment_raster`.
+    """
+    from service.geo import require_rasterio
+    from service.geo.inputs import open_raster
+
+    meta = engine.metadata
+    source = Path(source)
+    with (
+        require_rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+        open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r,
+    ):
+        _, partial = _partial_run(engine, source, Path(stem), options, r)
+        _, done = partial.saved()
+    return partial.state_path.exists(), done
 
 
 def run_fingerprint(source: Path, raster, grid: Grid, options: GeoOptions, meta) -> dict:

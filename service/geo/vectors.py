@@ -85,6 +85,51 @@ def check_driver(driver: str) -> str:
     raise ValueError(f"vector driver must be one of {', '.join(DRIVERS)}, got {driver!r}")
 
 
+@dataclass(frozen=True)
+class VectorOptions:
+    """The vectors a raster run asks for (``fcn predict --vectors``, a job's ``vectors``).
+
+    Attributes:
+        driver: ``"GPKG"``, ``"FlatGeobuf"`` or ``"GeoJSON"``.
+        tolerance_m: simplification in map units (0: the exact pixel outlines).
+        crs: ``"wgs84"`` or ``"native"``; None: WGS 84 for GeoJSON (RFC 7946), else native.
+    """
+
+    driver: str = DEFAULT_DRIVER
+    tolerance_m: float = 0.0
+    crs: str | None = None
+
+    @property
+    def resolved_crs(self) -> str:
+        if self.crs is not None:
+            return self.crs
+        return "wgs84" if check_driver(self.driver) == "GeoJSON" else "native"
+
+    def path(self, stem: Path) -> Path:
+        """``STEM_mask.gpkg`` (``.fgb``, ``.geojson``) beside ``STEM_mask.tif``."""
+        return stem.with_name(stem.name + "_mask" + DRIVERS[check_driver(self.driver)])
+
+
+def write_mask_vectors(
+    mask_path: str | os.PathLike, stem: Path, options: VectorOptions, classes: Sequence[str]
+) -> VectorSummary:
+    """The vectors step of a raster run (``fcn predict --vectors``, jobs): polygonize its
+    finished mask as ``options`` say, then list the file in the run's STAC Item."""
+    from service.geo.stac import add_vectors_asset, stac_path
+
+    summary = write_vectors(
+        mask_path,
+        options.path(stem),
+        classes=classes,
+        tolerance_m=options.tolerance_m,
+        driver=options.driver,
+        crs=options.resolved_crs,
+    )
+    if stac_path(stem).exists():
+        add_vectors_asset(stem, options.path(stem))
+    return summary
+
+
 def _row_windows(width: int, row: int, height: int, block: int):
     """``(col, row, w, h)`` of every block of one block row."""
     for col in range(0, width, block):

@@ -23,6 +23,7 @@ from service.http.reload import load_checked
 from service.http.routes import (
     docs,
     health,
+    jobs,
     label_studio,
     metrics,
     models,
@@ -58,6 +59,21 @@ def load_models(settings: Settings) -> ServedModels:
     sources = model_sources(settings.models, settings.models_dir)
     config = settings.engine_config()
     return ServedModels([load_checked(s, config) for s in sources], settings.default_model)
+
+
+def start_jobs(service: ServiceState):
+    """The job API's runner on ``FCN_JOBS_DIR`` (recovering what a previous process left)."""
+    from service.jobs.runner import JobRunner
+    from service.jobs.store import JobStore
+
+    def served(name: str):
+        return service.models.get(name) if service.models is not None else None
+
+    runner = JobRunner(JobStore(service.settings.jobs_dir), served, service.settings.concurrency)
+    runner.start()
+    service.metrics.watch_jobs(runner)
+    logger.info("job API on %s", runner.store.root)
+    return runner
 
 
 class PageMount(StaticMount):
@@ -124,9 +140,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.resolved_intra_op_threads,
             settings.max_queue,
         )
+        if settings.jobs_dir is not None:
+            service.jobs = await asyncio.to_thread(start_jobs, service)
         try:
             yield
         finally:
+            if service.jobs is not None:  # stops between strips: the job resumes next start
+                await asyncio.to_thread(service.jobs.stop)
             if service.training is not None:
                 service.training.stop()
             admission.stop()
@@ -144,14 +164,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     if settings.replica_header:
         app.add_middleware(ReplicaHeader, name=socket.gethostname())
-    routers = [module.router for module in (health, models, segment, preview, metrics, oip)]
+    routers = [module.router for module in (health, models, segment, preview, metrics, oip, jobs)]
     routers += [oip.keyed, label_studio.router, label_studio.named, ranking.router, versions.router]
     for router in routers:
         app.include_router(router)
+    own = [route for router in routers for route in router.routes]
+    app.state.api_routes = own  # what a 405's Allow header lists (service.http.errors)
     docs.install(app)
     web_dir = settings.web_dir or WEB_DIR
     if web_dir.is_dir():  # the page ships with the package; a bare API is fine without it
-        own = [route for router in routers for route in router.routes]
         api_paths = frozenset(r.path for r in [*app.routes, *own] if isinstance(r, Route))
         page = PageMount("/", StaticFiles(directory=web_dir, html=True), api_paths, name="web")
         app.router.routes.append(page)

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from service.errors import (
     CorruptImageError,
@@ -23,7 +24,10 @@ from service.errors import (
     GeoInputError,
     ImageError,
     ImageTooLargeError,
+    JobPathError,
+    JobsDisabledError,
     ModelError,
+    UnknownJobError,
     UnsupportedFormatError,
 )
 from service.http.admission import AdmissionRefused
@@ -39,6 +43,9 @@ ENGINE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (CorruptImageError, 400, "corrupt_image"),
     (ImageError, 400, "bad_image"),
     (ModelError, 500, "model_error"),
+    (UnknownJobError, 404, "unknown_job"),
+    (JobPathError, 403, "path_not_allowed"),
+    (JobsDisabledError, 503, "jobs_disabled"),
 )
 
 # Codes for statuses Starlette raises itself (unknown path, wrong method, ...).
@@ -88,7 +95,7 @@ def from_engine_error(exc: Exception) -> ApiError:
     for kind, status, code in ENGINE_ERRORS:
         if isinstance(exc, kind):
             message = str(exc)
-            if status >= 500:
+            if kind is ModelError:  # the operator's problem: the log has it, the client not
                 logger.error("model failure: %s", message)
                 message = "the model failed on this input; the operator has the details in the log"
             return ApiError(status, code, message)
@@ -128,6 +135,17 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> str:
+    """The methods of the path template a 405 matched. Starlette names only the first route
+    whose path matched, but two routes (GET and POST) share ``/v1/jobs``: the first matching
+    template decides (as in Starlette: ``/v1/models/reload`` before ``/v1/models/{name}``),
+    and every route of that template adds its methods."""
+    routes = [r for r in getattr(request.app.state, "api_routes", ()) if isinstance(r, Route)]
+    template = next((r.path for r in routes if r.matches(request.scope)[0] is not Match.NONE), None)
+    methods = {m for r in routes if r.path == template for m in (r.methods or ())}
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape above."""
 
@@ -139,14 +157,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        headers = exc.headers
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
+            headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
         else:
             message = str(exc.detail)
         request.state.error_code = code
-        return error_response(exc.status_code, code, message, exc.headers, request.url.path)
+        return error_response(exc.status_code, code, message, headers, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http.admission import Admission
+from service.jobs.store import STATUSES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -70,6 +72,29 @@ class ServiceMetrics:
         old.set(admission.concurrency)
         draining = Gauge("fcn_draining", "1 after SIGTERM while requests finish", registry=r)
         draining.set_function(lambda: float(admission.draining))
+
+    def watch_jobs(self, runner) -> None:
+        """Add the job API's metrics (read from ``runner`` at each scrape)."""
+        self.registry.register(JobCollector(runner))
+
+
+class JobCollector:
+    """``fcn_jobs{status}``: jobs in the jobs folder; ``fcn_job_tiles_total``: windows run."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+
+    def collect(self):
+        jobs = GaugeMetricFamily(
+            "fcn_jobs", "Jobs in the jobs folder, by status", labels=["status"]
+        )
+        counts = self.runner.counts()
+        for status in STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+        tiles = CounterMetricFamily("fcn_job_tiles", "Windows (tiles) run by jobs since the start")
+        tiles.add_metric([], self.runner.tiles_run)
+        yield tiles
 
 
 class StaticMount(Mount):

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         False, description="name this replica (its hostname) in an X-Replica response header"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # The job API (/v1/jobs, docs/gis-vectors.md): rasters too big for one request.
+    jobs_dir: Path | None = Field(
+        None,
+        description="folder of rasters the job API may read (POST /v1/jobs with a path under "
+        "it) and where jobs keep their files (.jobs/); unset: the job API answers 503",
+    )
+    jobs_max_upload_bytes: int = Field(
+        4 * 1024**3, ge=1, description="largest raster uploaded as a job's body (413 above)"
+    )
     # Label Studio ML backend (/label-studio/*, docs/label-studio.md): where task images live.
     label_studio_url: str | None = Field(
         None,

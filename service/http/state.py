@@ -29,6 +29,8 @@ class ServiceState:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The labelling loop (service.http.training; None unless FCN_LABEL_STUDIO_TRAIN=1).
     training: Any = None
+    # The job API's runner (service.jobs.runner; None unless FCN_JOBS_DIR is set).
+    jobs: Any = None
 
     @property
     def ready(self) -> bool:

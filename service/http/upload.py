@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from pathlib import Path
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -141,3 +142,23 @@ async def _read_multipart(request: Request, max_bytes: int, pause_s: float | Non
         return data
     finally:
         await form.close()
+
+
+async def save_body(
+    request: Request, path: Path, max_bytes: int, pause_s: float | None = None
+) -> int:
+    """Stream the request body into ``path`` piece by piece (never whole in memory).
+
+    Returns:
+        The bytes written.
+
+    Raises:
+        ApiError: 413 body over the cap, 400 malformed Content-Length, 408 body stalled.
+    """
+    check_declared_length(request, max_bytes)
+    size = 0
+    with open(path, "wb") as out:
+        async for chunk in _capped(request, max_bytes, pause_s):
+            out.write(chunk)
+            size += len(chunk)
+    return size

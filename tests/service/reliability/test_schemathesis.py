@@ -54,7 +54,14 @@ def fuzz(
 def server(conv_model, tmp_path):
     if not SCHEMATHESIS.exists():
         pytest.skip("schemathesis is not installed (pip install 'fcnseg[dev]')")
-    server = start_server(["--model", f"conv={conv_model}", "--no-access-log"], tmp_path)
+    # With a jobs folder, so the job API's routes are fuzzed beyond their 503.
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    server = start_server(
+        ["--model", f"conv={conv_model}", "--no-access-log"],
+        tmp_path,
+        {"FCN_JOBS_DIR": str(jobs)},
+    )
     yield server
     assert server.stop() == 0, server.output()
 

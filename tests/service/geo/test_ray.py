@@ -105,10 +105,11 @@ def _kill_at(panel: int, index: int):
     [(4096, (0, 0), True), (400, (0, 1), False)],
 )
 def test_killed_ray_run_resumes_to_the_same_bytes(
-    make_raster, engine_for, tmp_path, capsys, panel_width, kill, resumed_by_cli
+    make_raster, tmp_path, capsys, panel_width, kill, resumed_by_cli
 ) -> None:
     import ray
 
+    from service.engine import Engine
     from service.engine.config import EngineConfig
     from service.geo.ray import segment_raster_ray
     from service.geo.run import GeoOptions, segment_raster
@@ -118,8 +119,8 @@ def test_killed_ray_run_resumes_to_the_same_bytes(
     model = parse_spec("default").path
     config = EngineConfig(backend="ort", intra_op_threads=1, tile_size=256, tile_overlap=64)
     options = GeoOptions(probabilities=True, panel_width=panel_width, model="default")
-    engine = engine_for(tile_size=256, tile_overlap=64)
-    whole = segment_raster(engine, source, tmp_path / "local" / "ray", options)
+    # the reference runs the Ray workers' runtime (auto might pick OpenVINO for it)
+    whole = segment_raster(Engine.load(model, config), source, tmp_path / "local" / "ray", options)
     out = tmp_path / "ray"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

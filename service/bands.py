@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.errors import CorruptImageError, UnsupportedFormatError
-from service.rescale import RescaleError, Scaling, choose_scaling, decimate
+from service.rescale import NoValidPixels, RescaleError, Scaling, choose_scaling, decimate
 
 NO_CLASS = 255
 
@@ -85,10 +85,35 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
-def _checked(choose) -> Scaling:
-    """``choose()``'s scaling; no valid pixel to take percentiles of is a typed error."""
+NOTHING_VALID = "no valid pixels"
+
+
+def _nothing_valid(scaling: Scaling, nodata: np.ndarray | None, shape) -> bool:
+    """Whether ``scaling`` found no valid pixel and the whole image is indeed nodata (then it
+    is noted as such); a sample that missed the few valid pixels of an image is an error."""
+    if scaling.rule != NOTHING_VALID:
+        return False
+    if nodata is None or not nodata.all():
+        raise UnsupportedFormatError(
+            "rescale=MIN,MAX: the image's sample has no valid pixel to take percentiles of; "
+            "give a fixed range"
+        )
+    note_nodata(np.ones(shape, dtype=bool))
+    note_warning("no valid pixel (every pixel is nodata): nothing segmented")
+    return True
+
+
+def _checked(choose, bands: int) -> Scaling:
+    """``choose()``'s scaling; a bad range is a typed error naming ``rescale``.
+
+    An image with no valid pixel at all (every pixel nodata, transparent or NaN: a tile off
+    the edge of a mosaic) has nothing to scale and nothing to segment: it is decoded as zeros,
+    its mask is nodata (255) everywhere, and the answer says so in its warnings.
+    """
     try:
         return choose()
+    except NoValidPixels:
+        return Scaling(tuple((0.0, 1.0) for _ in range(bands)), NOTHING_VALID)
     except RescaleError as exc:
         raise UnsupportedFormatError(f"rescale=MIN,MAX: {exc}") from None
 
@@ -109,11 +134,13 @@ def rescale_pixels(
     scaling = _checked(
         lambda: choose_scaling(
             [pixels.dtype], pixels.shape[2], rescale, lambda: decimate(pixels, valid)
-        )
+        ),
+        pixels.shape[2],
     )
     if scaling.as_is:
         return pixels
-    note_warning(scaling.describe(pixels.dtype))
+    if not _nothing_valid(scaling, None if valid is None else ~valid, pixels.shape[:2]):
+        note_warning(scaling.describe(pixels.dtype))
     return scaling.apply_last(pixels)
 
 
@@ -201,14 +228,15 @@ def decode_raster(
                     len(chosen),
                     rescale,
                     lambda: gdal_sample(dataset, tuple(chosen)),
-                )
+                ),
+                len(chosen),
             )
             raw = dataset.read(chosen)
             nodata = _nodata(dataset, alpha, raw)
     except rasterio.errors.RasterioError as exc:
         raise CorruptImageError(f"TIFF file is corrupt or unreadable by GDAL ({exc})") from None
     note_nodata(nodata)
-    if not scaling.as_is:
+    if not scaling.as_is and not _nothing_valid(scaling, nodata, raw.shape[1:]):
         note_warning(scaling.describe(dtype))
     return np.ascontiguousarray(np.moveaxis(scaling.apply(raw), 0, -1))
 

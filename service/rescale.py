@@ -39,6 +39,10 @@ class RescaleError(ValueError):
     """A fixed range that cannot be applied, or nothing valid to take percentiles of."""
 
 
+class NoValidPixels(RescaleError):
+    """The sample has no valid pixel (all nodata, transparent or NaN) to take percentiles of."""
+
+
 @dataclass(frozen=True)
 class Scaling:
     """How raw values become 0..255: per-band ``(lo, hi)``, or None to use 8-bit data as is.
@@ -141,7 +145,7 @@ def percentile_ranges(sample: np.ndarray, valid: np.ndarray) -> tuple[Range, ...
         if np.issubdtype(values.dtype, np.floating):
             values = values[np.isfinite(values)]
         if values.size == 0:
-            raise RescaleError("no valid pixels to take percentiles of; give a fixed range")
+            raise NoValidPixels("no valid pixels to take percentiles of; give a fixed range")
         lo, hi = np.percentile(values, PERCENTILES)
         ranges.append((float(lo), float(hi)))
     return tuple(ranges)

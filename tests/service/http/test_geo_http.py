@@ -265,6 +265,21 @@ def test_nodata_gets_no_class(server, photo, plain_mask, tmp_path, how):
     assert all(f["properties"]["index"] < 6 for f in classes["features"])
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_a_tile_that_is_all_nodata_is_all_nodata_not_an_error(server, tmp_path, dtype) -> None:
+    """A 16-bit (or float) tile cut from a mosaic's edge has no pixel to take percentiles of:
+    its mask is 255 everywhere, said in the warnings; a few valid pixels are segmented."""
+    pixels = np.zeros((200, 300, 3), dtype)
+    path = write_geotiff(tmp_path / "edge.tif", pixels, nodata=0)
+    answer = segment(server, path.read_bytes())
+    assert (_index(answer) == 255).all()
+    assert "nothing segmented" in answer.headers["X-Input-Warnings"]
+    pixels[:50, :50] = 900  # a valid corner
+    path = write_geotiff(tmp_path / "corner.tif", pixels, nodata=0)
+    mask = _index(segment(server, path.read_bytes()))
+    assert (mask[:50, :50] < 6).all() and (mask[50:, :] == 255).all()
+
+
 def test_preview_renders_a_16bit_rgb_nir_tiff_as_png(server, photo, tmp_path) -> None:
     import io
 

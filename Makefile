@@ -123,7 +123,8 @@ PYTEST_HALVES = $(PY) -m pytest $(1) --ignore=tests/training && $(PY) -m pytest 
 test: $(STAMP)
 	$(call PYTEST_HALVES,)
 
-# The tests marked slow (about a minute each: FCN-8s export, peak memory at 64 MP): CI runs them
+# The tests marked slow (end to end, tens of seconds to minutes each: Ray, load, fuzzing, the
+# default model at full size, FCN-8s export, peak memory at 64 MP): CI runs them
 # after `make test`.
 test-slow: $(STAMP)
 	$(call PYTEST_HALVES,-m "slow")

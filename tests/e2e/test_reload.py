@@ -107,6 +107,7 @@ def wait_for(predicate, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_two_reloads_under_a_request_loop_fail_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "models"
     folder.mkdir()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +55,7 @@ def _predict(inputs: Path, out: Path, cache: Path) -> str:
     return line
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_two_processes_pick_one_path_and_return_identical_masks(tmp_path: Path) -> None:
     inputs = tmp_path / "images"
     images = _images(inputs)

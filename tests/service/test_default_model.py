@@ -111,6 +111,7 @@ def test_segments_the_packaged_sample_like_its_ground_truth(engine: Engine) -> N
     assert set(np.unique(predicted).tolist()) >= {0, 1, 2, 3, 4}
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_scores_on_the_16_validation_images_at_full_size() -> None:
     root = shared_data("dubai_aerial", "val", "images").parents[1]
     engine = Engine.load(ASSET)  # precision auto: what `fcn serve` serves

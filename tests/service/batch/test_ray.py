@@ -31,6 +31,7 @@ def _tree(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_ray_engine_writes_the_same_bytes_as_the_local_engine(
     conv_model: Path, folder: Path, tmp_path: Path, capsys
 ) -> None:

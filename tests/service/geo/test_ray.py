@@ -32,6 +32,7 @@ def read_all(path) -> bytes:
         return dataset.read().tobytes()
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_ray_writes_the_same_rasters_as_the_local_engine(make_raster, tmp_path, capsys) -> None:
     import ray
 
@@ -59,6 +60,7 @@ def test_ray_writes_the_same_rasters_as_the_local_engine(make_raster, tmp_path, 
         assert cog.crs.to_epsg() == 32640 and cog.colormap(1)[0][:3] == (60, 16, 152)
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_ray_splits_column_panels_to_the_same_bytes(make_raster, tmp_path) -> None:
     import ray
 
@@ -98,6 +100,7 @@ def _kill_at(panel: int, index: int):
     return die
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 @pytest.mark.parametrize(
     ("panel_width", "kill", "resumed_by_cli"),
     # one panel in 4 parts, killed after the first strip of the first part, resumed by the CLI;

@@ -28,6 +28,7 @@ def test_overload_at_twice_capacity_refuses_fast_and_completes_the_rest(
     assert result["exit_code"] == 0
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_memory_stays_flat_over_distinct_sizes(conv_model: Path, tmp_path: Path) -> None:
     # glibc would keep this tiny model's freed buffers (bench: 309 -> 410 MB); see SECURITY.md
     result = soak(
@@ -38,6 +39,7 @@ def test_memory_stays_flat_over_distinct_sizes(conv_model: Path, tmp_path: Path)
     assert abs(result["growth"]) <= 0.10, result
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_sigterm_under_load_drains(slow_model: Path, tmp_path: Path) -> None:
     result = sigterm(str(slow_model), tmp_path, side=256)
     assert result["readyz_after_signal"]["status"] == 503, result

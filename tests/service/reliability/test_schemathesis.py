@@ -79,6 +79,7 @@ def check(done: subprocess.CompletedProcess, server) -> None:
     assert "Traceback" not in server.output()
 
 
+@pytest.mark.slow  # end to end, tens of seconds on 2 cores: CI runs it in `make test-slow`
 def test_schemathesis_finds_nothing(server, tmp_path) -> None:
     check(fuzz(server.url, 100, tmp_path), server)
 

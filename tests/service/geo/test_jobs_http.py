@@ -248,6 +248,32 @@ def test_without_a_jobs_folder_the_api_says_how_to_enable_it(conv_model, tmp_pat
         assert server.stop() == 0
 
 
+def test_an_upload_over_the_cap_is_a_413_and_leaves_nothing(conv_model, jobs_dir, tmp_path):
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    body = (jobs_dir / "ortho.tif").read_bytes()
+    env = {"FCN_JOBS_DIR": str(folder), "FCN_JOBS_MAX_UPLOAD_BYTES": str(len(body) // 2)}
+    server = start_server(
+        ["--model", f"conv={conv_model}", "--no-access-log", *ENGINE], tmp_path, env
+    )
+    try:
+        # with a Content-Length, and streamed in chunks without one
+        for content in (body, iter([body[i : i + 65536] for i in range(0, len(body), 65536)])):
+            answer = httpx.post(
+                f"{server.url}/v1/jobs",
+                content=content,
+                headers={"Content-Type": "image/tiff"},
+                timeout=60,
+            )
+            assert answer.status_code == 413, answer.text
+            assert answer.json()["error"]["code"] == "body_too_large"
+        assert httpx.get(f"{server.url}/v1/jobs", timeout=10).json()["jobs"] == []
+        left = [p for p in folder.rglob("*") if p.is_file()]
+        assert left == [], left  # no half-written upload, no job folder
+    finally:
+        assert server.stop() == 0, server.output()
+
+
 def _kill_part_way(server, status_file: Path, timeout: float = 120) -> None:
     """SIGKILL the server once the job's status shows some, not all, of its tiles done."""
     deadline = time.monotonic() + timeout

@@ -208,7 +208,7 @@ def rss_runs(
 
 def print_table(report: dict) -> None:
     print(f"CPU: {cpu_label(report['cpu'])}; served: {report.get('served', '-')}")
-    for name, mosaic in report["mosaics"].items():
+    for name, mosaic in report.get("mosaics", {}).items():
         floor = mosaic.get("untiled_int8_vs_fp32")
         print(f"\n{name}: untiled int8 vs fp32 {'-' if floor is None else f'{floor:.4f}'}")
         print("model  window   placement  all     bands   else    margin  s/MP")

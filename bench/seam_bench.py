@@ -11,11 +11,16 @@ recorded) and with its fp32 source (models/default/default.fp16.onnx on ONNX Run
   the model's stride (``stride``, what the engine does now): agreement with the untiled mask
   overall, in the border bands, elsewhere, and where the untiled top-2 softmax margin is
   above 0.1; seconds per megapixel of the tiled run (in process, one window at a time);
-* with ``--rss``, peak RSS and speed of ``fcn predict`` (the geo path, two streams) on the
-  8,000 x 8,000 mosaic of bench/geo_bench.py for each ``--rss`` window setting.
+* with ``--rss``, peak RSS and speed of ``fcn predict`` (the geo path, two streams unless
+  ``--rss-flags`` says otherwise) on the rasters of bench/geo_bench.py named by ``--rss-sizes``
+  (default: the 8,000 x 8,000 mosaic) for each ``--rss`` window setting.
+
+``--mosaics``, ``--windows`` and ``--models`` run part of the rows; they replace the same rows
+of the results file and keep the others (each row records its date).
 
     python bench/seam_bench.py                      # -> bench/results/seam_bench.json
-    python bench/seam_bench.py --rss 512/128,768/192,1024/256
+    python bench/seam_bench.py --rss 512/128,1024/256 --rss-sizes 64MP,wide --skip-agreement
+    python bench/seam_bench.py --mosaics second --windows 1024/256   # only those rows, merged
 
 Run alone (``flock /tmp/fcn-heavy.lock ...``): the timings are the machine's.
 """
@@ -46,10 +51,10 @@ MOSAICS = {
     "second 2400 x 1800": (2400, 1800, {"gap_every": 0, "cell": 600}),
 }
 # (model, tile, overlap, placement): windows anywhere ("free", as before) or on the stride.
+STRIDE_WINDOWS = ((512, 128), (512, 192), (768, 192), (768, 256), (1024, 256), (1024, 384))
 ROWS = (
     ("served", 512, 128, "free"),
-    *(("served", t, o, "stride") for t, o in ((512, 128), (512, 192), (768, 192), (1024, 256))),
-    ("served", 1024, 384, "stride"),
+    *(("served", t, o, "stride") for t, o in STRIDE_WINDOWS),
     ("fp32", 512, 128, "free"),
     ("fp32", 512, 128, "stride"),
     ("fp32", 768, 192, "stride"),
@@ -93,8 +98,22 @@ def compare(mask: np.ndarray, untiled: np.ndarray, bands: np.ndarray, sure: np.n
     }
 
 
-def measure_mosaic(engines: dict, pixels: np.ndarray) -> dict:
-    """Every comparison for one mosaic (see the module docstring)."""
+def row_key(row) -> tuple:
+    if isinstance(row, dict):
+        return row["model"], row["tile"], row["overlap"], row["placement"]
+    return tuple(row)
+
+
+def merge_rows(previous: list[dict], fresh: list[dict]) -> list[dict]:
+    """``fresh`` replaces the earlier rows of the same key; ROWS order, unknown keys last."""
+    rows = {row_key(r): r for r in previous} | {row_key(r): r for r in fresh}
+    order = {row_key(r): i for i, r in enumerate(ROWS)}
+    return sorted(rows.values(), key=lambda r: order.get(row_key(r), len(order)))
+
+
+def measure_mosaic(engines: dict, pixels: np.ndarray, rows, previous: dict) -> dict:
+    """The comparisons of ``rows`` for one mosaic (see the module docstring), merged into the
+    ``previous`` result of that mosaic (its other rows kept, with the date they were run)."""
     from service.geo.grid import Grid, border_bands
 
     height, width = pixels.shape[:2]
@@ -103,12 +122,10 @@ def measure_mosaic(engines: dict, pixels: np.ndarray) -> dict:
     logits = {name: e.logits(pixels, tiled=False) for name, e in engines.items()}
     untiled = {name: v.argmax(axis=0) for name, v in logits.items()}
     sure = top2_margin(logits["served"]) > MARGIN
-    result = {
-        "untiled_int8_vs_fp32": float((untiled["served"] == untiled["fp32"]).mean()),
-        "margin_share": float(sure.mean()),
-        "rows": [],
-    }
-    for name, tile, overlap, placement in ROWS:
+    result = {**previous, "margin_share": float(sure.mean()), "rows": previous.get("rows", [])}
+    if "fp32" in untiled:
+        result["untiled_int8_vs_fp32"] = float((untiled["served"] == untiled["fp32"]).mean())
+    for name, tile, overlap, placement in rows:
         step = multiple if placement == "stride" else 1
         bands = border_bands(Grid.of(height, width, tile, overlap, step))
         start = time.perf_counter()
@@ -121,8 +138,9 @@ def measure_mosaic(engines: dict, pixels: np.ndarray) -> dict:
             "placement": placement,
             **compare(mask, untiled[name], bands, sure),
             "s_per_mp": round(seconds / (height * width / 1e6), 2),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
         }
-        result["rows"].append(row)
+        result["rows"] = merge_rows(result["rows"], [row])
         print(json.dumps(row), flush=True)
     return result
 
@@ -134,44 +152,65 @@ def check_engine_matches(engine, pixels: np.ndarray) -> bool:
     return bool((engine.predict(pixels, tiled=True) == mine.argmax(axis=0)).all())
 
 
-def load_engines() -> dict:
+def load_engines(fp32: bool = True) -> dict:
+    """The served model; its fp32 source too unless no fp32 row is asked for."""
     from service.engine import Engine
     from service.engine.config import EngineConfig
     from service.models import parse_spec
 
-    config = EngineConfig(concurrency=1)
-    return {
-        "served": Engine.load(parse_spec("default").path, config),
-        "fp32": Engine.load(
-            FP32_SOURCE, EngineConfig(concurrency=1, backend="ort", precision="fp32")
-        ),
-    }
+    engines = {"served": Engine.load(parse_spec("default").path, EngineConfig(concurrency=1))}
+    if fp32:
+        config = EngineConfig(concurrency=1, backend="ort", precision="fp32")
+        engines["fp32"] = Engine.load(FP32_SOURCE, config)
+    return engines
 
 
-def rss_runs(settings: list[tuple[int, int]], folder: Path) -> list[dict]:
-    """``fcn predict`` on the 64 MP mosaic per window setting: peak RSS, MP/s, km^2/hour."""
+def selected_rows(windows: str, models: str) -> list[tuple]:
+    """ROWS, kept to the ``--windows`` (e.g. 768/256) and ``--models`` asked for (all if empty)."""
+    wanted = {tuple(int(v) for v in w.split("/")) for w in windows.split(",") if w}
+    names = {m for m in models.split(",") if m}
+    return [
+        r for r in ROWS if (not wanted or (r[1], r[2]) in wanted) and (not names or r[0] in names)
+    ]
+
+
+def rss_runs(
+    settings: list[tuple[int, int]], folder: Path, sizes: list[str], extra: list[str]
+) -> list[dict]:
+    """``fcn predict`` per raster of bench/geo_bench.py and window setting, the settings run
+    one after the other on each raster: peak RSS, s/MP, km^2/hour, cores busy."""
+    import os
+    import shutil
+
     from bench.geo_bench import SIZES, run_predict
     from bench.make_geo_rasters import make_raster
 
-    width, height = SIZES["64MP"]
-    raster = folder / f"dubai_{width}x{height}.tif"
-    if not raster.exists():
-        make_raster(raster, width, height)
     runs = []
-    for tile, overlap in settings:
-        flags = ["--tile-size", str(tile), "--tile-overlap", str(overlap)]
-        result = run_predict(raster, folder / f"seam_rss_{tile}_{overlap}", flags)
-        run = {"tile": tile, "overlap": overlap, "megapixels": width * height / 1e6, **result}
-        run["s_per_mp"] = round(result["seconds"] / run["megapixels"], 3)
-        runs.append(run)
-        print(json.dumps(run), flush=True)
+    for size in sizes:
+        width, height = SIZES[size]
+        raster = folder / f"dubai_{width}x{height}.tif"
+        if not raster.exists():
+            make_raster(raster, width, height)
+        for tile, overlap in settings:
+            flags = ["--tile-size", str(tile), "--tile-overlap", str(overlap), *extra]
+            out = folder / f"seam_rss_{size}_{tile}_{overlap}"
+            shutil.rmtree(out, ignore_errors=True)  # a fresh run, never a resumed one
+            load = [round(x, 2) for x in os.getloadavg()]
+            result = run_predict(raster, out, flags)
+            run = {"raster": size, "tile": tile, "overlap": overlap, "flags": extra, **result}
+            run["loadavg"] = load
+            run["megapixels"] = round(width * height / 1e6, 1)
+            run["s_per_mp"] = round(result["seconds"] / run["megapixels"], 3)
+            runs.append(run)
+            print(json.dumps(run), flush=True)
     return runs
 
 
 def print_table(report: dict) -> None:
-    print(f"CPU: {cpu_label(report['cpu'])}; served: {report['served']}")
-    for name, mosaic in report["mosaics"].items():
-        print(f"\n{name}: untiled int8 vs fp32 {mosaic['untiled_int8_vs_fp32']:.4f}")
+    print(f"CPU: {cpu_label(report['cpu'])}; served: {report.get('served', '-')}")
+    for name, mosaic in report.get("mosaics", {}).items():
+        floor = mosaic.get("untiled_int8_vs_fp32")
+        print(f"\n{name}: untiled int8 vs fp32 {'-' if floor is None else f'{floor:.4f}'}")
         print("model  window   placement  all     bands   else    margin  s/MP")
         for r in mosaic["rows"]:
             print(
@@ -181,14 +220,24 @@ def print_table(report: dict) -> None:
             )
     for r in report.get("rss", []):
         print(
-            f"fcn predict 64 MP {r['tile']}/{r['overlap']}: {r['peak_rss_mb']} MB, {r['s_per_mp']} s/MP"
+            f"fcn predict {r.get('raster', '64MP')} {r['tile']}/{r['overlap']}: "
+            f"{r['peak_rss_mb']} MB, {r['s_per_mp']} s/MP, {r['cores_busy']} cores"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rss", default="", help="window settings for fcn predict, e.g. 512/128")
+    parser.add_argument(
+        "--rss-sizes", default="64MP", help="rasters of bench/geo_bench.py for --rss: 64MP,wide"
+    )
+    parser.add_argument(
+        "--rss-flags", default="", help="more fcn predict flags, e.g. '--concurrency 1'"
+    )
     parser.add_argument("--skip-agreement", action="store_true", help="only the --rss runs")
+    parser.add_argument("--windows", default="", help="only these rows' windows, e.g. 768/256")
+    parser.add_argument("--models", default="", help="only these models' rows: served, fp32")
+    parser.add_argument("--mosaics", default="", help="only mosaics named so, e.g. second")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "fcn-geo")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -205,22 +254,28 @@ def main(argv: list[str] | None = None) -> int:
 
         from bench.make_geo_rasters import make_raster
 
-        engines = load_engines()
+        rows = selected_rows(args.windows, args.models)
+        engines = load_engines(fp32=any(r[0] == "fp32" for r in rows))
         served = engines["served"]
         report["served"] = f"{served.backend_name} {served.precision}"
-        report["mosaics"] = {}
+        report.setdefault("mosaics", {})
         for name, (width, height, options) in MOSAICS.items():
+            if args.mosaics and not any(m in name for m in args.mosaics.split(",")):
+                continue
             path = args.folder / f"seams_{width}x{height}.tif"
             if not path.exists():
                 make_raster(path, width, height, **options)
             with rasterio.open(path) as src:
                 pixels = src.read().transpose(1, 2, 0)
-            report["mosaics"][name] = measure_mosaic(engines, pixels)
-            report["engine_is_stride_placement"] = check_engine_matches(served, pixels)
+            previous = report["mosaics"].get(name, {})
+            report["mosaics"][name] = measure_mosaic(engines, pixels, rows, previous)
+            if not args.windows:  # a partial run keeps the earlier check
+                report["engine_is_stride_placement"] = check_engine_matches(served, pixels)
             args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.rss:
         settings = [tuple(int(v) for v in s.split("/")) for s in args.rss.split(",")]
-        report["rss"] = rss_runs(settings, args.folder)
+        extra = args.rss_flags.split()
+        report["rss"] = rss_runs(settings, args.folder, args.rss_sizes.split(","), extra)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     return 0

@@ -43,6 +43,8 @@ def seam_case(request, make_raster, engine_for, tmp_path_factory):
         "bands": border_bands(grid),
         "grid": grid,
         "tiles": result.tiles,
+        "path": path,
+        "shape": (height, width),
     }
 
 
@@ -81,3 +83,21 @@ def test_no_seam_at_window_borders(seam_case) -> None:
 def test_tiled_agrees_with_untiled_on_99_5_percent(seam_case) -> None:
     """Issue 32's bar, not met by the default windows (512/128)."""
     assert agreement(seam_case["geo"], seam_case["untiled"]) >= 0.995
+
+
+@pytest.mark.slow  # two more 3-4 MP rasters through the default model
+def test_1024_windows_agree_with_untiled_on_99_5_percent(seam_case, engine_for, tmp_path) -> None:
+    """The bar with the windows that reach it (``--tile-size 1024 --tile-overlap 256``: more
+    memory, docs/gis.md 'Seams'), on both mosaics, border bands included."""
+    engine = engine_for(tile_size=1024, tile_overlap=256)
+    result = segment_raster(engine, seam_case["path"], tmp_path / "seams", GeoOptions())
+    with rasterio.open(result.outputs[0]) as mask_file:
+        geo = mask_file.read(1)
+    height, width = seam_case["shape"]
+    grid = Grid.of(height, width, 1024, 256, engine.metadata.size_multiple)
+    bands, untiled = border_bands(grid), seam_case["untiled"]
+    overall, border = agreement(geo, untiled), agreement(geo, untiled, bands)
+    print(f"1024/256: all {overall:.4f}, border bands {border:.4f}")
+    assert grid.tiles == result.tiles > 1
+    assert overall >= 0.995
+    assert border >= agreement(geo, untiled, ~bands) - 0.01

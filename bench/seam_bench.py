@@ -244,10 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     args.folder.mkdir(parents=True, exist_ok=True)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.update(
-        command="bench/seam_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        date=time.strftime("%Y-%m-%d %H:%M"),
-        cpu=cpu_info(),
-        margin=MARGIN,
+        {
+            "command": "bench/seam_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpu": cpu_info(),
+            "margin": MARGIN,
+        }
     )
     if not args.skip_agreement:
         import rasterio

@@ -396,6 +396,12 @@ def test_a_geotiff_upload_is_previewed_under_the_overlay(page, tmp_path):
     rgb, expected = regions_image()
     path = tmp_path / "regions.tif"
     wide = rgb.astype(np.uint16) * 257  # 16-bit, photometric=minisblack: no browser shows it
+    # A black and a white patch (12% of the rows of a quarter of the width each, away from the
+    # points checked) put every band's 2nd and 98th percentiles at 0 and 65535, so the
+    # bit-depth rule maps the file back to the 8-bit colours exactly.
+    rows, cols = int(0.12 * HEIGHT) + 1, slice(WIDTH // 8, WIDTH // 8 + WIDTH // 4)
+    wide[HEIGHT // 4 : HEIGHT // 4 + rows, cols] = 0
+    wide[HEIGHT // 2 : HEIGHT // 2 + rows, cols] = 65535
     with rasterio.open(
         path,
         "w",

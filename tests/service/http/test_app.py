@@ -160,7 +160,7 @@ def test_openapi_documents_both_ways_to_send_an_image(client) -> None:
     body = spec["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "image/*"}
     params = {p["name"] for p in spec["paths"]["/v1/segment"]["post"]["parameters"]}
-    assert params == {"format", "model", "alpha", "tolerance", "crs", "bands"}
+    assert params == {"format", "model", "alpha", "tolerance", "crs", "bands", "rescale"}
     responses = spec["paths"]["/v1/segment"]["post"]["responses"]
     for status in ("400", "401", "404", "413", "415", "422", "503"):
         schema = responses[status]["content"]["application/json"]["schema"]

@@ -85,35 +85,25 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
-NOTHING_VALID = "no valid pixels"
-
-
-def _nothing_valid(scaling: Scaling, nodata: np.ndarray | None, shape) -> bool:
-    """Whether ``scaling`` found no valid pixel and the whole image is indeed nodata (then it
-    is noted as such); a sample that missed the few valid pixels of an image is an error."""
-    if scaling.rule != NOTHING_VALID:
-        return False
-    if nodata is None or not nodata.all():
-        raise UnsupportedFormatError(
-            "rescale=MIN,MAX: the image's sample has no valid pixel to take percentiles of; "
-            "give a fixed range"
-        )
-    note_nodata(np.ones(shape, dtype=bool))
-    note_warning("no valid pixel (every pixel is nodata): nothing segmented")
-    return True
-
-
-def _checked(choose, bands: int) -> Scaling:
+def _scaling(choose, nodata: np.ndarray | None) -> Scaling | None:
     """``choose()``'s scaling; a bad range is a typed error naming ``rescale``.
 
-    An image with no valid pixel at all (every pixel nodata, transparent or NaN: a tile off
-    the edge of a mosaic) has nothing to scale and nothing to segment: it is decoded as zeros,
-    its mask is nodata (255) everywhere, and the answer says so in its warnings.
+    None when the image has no valid pixel at all (``nodata`` everywhere: a tile off the edge
+    of a mosaic): there is nothing to scale or segment, so it is decoded as zeros, its mask is
+    nodata (255) everywhere, and the answer says so in its warnings. A sample that found no
+    valid pixel in an image that has some is an error naming the fix.
     """
     try:
         return choose()
     except NoValidPixels:
-        return Scaling(tuple((0.0, 1.0) for _ in range(bands)), NOTHING_VALID)
+        if nodata is None or not nodata.all():
+            raise UnsupportedFormatError(
+                "rescale=MIN,MAX: the image's sample has no valid pixel to take percentiles "
+                "of; give a fixed range"
+            ) from None
+        note_nodata(nodata)
+        note_warning("no valid pixel (every pixel is nodata): nothing segmented")
+        return None
     except RescaleError as exc:
         raise UnsupportedFormatError(f"rescale=MIN,MAX: {exc}") from None
 
@@ -131,16 +121,17 @@ def rescale_pixels(
     if np.issubdtype(pixels.dtype, np.floating):
         finite = np.isfinite(pixels).all(axis=-1)
         valid = finite if valid is None else valid & finite
-    scaling = _checked(
+    scaling = _scaling(
         lambda: choose_scaling(
             [pixels.dtype], pixels.shape[2], rescale, lambda: decimate(pixels, valid)
         ),
-        pixels.shape[2],
+        None if valid is None else ~valid,
     )
+    if scaling is None:
+        return np.zeros(pixels.shape, np.uint8)
     if scaling.as_is:
         return pixels
-    if not _nothing_valid(scaling, None if valid is None else ~valid, pixels.shape[:2]):
-        note_warning(scaling.describe(pixels.dtype))
+    note_warning(scaling.describe(pixels.dtype))
     return scaling.apply_last(pixels)
 
 
@@ -222,21 +213,23 @@ def decode_raster(
             interp = [c.name for c in dataset.colorinterp]
             alpha = interp.index("alpha") + 1 if "alpha" in interp else None
             chosen = _choose(dataset.count, alpha, in_channels, bands)
-            scaling = _checked(
+            raw = dataset.read(chosen)
+            nodata = _nodata(dataset, alpha, raw)
+            scaling = _scaling(
                 lambda: choose_scaling(
                     [dataset.dtypes[b - 1] for b in chosen],
                     len(chosen),
                     rescale,
                     lambda: gdal_sample(dataset, tuple(chosen)),
                 ),
-                len(chosen),
+                nodata,
             )
-            raw = dataset.read(chosen)
-            nodata = _nodata(dataset, alpha, raw)
     except rasterio.errors.RasterioError as exc:
         raise CorruptImageError(f"TIFF file is corrupt or unreadable by GDAL ({exc})") from None
     note_nodata(nodata)
-    if not scaling.as_is and not _nothing_valid(scaling, nodata, raw.shape[1:]):
+    if scaling is None:
+        return np.zeros((*raw.shape[1:], raw.shape[0]), np.uint8)
+    if not scaling.as_is:
         note_warning(scaling.describe(dtype))
     return np.ascontiguousarray(np.moveaxis(scaling.apply(raw), 0, -1))
 

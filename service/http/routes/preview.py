@@ -28,12 +28,8 @@ router = APIRouter(tags=["segment"], dependencies=[Depends(require_api_key)])
 
 
 def to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    """Decoded ``(H, W, C)`` uint8/uint16/float pixels -> ``(H, W, 3)`` uint8 for display."""
-    if pixels.dtype == np.uint16:
-        pixels = (pixels.astype(np.uint32) * 255 + 32767) // 65535
-    elif pixels.dtype != np.uint8:
-        pixels = np.rint(np.clip(pixels, 0.0, 1.0) * 255)
-    pixels = pixels.astype(np.uint8)
+    """Decoded ``(H, W, C)`` uint8 pixels (every depth is 8-bit after the bit-depth rule of
+    :mod:`service.rescale`) -> ``(H, W, 3)`` for display."""
     if pixels.shape[2] == 1:
         return np.repeat(pixels, 3, axis=2)
     return np.ascontiguousarray(pixels[:, :, :3])

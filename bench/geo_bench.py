@@ -119,7 +119,7 @@ def seam_check() -> dict:
             geo, pixels = mask.read(1), src.read().transpose(1, 2, 0)
     untiled = engine.predict(pixels, tiled=False)
     tiled = engine.predict(pixels, tiled=True)
-    bands = border_bands(Grid.of(1500, 2000, engine.tile_size, engine.config.tile_overlap))
+    bands = border_bands(Grid.of_config(1500, 2000, engine.config, engine.metadata.size_multiple))
     return {
         "raster": "2000 x 1500 Dubai mosaic, no gaps",
         "tile": engine.tile_size,

@@ -37,7 +37,7 @@ from service.backends.ort import OrtBackend, create_session
 from service.backends.probe import SpeedProbe, cache_path
 from service.backends.select import Choice, choose_backend
 from service.engine.config import EngineConfig
-from service.engine.tiling import blended_strips
+from service.engine.tiling import blended_strips, window_side
 from service.errors import MetadataError, ModelError
 from service.imaging import Source, decode_image, normalise_pixels
 from service.metadata import ModelMetadata
@@ -156,8 +156,7 @@ class Engine:
         self.input_name = backend.input_name
         _check_static_dim(backend.input_shape, self.metadata.in_channels, "in_channels")
         _check_static_dim(backend.output_shape, self.metadata.num_classes, "num_classes")
-        multiple = self.metadata.size_multiple
-        self.tile_size = -(-self.config.tile_size // multiple) * multiple
+        self.tile_size = window_side(self.config.tile_size, self.metadata.size_multiple)
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: EngineConfig | None = None) -> Engine:

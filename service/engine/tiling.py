@@ -53,6 +53,11 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list
     return [round(i * last / (count - 1)) * multiple for i in range(count)]
 
 
+def window_side(tile_size: int, multiple: int) -> int:
+    """The window side an engine runs for ``tile_size``: rounded up to the model's stride."""
+    return -(-tile_size // multiple) * multiple
+
+
 def window_size(length: int, tile: int, start: int) -> int:
     """The side of the window at ``start``: ``tile``, or less where the image ends first."""
     return min(tile, length - start)

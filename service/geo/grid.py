@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engine.tiling import tile_starts, window_size
+from service.engine.tiling import tile_starts, window_side, window_size
 
 # Columns a panel owns, at most (rounded down to whole window strides). 8,192 keeps an
 # 8,000-pixel-wide raster in one panel (no window run twice) and bounds the accumulators of a
@@ -72,6 +72,13 @@ class Grid:
         ys = tuple(tile_starts(height, tile_h, overlap, multiple))
         xs = tuple(tile_starts(width, tile_w, overlap, multiple))
         return cls(height, width, tile_h, tile_w, overlap, ys, xs, multiple)
+
+    @classmethod
+    def of_config(cls, height: int, width: int, config, multiple: int) -> Grid:
+        """The windows an engine with ``config`` (an :class:`~service.engine.EngineConfig`)
+        runs for a model of stride ``multiple``: its tile size rounded up as the engine does."""
+        side = window_side(config.tile_size, multiple)
+        return cls.of(height, width, side, config.tile_overlap, multiple)
 
     def row_height(self, strip: int) -> int:
         """Rows of the windows of strip ``strip``: ``tile_h``, less for a last one cut short."""

@@ -67,6 +67,16 @@ class GeoRaster:
         return tuple(self.dataset.descriptions[i - 1] for i in self.indexes)
 
     @property
+    def profile(self) -> dict:
+        """Size and georeference, what the partial and output rasters are created with."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "crs": self.crs,
+            "transform": self.transform,
+        }
+
+    @property
     def scaling_note(self) -> str:
         """The bit-depth rule applied, in one line (the COGs' ``RESCALE`` tag)."""
         return self.scaling.describe(self.dataset.dtypes[self.indexes[0] - 1])

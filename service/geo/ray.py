@@ -78,18 +78,11 @@ class RasterWorker:
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
             open_raster(self.source, meta.in_channels, bands=opts.bands, rescale=opts.rescale) as r,
         ):
-            grid = Grid.of(
-                r.height,
-                r.width,
-                self.engine.tile_size,
-                self.engine.config.tile_overlap,
-                meta.size_multiple,
-            )
-            profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
+            grid = Grid.of_config(r.height, r.width, self.engine.config, meta.size_multiple)
             if resume_at == part.start:
-                create_raster(part.path("mask"), profile, 1, 255)
+                create_raster(part.path("mask"), r.profile, 1, 255)
                 if opts.probabilities:
-                    create_raster(part.path("prob"), profile, meta.num_classes, None)
+                    create_raster(part.path("prob"), r.profile, meta.num_classes, None)
             tiles_run = 0
 
             def on_strip(strip: Strip) -> None:
@@ -156,10 +149,8 @@ def segment_raster_ray(
     meta = read_model_metadata(model_path, config)
     source, stem, start_time = Path(source), Path(stem), time.perf_counter()
     with open_raster(source, meta.in_channels, bands=options.bands, rescale=options.rescale) as r:
-        multiple = meta.size_multiple
-        tile = -(-config.tile_size // multiple) * multiple  # as the engine rounds it
-        grid = Grid.of(r.height, r.width, tile, config.tile_overlap, multiple)
-        profile = {"width": r.width, "height": r.height, "crs": r.crs, "transform": r.transform}
+        grid = Grid.of_config(r.height, r.width, config, meta.size_multiple)
+        profile = r.profile
         tags = output_tags(r, options, meta)
         run = RayRun(stem, run_fingerprint(source, r, grid, options, meta), options.probabilities)
         pixel_km2 = r.pixel_km2

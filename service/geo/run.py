@@ -199,21 +199,9 @@ def _partial_run(engine: Engine, source: Path, stem: Path, options: GeoOptions, 
     from service.geo.resume import PartialRun
 
     meta = engine.metadata
-    grid = Grid.of(
-        raster.height,
-        raster.width,
-        engine.tile_size,
-        engine.config.tile_overlap,
-        meta.size_multiple,
-    )
+    grid = Grid.of_config(raster.height, raster.width, engine.config, meta.size_multiple)
     fingerprint = run_fingerprint(source, raster, grid, options, meta)
-    profile = {
-        "width": raster.width,
-        "height": raster.height,
-        "crs": raster.crs,
-        "transform": raster.transform,
-    }
-    partial = PartialRun(stem, profile, meta.num_classes, fingerprint, options.probabilities)
+    partial = PartialRun(stem, raster.profile, meta.num_classes, fingerprint, options.probabilities)
     return grid, partial
 
 

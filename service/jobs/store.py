@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from service.errors import GeoInputError, JobPathError, UnknownJobError
+from service.geo.resume import save_json
 
 STATUSES = ("queued", "running", "done", "failed", "lost", "cancelled")
 ACTIVE = frozenset({"queued", "running"})
@@ -54,12 +55,6 @@ class JobRequest:
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
-
-
-def _write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 class JobStore:
@@ -108,7 +103,7 @@ class JobStore:
     def create(self, job_id: str, request: JobRequest) -> dict:
         """Write the request and a ``queued`` status into the folder :meth:`new` made."""
         path = self.folder / job_id
-        _write_atomic(path / "request.json", asdict(request))
+        save_json(path / "request.json", asdict(request))
         status = {
             "id": job_id,
             "status": "queued",
@@ -121,7 +116,7 @@ class JobStore:
             "error": None,
             "outputs": [],
         }
-        _write_atomic(path / "status.json", status)
+        save_json(path / "status.json", status)
         return status
 
     def discard(self, job_id: str) -> None:
@@ -142,7 +137,7 @@ class JobStore:
             if expect is not None and status["status"] not in expect:
                 return False
             status.update(changes)
-            _write_atomic(self.dir(job_id) / "status.json", status)
+            save_json(self.dir(job_id) / "status.json", status)
             return True
 
     def all(self) -> list[dict]:

@@ -51,7 +51,18 @@ MOSAICS = {
     "second 2400 x 1800": (2400, 1800, {"gap_every": 0, "cell": 600}),
 }
 # (model, tile, overlap, placement): windows anywhere ("free", as before) or on the stride.
-STRIDE_WINDOWS = ((512, 128), (512, 192), (768, 192), (768, 256), (1024, 256), (1024, 384))
+STRIDE_WINDOWS = (
+    (512, 128),
+    (512, 192),
+    (768, 192),
+    (768, 256),
+    (768, 320),
+    (768, 352),
+    (896, 256),
+    (896, 320),
+    (1024, 256),
+    (1024, 384),
+)
 ROWS = (
     ("served", 512, 128, "free"),
     *(("served", t, o, "stride") for t, o in STRIDE_WINDOWS),

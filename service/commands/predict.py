@@ -56,7 +56,10 @@ def _positive(text: str) -> int:
 
 def _engine_flag(name: str) -> dict[str, Any]:
     """argparse keywords for an engine flag: its type, and help with predict's default."""
-    help = f"{ec.engine_help(name)} (default: {ec.batch_default(name)})"
+    default = ec.batch_default(name)
+    raster = ec.batch_default(name, raster=True)
+    default = f"{default}; {raster} for rasters" if raster != default else default
+    help = f"{ec.engine_help(name)} (default: {default})"
     kwargs: dict[str, Any] = {"help": help.replace("%", "%%")}  # argparse formats help with %
     value = ec.engine_default(name)
     if isinstance(value, bool):
@@ -71,13 +74,14 @@ def _engine_flag(name: str) -> dict[str, Any]:
     return kwargs
 
 
-def batch_engine_config(args: argparse.Namespace) -> ec.EngineConfig:
-    """The EngineConfig ``fcn predict`` runs with: its flags over its defaults.
+def batch_engine_config(args: argparse.Namespace, raster: bool = False) -> ec.EngineConfig:
+    """The EngineConfig ``fcn predict`` runs with: its flags over its defaults (for images,
+    or with ``raster`` for georeferenced rasters: :data:`~service.engine.config.RASTER_DEFAULTS`).
 
     Locally the usable cores are shared among the images run at once; a Ray actor runs one
     image at a time (service.batch.ray gives it one thread unless --intra-op-threads says more).
     """
-    values = {name: ec.batch_default(name) for name in ENGINE_FIELDS}
+    values = {name: ec.batch_default(name, raster) for name in ENGINE_FIELDS}
     values.update({n: getattr(args, n) for n in ENGINE_FIELDS if getattr(args, n) is not None})
     if args.engine == "local":
         values["intra_op_threads"] = ec.resolve_intra_op_threads(
@@ -211,25 +215,15 @@ def _hint(flag: str, exc: Exception) -> ValueError:
 def run(args: argparse.Namespace) -> int:
     """Load the model, process every input, report failures and a final count."""
     from service.batch.scan import scan_inputs
+    from service.engine import read_model_metadata
     from service.models import parse_spec
 
     config = batch_engine_config(args)
     source = parse_spec(args.model)
     options = _batch_options(args, config.concurrency, source.name)
-    if args.engine == "ray":  # the actors load the model; the driver needs its classes only
-        from service.engine import read_model_metadata
-
-        engine, metadata = None, read_model_metadata(source.path, config)
-    else:
-        from service.engine import Engine
-
-        engine = Engine.load(source.path, config)
-        metadata = engine.metadata
-        if engine.choice is not None:  # which path serves, and why (auto's checks here)
-            print(
-                f"fcn predict: {engine.backend_name} {engine.precision}: {engine.choice.reason}",
-                file=sys.stderr,
-            )
+    # The model is loaded once the inputs say with which defaults (images or rasters); its
+    # metadata is read (and the file checked) first. Ray's actors load their own.
+    metadata = read_model_metadata(source.path, config)
     writer = _summary_writer(args.summary, metadata.classes)
     scan = scan_inputs(args.inputs, recursive=args.recursive, globs=args.globs, exclude=[args.out])
     if not scan.items and not scan.rejected:
@@ -245,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
     # coordinates, say), a GeoTIFF keeps the image path it always took, unless --geo.
     auto = None if not args.formats else False
     geo_items, items = split_geo(scan.items, auto if args.geo is None else args.geo)
+    local = args.engine == "local"
+    engine = _load_engine(source, config) if local and items else None
     report = _Reporter(_progress_bar(len(items), args.progress) if items else None, writer)
     report.rejected(scan.rejected)
     start = time.perf_counter()
@@ -253,7 +249,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         report.close()
     if geo_items:
-        geo_ok, geo_failed, geo_skipped = run_geo(engine, geo_items, args.out, args, source, config)
+        geo_config = batch_engine_config(args, raster=True)
+        if local and (engine is None or geo_config != config):
+            engine = None  # the images' engine goes before the rasters' is loaded
+            engine = _load_engine(source, geo_config)
+        geo_ok, geo_failed, geo_skipped = run_geo(
+            engine, geo_items, args.out, args, source, geo_config
+        )
         counts.ok, counts.failed = counts.ok + geo_ok, counts.failed + geo_failed
         counts.skipped += geo_skipped
     seconds = time.perf_counter() - start
@@ -265,6 +267,19 @@ def run(args: argparse.Namespace) -> int:
         f"outputs in {args.out}"
     )
     return 1 if failed else 0
+
+
+def _load_engine(source, config: ec.EngineConfig):
+    """Load the model for a local run, saying which path serves and why (auto's checks)."""
+    from service.engine import Engine
+
+    engine = Engine.load(source.path, config)
+    if engine.choice is not None:
+        print(
+            f"fcn predict: {engine.backend_name} {engine.precision}: {engine.choice.reason}",
+            file=sys.stderr,
+        )
+    return engine
 
 
 def _run_images(args, source, config, engine, items, options, report):

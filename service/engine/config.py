@@ -55,6 +55,17 @@ BATCH_DEFAULTS: dict[str, Any] = {
     "memory_arena": BATCH_MEMORY_ARENA,
 }
 
+# ``fcn predict``'s defaults for georeferenced rasters (the geo path, service.geo), where they
+# are not its image defaults. Larger windows see more context, so the blended mask agrees
+# with one untiled run of the whole image on >= 99.5% of pixels (512/128: 98.6-98.8%); one
+# window at a time on all the cores keeps the 64 MP run under 1 GB (two 1024-pixel windows at
+# once: 1.14 GB). Measured by bench/seam_bench.py and bench/geo_bench.py (docs/gis.md, "Seams").
+RASTER_DEFAULTS: dict[str, Any] = {
+    "tile_size": 1024,
+    "tile_overlap": 256,
+    "concurrency": 1,
+}
+
 
 def _setting(default: Any, help: str) -> Any:
     """A dataclass field with its one-line help (read by the CLI, the HTTP settings, docs)."""
@@ -138,8 +149,11 @@ def engine_help(name: str) -> str:
     return _fields()[name].metadata["help"]
 
 
-def batch_default(name: str) -> Any:
-    """``fcn predict``'s default for :class:`EngineConfig` field ``name``."""
+def batch_default(name: str, raster: bool = False) -> Any:
+    """``fcn predict``'s default for :class:`EngineConfig` field ``name`` (for images, or
+    with ``raster`` for georeferenced rasters)."""
+    if raster and name in RASTER_DEFAULTS:
+        return RASTER_DEFAULTS[name]
     return BATCH_DEFAULTS.get(name, engine_default(name))
 
 

@@ -9,16 +9,18 @@ its windows run on ``streams`` inference threads sharing the session (ONNX Runti
 OpenVINO release the GIL, so two streams keep two cores busy), and the rows no later strip
 touches are handed to a sink and forgotten.
 
-Memory holds one ``(K, tile, panel)`` float32 accumulator and one strip of a panel's pixels:
-bounded by the panel width, whatever the raster's width and height.
+Memory holds the sums of one window (``(K, tile, tile)`` float32), the sums of the rows the
+next strip still adds to (``(K, overlap, panel)``), the logits of at most ``streams + 1``
+windows and two strips of a panel's pixels: bounded by the tile and the panel width, whatever
+the raster's width and height.
 
-After each strip the accumulator's unfinished rows (the overlap with the next strip) are the
-whole state of the run: :class:`Carry`. A sink that saves it with the finished rows lets a
+After each strip those unfinished rows' sums are the whole state of the run: :class:`Carry`. A sink that saves it with the finished rows lets a
 killed run resume at the next strip and still produce the same bytes.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,8 +85,8 @@ def segment_strips(
         engine: the loaded model.
         grid: the windows.
         read: ``read(row, col, height, width)``, as :meth:`service.geo.inputs.GeoRaster.read`.
-        on_strip: receives each :class:`Strip`, in order; its ``carry`` is a view into the
-            accumulator, valid only during the call (save or copy it there).
+        on_strip: receives each :class:`Strip`, in order; its ``carry`` is overwritten by the
+            next strip (save or copy it during the call).
         panel: the columns to run (None: the whole width).
         start: the first strip to run; ``carry`` must then be the one saved after
             ``start - 1`` of this panel (None: nothing carried, right for ``start`` 0 and
@@ -94,23 +96,13 @@ def segment_strips(
         streams: windows run at once.
     """
     panel = panel or grid.whole()
-    k, strips = engine.metadata.num_classes, len(grid.ys)
-    total = np.zeros((k, grid.tile_h, panel.width), dtype=np.float32)
-    weight = np.zeros((grid.tile_h, panel.width), dtype=np.float32)
-    if carry is not None:
-        rows = carry.weight.shape[0]
-        total[:, :rows], weight[:rows] = carry.total, carry.weight
+    strips = len(grid.ys)
     # (column in the panel, width) of each window, faded by its place in the raster
     cols = [(grid.xs[i] - panel.x0, grid.col_width(i)) for i in range(panel.first, panel.stop)]
     col_windows = [
         blend_window(grid.col_width(i), grid.overlap, i > 0, i < len(grid.xs) - 1)
         for i in range(panel.first, panel.stop)
     ]
-    own = slice(panel.own0 - panel.x0, panel.own1 - panel.x0)
-
-    def read_strip(index: int) -> tuple[np.ndarray, np.ndarray]:
-        return read(grid.ys[index], panel.x0, grid.row_height(index), panel.width)
-
     with (
         ThreadPoolExecutor(1, thread_name_prefix="fcn-geo-read") as reader,
         ThreadPoolExecutor(streams, thread_name_prefix="fcn-geo-infer") as pool,
@@ -118,53 +110,132 @@ def segment_strips(
         pending: Future | None = None
         end = strips if stop is None else min(stop, strips)
         for index in range(start, end):
-            pixels, valid = pending.result() if pending else read_strip(index)
-            if index + 1 < end:  # read the next strip while this one runs
-                pending = reader.submit(read_strip, index + 1)
-            last = index == strips - 1
-            h = grid.row_height(index)
-            row_window = blend_window(h, grid.overlap, index > 0, not last)
-            runs = _run_row(engine, pool, cols, pixels, valid)
-            for (x, w), col_window, logits in zip(cols, col_windows, runs, strict=True):
-                if logits is None:  # every pixel nodata: nothing to blend
-                    continue
-                blend = row_window[:, None] * col_window[None, :]
-                logits = logits.result()
-                logits *= blend
-                total[:, :h, x : x + w] += logits
-                weight[:h, x : x + w] += blend
-            done = grid.rows_done(index)
-            mask, probs = _finish(
-                total[:, :done, own], weight[:done, own], valid[:done, own], probabilities
+            y0 = grid.ys[index]
+            pixels, valid = (
+                pending.result()
+                if pending
+                else read(y0, panel.x0, grid.row_height(index), panel.width)
             )
-            # The carry is a view: on_strip saves it before the shift below overwrites it
-            # (no copy of a (K, overlap, panel) block per strip).
-            keep = None if last else Carry(total[:, done:], weight[done:])
-            tiles_run = sum(r is not None for r in runs)
+            if index + 1 < end:  # read the next strip while this one runs
+                args = (grid.ys[index + 1], panel.x0, grid.row_height(index + 1), panel.width)
+                pending = reader.submit(read, *args)
+            row = _StripSums(engine, grid, panel, index, carry, probabilities)
+            tiles_run = row.run(pool, streams + 1, cols, col_windows, pixels, valid)
+            carry = row.carry
             count = panel.index * strips + index + 1
-            y0, x0 = grid.ys[index], panel.own0
-            on_strip(Strip(index, y0, x0, mask, probs, tiles_run, keep, panel.index, count))
-            if keep is not None:
-                rows = grid.tile_h - done
-                total[:, :rows] = total[:, done:]  # numpy buffers overlapping copies
-                weight[:rows] = weight[done:]
-                total[:, rows:], weight[rows:] = 0.0, 0.0
+            mask, probs = row.mask, row.probabilities
+            on_strip(
+                Strip(index, y0, panel.own0, mask, probs, tiles_run, carry, panel.index, count)
+            )
 
 
-def _run_row(
-    engine: Engine,
-    pool: ThreadPoolExecutor,
-    cols: list[tuple[int, int]],
-    pixels: np.ndarray,
-    valid: np.ndarray,
-) -> list[Future | None]:
-    """Submit every window ``(x, width)`` of a strip that has a valid pixel (None for the others)."""
+class _StripSums:
+    """One strip's weighted logits, summed window by window, left to right.
 
-    def run(x: int, w: int) -> np.ndarray:
-        window = engine.normalise(pixels[:, x : x + w])
-        return np.array(engine.run_normalised(window[None])[0])  # writable, contiguous
+    Only a window's width of sums is held (``tile_h x tile_w`` per class): once a window is
+    added, the columns left of the next window's start are final. Their finished rows become
+    the strip's mask (and probabilities); the rows the next strip still adds to (its top
+    overlap) go to :attr:`carry`, ``(K, rows, panel width)``. Each pixel receives the carry
+    and then its windows in the same order as a whole-strip accumulator would, so the result
+    is the same bytes, with memory of the carry and one window instead of a tile-high strip.
+    """
 
-    return [pool.submit(run, x, w) if valid[:, x : x + w].any() else None for x, w in cols]
+    def __init__(self, engine, grid: Grid, panel: Panel, index: int, carry, probabilities):
+        k = engine.metadata.num_classes
+        self.engine, self.panel, self.probs_wanted = engine, panel, probabilities
+        self.h, self.tile_w, self.width = grid.row_height(index), grid.tile_w, panel.width
+        self.last = index == len(grid.ys) - 1
+        self.done = grid.rows_done(index)
+        self.carry_in = carry
+        self.row_window = blend_window(self.h, grid.overlap, index > 0, not self.last)
+        self.total = np.zeros((k, self.h, self.tile_w), dtype=np.float32)
+        self.weight = np.zeros((self.h, self.tile_w), dtype=np.float32)
+        self.base = 0  # the panel column of the sums' first column
+        rows = self.h - self.done
+        if self.last:
+            self.carry = None
+        elif carry is not None and carry.weight.shape == (rows, self.width):
+            # Each carried column is read into the sums before that column's own carry is
+            # written: one carry buffer serves every strip of the panel.
+            self.carry = carry
+        else:
+            self.carry = Carry(
+                np.empty((k, rows, self.width), dtype=np.float32),
+                np.empty((rows, self.width), dtype=np.float32),
+            )
+        own = panel.own1 - panel.own0
+        self.mask = np.full((self.done, own), NODATA, dtype=np.uint8)
+        self.probabilities = (
+            np.zeros((k, self.done, own), dtype=np.uint8) if probabilities else None
+        )
+        self._load(0, self.tile_w)
+
+    def run(self, pool, lookahead, cols, col_windows, pixels, valid) -> int:
+        """Add every window of the strip (``lookahead`` submitted ahead of the one added,
+        so at most that many windows' logits are held) and finish every column."""
+
+        def infer(x: int, w: int) -> np.ndarray:
+            window = self.engine.normalise(pixels[:, x : x + w])
+            return np.array(self.engine.run_normalised(window[None])[0])  # writable, contiguous
+
+        def submit(i: int) -> Future | None:
+            x, w = cols[i]  # a window without a valid pixel is not run
+            return pool.submit(infer, x, w) if valid[:, x : x + w].any() else None
+
+        ahead: deque[Future | None] = deque()
+        tiles_run = 0
+        for i, ((x, w), col_window) in enumerate(zip(cols, col_windows, strict=True)):
+            while len(ahead) < lookahead and i + len(ahead) < len(cols):
+                ahead.append(submit(i + len(ahead)))
+            future = ahead.popleft()
+            if future is not None:
+                logits = future.result()
+                del future  # its result is freed with logits, not with the deque
+                blend = self.row_window[:, None] * col_window[None, :]
+                logits *= blend
+                at = x - self.base
+                self.total[:, :, at : at + w] += logits
+                self.weight[:, at : at + w] += blend
+                del logits
+                tiles_run += 1
+            self._finish_until(cols[i + 1][0] if i + 1 < len(cols) else self.width, valid)
+        return tiles_run
+
+    def _load(self, at: int, stop: int) -> None:
+        """Start sums columns ``at .. stop - 1`` from the carry (zeros below it)."""
+        a, b = self.base + at, min(self.base + stop, self.width)
+        self.total[:, :, at:stop] = 0.0
+        self.weight[:, at:stop] = 0.0
+        if self.carry_in is not None and b > a:
+            rows = self.carry_in.weight.shape[0]
+            self.total[:, :rows, at : at + b - a] = self.carry_in.total[:, :, a:b]
+            self.weight[:rows, at : at + b - a] = self.carry_in.weight[:, a:b]
+
+    def _finish_until(self, column: int, valid: np.ndarray) -> None:
+        """Columns ``base .. column - 1`` are final: into the mask and the carry, then shift."""
+        a, b, n = self.base, column, column - self.base
+        if n <= 0:
+            return
+        if self.carry is not None:
+            self.carry.total[:, :, a:b] = self.total[:, self.done :, :n]
+            self.carry.weight[:, a:b] = self.weight[self.done :, :n]
+        own0, own1 = self.panel.own0 - self.panel.x0, self.panel.own1 - self.panel.x0
+        o0, o1 = max(a, own0), min(b, own1)
+        if o1 > o0:
+            mask, probs = _finish(
+                self.total[:, : self.done, o0 - a : o1 - a],
+                self.weight[: self.done, o0 - a : o1 - a],
+                valid[: self.done, o0:o1],
+                self.probs_wanted,
+            )
+            self.mask[:, o0 - own0 : o1 - own0] = mask
+            if probs is not None:
+                self.probabilities[:, :, o0 - own0 : o1 - own0] = probs
+        keep = self.tile_w - n  # numpy buffers the overlapping copies
+        self.total[:, :, :keep] = self.total[:, :, n:]
+        self.weight[:, :keep] = self.weight[:, n:]
+        self.base = b
+        self._load(keep, self.tile_w)
 
 
 def _finish(

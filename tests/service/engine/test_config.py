@@ -187,7 +187,11 @@ def test_help_texts_show_the_defaults_in_force() -> None:
     # every engine flag: the engine's help, with the value each command runs with
     for name in predict_command.ENGINE_FIELDS:
         shown = ec.engine_help(name)
-        assert f"{shown} (default: {ec.batch_default(name)})" in predict_help, name
+        default = ec.batch_default(name)
+        raster = ec.batch_default(name, raster=True)
+        if raster != default:  # rasters' own default is said beside the images'
+            default = f"{default}; {raster} for rasters"
+        assert f"{shown} (default: {default})" in predict_help, name
         default = Settings.model_fields[name].default
         default = "none" if default is None else default  # as fcn serve's help writes it
         assert f"{shown} [FCN_{name.upper()}; default {default}]" in serve_help, name

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from service.engine.config import RASTER_DEFAULTS
 from service.geo.grid import Grid, border_bands
 from service.geo.run import GeoOptions, segment_raster
 
@@ -24,10 +25,10 @@ MOSAICS = {
 
 @pytest.fixture(scope="module", params=list(MOSAICS))
 def seam_case(request, make_raster, engine_for, tmp_path_factory):
-    """A gap-free mosaic: geo mask, engine tiled (same windows) and untiled masks, border
-    bands."""
+    """A gap-free mosaic with the raster defaults' windows: geo mask, engine tiled (same
+    windows) and untiled masks, border bands."""
     width, height, options = MOSAICS[request.param]
-    engine = engine_for()
+    engine = engine_for(RASTER_DEFAULTS["tile_size"], RASTER_DEFAULTS["tile_overlap"])
     path = make_raster(request.param, width, height, **options)
     out = tmp_path_factory.mktemp("seams")
     result = segment_raster(engine, path, out / "seams", GeoOptions())
@@ -74,30 +75,10 @@ def test_no_seam_at_window_borders(seam_case) -> None:
     assert border >= inside - 0.01
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="512/128 on the stride: 98.56% / 98.81% on the two mosaics; 1024/256 reaches 99.61% "
-    "/ 99.69% but fcn predict then peaks at 1.36-1.46 GB on 64 MP (over the 1.0 GB bound), so it "
-    "is not the default (docs/gis.md, 'Seams'; bench/results/seam_bench.json)",
-)
 def test_tiled_agrees_with_untiled_on_99_5_percent(seam_case) -> None:
-    """Issue 32's bar, not met by the default windows (512/128)."""
-    assert agreement(seam_case["geo"], seam_case["untiled"]) >= 0.995
-
-
-@pytest.mark.slow  # two more 3-4 MP rasters through the default model
-def test_1024_windows_agree_with_untiled_on_99_5_percent(seam_case, engine_for, tmp_path) -> None:
-    """The bar with the windows that reach it (``--tile-size 1024 --tile-overlap 256``: more
-    memory, docs/gis.md 'Seams'), on both mosaics, border bands included."""
-    engine = engine_for(tile_size=1024, tile_overlap=256)
-    result = segment_raster(engine, seam_case["path"], tmp_path / "seams", GeoOptions())
-    with rasterio.open(result.outputs[0]) as mask_file:
-        geo = mask_file.read(1)
-    height, width = seam_case["shape"]
-    grid = Grid.of(height, width, 1024, 256, engine.metadata.size_multiple)
-    bands, untiled = border_bands(grid), seam_case["untiled"]
+    """Issue 32's bar, with the raster defaults (1024/256 windows; the image defaults, 512/128,
+    reach 98.56% / 98.81%: docs/gis.md 'Seams')."""
+    geo, untiled, bands = seam_case["geo"], seam_case["untiled"], seam_case["bands"]
     overall, border = agreement(geo, untiled), agreement(geo, untiled, bands)
-    print(f"1024/256: all {overall:.4f}, border bands {border:.4f}")
-    assert grid.tiles == result.tiles > 1
+    print(f"raster defaults: all {overall:.4f}, border bands {border:.4f}")
     assert overall >= 0.995
-    assert border >= agreement(geo, untiled, ~bands) - 0.01

@@ -106,12 +106,13 @@ def seam_check() -> dict:
 
     from bench.make_geo_rasters import make_raster
     from service.engine import Engine
-    from service.engine.config import EngineConfig
+    from service.engine.config import RASTER_DEFAULTS, EngineConfig
     from service.geo.grid import Grid, border_bands
     from service.geo.run import GeoOptions, segment_raster
     from service.models import parse_spec
 
-    engine = Engine.load(parse_spec("default").path, EngineConfig(concurrency=2))
+    windows = {k: RASTER_DEFAULTS[k] for k in ("tile_size", "tile_overlap")}  # fcn predict's
+    engine = Engine.load(parse_spec("default").path, EngineConfig(concurrency=2, **windows))
     with tempfile.TemporaryDirectory() as tmp:
         path = make_raster(Path(tmp) / "seams.tif", 2000, 1500, gap_every=0)
         result = segment_raster(engine, path, Path(tmp) / "seams", GeoOptions())

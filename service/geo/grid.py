@@ -21,8 +21,8 @@ import numpy as np
 
 from service.engine.tiling import tile_starts, window_side, window_size
 
-# Columns a panel owns, at most (rounded down to whole window strides). 8,192 keeps an
-# 8,000-pixel-wide raster in one panel (no window run twice) and bounds the accumulators of a
+# Columns a panel owns, at most (its first window's start to the next panel's). 8,192 keeps an
+# 8,000-pixel-wide raster in one panel (no window run twice) and bounds the carried sums of a
 # wider one to about what that raster needs.
 PANEL_WIDTH = 8192
 
@@ -102,20 +102,27 @@ class Grid:
         return Panel(0, 0, len(self.xs), 0, self.width, 0, self.width)
 
     def panels(self, panel_width: int = PANEL_WIDTH) -> tuple[Panel, ...]:
-        """The column panels owning at most ``panel_width`` columns each (at least one window).
+        """The fewest column panels owning at most ``panel_width`` columns each (or one window,
+        where a window is wider), their windows shared out evenly.
 
         Raises:
             ValueError: ``panel_width`` is not positive.
         """
         if panel_width < 1:
             raise ValueError(f"panel_width must be >= 1 column, got {panel_width}")
-        stride = max(1, self.tile_w - self.overlap)
-        per = max(1, panel_width // stride)  # windows starting in each panel
-        cuts = [*range(0, len(self.xs), per), len(self.xs)]
+        count = len(self.xs)
+        for parts in range(min(count, max(1, -(-self.width // panel_width))), count + 1):
+            cuts = [round(i * count / parts) for i in range(parts + 1)]
+            owns = [
+                (self.xs[stop] if stop < count else self.width) - (self.xs[start] if start else 0)
+                for start, stop in zip(cuts, cuts[1:], strict=False)
+            ]
+            if max(owns) <= max(panel_width, self.tile_w):
+                break
         panels = []
         for index, (start, stop) in enumerate(zip(cuts, cuts[1:], strict=False)):
             own0 = self.xs[start] if start > 0 else 0
-            own1 = self.xs[stop] if stop < len(self.xs) else self.width
+            own1 = self.xs[stop] if stop < count else self.width
             first = next(i for i, x in enumerate(self.xs) if x + self.col_width(i) > own0)
             end = self.xs[stop - 1] + self.col_width(stop - 1)
             panels.append(Panel(index, first, stop, self.xs[first], end, own0, own1))

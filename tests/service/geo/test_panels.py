@@ -39,6 +39,10 @@ def test_an_8000_wide_raster_is_one_panel_and_a_24000_wide_one_three() -> None:
     panels = Grid.of(1536, 24000, 512, 128).panels()
     assert len(panels) == 3
     assert max(p.width for p in panels) <= 8192 + 512
+    # the raster windows (1024/256): 11 windows across 8,000 pixels are still one panel
+    assert len(Grid.of(8000, 8000, 1024, 256, 32).panels()) == 1
+    panels = Grid.of(1536, 24000, 1024, 256, 32).panels()
+    assert max(p.own1 - p.own0 for p in panels) <= 8192 and len(panels) == 4
 
 
 def test_panel_width_must_be_positive() -> None:

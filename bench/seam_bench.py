@@ -288,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss:
         settings = [tuple(int(v) for v in s.split("/")) for s in args.rss.split(",")]
         extra = args.rss_flags.split()
-        report["rss"] = rss_runs(settings, args.folder, args.rss_sizes.split(","), extra)
+        fresh = rss_runs(settings, args.folder, args.rss_sizes.split(","), extra)
+
+        def key(run: dict) -> tuple:
+            return run["raster"], run["tile"], run["overlap"], tuple(run["flags"])
+
+        kept = [r for r in report.get("rss", []) if key(r) not in {key(f) for f in fresh}]
+        report["rss"] = kept + fresh  # other settings' runs stay, with their loadavg
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     return 0

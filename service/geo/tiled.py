@@ -14,8 +14,9 @@ next strip still adds to (``(K, overlap, panel)``), the logits of at most ``stre
 windows and two strips of a panel's pixels: bounded by the tile and the panel width, whatever
 the raster's width and height.
 
-After each strip those unfinished rows' sums are the whole state of the run: :class:`Carry`. A sink that saves it with the finished rows lets a
-killed run resume at the next strip and still produce the same bytes.
+After each strip those unfinished rows' sums are the whole state of the run: :class:`Carry`.
+A sink that saves it with the finished rows lets a killed run resume at the next strip and
+still produce the same bytes.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def segment_strips(
         blend_window(grid.col_width(i), grid.overlap, i > 0, i < len(grid.xs) - 1)
         for i in range(panel.first, panel.stop)
     ]
+
+    def read_strip(index: int) -> tuple[np.ndarray, np.ndarray]:
+        return read(grid.ys[index], panel.x0, grid.row_height(index), panel.width)
+
     with (
         ThreadPoolExecutor(1, thread_name_prefix="fcn-geo-read") as reader,
         ThreadPoolExecutor(streams, thread_name_prefix="fcn-geo-infer") as pool,
@@ -111,14 +116,9 @@ def segment_strips(
         end = strips if stop is None else min(stop, strips)
         for index in range(start, end):
             y0 = grid.ys[index]
-            pixels, valid = (
-                pending.result()
-                if pending
-                else read(y0, panel.x0, grid.row_height(index), panel.width)
-            )
+            pixels, valid = pending.result() if pending else read_strip(index)
             if index + 1 < end:  # read the next strip while this one runs
-                args = (grid.ys[index + 1], panel.x0, grid.row_height(index + 1), panel.width)
-                pending = reader.submit(read, *args)
+                pending = reader.submit(read_strip, index + 1)
             row = _StripSums(engine, grid, panel, index, carry, probabilities)
             tiles_run = row.run(pool, streams + 1, cols, col_windows, pixels, valid)
             carry = row.carry
@@ -140,7 +140,15 @@ class _StripSums:
     is the same bytes, with memory of the carry and one window instead of a tile-high strip.
     """
 
-    def __init__(self, engine, grid: Grid, panel: Panel, index: int, carry, probabilities):
+    def __init__(
+        self,
+        engine: Engine,
+        grid: Grid,
+        panel: Panel,
+        index: int,
+        carry: Carry | None,
+        probabilities: bool,
+    ) -> None:
         k = engine.metadata.num_classes
         self.engine, self.panel, self.probs_wanted = engine, panel, probabilities
         self.h, self.tile_w, self.width = grid.row_height(index), grid.tile_w, panel.width

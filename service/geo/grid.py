@@ -103,22 +103,26 @@ class Grid:
 
     def panels(self, panel_width: int = PANEL_WIDTH) -> tuple[Panel, ...]:
         """The fewest column panels owning at most ``panel_width`` columns each (or one window,
-        where a window is wider), their windows shared out evenly.
+        where a window is wider): each takes windows left to right while they fit.
 
         Raises:
             ValueError: ``panel_width`` is not positive.
         """
         if panel_width < 1:
             raise ValueError(f"panel_width must be >= 1 column, got {panel_width}")
-        count = len(self.xs)
-        for parts in range(min(count, max(1, -(-self.width // panel_width))), count + 1):
-            cuts = [round(i * count / parts) for i in range(parts + 1)]
-            owns = [
-                (self.xs[stop] if stop < count else self.width) - (self.xs[start] if start else 0)
-                for start, stop in zip(cuts, cuts[1:], strict=False)
-            ]
-            if max(owns) <= max(panel_width, self.tile_w):
-                break
+        count, limit = len(self.xs), max(panel_width, self.tile_w)
+
+        def owns(start: int, stop: int) -> int:  # columns of windows start .. stop - 1's panel
+            return (self.xs[stop] if stop < count else self.width) - (
+                self.xs[start] if start else 0
+            )
+
+        cuts = [0]
+        while cuts[-1] < count:
+            stop = cuts[-1] + 1
+            while stop < count and owns(cuts[-1], stop + 1) <= limit:
+                stop += 1
+            cuts.append(stop)
         panels = []
         for index, (start, stop) in enumerate(zip(cuts, cuts[1:], strict=False)):
             own0 = self.xs[start] if start > 0 else 0

@@ -47,6 +47,7 @@ import numpy as np
 from service.backends import Backend, load_backend
 from service.backends.cpu import cpu_signature
 from service.backends.reference import REFERENCE_KEY, CheckResult, ReferenceSet, predict_crop
+from service.engine.tiling import window_side
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class SpeedProbe:
         that fails to load or to run is left out (and
         :func:`service.backends.select.choose_backend` falls back without it).
         """
-        side = -(-self.config.tile_size // size_multiple) * size_multiple
+        side = window_side(self.config.tile_size, size_multiple)  # the engine's windows
         key = self._key(paths, side)
         with _locked(self.cache):
             cached = self._cached(key)

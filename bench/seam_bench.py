@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         def key(run: dict) -> tuple:
             return run["raster"], run["tile"], run["overlap"], tuple(run["flags"])
 
-        kept = [r for r in report.get("rss", []) if key(r) not in {key(f) for f in fresh}]
+        ran = {key(f) for f in fresh}
+        kept = [r for r in report.get("rss", []) if key(r) not in ran]
         report["rss"] = kept + fresh  # other settings' runs stay, with their loadavg
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
